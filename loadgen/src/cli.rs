@@ -1,0 +1,141 @@
+//! The `commbench` command line: raw flags, turned into a validated scenario by `scenario.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use commbench_servers::ServerConfig;
+
+use crate::scenario::{RawScenario, ScenarioError};
+
+/// Benchmarks backend communication patterns (request-response, short and long polling, SSE,
+/// WebSocket) side by side on one shared event feed.
+#[derive(Debug, Parser)]
+#[command(name = "commbench", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive one or more patterns with many clients and write results/<run-id>/.
+    Run(RunArgs),
+    /// Run the pattern server (the same server `run` embeds).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ServerConfig,
+    /// Exit when standard input closes (how `commbench run` stops its embedded server).
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
+}
+
+/// `commbench run` flags. Values take friendly units (`10k`, `30s`, `250ms`, `64KiB`); a flag
+/// overrides the same field of `--scenario`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML scenario file (fields named like the flags, e.g. `clients = "2k"`).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws; against
+    /// --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]
+    #[arg(long, short = 'p', value_name = "PATTERN")]
+    pub pattern: Vec<String>,
+    /// Simulated clients, each with its own connection (1..=200k). [default: 100]
+    #[arg(long, short = 'c')]
+    pub clients: Option<String>,
+    /// Events published per second (request-response: requests per second; 0 = closed loop). [default: 50]
+    #[arg(long, short = 'r')]
+    pub rate: Option<String>,
+    /// Measured window (1s..=24h). [default: 10s]
+    #[arg(long, short = 'd')]
+    pub duration: Option<String>,
+    /// Warm-up before the window, excluded from results (0s..=1h). [default: 2s]
+    #[arg(long)]
+    pub warmup: Option<String>,
+    /// Payload bytes per event (48B..=1MiB). [default: 128]
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Topics the events and clients spread over (1..=1000). [default: 1]
+    #[arg(long)]
+    pub topics: Option<String>,
+    /// Short-poll (and poll-url) interval per client (1ms..=1h). [default: 1s]
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// How long a long poll may be held (10ms..=10m). [default: 30s]
+    #[arg(long)]
+    pub long_poll_timeout: Option<String>,
+    /// Publish schedule: fixed or poisson. [default: fixed]
+    #[arg(long)]
+    pub arrival: Option<String>,
+    /// New connections per second while clients start (1..=1M). [default: 2000]
+    #[arg(long)]
+    pub ramp: Option<String>,
+    /// Request-response: each connection sends its next request when the answer arrives.
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// An already-running server (http://host:port[/path]); without it the embedded one is started.
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// ws-url: a text message to send after connecting.
+    #[arg(long)]
+    pub ws_message: Option<String>,
+    /// Time allowed after publishing stops for late deliveries (0s = 2 × interval, at least 2s).
+    #[arg(long)]
+    pub drain: Option<String>,
+    /// Stop early after this many errors (0 = never).
+    #[arg(long)]
+    pub max_errors: Option<String>,
+    /// Output directory [default: results/<run-id>, plus the results/latest link].
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// No progress display and no per-cell table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Extra flag for the embedded server, e.g. --server-arg=--history=4096 (repeatable).
+    #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+}
+
+impl RunArgs {
+    /// The scenario file (if any) overlaid with the flags given.
+    pub fn raw_scenario(&self) -> Result<RawScenario, ScenarioError> {
+        let mut raw = match &self.scenario {
+            Some(path) => RawScenario::from_file(path)?,
+            None => RawScenario::default(),
+        };
+        let mut flags = RawScenario::default();
+        if !self.pattern.is_empty() {
+            flags.set_flag("patterns", self.pattern.join(","));
+        }
+        let optional = [
+            ("clients", &self.clients),
+            ("rate", &self.rate),
+            ("duration", &self.duration),
+            ("warmup", &self.warmup),
+            ("payload", &self.payload),
+            ("topics", &self.topics),
+            ("interval", &self.interval),
+            ("long_poll_timeout", &self.long_poll_timeout),
+            ("arrival", &self.arrival),
+            ("ramp", &self.ramp),
+            ("target", &self.target),
+            ("ws_message", &self.ws_message),
+            ("drain", &self.drain),
+            ("max_errors", &self.max_errors),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                flags.set_flag(field, value.clone());
+            }
+        }
+        if self.closed_loop {
+            flags.set_flag("closed_loop", "true");
+        }
+        raw = raw.merge(flags);
+        Ok(raw)
+    }
+}

@@ -1,0 +1,145 @@
+//! Simulated clients, one module per pattern behind one signature: `run(ClientCtx)`. Each client owns
+//! its connection(s), records into the shared recorder, and stops when the run tells it to.
+
+mod feed;
+mod requests;
+mod sse_parse;
+mod ws_conn;
+mod long_poll;
+mod poll_url;
+mod request_response;
+mod short_poll;
+mod sse;
+mod sse_url;
+mod ws;
+mod ws_url;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc, OnceLock,
+    },
+};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+
+pub use feed::FeedReceiver;
+
+use crate::{
+    clock::RunClock, http::ClientError, record::Recorder, scenario::PatternName,
+    scenario::Scenario, target::Target,
+};
+
+/// Where the run is; clients watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Clients are connecting; nothing is published yet.
+    Ramp,
+    /// Publishing (warm-up, then the measured window).
+    Run,
+    /// Publishing stopped; feed clients catch up to the final heads, others stop.
+    Drain,
+    /// Stop now.
+    Stop,
+}
+
+/// State shared by the runner and every client of one cell.
+pub struct RunShared {
+    pub scenario: Arc<Scenario>,
+    pub target: Arc<Target>,
+    pub recorder: Arc<Recorder>,
+    pub clock: RunClock,
+    pub phase: watch::Receiver<Phase>,
+    /// Run-clock ns when the measured window starts (u64::MAX until known); earlier samples are
+    /// warm-up and not recorded in histograms.
+    pub window_start_ns: AtomicU64,
+    /// Clients connected and subscribed, and clients that gave up.
+    pub ready: AtomicUsize,
+    pub failed: AtomicUsize,
+    /// The last sequence number published per topic, known once publishing stops.
+    pub final_heads: OnceLock<HashMap<String, u64>>,
+    /// Topic names of this cell (client `i` follows `topics[i % len]`).
+    pub topics: Vec<String>,
+}
+
+impl RunShared {
+    pub fn in_window(&self, intended_ns: u64) -> bool {
+        intended_ns >= self.window_start_ns.load(Relaxed)
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+}
+
+/// One client's view.
+pub struct ClientCtx {
+    pub id: usize,
+    pub shared: Arc<RunShared>,
+    pub source: Option<SocketAddr>,
+    pub rng: fastrand::Rng,
+}
+
+impl ClientCtx {
+    pub fn topic(&self) -> &str {
+        &self.shared.topics[self.id % self.shared.topics.len()]
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.shared.recorder
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.shared.clock.now_ns()
+    }
+
+    /// Counts an error under its kind.
+    pub fn error(&self, error: &ClientError) {
+        tracing::debug!(client = self.id, %error, "client error");
+        self.shared.recorder.counters.error(error.kind());
+    }
+
+    pub fn mark_ready(&self) {
+        self.shared.ready.fetch_add(1, Relaxed);
+    }
+
+    pub fn mark_failed(&self, error: &ClientError) {
+        self.error(error);
+        self.shared.failed.fetch_add(1, Relaxed);
+    }
+
+    /// Waits until the phase is at least `phase`; returns the phase reached.
+    pub async fn wait_for(&self, phase: Phase) -> Phase {
+        let mut watcher = self.shared.phase.clone();
+        let reached = watcher.wait_for(|p| *p >= phase).await.map(|p| *p);
+        reached.unwrap_or(Phase::Stop)
+    }
+
+    /// Resolves when the run reaches `phase` (for use in `select!`).
+    pub fn reached(&self, phase: Phase) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut watcher = self.shared.phase.clone();
+        async move {
+            let _ = watcher.wait_for(|p| *p >= phase).await;
+        }
+    }
+}
+
+/// The signature every pattern's client implements.
+pub type ClientFn = fn(ClientCtx) -> BoxFuture<'static, ()>;
+
+/// The client for a pattern. Adding a pattern = its module + one line here.
+pub fn client_for(pattern: PatternName) -> ClientFn {
+    match pattern {
+        PatternName::RequestResponse => |ctx| Box::pin(request_response::run(ctx)),
+        PatternName::ShortPoll => |ctx| Box::pin(short_poll::run(ctx)),
+        PatternName::LongPoll => |ctx| Box::pin(long_poll::run(ctx)),
+        PatternName::Sse => |ctx| Box::pin(sse::run(ctx)),
+        PatternName::Ws => |ctx| Box::pin(ws::run(ctx)),
+        PatternName::PollUrl => |ctx| Box::pin(poll_url::run(ctx)),
+        PatternName::SseUrl => |ctx| Box::pin(sse_url::run(ctx)),
+        PatternName::WsUrl => |ctx| Box::pin(ws_url::run(ctx)),
+    }
+}

@@ -1,0 +1,37 @@
+//! Request-response baseline: `GET /hello` open-loop at the target rate (wrk2's model: the rate is
+//! split evenly over the connections) or closed-loop (`--closed-loop` / `--rate 0`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{
+    requests::{open, request_loop, Exchange},
+    ClientCtx, Phase,
+};
+use crate::schedule::Schedule;
+
+struct Hello;
+
+impl Exchange for Hello {
+    fn path(&self) -> String {
+        "/hello".into()
+    }
+    fn answer(&mut self, _: &ClientCtx, _: &Bytes, _: u64) {}
+}
+
+pub async fn run(mut ctx: ClientCtx) {
+    let Some(mut conn) = open(&ctx).await else {
+        return;
+    };
+    ctx.mark_ready();
+    if ctx.wait_for(Phase::Run).await != Phase::Run {
+        return;
+    }
+    let scenario = ctx.shared.scenario.clone();
+    let schedule = (!scenario.closed_loop).then(|| {
+        let per_connection = Duration::from_secs_f64(scenario.clients as f64 / scenario.rate);
+        Schedule::fixed_with_random_phase(ctx.now_ns(), per_connection, &mut ctx.rng)
+    });
+    request_loop(&ctx, &mut conn, schedule, &mut Hello).await;
+}

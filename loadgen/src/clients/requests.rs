@@ -1,0 +1,127 @@
+//! The one request loop every request-driven client shares (request-response, short polling,
+//! poll-url): open-loop on a schedule (latency from the intended time, and from the actual send) or
+//! closed-loop (next request when the answer arrives).
+
+use bytes::Bytes;
+use http::Method;
+
+use super::{ClientCtx, Phase};
+use crate::{http::HttpConn, record::Metric, schedule::Schedule};
+
+/// What a request-driven client does with each exchange.
+pub trait Exchange: Send {
+    fn path(&self) -> String;
+    /// Handles a 2xx answer received at `now_ns`.
+    fn answer(&mut self, ctx: &ClientCtx, body: &Bytes, now_ns: u64);
+    /// True when the last answer was cut short and the client should ask again at once.
+    fn more(&self) -> bool {
+        false
+    }
+    /// True when the client has everything it needs and may stop (checked between requests).
+    fn done(&self, ctx: &ClientCtx) -> bool {
+        ctx.shared.phase() >= Phase::Drain
+    }
+}
+
+/// Runs requests until `exchange.done()`. `schedule = None` means closed loop.
+pub async fn request_loop(
+    ctx: &ClientCtx,
+    conn: &mut HttpConn,
+    mut schedule: Option<Schedule>,
+    exchange: &mut impl Exchange,
+) {
+    let clock = ctx.shared.clock;
+    let mut stop = std::pin::pin!(ctx.reached(Phase::Stop));
+    let mut drain = std::pin::pin!(ctx.reached(Phase::Drain));
+    let mut draining = false;
+    while !exchange.done(ctx) {
+        let intended = match schedule.as_mut() {
+            Some(schedule) if !exchange.more() => {
+                let intended = schedule.next();
+                let sleep = tokio::time::sleep_until(clock.instant_at(intended).into());
+                tokio::select! {
+                    () = sleep => {}
+                    () = &mut stop => return,
+                }
+                if exchange.done(ctx) {
+                    return;
+                }
+                intended
+            }
+            _ => ctx.now_ns(),
+        };
+        let sent = ctx.now_ns();
+        let path = exchange.path();
+        let answer = {
+            let mut fetch = std::pin::pin!(conn.fetch(Method::GET, &path, Bytes::new()));
+            loop {
+            tokio::select! {
+                answer = &mut fetch => break answer,
+                () = &mut stop => return,
+                // A held request (a long poll) may have nothing left to bring: stop waiting for it
+                // once publishing has ended and this client already has everything.
+                () = &mut drain, if !draining => {
+                    draining = true;
+                    if exchange.done(ctx) {
+                        return;
+                    }
+                }
+            }
+            }
+        };
+        let now = ctx.now_ns();
+        ctx.recorder()
+            .counters
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if ctx.shared.in_window(intended) {
+            ctx.recorder()
+                .record(ctx.id, Metric::RoundTrip, now.saturating_sub(intended) / 1_000);
+            if schedule.is_some() {
+                ctx.recorder().record(
+                    ctx.id,
+                    Metric::RoundTripUncorrected,
+                    now.saturating_sub(sent) / 1_000,
+                );
+            }
+        }
+        match answer {
+            Ok(body) => exchange.answer(ctx, &body, now),
+            Err(error) => {
+                ctx.error(&error);
+                if matches!(error, crate::http::ClientError::Request(_)) {
+                    // The connection is gone; reconnect once, or give up on this client.
+                    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await {
+                        Ok(fresh) => {
+                            *conn = fresh;
+                            ctx.recorder()
+                                .counters
+                                .reconnects
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            ctx.error(&error);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens the client's connection, recording the connect time; counts a failure and returns `None`.
+pub async fn open(ctx: &ClientCtx) -> Option<HttpConn> {
+    let started = ctx.now_ns();
+    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await {
+        Ok(conn) => {
+            let micros = ctx.now_ns().saturating_sub(started) / 1_000;
+            ctx.recorder().record(ctx.id, Metric::Connect, micros);
+            Some(conn)
+        }
+        Err(error) => {
+            ctx.mark_failed(&error);
+            None
+        }
+    }
+}

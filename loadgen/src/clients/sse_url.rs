@@ -1,0 +1,73 @@
+//! Generic SSE against anyone's server: hold a stream on the target URL and record the time between
+//! consecutive events (inter-arrival), bytes and errors; reconnect when it drops.
+
+use std::{sync::atomic::Ordering::Relaxed, time::Duration};
+
+use http_body_util::BodyExt;
+
+use super::{sse::open_stream, sse_parse::SseParser, ClientCtx, Phase};
+use crate::{http::ClientError, record::Metric};
+
+const MAX_FRAME: usize = 4 << 20;
+
+pub async fn run(ctx: ClientCtx) {
+    let path = ctx.shared.target.path.clone();
+    let mut stop = std::pin::pin!(ctx.reached(Phase::Drain));
+    let mut ready = false;
+    let mut last_event: Option<u64> = None;
+    for attempt in 0u64..10 {
+        let mut body = match open_stream(&ctx, &path, &[("accept", "text/event-stream")]).await {
+            Ok(body) => body,
+            Err(error) if !ready => return ctx.mark_failed(&error),
+            Err(error) => {
+                ctx.error(&error);
+                return;
+            }
+        };
+        if !ready {
+            ready = true;
+            ctx.mark_ready();
+        }
+        let mut parser = SseParser::new(MAX_FRAME);
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = &mut stop => return,
+            };
+            let chunk = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+                Some(Err(error)) => {
+                    ctx.error(&ClientError::Request(error));
+                    break;
+                }
+                None => break,
+            };
+            if parser.push(&chunk).is_err() {
+                ctx.recorder().counters.error("sse_frame_too_large");
+                break;
+            }
+            let now = ctx.now_ns();
+            while let Some(frame) = parser.next_frame() {
+                if frame.data.is_empty() && frame.event.is_none() {
+                    continue; // a comment or heartbeat
+                }
+                ctx.recorder().counters.events_received.fetch_add(1, Relaxed);
+                if let Some(previous) = last_event {
+                    if ctx.shared.in_window(previous) {
+                        ctx.recorder()
+                            .record(ctx.id, Metric::InterArrival, (now - previous) / 1_000);
+                    }
+                }
+                last_event = Some(now);
+            }
+        }
+        if ctx.shared.phase() >= Phase::Drain {
+            return;
+        }
+        ctx.recorder().counters.reconnects.fetch_add(1, Relaxed);
+        tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+    }
+}

@@ -1,0 +1,55 @@
+//! Opening a WebSocket on a counted socket (handshake bytes and frame headers count), shared by the
+//! feed WebSocket client and the generic `ws-url` client.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::{
+    client_async_with_config,
+    tungstenite::{protocol::WebSocketConfig, Message},
+    WebSocketStream,
+};
+
+use super::ClientCtx;
+use crate::{
+    http::ClientError,
+    net::{connect, counted, CountedStream},
+    record::Metric,
+};
+
+pub type Socket = WebSocketStream<CountedStream>;
+
+/// Largest message a client accepts.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// Connects to `path` on the target and completes the WebSocket handshake, recording connect time.
+pub async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
+    let started = ctx.now_ns();
+    let stream = connect(ctx.shared.target.addr, ctx.source)
+        .await
+        .map_err(ClientError::Connect)?;
+    let url = format!("ws://{}{}", ctx.shared.target.authority, path);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let (socket, _response) =
+        client_async_with_config(url, counted(stream, &ctx.shared.recorder), Some(config))
+            .await
+            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+    let micros = ctx.now_ns().saturating_sub(started) / 1_000;
+    ctx.recorder().record(ctx.id, Metric::Connect, micros);
+    Ok(socket)
+}
+
+pub async fn send_text(socket: &mut Socket, text: String) -> Result<(), ClientError> {
+    socket
+        .send(Message::text(text))
+        .await
+        .map_err(|e| ClientError::WebSocket(e.to_string()))
+}
+
+/// The next message, with read errors mapped; `None` when the socket closed.
+pub async fn next(socket: &mut Socket) -> Option<Result<Message, ClientError>> {
+    socket
+        .next()
+        .await
+        .map(|m| m.map_err(|e| ClientError::WebSocket(e.to_string())))
+}

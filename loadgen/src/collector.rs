@@ -1,0 +1,93 @@
+//! Once per interval: takes what the clients recorded, appends it to the `.hlog` interval logs, adds
+//! it to the cell's totals and updates the progress display. The only reader of the recorder.
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    output::HlogWriter,
+    progress::Progress,
+    record::{new_histogram, Metric, Recorder},
+};
+
+pub struct Collector {
+    pub recorder: Arc<Recorder>,
+    /// Files are `<dir>/<cell>.<metric>.hlog`.
+    pub dir: PathBuf,
+    pub cell: String,
+    pub started_unix_s: f64,
+    pub interval: Duration,
+    pub progress: Progress,
+}
+
+impl Collector {
+    /// Runs until `stop`, then takes the last interval and returns the totals of metrics that have
+    /// samples.
+    pub async fn run(self, stop: CancellationToken) -> BTreeMap<Metric, Histogram<u64>> {
+        let mut totals: BTreeMap<Metric, Histogram<u64>> = BTreeMap::new();
+        let mut logs: BTreeMap<Metric, HlogWriter> = BTreeMap::new();
+        let started = std::time::Instant::now();
+        let mut last = 0.0;
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                _ = ticks.tick() => false,
+                () = stop.cancelled() => true,
+            };
+            let now = started.elapsed().as_secs_f64();
+            let taken = self.recorder.take_interval();
+            for metric in Metric::ALL {
+                let interval = &taken[metric as usize];
+                if interval.is_empty() && !logs.contains_key(&metric) {
+                    continue;
+                }
+                self.log(&mut logs, metric, last, now - last, interval);
+                let total = totals.entry(metric).or_insert_with(new_histogram);
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = total.add(interval);
+            }
+            self.progress.tick(&self.recorder.counters);
+            last = now;
+            if stopping {
+                break;
+            }
+        }
+        for (_, log) in logs {
+            if let Err(error) = log.finish() {
+                tracing::warn!(%error, "cannot finish interval log");
+            }
+        }
+        totals.retain(|_, h| !h.is_empty());
+        totals
+    }
+
+    fn log(
+        &self,
+        logs: &mut BTreeMap<Metric, HlogWriter>,
+        metric: Metric,
+        start_s: f64,
+        duration_s: f64,
+        interval: &Histogram<u64>,
+    ) {
+        if !logs.contains_key(&metric) {
+            let path = self.dir.join(format!("{}.{}.hlog", self.cell, metric.name()));
+            match HlogWriter::create(&path, self.started_unix_s) {
+                Ok(writer) => {
+                    logs.insert(metric, writer);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "cannot create interval log");
+                    return;
+                }
+            }
+        }
+        if let Some(log) = logs.get_mut(&metric) {
+            if let Err(error) = log.write_interval(start_s, duration_s, interval) {
+                tracing::warn!(%error, "cannot write interval log");
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! commbench's load generator: many simulated clients per pattern, an open-loop publisher, honest
+//! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
+
+pub mod cli;
+pub mod clients;
+pub mod clock;
+pub mod collector;
+pub mod http;
+pub mod net;
+pub mod output;
+pub mod procstat;
+pub mod progress;
+pub mod publisher;
+pub mod record;
+pub mod result;
+pub mod runner;
+pub mod scenario;
+pub mod schedule;
+pub mod session;
+pub mod target;
+pub mod wire;

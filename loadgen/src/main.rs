@@ -1,0 +1,90 @@
+//! `commbench`: the user-facing command. Errors become one clear message and a non-zero exit.
+
+use anyhow::Context as _;
+use clap::Parser;
+use commbench_loadgen::{
+    cli::{Cli, Command, RunArgs, ServeArgs},
+    output,
+    session::{run_session, SessionOptions},
+};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    commbench_servers::init_tracing();
+    // Thousands of clients need thousands of descriptors; raise the soft limit to the hard one.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let scenario = args.raw_scenario()?.validate()?;
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: finishing the current measurement and writing what was measured");
+            on_signal.cancel();
+        }
+    });
+    let outcome = run_session(SessionOptions {
+        scenario,
+        out: args.out.clone(),
+        quiet: args.quiet,
+        server_args: args.server_arg.clone(),
+        interrupt,
+    })
+    .await?;
+    println!("{}", output::render_table(&outcome.cells));
+    println!("results: {}", outcome.dir.display());
+    if !outcome.complete {
+        println!("the run is INCOMPLETE (interrupted); run.json says so too");
+        return Ok(std::process::ExitCode::from(130));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let config = args.config;
+    let stop = CancellationToken::new();
+    if args.exit_on_stdin_eof {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut sink = [0u8; 64];
+            let mut stdin = tokio::io::stdin();
+            while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+            stop.cancel();
+        });
+    }
+    commbench_servers::serve_until(config, async move {
+        tokio::select! {
+            () = commbench_servers::shutdown_signal() => {}
+            () = stop.cancelled() => {}
+        }
+    })
+    .await
+    .context("server failed")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

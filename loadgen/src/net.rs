@@ -1,0 +1,118 @@
+//! Client sockets: connect (spreading over 127.0.0.x source addresses when one would run out of
+//! ephemeral ports) and count every byte moved on the socket, headers and frames included.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{atomic::Ordering::Relaxed, Arc},
+};
+
+use commbench_servers::counted_io::{CountedIo, IoCounter};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::record::Recorder;
+
+/// Chooses the local address of each new connection.
+#[derive(Debug, Clone)]
+pub struct SourceAddrs {
+    /// Connections per source address before moving to the next one.
+    per_address: usize,
+    spread: bool,
+}
+
+impl SourceAddrs {
+    /// Spreads over 127.0.0.1, .2, … only when the target is on loopback (any 127.x address accepts).
+    pub fn for_target(target: SocketAddr) -> Self {
+        Self {
+            per_address: ephemeral_ports() * 8 / 10,
+            spread: target.ip().is_loopback() && target.is_ipv4(),
+        }
+    }
+
+    /// The source address for connection number `index`, or `None` to let the kernel choose.
+    pub fn source(&self, index: usize) -> Option<SocketAddr> {
+        if !self.spread {
+            return None;
+        }
+        // 127.0.0.1 .. 127.0.0.254: up to ~7M connections at the default port range.
+        let host = 1 + (index / self.per_address.max(1)) % 254;
+        Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, host as u8)),
+            0,
+        ))
+    }
+}
+
+/// The size of the kernel's ephemeral port range (default 28,232 on Linux).
+fn ephemeral_ports() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<usize>().ok());
+            let (low, high) = (parts.next()??, parts.next()??);
+            high.checked_sub(low).map(|n| n + 1)
+        })
+        .unwrap_or(28_232)
+}
+
+/// Opens a TCP connection from `source` (when given) with Nagle disabled.
+pub async fn connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(target).await?,
+        Some(source) => {
+            let socket = if target.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(source)?;
+            socket.connect(target).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The client side of [`CountedIo`]: bytes and connections go to the run's counters.
+pub struct ClientCounter(Arc<Recorder>);
+
+impl IoCounter for ClientCounter {
+    fn read(&self, bytes: usize) {
+        self.0.counters.bytes_down.fetch_add(bytes as u64, Relaxed);
+    }
+    fn wrote(&self, bytes: usize) {
+        self.0.counters.bytes_up.fetch_add(bytes as u64, Relaxed);
+    }
+    fn closed(&self) {
+        self.0.counters.connection_closed();
+    }
+}
+
+/// A client connection whose bytes count toward the run.
+pub type CountedStream = CountedIo<TcpStream, ClientCounter>;
+
+/// Wraps a connected stream, counting it as opened now.
+pub fn counted(stream: TcpStream, recorder: &Arc<Recorder>) -> CountedStream {
+    recorder.counters.connection_opened();
+    CountedIo::new(stream, ClientCounter(recorder.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_only_on_loopback() {
+        let local = SourceAddrs {
+            per_address: 2,
+            spread: true,
+        };
+        let hosts: Vec<_> = (0..6).map(|i| local.source(i).map(|a| a.ip().to_string())).collect();
+        assert_eq!(hosts[0].as_deref(), Some("127.0.0.1"));
+        assert_eq!(hosts[2].as_deref(), Some("127.0.0.2"));
+        assert_eq!(hosts[5].as_deref(), Some("127.0.0.3"));
+        let remote = SourceAddrs::for_target("10.0.0.1:80".parse().unwrap());
+        assert!(remote.source(0).is_none());
+        assert!(ephemeral_ports() > 1000);
+    }
+}

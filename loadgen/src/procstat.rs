@@ -1,0 +1,73 @@
+//! CPU time and memory of a process from `/proc/<pid>`: how the server (and the load generator
+//! itself) pays for a pattern.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::Mutex;
+
+/// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by `pid`, or `None` if it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields are counted after its closing parenthesis.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / TICKS_PER_SECOND)
+}
+
+/// Resident set size of `pid` in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples the RSS of some processes every `period` and keeps each one's peak.
+#[derive(Clone, Default)]
+pub struct RssPeaks {
+    peaks: Arc<Mutex<HashMap<u32, u64>>>,
+}
+
+impl RssPeaks {
+    /// Samples until the returned handle is aborted.
+    pub fn start(pids: Vec<u32>, period: Duration) -> (Self, tokio::task::JoinHandle<()>) {
+        let peaks = Self::default();
+        let sampler = peaks.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                let mut peaks = sampler.peaks.lock().await;
+                for pid in &pids {
+                    if let Some(rss) = rss_bytes(*pid) {
+                        let peak = peaks.entry(*pid).or_insert(0);
+                        *peak = (*peak).max(rss);
+                    }
+                }
+            }
+        });
+        (peaks, task)
+    }
+
+    pub async fn peak(&self, pid: u32) -> u64 {
+        self.peaks.lock().await.get(&pid).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        assert!(rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
+        assert!(cpu_seconds(u32::MAX).is_none());
+    }
+}

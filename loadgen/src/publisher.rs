@@ -1,0 +1,149 @@
+//! The open-loop publisher: events at `--rate` on a fixed or Poisson schedule, round-robin over the
+//! cell's topics, each payload stamped with its intended send time. Its own HTTP traffic is kept out
+//! of the pattern's byte counts (it is the same for every pattern).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::Method;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clients::RunShared,
+    clock::encode_payload,
+    http::{ClientError, HttpConn},
+    record::Recorder,
+    scenario::Arrival,
+    schedule::Schedule,
+};
+
+/// Concurrent publish connections: enough to keep up with slow answers without queueing.
+const CONNECTIONS: usize = 16;
+/// A publish that starts this much after its intended time counts as late. Tokio's timers have a 1 ms
+/// resolution, so anything below a few ms is timer granularity, not a struggling publisher.
+const LATE_NS: u64 = 5_000_000;
+
+struct Job {
+    id: u64,
+    topic: usize,
+    intended_ns: u64,
+}
+
+/// Publishes from `start_ns` until `end_ns` (or until `stop`), then returns each topic's last seq.
+pub async fn publish(
+    shared: Arc<RunShared>,
+    start_ns: u64,
+    end_ns: u64,
+    stop: CancellationToken,
+) -> HashMap<String, u64> {
+    let scenario = shared.scenario.clone();
+    let heads: Arc<Vec<AtomicU64>> = Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
+    let (jobs, queue) = mpsc::channel::<Job>(CONNECTIONS * 4);
+    let queue = Arc::new(Mutex::new(queue));
+    // The publisher's own connections count into a recorder of their own, not the pattern's.
+    let own = Arc::new(Recorder::new(1));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        workers.spawn(worker(shared.clone(), own.clone(), queue.clone(), heads.clone()));
+    }
+    let gap = Duration::from_secs_f64(1.0 / scenario.rate);
+    let mut schedule = match scenario.arrival {
+        Arrival::Fixed => Schedule::fixed(start_ns, gap),
+        Arrival::Poisson => Schedule::poisson(start_ns, gap, fastrand::u64(..)),
+    };
+    let clock = shared.clock;
+    for id in 0.. {
+        let intended_ns = schedule.next();
+        if intended_ns >= end_ns {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(clock.instant_at(intended_ns).into()) => {}
+            () = stop.cancelled() => break,
+        }
+        let job = Job {
+            id,
+            topic: id as usize % shared.topics.len(),
+            intended_ns,
+        };
+        if jobs.send(job).await.is_err() {
+            break;
+        }
+    }
+    drop(jobs);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    shared
+        .topics
+        .iter()
+        .zip(heads.iter())
+        .map(|(topic, head)| (topic.clone(), head.load(Relaxed)))
+        .collect()
+}
+
+async fn worker(
+    shared: Arc<RunShared>,
+    own: Arc<Recorder>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    heads: Arc<Vec<AtomicU64>>,
+) {
+    let counters = &shared.recorder.counters;
+    let mut conn: Option<HttpConn> = None;
+    loop {
+        let Some(job) = queue.lock().await.recv().await else {
+            return;
+        };
+        let sent = shared.clock.now_ns();
+        if sent.saturating_sub(job.intended_ns) > LATE_NS {
+            counters.late_sends.fetch_add(1, Relaxed);
+        }
+        let topic = &shared.topics[job.topic];
+        let payload = encode_payload(job.id, job.intended_ns, shared.scenario.payload);
+        match publish_one(&shared, &own, &mut conn, topic, payload).await {
+            Ok(seq) => {
+                counters.published.fetch_add(1, Relaxed);
+                heads[job.topic].fetch_max(seq, Relaxed);
+            }
+            Err(error) => {
+                counters.dropped_sends.fetch_add(1, Relaxed);
+                counters.error(format!("publish_{}", error.kind()));
+                conn = None;
+            }
+        }
+    }
+}
+
+async fn publish_one(
+    shared: &RunShared,
+    own: &Arc<Recorder>,
+    conn: &mut Option<HttpConn>,
+    topic: &str,
+    payload: Bytes,
+) -> Result<u64, ClientError> {
+    if conn.is_none() {
+        *conn = Some(HttpConn::open(&shared.target, None, own).await?);
+    }
+    let Some(open) = conn.as_mut() else {
+        return Err(ClientError::Protocol("no publish connection".into()));
+    };
+    let body = open
+        .fetch(Method::POST, &format!("/publish/{topic}"), payload)
+        .await?;
+    #[derive(serde::Deserialize)]
+    struct Published {
+        seq: u64,
+    }
+    serde_json::from_slice::<Published>(&body)
+        .map(|p| p.seq)
+        .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))
+}

@@ -1,0 +1,99 @@
+//! The outcome of one run cell (one pattern at one parameter setting), as handed to the output
+//! writers. Everything a report needs is here or in the files written from it.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{
+    record::{CounterSnapshot, Metric},
+    scenario::PatternName,
+};
+
+/// The parameters that identify a cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellSpec {
+    pub pattern: PatternName,
+    pub clients: usize,
+    /// Target publish (or request) rate per second; 0 for closed loop.
+    pub rate: f64,
+    pub payload: usize,
+    /// Short-poll / poll-url interval in seconds; 0 where not applicable.
+    pub interval_s: f64,
+    pub topics: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+}
+
+impl CellSpec {
+    /// A file-name-safe, unique name: `sse-c1000-r50-p128` (`-i1s` for pollers).
+    pub fn name(&self) -> String {
+        let mut name = format!(
+            "{}-c{}-r{}-p{}",
+            self.pattern,
+            self.clients,
+            trim_float(self.rate),
+            self.payload
+        );
+        if self.interval_s > 0.0 {
+            name.push_str(&format!("-i{}s", trim_float(self.interval_s)));
+        }
+        name
+    }
+}
+
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// CPU and memory of one process over the measured window.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds used in the window.
+    pub cpu_s: f64,
+    /// Highest resident set size seen, in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// One measured cell.
+#[derive(Debug, Clone)]
+pub struct CellResult {
+    pub spec: CellSpec,
+    /// False when the run was interrupted (Ctrl-C) or stopped on errors.
+    pub complete: bool,
+    /// Seconds actually measured (shorter than `spec.duration_s` when interrupted).
+    pub measured_s: f64,
+    /// Counters over the measured window (traffic) and the subscription lifetime (loss accounting).
+    pub counters: CounterSnapshot,
+    pub errors: BTreeMap<String, u64>,
+    /// Whole-run histograms (µs), warm-up excluded. Only metrics with samples are present.
+    pub histograms: BTreeMap<Metric, Histogram<u64>>,
+    /// `None` for an external target (its process is not ours to measure).
+    pub server: Option<ProcessUsage>,
+    pub loadgen: ProcessUsage,
+    /// Events published per second in the window (or requests per second for request-response).
+    pub achieved_rate: f64,
+    /// 99th percentile of the load generator's own scheduling delay (µs): how late its timers fire.
+    pub loadgen_lag_p99_us: u64,
+    /// Reasons the numbers may describe the load generator rather than the server (empty when fine).
+    pub warnings: Vec<String>,
+}
+
+/// Facts about the run as a whole, written to `run.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub started_unix_s: u64,
+    pub complete: bool,
+    pub commbench_version: String,
+    pub git_commit: Option<String>,
+    pub cpu_model: Option<String>,
+    pub cpus: usize,
+    pub kernel: Option<String>,
+    pub rustc: Option<String>,
+    pub target: String,
+    pub scenario: serde_json::Value,
+    pub cells: Vec<String>,
+}

@@ -1,0 +1,369 @@
+//! Runs a scenario: for each pattern, a fresh embedded server (or the external target), clients
+//! started at the ramp rate, publishing through warm-up and the measured window, a drain for late
+//! deliveries, then the cell's result. Ctrl-C ends the window early and marks the run incomplete.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clients::{client_for, ClientCtx, Phase, RunShared},
+    clock::RunClock,
+    collector::Collector,
+    net::SourceAddrs,
+    procstat::{cpu_seconds, RssPeaks},
+    progress::Progress,
+    publisher,
+    record::{new_histogram, CounterSnapshot, Recorder},
+    result::{CellResult, CellSpec, ProcessUsage},
+    scenario::{PatternName, Scenario},
+    target::{EmbeddedServer, Target, TargetError},
+};
+
+/// Histogram shards: enough that concurrent clients rarely share one.
+const SHARDS: usize = 64;
+
+/// How one cell is run.
+pub struct CellOptions {
+    pub scenario: Arc<Scenario>,
+    pub pattern: PatternName,
+    pub index: usize,
+    pub run_id: String,
+    pub dir: PathBuf,
+    pub started_unix_s: f64,
+    pub quiet: bool,
+    /// Extra flags for the embedded server (e.g. a test-only stall).
+    pub server_args: Vec<String>,
+    pub interrupt: CancellationToken,
+}
+
+/// Why a cell could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("no client could start against {target}: {errors}")]
+    NoClients { target: String, errors: String },
+}
+
+enum Server {
+    Embedded(EmbeddedServer),
+    External(Target),
+}
+
+impl Server {
+    fn target(&self) -> &Target {
+        match self {
+            Server::Embedded(server) => &server.target,
+            Server::External(target) => target,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Embedded(server) => Some(server.pid),
+            Server::External(_) => None,
+        }
+    }
+}
+
+/// Runs one pattern cell and returns what it measured.
+pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
+    let scenario = options.scenario.clone();
+    let server = match &scenario.target {
+        Some(url) => {
+            let target = Target::external(url).await?;
+            target.check_reachable(Duration::from_secs(3)).await?;
+            Server::External(target)
+        }
+        None => {
+            let mut args = vec![
+                "--max-connections".to_owned(),
+                (scenario.clients * 2 + 1_000).to_string(),
+                "--max-topics".to_owned(),
+                (scenario.topics + 16).to_string(),
+            ];
+            args.extend(options.server_args.iter().cloned());
+            Server::Embedded(EmbeddedServer::start(&args).await?)
+        }
+    };
+    let result = measure(&options, &server).await;
+    if let Server::Embedded(server) = server {
+        server.stop().await;
+    }
+    result
+}
+
+async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, RunError> {
+    let scenario = options.scenario.clone();
+    let target = Arc::new(server.target().clone());
+    let spec = cell_spec(&scenario, options.pattern);
+    let cell = spec.name();
+    let recorder = Arc::new(Recorder::new(SHARDS));
+    let clock = RunClock::start();
+    let (phase_tx, phase) = watch::channel(Phase::Ramp);
+    let topics = (0..scenario.topics)
+        .map(|i| format!("{}-c{}-t{i}", options.run_id, options.index))
+        .collect();
+    let shared = Arc::new(RunShared {
+        scenario: scenario.clone(),
+        target: target.clone(),
+        recorder: recorder.clone(),
+        clock,
+        phase,
+        window_start_ns: AtomicU64::new(u64::MAX),
+        ready: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        final_heads: OnceLock::new(),
+        topics,
+    });
+    let total = scenario.warmup + scenario.duration + scenario.drain;
+    let progress = Progress::new(&cell, total, options.quiet);
+    let stop_collector = CancellationToken::new();
+    let collector = tokio::spawn(
+        Collector {
+            recorder: recorder.clone(),
+            dir: options.dir.clone(),
+            cell: cell.clone(),
+            started_unix_s: options.started_unix_s,
+            interval: Duration::from_secs(1),
+            progress: progress.clone(),
+        }
+        .run(stop_collector.clone()),
+    );
+    let lag_probe = tokio::spawn(scheduling_lag(stop_collector.clone()));
+
+    // Ramp: start clients at the configured rate and wait until each is subscribed or has failed.
+    let sources = SourceAddrs::for_target(target.addr);
+    let client = client_for(options.pattern);
+    let mut clients = tokio::task::JoinSet::new();
+    let ramp_started = Instant::now();
+    for id in 0..scenario.clients {
+        let due = ramp_started + Duration::from_secs_f64(id as f64 / scenario.ramp as f64);
+        tokio::select! {
+            () = tokio::time::sleep_until(due.into()) => {}
+            () = options.interrupt.cancelled() => break,
+        }
+        clients.spawn(client(ClientCtx {
+            id,
+            shared: shared.clone(),
+            source: sources.source(id),
+            rng: fastrand::Rng::with_seed(id as u64),
+        }));
+    }
+    let settled = || shared.ready.load(Relaxed) + shared.failed.load(Relaxed);
+    let ramp_deadline = Instant::now() + Duration::from_secs(30);
+    while settled() < clients.len() && Instant::now() < ramp_deadline && !options.interrupt.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if shared.ready.load(Relaxed) == 0 {
+        let _ = phase_tx.send(Phase::Stop);
+        clients.shutdown().await;
+        stop_collector.cancel();
+        let _ = collector.await;
+        progress.finish();
+        let errors = recorder.counters.errors();
+        let errors = if errors.is_empty() {
+            "none started in time".to_owned()
+        } else {
+            format!("{errors:?}")
+        };
+        return Err(RunError::NoClients {
+            target: target.authority.clone(),
+            errors,
+        });
+    }
+
+    // Warm-up and the measured window.
+    let run_start = clock.now_ns();
+    let window_start = run_start + scenario.warmup.as_nanos() as u64;
+    let window_end = window_start + scenario.duration.as_nanos() as u64;
+    shared.window_start_ns.store(window_start, Relaxed);
+    let _ = phase_tx.send(Phase::Run);
+    let stop_publishing = options.interrupt.child_token();
+    let publisher = options.pattern.uses_feed().then(|| {
+        tokio::spawn(publisher::publish(
+            shared.clone(),
+            run_start,
+            window_end,
+            stop_publishing.clone(),
+        ))
+    });
+    let mut pids = vec![std::process::id()];
+    pids.extend(server.pid());
+    let (rss, rss_task) = RssPeaks::start(pids, Duration::from_millis(250));
+    let interrupted = !sleep_until_ns(clock, window_start, &options.interrupt).await;
+    let start_counters = recorder.counters.snapshot();
+    let start_cpu = cpu_pair(server.pid());
+    let window_started = Instant::now();
+    let interrupted = interrupted || !sleep_until_ns(clock, window_end, &options.interrupt).await;
+    let measured_s = window_started.elapsed().as_secs_f64();
+    let end_counters = recorder.counters.snapshot();
+    let end_cpu = cpu_pair(server.pid());
+    rss_task.abort();
+
+    // Drain: publishing stops; feed clients catch up to the final heads, then everyone stops.
+    stop_publishing.cancel();
+    let final_heads = match publisher {
+        Some(task) => task.await.unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let _ = shared.final_heads.set(final_heads);
+    let _ = phase_tx.send(Phase::Drain);
+    let drained = tokio::time::timeout(scenario.drain, async {
+        while clients.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    let _ = phase_tx.send(Phase::Stop);
+    if !drained {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while clients.join_next().await.is_some() {}
+        })
+        .await;
+        clients.shutdown().await;
+    }
+    stop_collector.cancel();
+    let histograms = collector.await.unwrap_or_default();
+    let lag = lag_probe.await.unwrap_or_else(|_| new_histogram());
+    progress.finish();
+
+    let counters = CounterSnapshot::windowed(&start_counters, &end_counters, &recorder.counters.snapshot());
+    let window = measured_s.max(1e-9);
+    let server_usage = match (server.pid(), start_cpu.1, end_cpu.1) {
+        (Some(pid), Some(start), Some(end)) => Some(ProcessUsage {
+            cpu_s: end - start,
+            peak_rss_bytes: rss.peak(pid).await,
+        }),
+        _ => None,
+    };
+    let loadgen = ProcessUsage {
+        cpu_s: end_cpu.0.unwrap_or(0.0) - start_cpu.0.unwrap_or(0.0),
+        peak_rss_bytes: rss.peak(std::process::id()).await,
+    };
+    let achieved_rate = match options.pattern {
+        PatternName::RequestResponse | PatternName::PollUrl => counters.requests as f64 / window,
+        _ => counters.published as f64 / window,
+    };
+    let mut result = CellResult {
+        spec,
+        complete: !interrupted,
+        measured_s,
+        counters,
+        errors: recorder.counters.errors(),
+        histograms,
+        server: server_usage,
+        loadgen,
+        achieved_rate,
+        loadgen_lag_p99_us: lag.value_at_quantile(0.99),
+        warnings: Vec::new(),
+    };
+    result.warnings = warnings(&result, &scenario, shared.ready.load(Relaxed));
+    Ok(result)
+}
+
+/// Sleeps until run-clock `ns`; false if interrupted first.
+async fn sleep_until_ns(clock: RunClock, ns: u64, interrupt: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep_until(clock.instant_at(ns).into()) => true,
+        () = interrupt.cancelled() => false,
+    }
+}
+
+/// (load generator CPU s, server CPU s) now.
+fn cpu_pair(server: Option<u32>) -> (Option<f64>, Option<f64>) {
+    (cpu_seconds(std::process::id()), server.and_then(cpu_seconds))
+}
+
+/// How late the load generator's own timers fire (µs): a busy load generator shows here first.
+async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
+    let mut lag = new_histogram();
+    let period = Duration::from_millis(10);
+    while !stop.is_cancelled() {
+        let due = Instant::now() + period;
+        tokio::time::sleep_until(due.into()).await;
+        let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
+        let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+    }
+    lag
+}
+
+fn cell_spec(scenario: &Scenario, pattern: PatternName) -> CellSpec {
+    let polls = matches!(pattern, PatternName::ShortPoll | PatternName::PollUrl);
+    CellSpec {
+        pattern,
+        clients: scenario.clients,
+        rate: if pattern == PatternName::RequestResponse && scenario.closed_loop {
+            0.0
+        } else {
+            scenario.rate
+        },
+        payload: scenario.payload,
+        interval_s: if polls { scenario.interval.as_secs_f64() } else { 0.0 },
+        topics: scenario.topics,
+        duration_s: scenario.duration.as_secs_f64(),
+        warmup_s: scenario.warmup.as_secs_f64(),
+    }
+}
+
+/// Flags the numbers that may describe the load generator rather than the server.
+fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let window = result.measured_s.max(1e-9);
+    let loadgen_share = result.loadgen.cpu_s / window / cores;
+    if loadgen_share > 0.85 {
+        warnings.push(format!(
+            "load generator saturated: it used {:.0}% of all {cores} cores",
+            loadgen_share * 100.0
+        ));
+    }
+    if let Some(server) = result.server {
+        let machine = (server.cpu_s + result.loadgen.cpu_s) / window / cores;
+        if machine > 0.9 {
+            warnings.push(format!(
+                "machine saturated: server and load generator together used {:.0}% of {cores} cores",
+                machine * 100.0
+            ));
+        }
+    }
+    if result.loadgen_lag_p99_us > 10_000 {
+        warnings.push(format!(
+            "load generator timers fired up to {} ms late (p99): latencies include its own delay",
+            result.loadgen_lag_p99_us / 1_000
+        ));
+    }
+    let target = result.spec.rate;
+    let open_loop = target > 0.0
+        && (result.spec.pattern.uses_feed() || result.spec.pattern == PatternName::RequestResponse);
+    if open_loop && result.complete && result.achieved_rate < target * 0.95 {
+        warnings.push(format!(
+            "achieved {:.1}/s of the {target}/s target: the target rate was not sustained",
+            result.achieved_rate
+        ));
+    }
+    let c = &result.counters;
+    if c.published > 0 && c.late_sends * 100 > c.published {
+        warnings.push(format!(
+            "{} of {} publishes started more than 5 ms late",
+            c.late_sends, c.published
+        ));
+    }
+    if ready < scenario.clients {
+        warnings.push(format!("only {ready} of {} clients started", scenario.clients));
+    }
+    if c.errors > 0 {
+        warnings.push(format!("{} errors", c.errors));
+    }
+    warnings
+}

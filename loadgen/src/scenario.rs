@@ -1,0 +1,495 @@
+//! What to run: raw settings from flags and TOML scenario files, merged (flags win) and validated into a
+//! [`Scenario`]. Every error names the flag or field it came from and the allowed range.
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
+
+use commbench_servers::units::{parse_bytes, parse_count, parse_duration};
+use serde::{Deserialize, Serialize};
+
+/// The patterns `commbench run` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatternName {
+    /// `GET /hello` against the commbench server, open-loop at `rate` or closed-loop.
+    RequestResponse,
+    ShortPoll,
+    LongPoll,
+    Sse,
+    Ws,
+    /// Generic: GET any URL on an interval per client (external servers).
+    PollUrl,
+    /// Generic: hold an SSE stream on any URL, recording inter-arrival times.
+    SseUrl,
+    /// Generic: open a WebSocket to any URL, optionally send a message, record inter-arrival times.
+    WsUrl,
+}
+
+impl PatternName {
+    pub const ALL: [PatternName; 8] = [
+        PatternName::RequestResponse,
+        PatternName::ShortPoll,
+        PatternName::LongPoll,
+        PatternName::Sse,
+        PatternName::Ws,
+        PatternName::PollUrl,
+        PatternName::SseUrl,
+        PatternName::WsUrl,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatternName::RequestResponse => "request-response",
+            PatternName::ShortPoll => "short-poll",
+            PatternName::LongPoll => "long-poll",
+            PatternName::Sse => "sse",
+            PatternName::Ws => "ws",
+            PatternName::PollUrl => "poll-url",
+            PatternName::SseUrl => "sse-url",
+            PatternName::WsUrl => "ws-url",
+        }
+    }
+
+    /// Generic modes need `--target` and measure any server, not the commbench feed.
+    pub fn is_generic(self) -> bool {
+        matches!(self, PatternName::PollUrl | PatternName::SseUrl | PatternName::WsUrl)
+    }
+
+    /// Patterns whose clients receive the feed's events (and so have loss/duplicate accounting).
+    pub fn uses_feed(self) -> bool {
+        matches!(
+            self,
+            PatternName::ShortPoll | PatternName::LongPoll | PatternName::Sse | PatternName::Ws
+        )
+    }
+}
+
+impl fmt::Display for PatternName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PatternName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = s.trim().to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "rr" | "request_response" | "reqres" => "request-response",
+            "websocket" | "websockets" => "ws",
+            "short_poll" | "poll" => "short-poll",
+            "long_poll" | "longpoll" => "long-poll",
+            other => other,
+        };
+        PatternName::ALL
+            .into_iter()
+            .find(|p| p.as_str() == alias)
+            .ok_or_else(|| {
+                let names: Vec<_> = PatternName::ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown pattern `{s}` (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// How the publisher spaces events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Evenly spaced: one event every 1/rate seconds.
+    Fixed,
+    /// Exponential inter-arrival times with mean 1/rate (a Poisson process).
+    Poisson,
+}
+
+/// A validated run description.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub patterns: Vec<PatternName>,
+    pub clients: usize,
+    /// Events per second published (request-response: requests per second, 0 = closed loop).
+    pub rate: f64,
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    pub payload: usize,
+    pub topics: usize,
+    #[serde(with = "secs")]
+    pub interval: Duration,
+    #[serde(with = "secs")]
+    pub long_poll_timeout: Duration,
+    pub arrival: Arrival,
+    /// New connections per second while clients start.
+    pub ramp: u64,
+    /// Request-response runs closed-loop (each connection sends as soon as the last answer arrives).
+    pub closed_loop: bool,
+    /// An already-running server; `None` starts the embedded one.
+    pub target: Option<String>,
+    /// Sent once after connecting, for `ws-url`.
+    pub ws_message: Option<String>,
+    /// After publishing stops, how long clients may take to catch up before loss is counted.
+    #[serde(with = "secs")]
+    pub drain: Duration,
+    /// Stop early when this many errors have been counted (0 = never).
+    pub max_errors: u64,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// One setting before validation, with where it came from for error messages.
+#[derive(Debug, Clone)]
+pub struct RawValue {
+    pub text: String,
+    pub origin: String,
+}
+
+/// Settings keyed by field name (`clients`, `duration`, …), before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawScenario {
+    values: BTreeMap<&'static str, RawValue>,
+}
+
+/// The fields a scenario file or the flags may set.
+pub const FIELDS: [&str; 16] = [
+    "patterns",
+    "clients",
+    "rate",
+    "duration",
+    "warmup",
+    "payload",
+    "topics",
+    "interval",
+    "long_poll_timeout",
+    "arrival",
+    "ramp",
+    "closed_loop",
+    "target",
+    "ws_message",
+    "drain",
+    "max_errors",
+];
+
+/// A scenario could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("scenario file {path} is not valid TOML: {detail}")]
+    Toml { path: String, detail: String },
+    #[error("scenario file {path}: unknown field `{field}` (known: {known})")]
+    UnknownField {
+        path: String,
+        field: String,
+        known: String,
+    },
+    #[error("{origin}: {detail}")]
+    Invalid { origin: String, detail: String },
+}
+
+impl RawScenario {
+    /// Sets `field` from a command-line flag.
+    pub fn set_flag(&mut self, field: &'static str, text: impl Into<String>) {
+        let origin = match field {
+            "patterns" => "--pattern".to_owned(),
+            _ => format!("--{}", field.replace('_', "-")),
+        };
+        self.values.insert(
+            field,
+            RawValue {
+                text: text.into(),
+                origin,
+            },
+        );
+    }
+
+    /// Reads a TOML scenario file: top-level keys named like the fields.
+    pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ScenarioError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ScenarioError::Toml {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let mut raw = RawScenario::default();
+        for (key, value) in table {
+            let Some(field) = FIELDS.iter().copied().find(|f| *f == key.replace('-', "_")) else {
+                return Err(ScenarioError::UnknownField {
+                    path: path.to_owned(),
+                    field: key,
+                    known: FIELDS.join(", "),
+                });
+            };
+            let origin = format!("{path}: field `{field}`");
+            let text = match value {
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| scalar_text(item, &origin))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                other => scalar_text(other, &origin)?,
+            };
+            raw.values.insert(
+                field,
+                RawValue { text, origin },
+            );
+        }
+        Ok(raw)
+    }
+
+    /// Overlays `other` on `self` (values in `other` win).
+    pub fn merge(mut self, other: RawScenario) -> Self {
+        self.values.extend(other.values);
+        self
+    }
+
+    fn get(&self, field: &'static str) -> Option<&RawValue> {
+        self.values.get(field)
+    }
+
+    /// Validates every field, applying defaults for the ones not given.
+    pub fn validate(&self) -> Result<Scenario, ScenarioError> {
+        let v = Validator { raw: self };
+        let patterns = v.field("patterns", "sse", |t| {
+            t.split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(PatternName::from_str)
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|p| {
+                    if p.is_empty() {
+                        Err("name at least one pattern".to_owned())
+                    } else {
+                        Ok(p)
+                    }
+                })
+        })?;
+        let target = v.optional("target", |t| {
+            let url: http::Uri = t.parse().map_err(|e| format!("`{t}` is not a URL: {e}"))?;
+            match url.scheme_str() {
+                Some("http" | "ws") => Ok(t.trim_end_matches('/').to_owned()),
+                Some(other) => Err(format!("scheme `{other}` is not supported (use http:// or ws://; TLS is not)")),
+                None => Err(format!("`{t}` needs a scheme, e.g. http://127.0.0.1:8080")),
+            }
+        })?;
+        let scenario = Scenario {
+            clients: v.field("clients", "100", |t| count(t, 1, 200_000))? as usize,
+            rate: v.field("rate", "50", |t| rate(t, 0.0, 1_000_000.0))?,
+            duration: v.field("duration", "10s", |t| duration(t, 1.0, 86_400.0))?,
+            warmup: v.field("warmup", "2s", |t| duration(t, 0.0, 3_600.0))?,
+            payload: v.field("payload", "128", |t| bytes(t, 48, 1 << 20))? as usize,
+            topics: v.field("topics", "1", |t| count(t, 1, 1_000))? as usize,
+            interval: v.field("interval", "1s", |t| duration(t, 0.001, 3_600.0))?,
+            long_poll_timeout: v.field("long_poll_timeout", "30s", |t| duration(t, 0.01, 600.0))?,
+            arrival: v.field("arrival", "fixed", |t| match t.trim() {
+                "fixed" => Ok(Arrival::Fixed),
+                "poisson" => Ok(Arrival::Poisson),
+                other => Err(format!("unknown arrival `{other}` (use fixed or poisson)")),
+            })?,
+            ramp: v.field("ramp", "2000", |t| count(t, 1, 1_000_000))?,
+            closed_loop: v.field("closed_loop", "false", |t| match t.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(format!("`{other}` is not true or false")),
+            })?,
+            ws_message: v.optional("ws_message", |t| Ok(t.to_owned()))?,
+            drain: v.field("drain", "0s", |t| duration(t, 0.0, 600.0))?,
+            max_errors: v.field("max_errors", "0", |t| count(t, 0, u64::MAX))?,
+            patterns,
+            target,
+        };
+        scenario.check_combinations()
+    }
+}
+
+impl Scenario {
+    fn check_combinations(mut self) -> Result<Self, ScenarioError> {
+        let invalid = |origin: &str, detail: String| ScenarioError::Invalid {
+            origin: origin.to_owned(),
+            detail,
+        };
+        if self.patterns.iter().any(|p| p.is_generic()) && self.target.is_none() {
+            return Err(invalid(
+                "--pattern",
+                "poll-url, sse-url and ws-url drive someone else's server: give --target URL".into(),
+            ));
+        }
+        if self.rate == 0.0
+            && self.patterns.iter().any(|p| p.uses_feed())
+        {
+            return Err(invalid("--rate", "feed patterns need a publish rate above 0".into()));
+        }
+        if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {
+            self.closed_loop = true;
+        }
+        if self.drain.is_zero() {
+            // Long enough for a short poller to come round once more, and for a long poll to return.
+            self.drain = (self.interval * 2).max(Duration::from_secs(2));
+        }
+        Ok(self)
+    }
+
+    /// Seconds in the measured window.
+    pub fn measured_secs(&self) -> f64 {
+        self.duration.as_secs_f64()
+    }
+}
+
+struct Validator<'a> {
+    raw: &'a RawScenario,
+}
+
+impl Validator<'_> {
+    fn field<T>(
+        &self,
+        name: &'static str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ScenarioError> {
+        match self.raw.get(name) {
+            Some(value) => parse(&value.text).map_err(|detail| ScenarioError::Invalid {
+                origin: value.origin.clone(),
+                detail,
+            }),
+            None => parse(default).map_err(|detail| ScenarioError::Invalid {
+                origin: format!("default for {name}"),
+                detail,
+            }),
+        }
+    }
+
+    fn optional<T>(
+        &self,
+        name: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ScenarioError> {
+        self.raw
+            .get(name)
+            .map(|value| {
+                parse(&value.text).map_err(|detail| ScenarioError::Invalid {
+                    origin: value.origin.clone(),
+                    detail,
+                })
+            })
+            .transpose()
+    }
+}
+
+/// A TOML scalar as the text the flag parsers read.
+fn scalar_text(value: toml::Value, origin: &str) -> Result<String, ScenarioError> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(ScenarioError::Invalid {
+            origin: origin.to_owned(),
+            detail: format!("expected a string, number or boolean, found a {}", other.type_str()),
+        }),
+    }
+}
+
+fn count(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    commbench_servers::units::in_range(parse_count(text)?, min, max)
+}
+
+fn bytes(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    commbench_servers::units::in_range(parse_bytes(text)?, min, max)
+}
+
+fn rate(text: &str, min: f64, max: f64) -> Result<f64, String> {
+    let value: f64 = match parse_count(text) {
+        Ok(n) => n as f64,
+        Err(_) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a rate (events per second, e.g. 50, 2.5, 10k)"))?,
+    };
+    if !value.is_finite() || value < min || value > max {
+        return Err(format!("{value} is out of range (allowed {min}..={max})"));
+    }
+    Ok(value)
+}
+
+fn duration(text: &str, min_s: f64, max_s: f64) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    let secs = value.as_secs_f64();
+    if secs < min_s || secs > max_s {
+        return Err(format!("{value:?} is out of range (allowed {min_s}s..={max_s}s)"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s = RawScenario::default().validate().unwrap();
+        assert_eq!(s.patterns, vec![PatternName::Sse]);
+        assert_eq!(s.clients, 100);
+        assert_eq!(s.drain, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn flags_override_file_and_units_work() {
+        let file = RawScenario::from_toml(
+            "patterns = [\"sse\", \"ws\"]\nclients = \"10k\"\nduration = \"30s\"\nrate = 5",
+            "s.toml",
+        )
+        .unwrap();
+        let mut flags = RawScenario::default();
+        flags.set_flag("clients", "2k");
+        let s = file.merge(flags).validate().unwrap();
+        assert_eq!(s.patterns, vec![PatternName::Sse, PatternName::Ws]);
+        assert_eq!(s.clients, 2_000);
+        assert_eq!(s.duration, Duration::from_secs(30));
+        assert_eq!(s.rate, 5.0);
+    }
+
+    #[test]
+    fn bad_file_field_is_named() {
+        let raw = RawScenario::from_toml("clients = 0", "bad.toml").unwrap();
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.contains("bad.toml: field `clients`") && err.contains("1..=200000"), "{err}");
+        let err = RawScenario::from_toml("clientz = 5", "bad.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `clientz`"), "{err}");
+        let err = RawScenario::from_toml("clients = [", "bad.toml").unwrap_err().to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn bad_flag_is_named() {
+        let mut flags = RawScenario::default();
+        flags.set_flag("duration", "forever");
+        let err = flags.validate().unwrap_err().to_string();
+        assert!(err.starts_with("--duration:"), "{err}");
+        let mut flags = RawScenario::default();
+        flags.set_flag("patterns", "sse,carrier-pigeon");
+        let err = flags.validate().unwrap_err().to_string();
+        assert!(err.contains("carrier-pigeon") && err.contains("long-poll"), "{err}");
+    }
+
+    #[test]
+    fn generic_patterns_need_a_target() {
+        let mut flags = RawScenario::default();
+        flags.set_flag("patterns", "ws-url");
+        assert!(flags.validate().unwrap_err().to_string().contains("--target"));
+        flags.set_flag("target", "https://example.com");
+        assert!(flags.validate().unwrap_err().to_string().contains("TLS"));
+    }
+}

@@ -1,0 +1,150 @@
+//! A whole `commbench run`: names the run, runs each pattern cell in turn, writes the result files
+//! and points `results/latest` at them.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    output,
+    result::{CellResult, RunInfo},
+    runner::{run_cell, CellOptions, RunError},
+    scenario::Scenario,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot create the results directory {0}: {1}")]
+    CreateDir(PathBuf, std::io::Error),
+    #[error("{pattern}: {source}")]
+    Cell {
+        pattern: String,
+        source: RunError,
+    },
+    #[error("cannot write results to {0}: {1}")]
+    Write(PathBuf, String),
+}
+
+/// Where and how to run.
+pub struct SessionOptions {
+    pub scenario: Scenario,
+    /// Exact output directory; `None` = `results/<run-id>` plus the `results/latest` link.
+    pub out: Option<PathBuf>,
+    pub quiet: bool,
+    pub server_args: Vec<String>,
+    pub interrupt: CancellationToken,
+}
+
+pub struct SessionOutcome {
+    pub dir: PathBuf,
+    pub cells: Vec<CellResult>,
+    pub complete: bool,
+}
+
+/// Runs every pattern of the scenario and writes `summary.csv`, `run.json`, `.hgrm` and `.hlog` files.
+pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, SessionError> {
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_id = run_id(started.as_secs());
+    let (dir, link) = match &options.out {
+        Some(dir) => (dir.clone(), false),
+        None => (Path::new("results").join(&run_id), true),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| SessionError::CreateDir(dir.clone(), e))?;
+    let scenario = Arc::new(options.scenario);
+    let mut cells = Vec::new();
+    for (index, pattern) in scenario.patterns.iter().enumerate() {
+        if options.interrupt.is_cancelled() {
+            break;
+        }
+        let cell = run_cell(CellOptions {
+            scenario: scenario.clone(),
+            pattern: *pattern,
+            index,
+            run_id: run_id.clone(),
+            dir: dir.clone(),
+            started_unix_s: started.as_secs_f64(),
+            quiet: options.quiet,
+            server_args: options.server_args.clone(),
+            interrupt: options.interrupt.clone(),
+        })
+        .await
+        .map_err(|source| SessionError::Cell {
+            pattern: pattern.to_string(),
+            source,
+        })?;
+        if !options.quiet {
+            eprintln!("{}", output::render_table(std::slice::from_ref(&cell)));
+        }
+        cells.push(cell);
+    }
+    let complete = cells.len() == scenario.patterns.len() && cells.iter().all(|c| c.complete);
+    let facts = output::machine_facts();
+    let info = RunInfo {
+        run_id: run_id.clone(),
+        started_unix_s: started.as_secs(),
+        complete,
+        commbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: facts.git_commit,
+        cpu_model: facts.cpu_model,
+        cpus: facts.cpus,
+        kernel: facts.kernel,
+        rustc: facts.rustc,
+        target: scenario
+            .target
+            .clone()
+            .unwrap_or_else(|| "embedded".to_owned()),
+        scenario: serde_json::to_value(&*scenario).unwrap_or_default(),
+        cells: cells.iter().map(|c| c.spec.name()).collect(),
+    };
+    output::write_run(&dir, &info, &cells)
+        .map_err(|e| SessionError::Write(dir.clone(), e.to_string()))?;
+    if link {
+        if let Err(error) = output::link_latest(Path::new("results"), &dir) {
+            tracing::warn!(%error, "results/latest not updated");
+        }
+    }
+    Ok(SessionOutcome {
+        dir,
+        cells,
+        complete,
+    })
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn run_id(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_utc_timestamps() {
+        assert_eq!(run_id(0), "19700101-000000");
+        assert_eq!(run_id(1_795_437_045), "20261123-123045");
+    }
+}

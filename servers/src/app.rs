@@ -1,0 +1,168 @@
+//! The server: shared state, the router every pattern registers into, and `run` with graceful,
+//! bounded shutdown.
+
+use std::{
+    future::{Future, IntoFuture},
+    io,
+    sync::Arc,
+};
+
+use axum::{
+    extract::{DefaultBodyLimit, Request, State},
+    http::{Method, Uri},
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{Bus, MemoryBus},
+    config::ServerConfig,
+    error::AppError,
+    feed_api,
+    listener::CountingListener,
+    metrics::{Metrics, RejectReason},
+    patterns,
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<dyn Bus>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ServerConfig>,
+    /// Cancelled when the server begins shutting down; streams and held requests end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State with the default in-process bus.
+    pub fn new(config: ServerConfig) -> Self {
+        let bus = Arc::new(MemoryBus::new(config.bus_config()));
+        Self::with_bus(config, bus)
+    }
+
+    pub fn with_bus(config: ServerConfig, bus: Arc<dyn Bus>) -> Self {
+        Self {
+            bus,
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Publishes through the bus and counts it; every publishing route goes through here.
+    pub async fn publish(
+        &self,
+        topic: &crate::topic::TopicName,
+        payload: bytes::Bytes,
+    ) -> Result<crate::event::SharedEvent, crate::bus::BusError> {
+        let event = self.bus.publish(topic, payload).await?;
+        self.metrics
+            .events_published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(event)
+    }
+}
+
+/// The complete router: the feed API, every registered pattern, JSON 404/405 and the body limit.
+pub fn app(state: AppState) -> Router {
+    let mut router = feed_api::routes();
+    for routes in patterns::ALL {
+        router = router.merge(routes(&state));
+    }
+    router
+        // Must come after every route is registered: it applies to the routes present now.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_rejections,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> AppError {
+    AppError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// Counts every refused request by reason, read from the marker [`AppError`] leaves on its response.
+async fn count_rejections(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(reason) = response.extensions().get::<RejectReason>() {
+        state.metrics.rejected(*reason);
+    }
+    response
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves, then lets open streams and held
+/// requests end cleanly, waiting at most `config.shutdown_grace` (plus a second) for them.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let token = state.shutdown.clone();
+    let grace = state.config.shutdown_grace;
+    let listener = CountingListener::new(
+        listener,
+        state.metrics.clone(),
+        state.config.max_connections,
+    );
+    let serve = axum::serve(listener, app(state))
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .into_future();
+    let mut serve = std::pin::pin!(serve);
+    tokio::select! {
+        result = &mut serve => return result,
+        () = shutdown => token.cancel(),
+        () = token.cancelled() => {}
+    }
+    tracing::info!(?grace, "shutting down: ending streams and held requests");
+    match tokio::time::timeout(grace + std::time::Duration::from_secs(1), serve).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("connections still open after the grace period; closing anyway");
+            Ok(())
+        }
+    }
+}
+
+/// A running server, for tests, benches and the embedded load-generator target.
+pub struct ServerHandle {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    pub task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Binds `config.bind` (use port 0 for an ephemeral port) and serves in a background task.
+    pub async fn spawn(config: ServerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(config);
+        let task = tokio::spawn(run(listener, state.clone(), std::future::pending()));
+        Ok(Self { addr, state, task })
+    }
+
+    /// `http://addr` with no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.state.shutdown.cancel();
+        self.task.await.unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+}

@@ -1,0 +1,275 @@
+//! Server configuration: every limit is a flag with a default, a unit-friendly parser and a range.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+use crate::{
+    bus::MemoryBusConfig,
+    units::{in_range, parse_bytes, parse_count, parse_duration},
+};
+
+/// Flags shared by `commbench-server` and `commbench serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default; use 0.0.0.0 deliberately.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "COMMBENCH_BIND")]
+    pub bind: SocketAddr,
+
+    /// Events of history kept per topic for cursor reads (1..=1M).
+    #[arg(long, default_value = "1024", value_parser = history_events)]
+    pub history: usize,
+
+    /// Bytes of history kept per topic; older events go first (4KiB..=1GiB).
+    #[arg(long, default_value = "4MiB", value_parser = history_bytes)]
+    pub history_bytes: usize,
+
+    /// Most topics held at once; publishing to or subscribing to a new topic beyond it gets 429 (1..=1M).
+    #[arg(long, default_value = "1024", value_parser = max_topics)]
+    pub max_topics: usize,
+
+    /// Largest request body or WebSocket message (16B..=16MiB); larger gets 413 / close 1009.
+    #[arg(long, default_value = "64KiB", value_parser = max_body)]
+    pub max_body: usize,
+
+    /// Most events in one short- or long-poll answer; `more: true` marks a cut (1..=100k).
+    #[arg(long, default_value = "256", value_parser = poll_max_events)]
+    pub poll_max_events: usize,
+
+    /// Longest long-poll or job wait a client may ask for (0s..=10m).
+    #[arg(long, default_value = "60s", value_parser = max_wait)]
+    pub max_wait: Duration,
+
+    /// Long-poll wait when the client names none (must not exceed --max-wait).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub default_wait: Duration,
+
+    /// Interval of SSE comment heartbeats and WebSocket pings (100ms..=1h).
+    #[arg(long, default_value = "15s", value_parser = heartbeat)]
+    pub heartbeat: Duration,
+
+    /// Events a live subscriber may fall behind before it is disconnected (1..=1M).
+    #[arg(long, default_value = "1024", value_parser = subscriber_buffer)]
+    pub subscriber_buffer: usize,
+
+    /// A WebSocket send that stalls this long disconnects the (slow) client (10ms..=10m).
+    #[arg(long, default_value = "10s", value_parser = send_timeout)]
+    pub send_timeout: Duration,
+
+    /// Most topics one WebSocket may subscribe to (1..=10k).
+    #[arg(long, default_value = "64", value_parser = ws_max_subscriptions)]
+    pub ws_max_subscriptions: usize,
+
+    /// Concurrent TCP connections; beyond it a connection gets 503 and is closed (1..=1M).
+    #[arg(long, default_value = "50000", value_parser = max_connections)]
+    pub max_connections: usize,
+
+    /// Simulated work time of a job created with POST /jobs (0s..=10m).
+    #[arg(long, default_value = "100ms", value_parser = job_work)]
+    pub job_work: Duration,
+
+    /// Jobs remembered at once (pending and finished); finished ones are forgotten oldest first (1..=1M).
+    #[arg(long, default_value = "10000", value_parser = max_jobs)]
+    pub max_jobs: usize,
+
+    /// On shutdown, how long open streams and held requests get to finish (0s..=1m).
+    #[arg(long, default_value = "5s", value_parser = shutdown_grace)]
+    pub shutdown_grace: Duration,
+
+    /// Test-only: stall every request for LEN once, AT after start (`AT+LEN`, e.g. `3s+500ms`), to
+    /// check that the load generator's corrected latency sees what uncorrected latency hides.
+    #[arg(long, hide = true, value_parser = parse_stall)]
+    pub debug_stall: Option<Stall>,
+}
+
+/// A one-off server stall injected for tests: requests arriving in `[at, at + len)` after start wait
+/// until `at + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    pub at: Duration,
+    pub len: Duration,
+}
+
+fn parse_stall(text: &str) -> Result<Stall, String> {
+    let (at, len) = text
+        .split_once('+')
+        .ok_or_else(|| format!("`{text}` is not AT+LEN (e.g. 3s+500ms)"))?;
+    Ok(Stall {
+        at: parse_duration(at)?,
+        len: parse_duration(len)?,
+    })
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            history: 1024,
+            history_bytes: 4 << 20,
+            max_topics: 1024,
+            max_body: 64 << 10,
+            poll_max_events: 256,
+            max_wait: Duration::from_secs(60),
+            default_wait: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+            subscriber_buffer: 1024,
+            send_timeout: Duration::from_secs(10),
+            ws_max_subscriptions: 64,
+            max_connections: 50_000,
+            job_work: Duration::from_millis(100),
+            max_jobs: 10_000,
+            shutdown_grace: Duration::from_secs(5),
+            debug_stall: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Cross-flag checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.default_wait > self.max_wait {
+            return Err(format!(
+                "--default-wait ({:?}) must not exceed --max-wait ({:?})",
+                self.default_wait, self.max_wait
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn bus_config(&self) -> MemoryBusConfig {
+        MemoryBusConfig {
+            history_events: self.history,
+            history_bytes: self.history_bytes,
+            max_topics: self.max_topics,
+            subscriber_buffer: self.subscriber_buffer,
+        }
+    }
+}
+
+fn count_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
+    Ok(in_range(parse_count(text)?, min, max)? as usize)
+}
+
+fn bytes_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
+    Ok(in_range(parse_bytes(text)?, min, max)? as usize)
+}
+
+fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    if value < min || value > max {
+        return Err(format!(
+            "{value:?} is out of range (allowed {min:?}..={max:?})"
+        ));
+    }
+    Ok(value)
+}
+
+fn history_events(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1_000_000)
+}
+fn history_bytes(t: &str) -> Result<usize, String> {
+    bytes_in(t, 4 << 10, 1 << 30)
+}
+fn max_topics(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1_000_000)
+}
+fn max_body(t: &str) -> Result<usize, String> {
+    bytes_in(t, 16, 16 << 20)
+}
+fn poll_max_events(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 100_000)
+}
+fn subscriber_buffer(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1_000_000)
+}
+fn ws_max_subscriptions(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 10_000)
+}
+fn max_connections(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1_000_000)
+}
+fn max_jobs(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1_000_000)
+}
+fn max_wait(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::ZERO, Duration::from_secs(600))
+}
+fn heartbeat(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(100), Duration::from_secs(3600))
+}
+fn send_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(10), Duration::from_secs(600))
+}
+fn job_work(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::ZERO, Duration::from_secs(600))
+}
+fn shutdown_grace(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::ZERO, Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServerConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+        let argv = std::iter::once("x").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_default_impl() {
+        let parsed = parse(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let default = ServerConfig::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        assert!(parsed.validate().is_ok());
+    }
+
+    #[test]
+    fn friendly_units_are_accepted() {
+        let c = parse(&[
+            "--max-body",
+            "1MiB",
+            "--history",
+            "10k",
+            "--heartbeat",
+            "250ms",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.history, 10_000);
+        assert_eq!(c.heartbeat, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn out_of_range_names_the_flag_and_range() {
+        let err = parse(&["--history", "0"]).err().unwrap_or_default();
+        assert!(
+            err.contains("--history") && err.contains("1..=1000000"),
+            "{err}"
+        );
+        let err = parse(&["--max-body", "1GiB"]).err().unwrap_or_default();
+        assert!(err.contains("--max-body"), "{err}");
+        let err = parse(&["--heartbeat", "soon"]).err().unwrap_or_default();
+        assert!(
+            err.contains("--heartbeat") && err.contains("not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_wait_cannot_exceed_max_wait() {
+        let c =
+            parse(&["--max-wait", "1s", "--default-wait", "2s"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.validate().unwrap_err().contains("--default-wait"));
+    }
+}

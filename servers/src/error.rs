@@ -1,0 +1,90 @@
+//! The one error type for HTTP handlers and its single mapping to responses: a status code and a JSON
+//! body `{"error": "<reason>", "detail": "<what exactly was wrong>"}`.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+
+use crate::{bus::BusError, metrics::RejectReason, topic::TopicError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadTopic(#[from] TopicError),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("{0}")]
+    Bus(#[from] BusError),
+    #[error("body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    BadBody(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    JobLimit(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+    pub detail: String,
+}
+
+impl AppError {
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            AppError::BadTopic(_) => RejectReason::BadTopic,
+            AppError::BadQuery(_) => RejectReason::BadQuery,
+            AppError::Bus(BusError::CursorAhead { .. }) => RejectReason::CursorAhead,
+            AppError::Bus(BusError::TopicLimit { .. }) => RejectReason::TopicLimit,
+            AppError::Bus(BusError::Unavailable(_)) => RejectReason::Unavailable,
+            AppError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
+            AppError::BadBody(_) => RejectReason::BadMessage,
+            AppError::NotFound(_) => RejectReason::NotFound,
+            AppError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
+            AppError::JobLimit(_) => RejectReason::JobLimit,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadTopic(_)
+            | AppError::BadQuery(_)
+            | AppError::BadBody(_)
+            | AppError::Bus(BusError::CursorAhead { .. }) => StatusCode::BAD_REQUEST,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Bus(BusError::TopicLimit { .. }) | AppError::JobLimit(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            AppError::Bus(BusError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let reason = self.reason();
+        let body = ErrorBody {
+            error: reason.label(),
+            detail: self.to_string(),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        // The rejection-counting middleware reads this to count by reason without parsing bodies.
+        response.extensions_mut().insert(reason);
+        response
+    }
+}
+
+/// The JSON error body as bytes, for places that write raw responses or WebSocket messages.
+pub fn error_json(reason: RejectReason, detail: &str) -> String {
+    serde_json::json!({ "type": "error", "error": reason.label(), "detail": detail }).to_string()
+}

@@ -1,0 +1,115 @@
+//! One published event and its wire encodings, built once per publish and shared by every subscriber.
+//!
+//! Every pattern carries the same JSON object per event, `{"topic":"t","seq":7,"data":"…"}` (or
+//! `"data_b64"` when the payload is not UTF-8), so byte counts compare like with like. The SSE frame is
+//! pre-built too; WebSocket frames and poll bodies reuse the JSON bytes without copying.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::topic::TopicName;
+
+/// A published event shared by reference between history, channels and subscribers.
+pub type SharedEvent = Arc<Event>;
+
+#[derive(Debug)]
+pub struct Event {
+    pub topic: TopicName,
+    /// Per-topic sequence number, strictly increasing from 1.
+    pub seq: u64,
+    /// The opaque payload as published.
+    pub payload: Bytes,
+    /// The JSON object every pattern sends for this event.
+    pub json: Bytes,
+    /// The complete SSE frame: `id: {seq}\ndata: {json}\n\n`.
+    pub sse: Bytes,
+}
+
+impl Event {
+    /// Builds the event and its encodings; the only place an event is ever encoded.
+    pub fn new(topic: TopicName, seq: u64, payload: Bytes) -> SharedEvent {
+        let json = encode_json(&topic, seq, &payload);
+        let mut sse = BytesMut::with_capacity(json.len() + 32);
+        sse.put_slice(b"id: ");
+        sse.put_slice(seq.to_string().as_bytes());
+        sse.put_slice(b"\ndata: ");
+        sse.put_slice(&json);
+        sse.put_slice(b"\n\n");
+        Arc::new(Event {
+            topic,
+            seq,
+            payload,
+            json,
+            sse: sse.freeze(),
+        })
+    }
+
+    /// Bytes this event occupies in memory (payload plus encodings), for history accounting.
+    pub fn footprint(&self) -> usize {
+        self.payload.len() + self.json.len() + self.sse.len()
+    }
+}
+
+fn encode_json(topic: &TopicName, seq: u64, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + topic.as_str().len() + 48);
+    out.extend_from_slice(b"{\"topic\":\"");
+    // Topic names are restricted to [A-Za-z0-9_-], so they never need escaping.
+    out.extend_from_slice(topic.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    match std::str::from_utf8(payload) {
+        Ok(text) => {
+            out.extend_from_slice(b",\"data\":");
+            // Serialising a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, text);
+        }
+        Err(_) => {
+            out.extend_from_slice(b",\"data_b64\":\"");
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(payload)
+                    .as_bytes(),
+            );
+            out.push(b'"');
+        }
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic() -> TopicName {
+        TopicName::parse("t1").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn utf8_payload_is_a_json_string() {
+        let e = Event::new(topic(), 7, Bytes::from_static(b"he said \"hi\"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap_or_default();
+        assert_eq!(v["topic"], "t1");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["data"], "he said \"hi\"\n");
+    }
+
+    #[test]
+    fn binary_payload_is_base64() {
+        let e = Event::new(topic(), 1, Bytes::from_static(&[0xff, 0x00, 0x80]));
+        let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap_or_default();
+        assert_eq!(v["data_b64"], "/wCA");
+    }
+
+    #[test]
+    fn sse_frame_is_one_event_with_id() {
+        let e = Event::new(topic(), 42, Bytes::from_static(b"line1\nline2"));
+        let frame = std::str::from_utf8(&e.sse).unwrap_or_default();
+        assert!(frame.starts_with("id: 42\ndata: {"));
+        assert!(frame.ends_with("}\n\n"));
+        // The JSON escapes newlines, so the frame has exactly the two framing line breaks plus the end.
+        assert_eq!(frame.matches('\n').count(), 3);
+    }
+}

@@ -1,0 +1,77 @@
+//! commbench's server side: one server hosting every communication pattern on a shared event feed.
+//!
+//! Start with [`app::run`] (an already-bound listener plus a shutdown future) or
+//! [`app::ServerHandle::spawn`]; patterns live in `patterns/`, the feed behind [`bus::Bus`].
+
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod counted_io;
+pub mod error;
+pub mod event;
+pub mod extract;
+pub mod feed_api;
+pub mod listener;
+pub mod metrics;
+pub mod patterns;
+pub mod topic;
+pub mod units;
+
+pub use app::{run, AppState, ServerHandle};
+pub use config::ServerConfig;
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Binds `config.bind` and serves until SIGINT/SIGTERM; what both server binaries run.
+pub async fn serve_until_signal(config: ServerConfig) -> anyhow::Result<()> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// Binds `config.bind` and serves until `shutdown` resolves.
+pub async fn serve_until(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "commbench server listening");
+    // Machine-readable line for a parent process (the load generator) that started us on port 0.
+    println!("listening on http://{addr}");
+    run(listener, AppState::new(config), shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

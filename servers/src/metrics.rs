@@ -1,0 +1,294 @@
+//! Server counters exposed at `GET /metrics` in Prometheus text format. Plain atomics: the hot path
+//! never takes a lock to count.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+};
+
+/// The patterns the server hosts, used to label per-pattern counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternKind {
+    RequestResponse,
+    ShortPoll,
+    LongPoll,
+    Jobs,
+    Sse,
+    WebSocket,
+}
+
+impl PatternKind {
+    pub const ALL: [PatternKind; 6] = [
+        PatternKind::RequestResponse,
+        PatternKind::ShortPoll,
+        PatternKind::LongPoll,
+        PatternKind::Jobs,
+        PatternKind::Sse,
+        PatternKind::WebSocket,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PatternKind::RequestResponse => "request_response",
+            PatternKind::ShortPoll => "short_poll",
+            PatternKind::LongPoll => "long_poll",
+            PatternKind::Jobs => "jobs",
+            PatternKind::Sse => "sse",
+            PatternKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a request or message was refused; each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    BadTopic,
+    BadQuery,
+    CursorAhead,
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    ConnectionLimit,
+    TopicLimit,
+    JobLimit,
+    BadMessage,
+    MessageTooLarge,
+    SubscriptionLimit,
+    Unavailable,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::BadTopic,
+        RejectReason::BadQuery,
+        RejectReason::CursorAhead,
+        RejectReason::PayloadTooLarge,
+        RejectReason::NotFound,
+        RejectReason::MethodNotAllowed,
+        RejectReason::ConnectionLimit,
+        RejectReason::TopicLimit,
+        RejectReason::JobLimit,
+        RejectReason::BadMessage,
+        RejectReason::MessageTooLarge,
+        RejectReason::SubscriptionLimit,
+        RejectReason::Unavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::BadTopic => "bad_topic",
+            RejectReason::BadQuery => "bad_query",
+            RejectReason::CursorAhead => "cursor_ahead",
+            RejectReason::PayloadTooLarge => "payload_too_large",
+            RejectReason::NotFound => "not_found",
+            RejectReason::MethodNotAllowed => "method_not_allowed",
+            RejectReason::ConnectionLimit => "connection_limit",
+            RejectReason::TopicLimit => "topic_limit",
+            RejectReason::JobLimit => "job_limit",
+            RejectReason::BadMessage => "bad_message",
+            RejectReason::MessageTooLarge => "message_too_large",
+            RejectReason::SubscriptionLimit => "subscription_limit",
+            RejectReason::Unavailable => "unavailable",
+        }
+    }
+}
+
+const PATTERNS: usize = PatternKind::ALL.len();
+const REASONS: usize = RejectReason::ALL.len();
+
+/// Every counter the server keeps.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_open: AtomicI64,
+    pub connections_accepted: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub events_published: AtomicU64,
+    pub join_notices_dropped: AtomicU64,
+    requests: [AtomicU64; PATTERNS],
+    active: [AtomicI64; PATTERNS],
+    delivered: [AtomicU64; PATTERNS],
+    lagged: [AtomicU64; PATTERNS],
+    rejected: [AtomicU64; REASONS],
+}
+
+impl Metrics {
+    pub fn request(&self, pattern: PatternKind) {
+        self.requests[pattern as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn delivered(&self, pattern: PatternKind, events: u64) {
+        self.delivered[pattern as usize].fetch_add(events, Relaxed);
+    }
+
+    pub fn lagged_disconnect(&self, pattern: PatternKind) {
+        self.lagged[pattern as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejected[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize].load(Relaxed)
+    }
+
+    pub fn lagged_count(&self, pattern: PatternKind) -> u64 {
+        self.lagged[pattern as usize].load(Relaxed)
+    }
+
+    /// Marks one open stream/socket/held request of `pattern` until the guard drops.
+    pub fn active(self: &std::sync::Arc<Self>, pattern: PatternKind) -> ActiveGuard {
+        let index = pattern as usize;
+        self.active[index].fetch_add(1, Relaxed);
+        ActiveGuard {
+            metrics: self.clone(),
+            index,
+        }
+    }
+
+    /// Renders every counter in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Relaxed) as i64;
+        let scalars = [
+            (
+                "commbench_connections_open",
+                "gauge",
+                "Open TCP connections.",
+                self.connections_open.load(Relaxed),
+            ),
+            (
+                "commbench_connections_accepted_total",
+                "counter",
+                "TCP connections accepted.",
+                load(&self.connections_accepted),
+            ),
+            (
+                "commbench_bytes_sent_total",
+                "counter",
+                "Bytes written to client sockets, headers and frames included.",
+                load(&self.bytes_sent),
+            ),
+            (
+                "commbench_bytes_received_total",
+                "counter",
+                "Bytes read from client sockets.",
+                load(&self.bytes_received),
+            ),
+            (
+                "commbench_events_published_total",
+                "counter",
+                "Events appended to the feed.",
+                load(&self.events_published),
+            ),
+            (
+                "commbench_join_notices_dropped_total",
+                "counter",
+                "WebSocket join notices a slow member missed.",
+                load(&self.join_notices_dropped),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            family(&mut out, name, kind, help, [("", value)]);
+        }
+        let by_pattern = |values: &[AtomicU64; PATTERNS]| {
+            PatternKind::ALL.map(|p| (p.label(), load(&values[p as usize])))
+        };
+        let active = PatternKind::ALL.map(|p| (p.label(), self.active[p as usize].load(Relaxed)));
+        family(
+            &mut out,
+            "commbench_requests_total{pattern}",
+            "counter",
+            "Requests or connections handled, by pattern.",
+            by_pattern(&self.requests),
+        );
+        family(
+            &mut out,
+            "commbench_active{pattern}",
+            "gauge",
+            "Open streams, sockets and held requests, by pattern.",
+            active,
+        );
+        family(
+            &mut out,
+            "commbench_events_delivered_total{pattern}",
+            "counter",
+            "Events sent to clients, by pattern.",
+            by_pattern(&self.delivered),
+        );
+        family(
+            &mut out,
+            "commbench_lagged_disconnects_total{pattern}",
+            "counter",
+            "Subscribers cut off for falling behind, by pattern.",
+            by_pattern(&self.lagged),
+        );
+        let rejected = RejectReason::ALL.map(|r| (r.label(), load(&self.rejected[r as usize])));
+        family(
+            &mut out,
+            "commbench_rejected_total{reason}",
+            "counter",
+            "Requests and messages refused, by reason.",
+            rejected,
+        );
+        out
+    }
+}
+
+/// Writes one metric family. `name` may end in `{label}`: each value is then written with that label.
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, i64)>,
+) {
+    let (base, label) = match name.split_once('{') {
+        Some((base, label)) => (base, label.trim_end_matches('}')),
+        None => (name, ""),
+    };
+    let _ = writeln!(out, "# HELP {base} {help}\n# TYPE {base} {kind}");
+    for (value_label, value) in values {
+        if label.is_empty() {
+            let _ = writeln!(out, "{base} {value}");
+        } else {
+            let _ = writeln!(out, "{base}{{{label}=\"{value_label}\"}} {value}");
+        }
+    }
+}
+
+/// Decrements a pattern's active gauge on drop.
+pub struct ActiveGuard {
+    metrics: std::sync::Arc<Metrics>,
+    index: usize,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.metrics.active[self.index].fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn renders_labelled_counters() {
+        let m = Arc::new(Metrics::default());
+        m.delivered(PatternKind::Sse, 3);
+        m.rejected(RejectReason::BadTopic);
+        let guard = m.active(PatternKind::WebSocket);
+        let text = m.render();
+        assert!(text.contains("commbench_events_delivered_total{pattern=\"sse\"} 3"));
+        assert!(text.contains("commbench_rejected_total{reason=\"bad_topic\"} 1"));
+        assert!(text.contains("commbench_active{pattern=\"websocket\"} 1"));
+        drop(guard);
+        assert!(m
+            .render()
+            .contains("commbench_active{pattern=\"websocket\"} 0"));
+    }
+}

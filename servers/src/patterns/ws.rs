@@ -1,0 +1,363 @@
+//! WebSocket push and chat: `GET /ws`. Clients send JSON text control messages (`subscribe`,
+//! `unsubscribe`, `publish`); events arrive as binary frames holding the shared event JSON; replies,
+//! join notices, gaps and errors arrive as JSON text frames. Lagging or stalled clients are closed.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::Response,
+    routing::get,
+    Extension, Router,
+};
+use bytes::Bytes;
+use futures_util::{stream, stream::BoxStream, SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_stream::{wrappers::BroadcastStream, StreamMap};
+use tokio_tungstenite::tungstenite;
+
+use crate::{
+    app::AppState,
+    bus::{BusError, Delivery},
+    error::error_json,
+    metrics::{PatternKind, RejectReason},
+    topic::TopicName,
+};
+
+pub fn routes(_: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .layer(Extension(Arc::new(Presence::default())))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Extension(presence): Extension<Arc<Presence>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    state.metrics.request(PatternKind::WebSocket);
+    let limit = state.config.max_body;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| Session::new(state, presence).run(socket))
+}
+
+/// Client → server control messages.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control {
+    Subscribe { topic: String, after: Option<u64> },
+    Unsubscribe { topic: String },
+    Publish { topic: String, payload: String },
+}
+
+/// Who subscribed to which topic, so a join can be announced to the others in the room.
+/// Rooms exist only for topics the bus accepted, so they are bounded by `--max-topics`.
+#[derive(Default)]
+struct Presence {
+    next_session: AtomicU64,
+    rooms: Mutex<HashMap<TopicName, broadcast::Sender<JoinNotice>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct JoinNotice {
+    joiner: u64,
+    subscribers: usize,
+}
+
+/// Join notices a room buffers per member before a slow member starts missing them (counted).
+const PRESENCE_BUFFER: usize = 64;
+
+impl Presence {
+    fn join(&self, topic: &TopicName, joiner: u64) -> broadcast::Receiver<JoinNotice> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms
+            .entry(topic.clone())
+            .or_insert_with(|| broadcast::channel(PRESENCE_BUFFER).0);
+        let receiver = room.subscribe();
+        let _ = room.send(JoinNotice {
+            joiner,
+            subscribers: room.receiver_count(),
+        });
+        receiver
+    }
+}
+
+/// What one subscribed topic yields to the session.
+enum Out {
+    Delivery(Delivery),
+    Join(JoinNotice),
+    /// The subscription itself ended.
+    End,
+}
+
+/// What the session does after handling one input.
+enum Step {
+    Send(Vec<Message>),
+    Close(u16, String),
+    Gone,
+}
+
+struct Session {
+    state: AppState,
+    presence: Arc<Presence>,
+    id: u64,
+    topics: StreamMap<TopicName, BoxStream<'static, Out>>,
+}
+
+impl Session {
+    fn new(state: AppState, presence: Arc<Presence>) -> Self {
+        let id = presence.next_session.fetch_add(1, Relaxed);
+        Self {
+            state,
+            presence,
+            id,
+            topics: StreamMap::new(),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let metrics = self.state.metrics.clone();
+        let _active = metrics.active(PatternKind::WebSocket);
+        let send_timeout = self.state.config.send_timeout;
+        let shutdown = self.state.shutdown.clone();
+        let (mut sink, mut incoming) = socket.split();
+        let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
+        heartbeat.reset();
+        loop {
+            let step = tokio::select! {
+                () = shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
+                message = incoming.next() => self.on_message(message).await,
+                Some((topic, out)) = self.topics.next(), if !self.topics.is_empty() => {
+                    self.on_topic(topic, out)
+                }
+                _ = heartbeat.tick() => Step::Send(vec![Message::Ping(Bytes::new())]),
+            };
+            match step {
+                Step::Send(messages) => {
+                    for message in messages {
+                        match tokio::time::timeout(send_timeout, sink.send(message)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                // The client stopped reading: it is a lagging subscriber.
+                                metrics.lagged_disconnect(PatternKind::WebSocket);
+                                return;
+                            }
+                        }
+                    }
+                }
+                Step::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: close_reason(&reason).into(),
+                    };
+                    let close = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return;
+                }
+                Step::Gone => return,
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
+        let metrics = &self.state.metrics;
+        match message {
+            None | Some(Ok(Message::Close(_))) => Step::Gone,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Send(Vec::new()),
+            Some(Ok(Message::Binary(_))) => {
+                metrics.rejected(RejectReason::BadMessage);
+                Step::Close(
+                    1003,
+                    "binary messages are not accepted; send JSON text".into(),
+                )
+            }
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(&text) {
+                Ok(control) => self.on_control(control).await,
+                Err(error) => self.error(
+                    RejectReason::BadMessage,
+                    &format!("malformed control message: {error}"),
+                ),
+            },
+            Some(Err(error)) => {
+                let limit = self.state.config.max_body;
+                match error
+                    .into_inner()
+                    .downcast::<tungstenite::Error>()
+                    .map(|e| *e)
+                {
+                    Ok(tungstenite::Error::Capacity(_)) => {
+                        metrics.rejected(RejectReason::MessageTooLarge);
+                        Step::Close(1009, format!("message exceeds the {limit}-byte limit"))
+                    }
+                    Ok(tungstenite::Error::Utf8(_)) => {
+                        metrics.rejected(RejectReason::BadMessage);
+                        Step::Close(1007, "text message is not valid UTF-8".into())
+                    }
+                    Ok(tungstenite::Error::Protocol(problem)) => {
+                        metrics.rejected(RejectReason::BadMessage);
+                        Step::Close(1002, format!("protocol error: {problem}"))
+                    }
+                    _ => Step::Gone,
+                }
+            }
+        }
+    }
+
+    async fn on_control(&mut self, control: Control) -> Step {
+        match control {
+            Control::Subscribe { topic, after } => self.subscribe(&topic, after).await,
+            Control::Unsubscribe { topic } => match TopicName::parse(&topic) {
+                Ok(name) if self.topics.remove(&name).is_some() => {
+                    reply(json!({ "type": "unsubscribed", "topic": topic }))
+                }
+                Ok(_) => self.error(
+                    RejectReason::BadMessage,
+                    &format!("not subscribed to {topic}"),
+                ),
+                Err(error) => self.error(RejectReason::BadTopic, &error.to_string()),
+            },
+            Control::Publish { topic, payload } => {
+                let name = match TopicName::parse(&topic) {
+                    Ok(name) => name,
+                    Err(error) => return self.error(RejectReason::BadTopic, &error.to_string()),
+                };
+                match self.state.publish(&name, Bytes::from(payload)).await {
+                    Ok(event) => {
+                        reply(json!({ "type": "published", "topic": topic, "seq": event.seq }))
+                    }
+                    Err(error) => self.bus_error(&error),
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, topic: &str, after: Option<u64>) -> Step {
+        let name = match TopicName::parse(topic) {
+            Ok(name) => name,
+            Err(error) => return self.error(RejectReason::BadTopic, &error.to_string()),
+        };
+        let limit = self.state.config.ws_max_subscriptions;
+        if !self.topics.contains_key(&name) && self.topics.len() >= limit {
+            return self.error(
+                RejectReason::SubscriptionLimit,
+                &format!("a socket may subscribe to at most {limit} topics"),
+            );
+        }
+        let subscription = match self.state.bus.subscribe(&name, after).await {
+            Ok(subscription) => subscription,
+            Err(error) => return self.bus_error(&error),
+        };
+        let ack = json!({
+            "type": "subscribed",
+            "topic": topic,
+            "after": subscription.after,
+            "head": subscription.head,
+        });
+        let me = self.id;
+        let metrics = self.state.metrics.clone();
+        let joins = BroadcastStream::new(self.presence.join(&name, me)).filter_map(move |notice| {
+            let out = match notice {
+                Ok(notice) if notice.joiner != me => Some(Out::Join(notice)),
+                Ok(_) => None,
+                Err(_) => {
+                    metrics.join_notices_dropped.fetch_add(1, Relaxed);
+                    None
+                }
+            };
+            std::future::ready(out)
+        });
+        let deliveries = subscription
+            .map(Out::Delivery)
+            .chain(stream::once(async { Out::End }));
+        self.topics
+            .insert(name, Box::pin(stream::select(deliveries, joins)));
+        reply(ack)
+    }
+
+    fn on_topic(&mut self, topic: TopicName, out: Out) -> Step {
+        match out {
+            Out::Delivery(Delivery::Event(event)) => {
+                self.state.metrics.delivered(PatternKind::WebSocket, 1);
+                Step::Send(vec![Message::Binary(event.json.clone())])
+            }
+            Out::Delivery(Delivery::Gap(gap)) => reply(json!({
+                "type": "gap", "topic": topic.as_str(), "after": gap.after, "oldest": gap.oldest,
+            })),
+            Out::Delivery(Delivery::Lagged { missed }) => {
+                self.state.metrics.lagged_disconnect(PatternKind::WebSocket);
+                Step::Close(
+                    1008,
+                    format!("fell {missed} events behind on {topic}; resubscribe from your cursor"),
+                )
+            }
+            Out::Join(notice) => reply(json!({
+                "type": "join", "topic": topic.as_str(), "subscribers": notice.subscribers,
+            })),
+            Out::End => {
+                self.topics.remove(&topic);
+                Step::Send(Vec::new())
+            }
+        }
+    }
+
+    fn error(&self, reason: RejectReason, detail: &str) -> Step {
+        self.state.metrics.rejected(reason);
+        Step::Send(vec![Message::Text(error_json(reason, detail).into())])
+    }
+
+    fn bus_error(&self, error: &BusError) -> Step {
+        let reason = match error {
+            BusError::CursorAhead { .. } => RejectReason::CursorAhead,
+            BusError::TopicLimit { .. } => RejectReason::TopicLimit,
+            BusError::Unavailable(_) => RejectReason::Unavailable,
+        };
+        self.error(reason, &error.to_string())
+    }
+}
+
+fn reply(value: serde_json::Value) -> Step {
+    Step::Send(vec![Message::Text(value.to_string().into())])
+}
+
+/// Close reasons are limited to 123 bytes by the protocol; cut on a character boundary.
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_the_protocol_limit() {
+        assert_eq!(close_reason("short"), "short");
+        assert!(close_reason(&"é".repeat(100)).len() <= 123);
+    }
+
+    #[test]
+    fn control_messages_parse() {
+        let c: Result<Control, _> =
+            serde_json::from_str(r#"{"type":"subscribe","topic":"a","after":3}"#);
+        assert!(matches!(c, Ok(Control::Subscribe { after: Some(3), .. })));
+        let c: Result<Control, _> = serde_json::from_str(r#"{"type":"shout","topic":"a"}"#);
+        assert!(c.is_err());
+    }
+}

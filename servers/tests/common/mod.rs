@@ -1,0 +1,555 @@
+//! Shared helpers for the integration tests: a server on an ephemeral loopback port, a small HTTP
+//! client wrapper, an SSE frame reader over a reqwest byte stream and WebSocket helpers.
+//!
+//! Every helper that waits is bounded: a stuck server fails the test instead of hanging it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{future::Future, time::Duration};
+
+use bytes::Bytes;
+use commbench_servers::{ServerConfig, ServerHandle};
+use futures_util::{stream::BoxStream, SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{self, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// Bound for one ordinary step (a request, a frame, a message). Generous: the machine is noisy.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Runs `fut`, failing the test with `what` if it takes longer than `limit`.
+pub async fn within<F: Future>(what: &str, limit: Duration, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`wait_until`] but reports the outcome instead of failing.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The default configuration on an ephemeral loopback port.
+pub fn test_config() -> ServerConfig {
+    ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    }
+}
+
+/// Spawns a server with the default configuration changed by `tweak`.
+pub async fn spawn_with(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut config = test_config();
+    tweak(&mut config);
+    config.validate().unwrap();
+    within("the server to bind", STEP, ServerHandle::spawn(config))
+        .await
+        .unwrap()
+}
+
+/// Spawns a server with the default configuration.
+pub async fn spawn_default() -> ServerHandle {
+    spawn_with(|_| {}).await
+}
+
+/// An HTTP client that never goes through a proxy (the tests only talk to 127.0.0.1).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A complete HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): status {} body {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    }
+
+    /// Asserts the documented error shape: `status`, a JSON content type and
+    /// `{"error": error, "detail": "<non-empty>"}`.
+    pub fn assert_error(&self, status: u16, error: &str) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status} {error}, got {} {:?}",
+            self.status,
+            self.text()
+        );
+        let content_type = self.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "error content type is {content_type:?}; body {:?}",
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["error"], error, "error body {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "error without a detail: {body}");
+        body
+    }
+}
+
+/// Sends one request and reads the whole answer, bounded by [`STEP`].
+pub async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Reply {
+    let what = format!("{method} {url}");
+    within(&what, STEP, async {
+        let mut builder = client.request(method.clone(), url);
+        if let Some(body) = body {
+            builder = builder.body(body);
+        }
+        let response = builder
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("reading the body of {method} {url} failed: {e}"));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+}
+
+pub async fn get(client: &reqwest::Client, url: &str) -> Reply {
+    request(client, reqwest::Method::GET, url, None).await
+}
+
+pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<Vec<u8>>) -> Reply {
+    request(client, reqwest::Method::POST, url, Some(body.into())).await
+}
+
+/// `POST /publish/{topic}`; asserts success and returns the assigned sequence number.
+pub async fn publish(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+) -> u64 {
+    let reply = post(client, &format!("{base}/publish/{topic}"), payload).await;
+    assert_eq!(reply.status, 200, "publish failed: {}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["topic"], topic, "publish answer {body}");
+    body["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("publish answer without seq: {body}"))
+}
+
+/// `GET /poll/{topic}?after=…`; asserts 200 and returns the JSON answer.
+pub async fn poll(client: &reqwest::Client, base: &str, topic: &str, query: &str) -> Value {
+    let reply = get(client, &format!("{base}/poll/{topic}?{query}")).await;
+    assert_eq!(reply.status, 200, "poll failed: {}", reply.text());
+    let content_type = reply.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    reply.json()
+}
+
+/// Sequence numbers of the events in a poll answer.
+pub fn seqs(batch: &Value) -> Vec<u64> {
+    batch["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events array in {batch}"))
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-sent events
+// ---------------------------------------------------------------------------------------------
+
+/// One parsed SSE frame (the lines up to a blank line).
+#[derive(Debug, Clone, Default)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub retry: Option<String>,
+    pub comments: Vec<String>,
+}
+
+impl SseFrame {
+    fn parse(text: &str) -> Self {
+        let mut frame = SseFrame::default();
+        for line in text.split('\n') {
+            if let Some(comment) = line.strip_prefix(':') {
+                frame.comments.push(comment.trim().to_owned());
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => frame.id = Some(value),
+                "event" => frame.event = Some(value),
+                "retry" => frame.retry = Some(value),
+                "data" => {
+                    frame.data = Some(match frame.data.take() {
+                        Some(previous) => format!("{previous}\n{value}"),
+                        None => value,
+                    })
+                }
+                other => panic!("unexpected SSE field {other:?} in frame {text:?}"),
+            }
+        }
+        frame
+    }
+
+    /// A frame made only of comments (the server's `: heartbeat`).
+    pub fn is_heartbeat(&self) -> bool {
+        self.id.is_none()
+            && self.event.is_none()
+            && self.data.is_none()
+            && self.comments.iter().any(|c| c == "heartbeat")
+    }
+
+    pub fn json(&self) -> Value {
+        let data = self
+            .data
+            .as_deref()
+            .unwrap_or_else(|| panic!("frame without data: {self:?}"));
+        serde_json::from_str(data)
+            .unwrap_or_else(|e| panic!("frame data is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Reads SSE frames from a streaming reqwest response.
+pub struct SseStream {
+    stream: BoxStream<'static, reqwest::Result<Bytes>>,
+    buf: Vec<u8>,
+    ended: bool,
+}
+
+/// Opens `GET {url}` with extra headers; returns the answer status and, on 200, the stream.
+pub async fn sse_open(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<SseStream, Reply> {
+    let response = within(&format!("SSE response head of {url}"), STEP, async {
+        let mut builder = client.get(url).header("accept", "text/event-stream");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.send().await.unwrap()
+    })
+    .await;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let headers = response.headers().clone();
+        let body = within("SSE error body", STEP, response.bytes())
+            .await
+            .unwrap();
+        return Err(Reply {
+            status,
+            headers,
+            body,
+        });
+    }
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "SSE content type is {content_type:?}"
+    );
+    Ok(SseStream {
+        stream: response.bytes_stream().boxed(),
+        buf: Vec::new(),
+        ended: false,
+    })
+}
+
+/// Opens an SSE stream that must succeed and reads its `subscribed` frame; returns both.
+pub async fn sse_subscribe(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (SseStream, Value) {
+    let mut stream = match sse_open(client, url, headers).await {
+        Ok(stream) => stream,
+        Err(reply) => panic!("SSE {url} refused: {} {}", reply.status, reply.text()),
+    };
+    let hello = stream.expect_subscribed().await;
+    (stream, hello)
+}
+
+impl SseStream {
+    /// The next frame, or `None` once the server ended the stream. Fails after [`STEP`].
+    pub async fn next_frame(&mut self) -> Option<SseFrame> {
+        self.next_frame_within(STEP).await
+    }
+
+    pub async fn next_frame_within(&mut self, limit: Duration) -> Option<SseFrame> {
+        within("the next SSE frame", limit, self.read_frame()).await
+    }
+
+    async fn read_frame(&mut self) -> Option<SseFrame> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = std::str::from_utf8(&raw[..end])
+                    .unwrap_or_else(|e| panic!("SSE frame is not UTF-8: {e}"));
+                return Some(SseFrame::parse(text));
+            }
+            if self.ended {
+                assert!(
+                    self.buf.is_empty(),
+                    "SSE stream ended inside a frame: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                return None;
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                // An abrupt end (reset) counts as the end of the stream; the caller checks what it got.
+                Some(Err(_)) | None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next frame that is not a heartbeat (`None` at the end of the stream).
+    pub async fn next_non_heartbeat(&mut self) -> Option<SseFrame> {
+        loop {
+            match self.next_frame().await {
+                Some(frame) if frame.is_heartbeat() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads the opening frame and checks its shape; returns its data.
+    pub async fn expect_subscribed(&mut self) -> Value {
+        let frame = self
+            .next_frame()
+            .await
+            .expect("SSE stream ended before the subscribed frame");
+        assert_eq!(frame.event.as_deref(), Some("subscribed"), "{frame:?}");
+        assert_eq!(frame.retry.as_deref(), Some("1000"), "{frame:?}");
+        frame.json()
+    }
+
+    /// The next event frame (skipping heartbeats): checks `id` matches the JSON `seq`.
+    pub async fn next_event(&mut self) -> Value {
+        let frame = self
+            .next_non_heartbeat()
+            .await
+            .expect("SSE stream ended while an event was expected");
+        assert!(frame.event.is_none(), "expected an event, got {frame:?}");
+        let event = frame.json();
+        let id = frame
+            .id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no id: {frame:?}"));
+        assert_eq!(
+            id,
+            event["seq"].as_u64().unwrap().to_string(),
+            "SSE id differs from the event seq: {frame:?}"
+        );
+        event
+    }
+
+    /// Reads until the server ends the stream; returns the frames seen on the way.
+    pub async fn read_to_end(&mut self, limit: Duration) -> Vec<SseFrame> {
+        within("the end of the SSE stream", limit, async {
+            let mut frames = Vec::new();
+            while let Some(frame) = self.read_frame().await {
+                frames.push(frame);
+            }
+            frames
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+// ---------------------------------------------------------------------------------------------
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn ws_url(server: &ServerHandle) -> String {
+    format!("ws://{}/ws", server.addr)
+}
+
+pub async fn ws_connect(server: &ServerHandle) -> Ws {
+    let url = ws_url(server);
+    let (ws, response) = within(
+        "the WebSocket handshake",
+        STEP,
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    ws
+}
+
+pub async fn ws_send(ws: &mut Ws, value: Value) {
+    within(
+        "a WebSocket send",
+        STEP,
+        ws.send(Message::text(value.to_string())),
+    )
+    .await
+    .unwrap();
+}
+
+/// The next message other than ping/pong, or `None` when the connection ended (with or without error).
+pub async fn ws_next(ws: &mut Ws) -> Option<Message> {
+    within("the next WebSocket message", STEP, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) => return Some(message),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+}
+
+/// The next text message, parsed; join notices are skipped when `skip_joins`. Fails on anything else.
+pub async fn ws_text_inner(ws: &mut Ws, skip_joins: bool) -> Value {
+    loop {
+        match ws_next(ws).await {
+            Some(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("text message is not JSON ({e}): {text}"));
+                if skip_joins && value["type"] == "join" {
+                    continue;
+                }
+                return value;
+            }
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// The next text message (control reply, notice or error), join notices skipped.
+pub async fn ws_text(ws: &mut Ws) -> Value {
+    ws_text_inner(ws, true).await
+}
+
+/// The next event (a binary frame holding the event JSON); join notices are skipped.
+pub async fn ws_event(ws: &mut Ws) -> Value {
+    loop {
+        match ws_next(ws).await {
+            Some(Message::Binary(bytes)) => {
+                return serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "binary frame is not event JSON ({e}): {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                })
+            }
+            Some(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value["type"], "join", "expected an event, got {value}");
+            }
+            other => panic!("expected a binary event frame, got {other:?}"),
+        }
+    }
+}
+
+/// Subscribes and returns the `subscribed` acknowledgement (checked).
+pub async fn ws_subscribe(ws: &mut Ws, topic: &str, after: Option<u64>) -> Value {
+    let mut message = serde_json::json!({ "type": "subscribe", "topic": topic });
+    if let Some(after) = after {
+        message["after"] = after.into();
+    }
+    ws_send(ws, message).await;
+    let ack = ws_text(ws).await;
+    assert_eq!(ack["type"], "subscribed", "subscribe answer {ack}");
+    assert_eq!(ack["topic"], topic, "subscribe answer {ack}");
+    ack
+}
+
+/// Reads until the server's close frame and returns its code; fails if the connection ends without
+/// one or anything but events and notices arrives first.
+pub async fn ws_close_code(ws: &mut Ws) -> u16 {
+    within("a WebSocket close frame", STEP, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    })
+    .await
+}
+
+/// A raw WebSocket text frame with arbitrary (possibly invalid UTF-8) bytes.
+pub fn raw_text_frame(bytes: &'static [u8]) -> Message {
+    use tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    Message::Frame(Frame::message(
+        Bytes::from_static(bytes),
+        OpCode::Data(Data::Text),
+        true,
+    ))
+}

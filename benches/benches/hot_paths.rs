@@ -53,7 +53,9 @@ fn bus_paths(c: &mut Criterion) {
         b.iter(|| runtime.block_on(bus.read(&t, black_box(head - 64), 256)))
     });
     c.bench_function("poll_body_64_events", |b| {
-        let batch = runtime.block_on(bus.read(&t, head - 64, 256)).expect("read");
+        let batch = runtime
+            .block_on(bus.read(&t, head - 64, 256))
+            .expect("read");
         b.iter(|| black_box(batch.to_json(&t)))
     });
     c.bench_function("subscribe_publish_receive", |b| {

@@ -17,6 +17,7 @@ pub struct Collector {
     /// Files are `<dir>/<cell>.<metric>.hlog`.
     pub dir: PathBuf,
     pub cell: String,
+    /// Wall-clock time the collector starts: the interval log's base time.
     pub started_unix_s: f64,
     pub interval: Duration,
     pub progress: Progress,
@@ -72,22 +73,23 @@ impl Collector {
         duration_s: f64,
         interval: &Histogram<u64>,
     ) {
-        if !logs.contains_key(&metric) {
-            let path = self.dir.join(format!("{}.{}.hlog", self.cell, metric.name()));
-            match HlogWriter::create(&path, self.started_unix_s) {
-                Ok(writer) => {
-                    logs.insert(metric, writer);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, path = %path.display(), "cannot create interval log");
-                    return;
+        let log = match logs.entry(metric) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let path = self
+                    .dir
+                    .join(format!("{}.{}.hlog", self.cell, metric.name()));
+                match HlogWriter::create(&path, self.started_unix_s) {
+                    Ok(writer) => entry.insert(writer),
+                    Err(error) => {
+                        tracing::warn!(%error, path = %path.display(), "cannot create interval log");
+                        return;
+                    }
                 }
             }
-        }
-        if let Some(log) = logs.get_mut(&metric) {
-            if let Err(error) = log.write_interval(start_s, duration_s, interval) {
-                tracing::warn!(%error, "cannot write interval log");
-            }
+        };
+        if let Err(error) = log.write_interval(start_s, duration_s, interval) {
+            tracing::warn!(%error, "cannot write interval log");
         }
     }
 }

@@ -47,6 +47,7 @@ impl ClientError {
                 std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse => {
                     "connect_no_port".into()
                 }
+                std::io::ErrorKind::TimedOut => "connect_timeout".into(),
                 _ => "connect_error".into(),
             },
             ClientError::Handshake(_) => "handshake_error".into(),
@@ -80,9 +81,7 @@ impl HttpConn {
             .await
             .map_err(ClientError::Connect)?;
         let io = TokioIo::new(counted(stream, recorder));
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(ClientError::Handshake)?;
+        let (sender, connection) = http1::handshake(io).await.map_err(ClientError::Handshake)?;
         tokio::spawn(async move {
             // Ends when the server closes or the sender is dropped; errors surface on requests.
             let _ = connection.await;
@@ -140,7 +139,9 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, ClientError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ClientError::BodyTooLarge),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ClientError::BodyTooLarge)
+        }
         Err(error) => match error.downcast::<hyper::Error>() {
             Ok(e) => Err(ClientError::Request(*e)),
             Err(other) => Err(ClientError::Protocol(other.to_string())),

@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -44,7 +47,9 @@ async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: finishing the current measurement and writing what was measured");
+            eprintln!(
+                "\ninterrupted: finishing the current measurement and writing what was measured"
+            );
             on_signal.cancel();
         }
     });

@@ -5,6 +5,7 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
 };
 
 use commbench_servers::counted_io::{CountedIo, IoCounter};
@@ -34,8 +35,14 @@ impl SourceAddrs {
         if !self.spread {
             return None;
         }
-        // 127.0.0.1 .. 127.0.0.254: up to ~7M connections at the default port range.
-        let host = 1 + (index / self.per_address.max(1)) % 254;
+        // 127.0.0.1 .. 127.0.0.254: up to ~7M connections at the default port range. The first block
+        // is left to the kernel: an unbound connect may reuse a port held by a TIME_WAIT socket to
+        // another destination, which an explicit bind(…, 0) may not.
+        let block = index / self.per_address.max(1);
+        if block == 0 {
+            return None;
+        }
+        let host = 1 + block % 254;
         Some(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, host as u8)),
             0,
@@ -55,8 +62,18 @@ fn ephemeral_ports() -> usize {
         .unwrap_or(28_232)
 }
 
-/// Opens a TCP connection from `source` (when given) with Nagle disabled.
+/// A connect that takes longer than this fails (an overflowing accept queue drops SYNs, and the
+/// kernel would otherwise retry for minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a TCP connection from `source` (when given) with Nagle disabled, within [`CONNECT_TIMEOUT`].
 pub async fn connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_now(target, source))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+async fn connect_now(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
     let stream = match source {
         None => TcpStream::connect(target).await?,
         Some(source) => {
@@ -107,8 +124,10 @@ mod tests {
             per_address: 2,
             spread: true,
         };
-        let hosts: Vec<_> = (0..6).map(|i| local.source(i).map(|a| a.ip().to_string())).collect();
-        assert_eq!(hosts[0].as_deref(), Some("127.0.0.1"));
+        let hosts: Vec<_> = (0..6)
+            .map(|i| local.source(i).map(|a| a.ip().to_string()))
+            .collect();
+        assert_eq!(hosts[0], None);
         assert_eq!(hosts[2].as_deref(), Some("127.0.0.2"));
         assert_eq!(hosts[5].as_deref(), Some("127.0.0.3"));
         let remote = SourceAddrs::for_target("10.0.0.1:80".parse().unwrap());

@@ -45,14 +45,20 @@ pub async fn publish(
     stop: CancellationToken,
 ) -> HashMap<String, u64> {
     let scenario = shared.scenario.clone();
-    let heads: Arc<Vec<AtomicU64>> = Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
+    let heads: Arc<Vec<AtomicU64>> =
+        Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
     let (jobs, queue) = mpsc::channel::<Job>(CONNECTIONS * 4);
     let queue = Arc::new(Mutex::new(queue));
     // The publisher's own connections count into a recorder of their own, not the pattern's.
     let own = Arc::new(Recorder::new(1));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CONNECTIONS {
-        workers.spawn(worker(shared.clone(), own.clone(), queue.clone(), heads.clone()));
+        workers.spawn(worker(
+            shared.clone(),
+            own.clone(),
+            queue.clone(),
+            heads.clone(),
+        ));
     }
     let gap = Duration::from_secs_f64(1.0 / scenario.rate);
     let mut schedule = match scenario.arrival {
@@ -61,7 +67,7 @@ pub async fn publish(
     };
     let clock = shared.clock;
     for id in 0.. {
-        let intended_ns = schedule.next();
+        let intended_ns = schedule.next_send();
         if intended_ns >= end_ns {
             break;
         }

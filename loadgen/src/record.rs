@@ -100,7 +100,10 @@ impl Counters {
     }
 
     pub fn errors(&self) -> BTreeMap<String, u64> {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn connection_opened(&self) {
@@ -209,7 +212,9 @@ impl Shard {
 impl Recorder {
     pub fn new(shards: usize) -> Self {
         Self {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Shard::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::new()))
+                .collect(),
             counters: Counters::default(),
         }
     }
@@ -361,7 +366,10 @@ mod tests {
             assert!(t.see(seq));
         }
         assert_eq!(t.finish(10, 10_000), 9_990);
-        assert_eq!((t.delivered, t.lost, t.duplicated, t.out_of_order), (9_990, 0, 0, 0));
+        assert_eq!(
+            (t.delivered, t.lost, t.duplicated, t.out_of_order),
+            (9_990, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -405,9 +413,21 @@ mod tests {
 
     #[test]
     fn windowed_takes_traffic_deltas_and_final_loss() {
-        let start = CounterSnapshot { requests: 10, bytes_down: 100, ..Default::default() };
-        let end = CounterSnapshot { requests: 30, bytes_down: 400, ..Default::default() };
-        let last = CounterSnapshot { requests: 35, events_lost: 2, ..Default::default() };
+        let start = CounterSnapshot {
+            requests: 10,
+            bytes_down: 100,
+            ..Default::default()
+        };
+        let end = CounterSnapshot {
+            requests: 30,
+            bytes_down: 400,
+            ..Default::default()
+        };
+        let last = CounterSnapshot {
+            requests: 35,
+            events_lost: 2,
+            ..Default::default()
+        };
         let w = CounterSnapshot::windowed(&start, &end, &last);
         assert_eq!((w.requests, w.bytes_down, w.events_lost), (20, 300, 2));
     }

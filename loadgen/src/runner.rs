@@ -40,7 +40,6 @@ pub struct CellOptions {
     pub index: usize,
     pub run_id: String,
     pub dir: PathBuf,
-    pub started_unix_s: f64,
     pub quiet: bool,
     /// Extra flags for the embedded server (e.g. a test-only stall).
     pub server_args: Vec<String>,
@@ -112,8 +111,10 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     let recorder = Arc::new(Recorder::new(SHARDS));
     let clock = RunClock::start();
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
+    // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
+    let run_tag = options.run_id.rsplit('-').next().unwrap_or("0");
     let topics = (0..scenario.topics)
-        .map(|i| format!("{}-c{}-t{i}", options.run_id, options.index))
+        .map(|i| format!("cb{run_tag}c{}t{i}", options.index))
         .collect();
     let shared = Arc::new(RunShared {
         scenario: scenario.clone(),
@@ -135,7 +136,10 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
             recorder: recorder.clone(),
             dir: options.dir.clone(),
             cell: cell.clone(),
-            started_unix_s: options.started_unix_s,
+            started_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
             interval: Duration::from_secs(1),
             progress: progress.clone(),
         }
@@ -163,7 +167,10 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     }
     let settled = || shared.ready.load(Relaxed) + shared.failed.load(Relaxed);
     let ramp_deadline = Instant::now() + Duration::from_secs(30);
-    while settled() < clients.len() && Instant::now() < ramp_deadline && !options.interrupt.is_cancelled() {
+    while settled() < clients.len()
+        && Instant::now() < ramp_deadline
+        && !options.interrupt.is_cancelled()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if shared.ready.load(Relaxed) == 0 {
@@ -238,7 +245,11 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     let lag = lag_probe.await.unwrap_or_else(|_| new_histogram());
     progress.finish();
 
-    let counters = CounterSnapshot::windowed(&start_counters, &end_counters, &recorder.counters.snapshot());
+    let counters = CounterSnapshot::windowed(
+        &start_counters,
+        &end_counters,
+        &recorder.counters.snapshot(),
+    );
     let window = measured_s.max(1e-9);
     let server_usage = match (server.pid(), start_cpu.1, end_cpu.1) {
         (Some(pid), Some(start), Some(end)) => Some(ProcessUsage {
@@ -282,7 +293,10 @@ async fn sleep_until_ns(clock: RunClock, ns: u64, interrupt: &CancellationToken)
 
 /// (load generator CPU s, server CPU s) now.
 fn cpu_pair(server: Option<u32>) -> (Option<f64>, Option<f64>) {
-    (cpu_seconds(std::process::id()), server.and_then(cpu_seconds))
+    (
+        cpu_seconds(std::process::id()),
+        server.and_then(cpu_seconds),
+    )
 }
 
 /// How late the load generator's own timers fire (µs): a busy load generator shows here first.
@@ -309,7 +323,11 @@ fn cell_spec(scenario: &Scenario, pattern: PatternName) -> CellSpec {
             scenario.rate
         },
         payload: scenario.payload,
-        interval_s: if polls { scenario.interval.as_secs_f64() } else { 0.0 },
+        interval_s: if polls {
+            scenario.interval.as_secs_f64()
+        } else {
+            0.0
+        },
         topics: scenario.topics,
         duration_s: scenario.duration.as_secs_f64(),
         warmup_s: scenario.warmup.as_secs_f64(),
@@ -360,7 +378,10 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
         ));
     }
     if ready < scenario.clients {
-        warnings.push(format!("only {ready} of {} clients started", scenario.clients));
+        warnings.push(format!(
+            "only {ready} of {} clients started",
+            scenario.clients
+        ));
     }
     if c.errors > 0 {
         warnings.push(format!("{} errors", c.errors));

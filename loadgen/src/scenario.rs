@@ -51,7 +51,10 @@ impl PatternName {
 
     /// Generic modes need `--target` and measure any server, not the commbench feed.
     pub fn is_generic(self) -> bool {
-        matches!(self, PatternName::PollUrl | PatternName::SseUrl | PatternName::WsUrl)
+        matches!(
+            self,
+            PatternName::PollUrl | PatternName::SseUrl | PatternName::WsUrl
+        )
     }
 
     /// Patterns whose clients receive the feed's events (and so have loss/duplicate accounting).
@@ -243,10 +246,7 @@ impl RawScenario {
                     .join(","),
                 other => scalar_text(other, &origin)?,
             };
-            raw.values.insert(
-                field,
-                RawValue { text, origin },
-            );
+            raw.values.insert(field, RawValue { text, origin });
         }
         Ok(raw)
     }
@@ -281,7 +281,9 @@ impl RawScenario {
             let url: http::Uri = t.parse().map_err(|e| format!("`{t}` is not a URL: {e}"))?;
             match url.scheme_str() {
                 Some("http" | "ws") => Ok(t.trim_end_matches('/').to_owned()),
-                Some(other) => Err(format!("scheme `{other}` is not supported (use http:// or ws://; TLS is not)")),
+                Some(other) => Err(format!(
+                    "scheme `{other}` is not supported (use http:// or ws://; TLS is not)"
+                )),
                 None => Err(format!("`{t}` needs a scheme, e.g. http://127.0.0.1:8080")),
             }
         })?;
@@ -324,13 +326,15 @@ impl Scenario {
         if self.patterns.iter().any(|p| p.is_generic()) && self.target.is_none() {
             return Err(invalid(
                 "--pattern",
-                "poll-url, sse-url and ws-url drive someone else's server: give --target URL".into(),
+                "poll-url, sse-url and ws-url drive someone else's server: give --target URL"
+                    .into(),
             ));
         }
-        if self.rate == 0.0
-            && self.patterns.iter().any(|p| p.uses_feed())
-        {
-            return Err(invalid("--rate", "feed patterns need a publish rate above 0".into()));
+        if self.rate == 0.0 && self.patterns.iter().any(|p| p.uses_feed()) {
+            return Err(invalid(
+                "--rate",
+                "feed patterns need a publish rate above 0".into(),
+            ));
         }
         if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {
             self.closed_loop = true;
@@ -397,7 +401,10 @@ fn scalar_text(value: toml::Value, origin: &str) -> Result<String, ScenarioError
         toml::Value::Boolean(b) => Ok(b.to_string()),
         other => Err(ScenarioError::Invalid {
             origin: origin.to_owned(),
-            detail: format!("expected a string, number or boolean, found a {}", other.type_str()),
+            detail: format!(
+                "expected a string, number or boolean, found a {}",
+                other.type_str()
+            ),
         }),
     }
 }
@@ -413,10 +420,9 @@ fn bytes(text: &str, min: u64, max: u64) -> Result<u64, String> {
 fn rate(text: &str, min: f64, max: f64) -> Result<f64, String> {
     let value: f64 = match parse_count(text) {
         Ok(n) => n as f64,
-        Err(_) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a rate (events per second, e.g. 50, 2.5, 10k)"))?,
+        Err(_) => text.trim().parse().map_err(|_| {
+            format!("`{text}` is not a rate (events per second, e.g. 50, 2.5, 10k)")
+        })?,
     };
     if !value.is_finite() || value < min || value > max {
         return Err(format!("{value} is out of range (allowed {min}..={max})"));
@@ -428,7 +434,9 @@ fn duration(text: &str, min_s: f64, max_s: f64) -> Result<Duration, String> {
     let value = parse_duration(text)?;
     let secs = value.as_secs_f64();
     if secs < min_s || secs > max_s {
-        return Err(format!("{value:?} is out of range (allowed {min_s}s..={max_s}s)"));
+        return Err(format!(
+            "{value:?} is out of range (allowed {min_s}s..={max_s}s)"
+        ));
     }
     Ok(value)
 }
@@ -465,10 +473,17 @@ mod tests {
     fn bad_file_field_is_named() {
         let raw = RawScenario::from_toml("clients = 0", "bad.toml").unwrap();
         let err = raw.validate().unwrap_err().to_string();
-        assert!(err.contains("bad.toml: field `clients`") && err.contains("1..=200000"), "{err}");
-        let err = RawScenario::from_toml("clientz = 5", "bad.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml: field `clients`") && err.contains("1..=200000"),
+            "{err}"
+        );
+        let err = RawScenario::from_toml("clientz = 5", "bad.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `clientz`"), "{err}");
-        let err = RawScenario::from_toml("clients = [", "bad.toml").unwrap_err().to_string();
+        let err = RawScenario::from_toml("clients = [", "bad.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not valid TOML"), "{err}");
     }
 
@@ -481,14 +496,21 @@ mod tests {
         let mut flags = RawScenario::default();
         flags.set_flag("patterns", "sse,carrier-pigeon");
         let err = flags.validate().unwrap_err().to_string();
-        assert!(err.contains("carrier-pigeon") && err.contains("long-poll"), "{err}");
+        assert!(
+            err.contains("carrier-pigeon") && err.contains("long-poll"),
+            "{err}"
+        );
     }
 
     #[test]
     fn generic_patterns_need_a_target() {
         let mut flags = RawScenario::default();
         flags.set_flag("patterns", "ws-url");
-        assert!(flags.validate().unwrap_err().to_string().contains("--target"));
+        assert!(flags
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--target"));
         flags.set_flag("target", "https://example.com");
         assert!(flags.validate().unwrap_err().to_string().contains("TLS"));
     }

@@ -34,13 +34,17 @@ impl Schedule {
 
     /// A fixed schedule starting at a random phase within the first interval, so many clients
     /// polling at the same interval do not all fire together.
-    pub fn fixed_with_random_phase(start_ns: u64, interval: Duration, rng: &mut fastrand::Rng) -> Self {
+    pub fn fixed_with_random_phase(
+        start_ns: u64,
+        interval: Duration,
+        rng: &mut fastrand::Rng,
+    ) -> Self {
         let phase = (interval.as_nanos() as f64 * rng.f64()) as u64;
         Self::fixed(start_ns + phase, interval)
     }
 
     /// The next intended send time.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_send(&mut self) -> u64 {
         let now = self.next_ns;
         let gap = if self.poisson {
             // Inverse transform sampling; 1 - f64() is in (0, 1], so ln is finite.
@@ -60,7 +64,7 @@ mod tests {
     #[test]
     fn fixed_schedule_is_evenly_spaced() {
         let mut s = Schedule::fixed(1_000, Duration::from_millis(10));
-        let times: Vec<u64> = (0..3).map(|_| s.next()).collect();
+        let times: Vec<u64> = (0..3).map(|_| s.next_send()).collect();
         assert_eq!(times, vec![1_000, 10_001_000, 20_001_000]);
     }
 
@@ -68,7 +72,7 @@ mod tests {
     fn poisson_schedule_has_the_right_mean() {
         let mut s = Schedule::poisson(0, Duration::from_millis(1), 7);
         let n = 20_000;
-        let last = (0..=n).map(|_| s.next()).last().unwrap_or(0);
+        let last = (0..=n).map(|_| s.next_send()).last().unwrap_or(0);
         let mean_ms = last as f64 / n as f64 / 1e6;
         assert!((0.95..1.05).contains(&mean_ms), "mean gap {mean_ms} ms");
     }

@@ -21,10 +21,7 @@ pub enum SessionError {
     #[error("cannot create the results directory {0}: {1}")]
     CreateDir(PathBuf, std::io::Error),
     #[error("{pattern}: {source}")]
-    Cell {
-        pattern: String,
-        source: RunError,
-    },
+    Cell { pattern: String, source: RunError },
     #[error("cannot write results to {0}: {1}")]
     Write(PathBuf, String),
 }
@@ -68,7 +65,6 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             index,
             run_id: run_id.clone(),
             dir: dir.clone(),
-            started_unix_s: started.as_secs_f64(),
             quiet: options.quiet,
             server_args: options.server_args.clone(),
             interrupt: options.interrupt.clone(),

@@ -66,7 +66,10 @@ impl Target {
     pub async fn check_reachable(&self, timeout: Duration) -> Result<(), TargetError> {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(self.addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(TargetError::Unreachable(self.authority.clone(), e.to_string())),
+            Ok(Err(e)) => Err(TargetError::Unreachable(
+                self.authority.clone(),
+                e.to_string(),
+            )),
             Err(_) => Err(TargetError::Unreachable(
                 self.authority.clone(),
                 format!("no answer to connect within {timeout:?}"),
@@ -86,8 +89,8 @@ impl EmbeddedServer {
     /// Starts `<this executable> serve --bind 127.0.0.1:0 --exit-on-stdin-eof <extra args>` and waits
     /// for the `listening on http://…` line.
     pub async fn start(extra_args: &[String]) -> Result<Self, TargetError> {
-        let exe = std::env::current_exe()
-            .map_err(|e| TargetError::Spawn("current_exe".into(), e))?;
+        let exe =
+            std::env::current_exe().map_err(|e| TargetError::Spawn("current_exe".into(), e))?;
         Self::start_program(&exe.to_string_lossy(), extra_args).await
     }
 
@@ -107,10 +110,9 @@ impl EmbeddedServer {
             .spawn()
             .map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| TargetError::Spawn(program.to_owned(), std::io::ErrorKind::BrokenPipe.into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| {
+            TargetError::Spawn(program.to_owned(), std::io::ErrorKind::BrokenPipe.into())
+        })?;
         let wait = Duration::from_secs(20);
         let mut lines = BufReader::new(stdout).lines();
         let address = tokio::time::timeout(wait, async {
@@ -126,7 +128,9 @@ impl EmbeddedServer {
         .flatten();
         let Some(url) = address else {
             let status = child.try_wait().ok().flatten();
-            let detail = status.map(|s| format!(" (it exited: {s})")).unwrap_or_default();
+            let detail = status
+                .map(|s| format!(" (it exited: {s})"))
+                .unwrap_or_default();
             return Err(TargetError::NoAddress(wait, detail));
         };
         // Keep draining stdout so the child never blocks on a full pipe.

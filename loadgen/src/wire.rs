@@ -67,7 +67,10 @@ mod tests {
             br#"{"topic":"t","head":9,"more":true,"gap":{"after":1,"oldest":5},"events":[{"topic":"t","seq":5,"data":"a"}]}"#,
         )
         .unwrap();
-        assert_eq!((p.head, p.more, p.gap.map(|g| g.oldest), p.events.len()), (9, true, Some(5), 1));
+        assert_eq!(
+            (p.head, p.more, p.gap.map(|g| g.oldest), p.events.len()),
+            (9, true, Some(5), 1)
+        );
         let n = ws_notice(r#"{"type":"subscribed","topic":"t","after":4,"head":4}"#).unwrap();
         assert_eq!((n.kind, n.after), ("subscribed", Some(4)));
     }

@@ -22,7 +22,7 @@ use crate::{
     config::ServerConfig,
     error::AppError,
     feed_api,
-    listener::CountingListener,
+    listener::{ConnInfo, CountingListener},
     metrics::{Metrics, RejectReason},
     patterns,
 };
@@ -73,7 +73,7 @@ pub fn app(state: AppState) -> Router {
     for routes in patterns::ALL {
         router = router.merge(routes(&state));
     }
-    router
+    router = router
         // Must come after every route is registered: it applies to the routes present now.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -81,8 +81,29 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
-        ))
-        .with_state(state)
+        ));
+    if let Some(stall) = state.config.debug_stall {
+        let started = tokio::time::Instant::now();
+        router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
+            stall_request(started, stall, request, next)
+        }));
+    }
+    router.with_state(state)
+}
+
+/// Test-only (`--debug-stall`): holds requests that arrive during the stall until it ends.
+async fn stall_request(
+    started: tokio::time::Instant,
+    stall: crate::config::Stall,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (from, until) = (started + stall.at, started + stall.at + stall.len);
+    let now = tokio::time::Instant::now();
+    if now >= from && now < until {
+        tokio::time::sleep_until(until).await;
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: Uri) -> AppError {
@@ -119,7 +140,8 @@ pub async fn run(
         state.metrics.clone(),
         state.config.max_connections,
     );
-    let serve = axum::serve(listener, app(state))
+    let service = app(state).into_make_service_with_connect_info::<ConnInfo>();
+    let serve = axum::serve(listener, service)
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .into_future();
     let mut serve = std::pin::pin!(serve);
@@ -148,7 +170,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Binds `config.bind` (use port 0 for an ephemeral port) and serves in a background task.
     pub async fn spawn(config: ServerConfig) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.bind).await?;
+        let listener = crate::bind_listener(config.bind)?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
         let task = tokio::spawn(run(listener, state.clone(), std::future::pending()));

@@ -3,12 +3,14 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Query, Request},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request},
     http::{request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
 
-use crate::{app::AppState, error::AppError, topic::TopicName};
+use tokio_util::sync::CancellationToken;
+
+use crate::{app::AppState, error::AppError, listener::ConnInfo, topic::TopicName};
 
 /// The `{topic}` path segment, validated.
 pub struct Topic(pub TopicName);
@@ -17,10 +19,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Topic {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        let ValidPath(raw) = ValidPath::<String>::from_request_parts(parts, state).await?;
+        Ok(Topic(TopicName::parse(&raw)?))
+    }
+}
+
+/// A path parameter that must deserialize into `T` (undecodable or mistyped → JSON 400).
+pub struct ValidPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state)
             .await
             .map_err(|e| AppError::BadQuery(e.body_text()))?;
-        Ok(Topic(TopicName::parse(&raw)?))
+        Ok(ValidPath(value))
+    }
+}
+
+/// The switch that aborts this request's connection, when the server was started through `run`.
+pub struct ConnCloser(pub Option<CancellationToken>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnCloser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<ConnectInfo<ConnInfo>>();
+        Ok(ConnCloser(info.map(|i| i.0.closer.clone())))
     }
 }
 

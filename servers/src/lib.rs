@@ -42,6 +42,19 @@ pub async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Binds with a deep accept queue (4096; the kernel caps it at `net.core.somaxconn`), so a burst of
+/// thousands of connecting clients is queued rather than having SYNs dropped.
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,9 +77,8 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     config.validate().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let listener =
+        bind_listener(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "commbench server listening");
     // Machine-readable line for a parent process (the load generator) that started us on port 0.

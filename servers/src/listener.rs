@@ -2,16 +2,21 @@
 //! Nagle, and counts every byte read and written on each socket, headers and frames included.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
+    pin::Pin,
     sync::{atomic::Ordering::Relaxed, Arc},
+    task::{Context, Poll},
     time::Duration,
 };
 
+use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
 };
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::{
     counted_io::{CountedIo, IoCounter},
@@ -36,9 +41,23 @@ impl CountingListener {
     }
 }
 
+/// What a handler knows about its connection (as `ConnectInfo<ConnInfo>`): the peer, and a switch
+/// that aborts the connection, for cutting off a subscriber that stopped reading.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub closer: CancellationToken,
+}
+
+impl Connected<IncomingStream<'_, CountingListener>> for ConnInfo {
+    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
 impl axum::serve::Listener for CountingListener {
     type Io = CountedStream;
-    type Addr = SocketAddr;
+    type Addr = ConnInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
@@ -60,12 +79,21 @@ impl axum::serve::Listener for CountingListener {
                 continue;
             }
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
-            return (CountedIo::new(stream, ServerCounter(self.metrics.clone())), addr);
+            let closer = CancellationToken::new();
+            let stream = Closable::new(stream, closer.clone());
+            let info = ConnInfo { peer: addr, closer };
+            return (
+                CountedIo::new(stream, ServerCounter(self.metrics.clone())),
+                info,
+            );
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(ConnInfo {
+            peer: self.inner.local_addr()?,
+            closer: CancellationToken::new(),
+        })
     }
 }
 
@@ -104,5 +132,101 @@ impl IoCounter for ServerCounter {
     }
 }
 
-/// An accepted connection, counted.
-pub type CountedStream = CountedIo<TcpStream, ServerCounter>;
+/// An accepted connection, counted and closable.
+pub type CountedStream = CountedIo<Closable<TcpStream>, ServerCounter>;
+
+/// A stream whose reads and writes fail once its closer is cancelled, even while blocked on a full
+/// socket, so hyper drops the connection.
+pub struct Closable<S> {
+    inner: S,
+    closer: CancellationToken,
+    /// Registered only when an operation would block, so the fast path is one atomic load.
+    wakeup: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl<S> Closable<S> {
+    pub fn new(inner: S, closer: CancellationToken) -> Self {
+        Self {
+            inner,
+            closer,
+            wakeup: None,
+        }
+    }
+
+    /// `Ready(err)` once closed; otherwise arranges to be woken when it is.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let closer = &self.closer;
+        let wakeup = self
+            .wakeup
+            .get_or_insert_with(|| Box::pin(closer.clone().cancelled_owned()));
+        match wakeup.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(closed()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the server")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Closable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.closer.is_cancelled() {
+            return Poll::Ready(Err(closed()));
+        }
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => self.poll_closed(cx).map(Err),
+            ready => ready,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.closer.is_cancelled() {
+            return Poll::Ready(Err(closed()));
+        }
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.poll_closed(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.closer.is_cancelled() {
+            return Poll::Ready(Err(closed()));
+        }
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.poll_closed(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.poll_closed(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -309,7 +309,8 @@ async fn drain(stream: &mut TcpStream, limit: Duration) -> Drained {
                     if contains(&tail, b"event: lagged") {
                         out.saw_lagged = true;
                     }
-                    if out.saw_lagged && tail.ends_with(b"\r\n0\r\n\r\n") {
+                    // The last chunk of the chunked body: the server ended the stream.
+                    if tail.ends_with(b"\r\n0\r\n\r\n") {
                         out.ended = true;
                         return;
                     }

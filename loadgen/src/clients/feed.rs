@@ -85,7 +85,10 @@ impl FeedReceiver {
             c.fetch_add(n, Relaxed);
         };
         add(&counters.events_expected, expected);
-        add(&counters.events_delivered, self.tracker.delivered.min(expected));
+        add(
+            &counters.events_delivered,
+            self.tracker.delivered.min(expected),
+        );
         add(&counters.events_lost, self.tracker.lost);
         add(&counters.events_duplicated, self.tracker.duplicated);
         add(&counters.events_out_of_order, self.tracker.out_of_order);

@@ -2,16 +2,16 @@
 //! its connection(s), records into the shared recorder, and stops when the run tells it to.
 
 mod feed;
-mod requests;
-mod sse_parse;
-mod ws_conn;
 mod long_poll;
 mod poll_url;
 mod request_response;
+mod requests;
 mod short_poll;
 mod sse;
+mod sse_parse;
 mod sse_url;
 mod ws;
+mod ws_conn;
 mod ws_url;
 
 use std::{

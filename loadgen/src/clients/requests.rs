@@ -37,7 +37,7 @@ pub async fn request_loop(
     while !exchange.done(ctx) {
         let intended = match schedule.as_mut() {
             Some(schedule) if !exchange.more() => {
-                let intended = schedule.next();
+                let intended = schedule.next_send();
                 let sleep = tokio::time::sleep_until(clock.instant_at(intended).into());
                 tokio::select! {
                     () = sleep => {}
@@ -55,18 +55,18 @@ pub async fn request_loop(
         let answer = {
             let mut fetch = std::pin::pin!(conn.fetch(Method::GET, &path, Bytes::new()));
             loop {
-            tokio::select! {
-                answer = &mut fetch => break answer,
-                () = &mut stop => return,
-                // A held request (a long poll) may have nothing left to bring: stop waiting for it
-                // once publishing has ended and this client already has everything.
-                () = &mut drain, if !draining => {
-                    draining = true;
-                    if exchange.done(ctx) {
-                        return;
+                tokio::select! {
+                    answer = &mut fetch => break answer,
+                    () = &mut stop => return,
+                    // A held request (a long poll) may have nothing left to bring: stop waiting for it
+                    // once publishing has ended and this client already has everything.
+                    () = &mut drain, if !draining => {
+                        draining = true;
+                        if exchange.done(ctx) {
+                            return;
+                        }
                     }
                 }
-            }
             }
         };
         let now = ctx.now_ns();
@@ -75,8 +75,11 @@ pub async fn request_loop(
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if ctx.shared.in_window(intended) {
-            ctx.recorder()
-                .record(ctx.id, Metric::RoundTrip, now.saturating_sub(intended) / 1_000);
+            ctx.recorder().record(
+                ctx.id,
+                Metric::RoundTrip,
+                now.saturating_sub(intended) / 1_000,
+            );
             if schedule.is_some() {
                 ctx.recorder().record(
                     ctx.id,
@@ -91,7 +94,8 @@ pub async fn request_loop(
                 ctx.error(&error);
                 if matches!(error, crate::http::ClientError::Request(_)) {
                     // The connection is gone; reconnect once, or give up on this client.
-                    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await {
+                    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await
+                    {
                         Ok(fresh) => {
                             *conn = fresh;
                             ctx.recorder()

@@ -45,7 +45,8 @@ impl Exchange for FeedPoll {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         for event in &answer.events {
-            self.receiver.event(ctx, event.seq, event.data.as_deref(), now_ns);
+            self.receiver
+                .event(ctx, event.seq, event.data.as_deref(), now_ns);
         }
         self.more = answer.more;
     }
@@ -60,14 +61,20 @@ impl Exchange for FeedPoll {
 }
 
 /// Opens the connection and learns the topic's head (the cursor to start after), then marks ready.
-pub(super) async fn start(ctx: &ClientCtx, route: &'static str, extra: String) -> Option<(crate::http::HttpConn, FeedPoll)> {
+pub(super) async fn start(
+    ctx: &ClientCtx,
+    route: &'static str,
+    extra: String,
+) -> Option<(crate::http::HttpConn, FeedPoll)> {
     let mut conn = open(ctx).await?;
     let probe = format!("/poll/{}?after=0&limit=1", ctx.topic());
     let head = match conn.fetch(Method::GET, &probe, Bytes::new()).await {
         Ok(body) => match wire::poll_answer(&body) {
             Some(answer) => answer.head,
             None => {
-                ctx.mark_failed(&crate::http::ClientError::Protocol("bad poll answer".into()));
+                ctx.mark_failed(&crate::http::ClientError::Protocol(
+                    "bad poll answer".into(),
+                ));
                 return None;
             }
         },

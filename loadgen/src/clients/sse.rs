@@ -89,7 +89,9 @@ pub async fn run(ctx: ClientCtx) {
             while let Some(frame) = parser.next_frame() {
                 match (frame.event.as_deref(), &mut receiver) {
                     (Some("subscribed"), None) => {
-                        let after = wire::ws_notice(&frame.data).and_then(|n| n.after).unwrap_or(0);
+                        let after = wire::ws_notice(&frame.data)
+                            .and_then(|n| n.after)
+                            .unwrap_or(0);
                         receiver = Some(FeedReceiver::new(after));
                         ctx.mark_ready();
                     }
@@ -101,7 +103,9 @@ pub async fn run(ctx: ClientCtx) {
                     (Some("lagged"), _) => ctx.recorder().counters.error("lagged_disconnect"),
                     (None, Some(receiver)) if frame.id.is_some() => {
                         match wire::event(frame.data.as_bytes()) {
-                            Some(event) => receiver.event(&ctx, event.seq, event.data.as_deref(), now),
+                            Some(event) => {
+                                receiver.event(&ctx, event.seq, event.data.as_deref(), now)
+                            }
                             None => ctx.recorder().counters.error("bad_event"),
                         }
                     }
@@ -117,7 +121,9 @@ pub async fn run(ctx: ClientCtx) {
             break;
         }
         if receiver.is_none() {
-            return ctx.mark_failed(&ClientError::Protocol("stream ended before `subscribed`".into()));
+            return ctx.mark_failed(&ClientError::Protocol(
+                "stream ended before `subscribed`".into(),
+            ));
         }
         reconnects += 1;
         if reconnects > MAX_RECONNECTS || ctx.shared.phase() == Phase::Stop {

@@ -71,13 +71,17 @@ mod tests {
     #[test]
     fn splits_frames_across_chunks() {
         let mut p = SseParser::new(1024);
-        p.push(b"retry: 1000\nevent: subscribed\ndata: {}\n\nid: 1\nda").unwrap();
+        p.push(b"retry: 1000\nevent: subscribed\ndata: {}\n\nid: 1\nda")
+            .unwrap();
         let first = p.next_frame().unwrap();
         assert_eq!(first.event.as_deref(), Some("subscribed"));
         assert!(p.next_frame().is_none());
         p.push(b"ta: x\n\n: heartbeat\n\n").unwrap();
         let second = p.next_frame().unwrap();
-        assert_eq!((second.id.as_deref(), second.data.as_str()), (Some("1"), "x"));
+        assert_eq!(
+            (second.id.as_deref(), second.data.as_str()),
+            (Some("1"), "x")
+        );
         assert_eq!(p.next_frame(), Some(SseFrame::default()));
     }
 

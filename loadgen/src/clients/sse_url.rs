@@ -54,11 +54,17 @@ pub async fn run(ctx: ClientCtx) {
                 if frame.data.is_empty() && frame.event.is_none() {
                     continue; // a comment or heartbeat
                 }
-                ctx.recorder().counters.events_received.fetch_add(1, Relaxed);
+                ctx.recorder()
+                    .counters
+                    .events_received
+                    .fetch_add(1, Relaxed);
                 if let Some(previous) = last_event {
                     if ctx.shared.in_window(previous) {
-                        ctx.recorder()
-                            .record(ctx.id, Metric::InterArrival, (now - previous) / 1_000);
+                        ctx.recorder().record(
+                            ctx.id,
+                            Metric::InterArrival,
+                            (now - previous) / 1_000,
+                        );
                     }
                 }
                 last_event = Some(now);

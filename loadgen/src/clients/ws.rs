@@ -20,7 +20,11 @@ pub async fn run(ctx: ClientCtx) {
         let after = receiver
             .as_ref()
             .map_or(String::new(), |r| format!(",\"after\":{}", r.cursor()));
-        let subscribe = format!("{{\"type\":\"subscribe\",\"topic\":\"{}\"{after}}}", ctx.topic());
+        // Push subscribers opt out of chat join notices: the benchmark measures event delivery.
+        let subscribe = format!(
+            "{{\"type\":\"subscribe\",\"topic\":\"{}\",\"joins\":false{after}}}",
+            ctx.topic()
+        );
         let opened = async {
             let mut socket = ws_conn::open(&ctx, "/ws").await?;
             ws_conn::send_text(&mut socket, subscribe).await?;
@@ -74,7 +78,9 @@ pub async fn run(ctx: ClientCtx) {
                 }
                 Some(Ok(Message::Close(frame))) => {
                     if let Some(frame) = frame {
-                        ctx.recorder().counters.error(format!("ws_close_{}", u16::from(frame.code)));
+                        ctx.recorder()
+                            .counters
+                            .error(format!("ws_close_{}", u16::from(frame.code)));
                     }
                     break;
                 }
@@ -93,7 +99,9 @@ pub async fn run(ctx: ClientCtx) {
             break;
         }
         if receiver.is_none() {
-            return ctx.mark_failed(&ClientError::Protocol("socket closed before `subscribed`".into()));
+            return ctx.mark_failed(&ClientError::Protocol(
+                "socket closed before `subscribed`".into(),
+            ));
         }
         reconnects += 1;
         if reconnects > MAX_RECONNECTS || ctx.shared.phase() == Phase::Stop {

@@ -30,7 +30,10 @@ pub async fn run(ctx: ClientCtx) {
         let now = ctx.now_ns();
         match message {
             Some(Ok(Message::Text(_) | Message::Binary(_))) => {
-                ctx.recorder().counters.events_received.fetch_add(1, Relaxed);
+                ctx.recorder()
+                    .counters
+                    .events_received
+                    .fetch_add(1, Relaxed);
                 if let Some(previous) = last.filter(|p| ctx.shared.in_window(*p)) {
                     ctx.recorder()
                         .record(ctx.id, Metric::InterArrival, (now - previous) / 1_000);

@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use super::{Bus, BusError, Delivery, Gap, ReadBatch, Subscription};
 use crate::{
@@ -82,6 +82,8 @@ impl TopicInner {
 pub struct MemoryBus {
     config: MemoryBusConfig,
     topics: RwLock<HashMap<TopicName, Arc<TopicState>>>,
+    /// Wakes readers waiting for a topic that does not exist yet.
+    topic_created: Notify,
 }
 
 impl MemoryBus {
@@ -89,6 +91,7 @@ impl MemoryBus {
         Self {
             config,
             topics: RwLock::new(HashMap::new()),
+            topic_created: Notify::new(),
         }
     }
 
@@ -105,9 +108,27 @@ impl MemoryBus {
             return Ok(state.clone());
         }
         if topics.len() >= self.config.max_topics {
-            return Err(BusError::TopicLimit {
-                limit: self.config.max_topics,
-            });
+            // A topic nobody published to and nobody follows (left by a departed subscriber) holds
+            // nothing: reclaim one before refusing.
+            let idle = topics
+                .iter()
+                // Only the map holds it (no subscribe is half-way), nobody listens, nothing published.
+                .find(|(_, state)| {
+                    Arc::strong_count(state) == 1
+                        && state.sender.receiver_count() == 0
+                        && lock(&state.inner).head == 0
+                })
+                .map(|(name, _)| name.clone());
+            match idle {
+                Some(name) => {
+                    topics.remove(&name);
+                }
+                None => {
+                    return Err(BusError::TopicLimit {
+                        limit: self.config.max_topics,
+                    })
+                }
+            }
         }
         let (sender, _) = broadcast::channel(self.config.subscriber_buffer);
         let state = Arc::new(TopicState {
@@ -119,6 +140,7 @@ impl MemoryBus {
             sender,
         });
         topics.insert(topic.clone(), state.clone());
+        self.topic_created.notify_waiters();
         Ok(state)
     }
 }
@@ -169,6 +191,45 @@ impl Bus for MemoryBus {
                 more: false,
             }),
             None => Err(BusError::CursorAhead { after, head: 0 }),
+        }
+    }
+
+    async fn wait_for_event(
+        &self,
+        topic: &TopicName,
+        after: u64,
+        wait: std::time::Duration,
+    ) -> Result<(), BusError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so a topic created in between still wakes us.
+            let created = self.topic_created.notified();
+            let mut created = std::pin::pin!(created);
+            created.as_mut().enable();
+            if let Some(state) = self.existing(topic) {
+                let mut receiver = {
+                    let inner = lock(&state.inner);
+                    if after > inner.head {
+                        return Err(BusError::CursorAhead {
+                            after,
+                            head: inner.head,
+                        });
+                    }
+                    if inner.head > after {
+                        return Ok(());
+                    }
+                    state.sender.subscribe()
+                };
+                // Any outcome (an event, a lag, a closed channel, the deadline) means: look again.
+                let _ = tokio::time::timeout_at(deadline, receiver.recv()).await;
+                return Ok(());
+            }
+            if after > 0 {
+                return Err(BusError::CursorAhead { after, head: 0 });
+            }
+            if tokio::time::timeout_at(deadline, created).await.is_err() {
+                return Ok(());
+            }
         }
     }
 
@@ -314,6 +375,44 @@ mod tests {
         );
         assert!(bus.read(&t("nothing"), 1, 10).await.is_err());
         assert!(bus.read(&t("nothing"), 0, 10).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn idle_topics_are_reclaimed_at_the_limit() {
+        let bus = bus(8, 8);
+        for name in ["a", "b", "c"] {
+            assert!(bus.publish(&t(name), Bytes::new()).await.is_ok());
+        }
+        // A subscriber creates "d" and leaves without anything being published: reclaimable.
+        drop(bus.subscribe(&t("d"), None).await);
+        assert!(bus.publish(&t("e"), Bytes::new()).await.is_ok());
+        assert_eq!(bus.read(&t("d"), 0, 1).await.map(|b| b.head), Ok(0));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_an_event_never_creates_the_topic() {
+        let bus = Arc::new(bus(8, 8));
+        let waiter = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                bus.wait_for_event(&t("new"), 0, std::time::Duration::from_secs(10))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(read_lock(&bus.topics).is_empty());
+        assert!(bus
+            .publish(&t("new"), Bytes::from_static(b"x"))
+            .await
+            .is_ok());
+        let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(matches!(woke, Ok(Ok(Ok(())))));
+        let quick = bus
+            .wait_for_event(&t("none"), 0, std::time::Duration::from_millis(10))
+            .await;
+        assert_eq!(quick, Ok(()));
+        assert!(bus.read(&t("none"), 0, 1).await.is_ok());
+        assert_eq!(read_lock(&bus.topics).len(), 1);
     }
 
     #[tokio::test]

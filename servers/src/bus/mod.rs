@@ -142,6 +142,15 @@ pub trait Bus: Send + Sync + 'static {
         limit: usize,
     ) -> Result<ReadBatch, BusError>;
 
+    /// Waits until an event after `after` exists on `topic` or `wait` has passed (long polling).
+    /// Unlike `subscribe`, it never creates the topic, so waiting readers use no topic slot.
+    async fn wait_for_event(
+        &self,
+        topic: &TopicName,
+        after: u64,
+        wait: std::time::Duration,
+    ) -> Result<(), BusError>;
+
     /// Follows a topic after `after` (the retained backlog, then live events), or, with `None`, only
     /// events published from now on.
     async fn subscribe(

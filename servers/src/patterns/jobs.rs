@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::long_poll::wait_from;
-use crate::{app::AppState, error::AppError, extract::ValidQuery, metrics::PatternKind};
+use crate::{
+    app::AppState,
+    error::AppError,
+    extract::{ValidPath, ValidQuery},
+    metrics::PatternKind,
+};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     let store = Arc::new(JobStore::new(state.config.max_jobs));
@@ -152,7 +157,7 @@ struct StatusQuery {
 async fn status(
     State(state): State<AppState>,
     Extension(store): Extension<Arc<JobStore>>,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath<String>,
     ValidQuery(query): ValidQuery<StatusQuery>,
 ) -> Result<Json<JobView>, AppError> {
     state.metrics.request(PatternKind::Jobs);

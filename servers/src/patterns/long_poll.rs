@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::{extract::State, response::Response, routing::get, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{batch_response, poll_limit};
@@ -65,9 +64,8 @@ async fn long_poll(
     let mut batch = state.bus.read(&topic, query.after, limit).await?;
     if batch.events.is_empty() && batch.gap.is_none() && !wait.is_zero() {
         let _held = state.metrics.active(PatternKind::LongPoll);
-        let mut subscription = state.bus.subscribe(&topic, Some(query.after)).await?;
         tokio::select! {
-            _ = tokio::time::timeout(wait, subscription.next()) => {}
+            waited = state.bus.wait_for_event(&topic, query.after, wait) => waited?,
             () = state.shutdown.cancelled() => {}
         }
         // Re-read so the answer carries everything available now, capped, with head and gap.

@@ -15,13 +15,15 @@ use axum::{
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use serde::Deserialize;
-use tokio_stream::wrappers::IntervalStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::AppState,
-    bus::Delivery,
+    bus::{Delivery, Subscription},
     error::AppError,
-    extract::{Topic, ValidQuery},
+    extract::{ConnCloser, Topic, ValidQuery},
     metrics::PatternKind,
 };
 
@@ -61,51 +63,23 @@ async fn sse(
     State(state): State<AppState>,
     Topic(topic): Topic,
     ValidQuery(query): ValidQuery<SseQuery>,
+    ConnCloser(closer): ConnCloser,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::Sse);
     let after = resume_cursor(&headers, query.after)?;
     let subscription = state.bus.subscribe(&topic, after).await?;
-    let active = state.metrics.active(PatternKind::Sse);
     let hello = Bytes::from(format!(
         "retry: 1000\nevent: subscribed\ndata: {{\"topic\":\"{topic}\",\"after\":{},\"head\":{}}}\n\n",
         subscription.after, subscription.head
     ));
-
-    let mut ticks = tokio::time::interval(state.config.heartbeat);
-    ticks.reset(); // the first tick would otherwise fire at once
-    let heartbeats = IntervalStream::new(ticks).map(|_| Frame::Heartbeat);
-    let deliveries = subscription
-        .map(Frame::Delivery)
-        .chain(stream::once(async { Frame::End }));
-    let metrics = state.metrics.clone();
-    let frames = stream::select(deliveries, heartbeats)
-        .take_until(state.shutdown.clone().cancelled_owned())
-        .scan((), move |(), frame| {
-            // Holding the guard here ties the active gauge to the stream's lifetime.
-            let _ = &active;
-            std::future::ready(Some(match frame {
-                Frame::End => return std::future::ready(None),
-                Frame::Heartbeat => Bytes::from_static(b": heartbeat\n\n"),
-                Frame::Delivery(Delivery::Event(event)) => {
-                    metrics.delivered(PatternKind::Sse, 1);
-                    event.sse.clone()
-                }
-                Frame::Delivery(Delivery::Gap(gap)) => Bytes::from(format!(
-                    "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
-                    gap.after, gap.oldest
-                )),
-                Frame::Delivery(Delivery::Lagged { missed }) => {
-                    metrics.lagged_disconnect(PatternKind::Sse);
-                    Bytes::from(format!(
-                        "event: lagged\ndata: {{\"missed\":{missed},\"detail\":\"subscriber fell too far behind; reconnect with Last-Event-ID\"}}\n\n"
-                    ))
-                }
-            }))
-        });
-    let body = stream::once(async move { hello })
-        .chain(frames)
-        .map(Ok::<_, Infallible>);
+    // The queue between the subscription and the socket is the subscriber's buffer: a pump keeps
+    // reading the subscription, so a client that stops reading fills the queue (not the shared
+    // channel) and is cut off when it is full.
+    let (queue, frames) = mpsc::channel::<Bytes>(state.config.subscriber_buffer);
+    let _ = queue.try_send(hello);
+    tokio::spawn(pump(state, subscription, queue, closer));
+    let body = ReceiverStream::new(frames).map(Ok::<_, Infallible>);
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -114,6 +88,69 @@ async fn sse(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// Moves frames from the subscription (and heartbeats) into the client's queue until the client
+/// leaves, the server shuts down, or the client falls a full queue behind.
+async fn pump(
+    state: AppState,
+    subscription: Subscription,
+    queue: mpsc::Sender<Bytes>,
+    closer: Option<CancellationToken>,
+) {
+    let metrics = state.metrics.clone();
+    let _active = metrics.active(PatternKind::Sse);
+    let mut ticks = tokio::time::interval(state.config.heartbeat);
+    ticks.reset(); // the first tick would otherwise fire at once
+    let heartbeats = IntervalStream::new(ticks).map(|_| Frame::Heartbeat);
+    let deliveries = subscription
+        .map(Frame::Delivery)
+        .chain(stream::once(async { Frame::End }));
+    let mut frames =
+        std::pin::pin!(stream::select(deliveries, heartbeats)
+            .take_until(state.shutdown.clone().cancelled_owned()));
+    while let Some(frame) = frames.next().await {
+        let (bytes, last) = match frame {
+            Frame::End => return,
+            Frame::Heartbeat => (Bytes::from_static(b": heartbeat\n\n"), false),
+            Frame::Delivery(Delivery::Event(event)) => (event.sse.clone(), false),
+            Frame::Delivery(Delivery::Gap(gap)) => (
+                Bytes::from(format!(
+                    "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
+                    gap.after, gap.oldest
+                )),
+                false,
+            ),
+            Frame::Delivery(Delivery::Lagged { missed }) => (lagged_frame(missed), true),
+        };
+        let is_event = bytes.starts_with(b"id:");
+        match queue.try_send(bytes) {
+            Ok(()) if last => {
+                metrics.lagged_disconnect(PatternKind::Sse);
+                return;
+            }
+            Ok(()) => {
+                if is_event {
+                    metrics.delivered(PatternKind::Sse, 1);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The client is a whole buffer behind: tell it if it ever reads, and hang up.
+                metrics.lagged_disconnect(PatternKind::Sse);
+                if let Some(closer) = &closer {
+                    closer.cancel();
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn lagged_frame(missed: u64) -> Bytes {
+    Bytes::from(format!(
+        "event: lagged\ndata: {{\"missed\":{missed},\"detail\":\"subscriber fell too far behind; reconnect with Last-Event-ID\"}}\n\n"
+    ))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc, Mutex,
     },
     time::Duration,
@@ -13,7 +13,9 @@ use std::{
 
 use axum::{
     extract::{
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        ws::{
+            rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket, WebSocketUpgrade,
+        },
         State,
     },
     response::Response,
@@ -31,7 +33,7 @@ use tokio_tungstenite::tungstenite;
 use crate::{
     app::AppState,
     bus::{BusError, Delivery},
-    error::error_json,
+    error::{error_json, AppError},
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
 };
@@ -45,22 +47,44 @@ pub fn routes(_: &AppState) -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     Extension(presence): Extension<Arc<Presence>>,
-    ws: WebSocketUpgrade,
-) -> Response {
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::WebSocket);
+    let ws = ws.map_err(|rejection| {
+        AppError::BadQuery(format!(
+            "GET /ws needs a WebSocket upgrade: {}",
+            rejection.body_text()
+        ))
+    })?;
     let limit = state.config.max_body;
-    ws.max_message_size(limit)
+    Ok(ws
+        .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| Session::new(state, presence).run(socket))
+        .on_upgrade(move |socket| Session::new(state, presence).run(socket)))
 }
 
 /// Client → server control messages.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Control {
-    Subscribe { topic: String, after: Option<u64> },
-    Unsubscribe { topic: String },
-    Publish { topic: String, payload: String },
+    Subscribe {
+        topic: String,
+        after: Option<u64>,
+        /// `false` opts out of join notices (a pure push subscriber; commbench's load clients do).
+        #[serde(default = "yes")]
+        joins: bool,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    Publish {
+        topic: String,
+        payload: String,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Who subscribed to which topic, so a join can be announced to the others in the room.
@@ -68,7 +92,21 @@ enum Control {
 #[derive(Default)]
 struct Presence {
     next_session: AtomicU64,
-    rooms: Mutex<HashMap<TopicName, broadcast::Sender<JoinNotice>>>,
+    rooms: Mutex<HashMap<TopicName, Room>>,
+}
+
+struct Room {
+    notices: broadcast::Sender<JoinNotice>,
+    members: Arc<AtomicUsize>,
+}
+
+/// One socket's membership of a room; leaving (drop) updates the member count.
+struct Membership(Arc<AtomicUsize>);
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,17 +119,26 @@ struct JoinNotice {
 const PRESENCE_BUFFER: usize = 64;
 
 impl Presence {
-    fn join(&self, topic: &TopicName, joiner: u64) -> broadcast::Receiver<JoinNotice> {
+    /// Announces `joiner` to the room; returns its membership and, when it `listens`, the notices of
+    /// later joins. Members that do not listen cost nothing per join.
+    fn join(
+        &self,
+        topic: &TopicName,
+        joiner: u64,
+        listens: bool,
+    ) -> (Membership, Option<broadcast::Receiver<JoinNotice>>) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let room = rooms
-            .entry(topic.clone())
-            .or_insert_with(|| broadcast::channel(PRESENCE_BUFFER).0);
-        let receiver = room.subscribe();
-        let _ = room.send(JoinNotice {
-            joiner,
-            subscribers: room.receiver_count(),
+        let room = rooms.entry(topic.clone()).or_insert_with(|| Room {
+            notices: broadcast::channel(PRESENCE_BUFFER).0,
+            members: Arc::default(),
         });
-        receiver
+        let subscribers = room.members.fetch_add(1, Relaxed) + 1;
+        let receiver = listens.then(|| room.notices.subscribe());
+        let _ = room.notices.send(JoinNotice {
+            joiner,
+            subscribers,
+        });
+        (Membership(room.members.clone()), receiver)
     }
 }
 
@@ -219,7 +266,11 @@ impl Session {
 
     async fn on_control(&mut self, control: Control) -> Step {
         match control {
-            Control::Subscribe { topic, after } => self.subscribe(&topic, after).await,
+            Control::Subscribe {
+                topic,
+                after,
+                joins,
+            } => self.subscribe(&topic, after, joins).await,
             Control::Unsubscribe { topic } => match TopicName::parse(&topic) {
                 Ok(name) if self.topics.remove(&name).is_some() => {
                     reply(json!({ "type": "unsubscribed", "topic": topic }))
@@ -245,7 +296,7 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, topic: &str, after: Option<u64>) -> Step {
+    async fn subscribe(&mut self, topic: &str, after: Option<u64>, listens: bool) -> Step {
         let name = match TopicName::parse(topic) {
             Ok(name) => name,
             Err(error) => return self.error(RejectReason::BadTopic, &error.to_string()),
@@ -269,19 +320,29 @@ impl Session {
         });
         let me = self.id;
         let metrics = self.state.metrics.clone();
-        let joins = BroadcastStream::new(self.presence.join(&name, me)).filter_map(move |notice| {
-            let out = match notice {
-                Ok(notice) if notice.joiner != me => Some(Out::Join(notice)),
-                Ok(_) => None,
-                Err(_) => {
-                    metrics.join_notices_dropped.fetch_add(1, Relaxed);
-                    None
-                }
-            };
-            std::future::ready(out)
-        });
+        // Re-subscribing replaces the old subscription: leave the room first so it is not counted
+        // twice.
+        self.topics.remove(&name);
+        let (membership, notices) = self.presence.join(&name, me, listens);
+        let joins = stream::iter(notices)
+            .flat_map(BroadcastStream::new)
+            .filter_map(move |notice| {
+                let out = match notice {
+                    Ok(notice) if notice.joiner != me => Some(Out::Join(notice)),
+                    Ok(_) => None,
+                    Err(_) => {
+                        metrics.join_notices_dropped.fetch_add(1, Relaxed);
+                        None
+                    }
+                };
+                std::future::ready(out)
+            });
         let deliveries = subscription
-            .map(Out::Delivery)
+            .map(move |delivery| {
+                // The stream owns the membership: unsubscribing or closing leaves the room.
+                let _ = &membership;
+                Out::Delivery(delivery)
+            })
             .chain(stream::once(async { Out::End }));
         self.topics
             .insert(name, Box::pin(stream::select(deliveries, joins)));

@@ -1,1 +1,297 @@
-//! Shared helpers for the criterion benches.
+//! Client helpers shared by the criterion benches: an HTTP client tuned for loopback, a publish
+//! helper, an SSE frame reader over a `reqwest` byte stream and a WebSocket subscribe helper.
+//!
+//! Every helper returns [`Result`] with a boxed error so a bench can `expect` with context; none of
+//! them retries or hides a failure, since a silently degraded client would skew the numbers.
+
+use std::{net::SocketAddr, pin::Pin};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+/// Any helper error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// An HTTP/1.1 client for loopback benches: no proxy (an environment proxy must not intercept
+/// `127.0.0.1`), Nagle off, and an unbounded idle pool so every connection stays kept-alive.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+        .unwrap_or_else(|e| panic!("building the HTTP client: {e}"))
+}
+
+/// Sends a request and returns the body of a 2xx answer; any other status is an error.
+pub async fn body_of(request: reqwest::RequestBuilder) -> Result<Bytes> {
+    let response = request.send().await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)).into());
+    }
+    Ok(body)
+}
+
+/// Publishes with `POST {base}/publish/{topic}` over the client's kept-alive connections.
+#[derive(Clone)]
+pub struct Publisher {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Publisher {
+    /// `base` is `http://host:port` without a trailing slash (see `ServerHandle::url`).
+    pub fn new(client: reqwest::Client, base: impl Into<String>) -> Self {
+        Self {
+            client,
+            base: base.into(),
+        }
+    }
+
+    /// Publishes `payload` to `topic` and returns the sequence number the server assigned.
+    pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<u64> {
+        let url = format!("{}/publish/{topic}", self.base);
+        let body = body_of(self.client.post(url).body(payload)).await?;
+        json_u64(&body, "seq")
+    }
+}
+
+/// Reads the unsigned integer field `field` of a JSON object.
+pub fn json_u64(json: &[u8], field: &str) -> Result<u64> {
+    let value: serde_json::Value = serde_json::from_slice(json)?;
+    value[field]
+        .as_u64()
+        .ok_or_else(|| format!("no integer `{field}` in {}", String::from_utf8_lossy(json)).into())
+}
+
+/// The sequence numbers in a poll answer (`{"events":[{"seq":…},…],…}`), oldest first.
+pub fn poll_seqs(body: &[u8]) -> Result<Vec<u64>> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    let events = value["events"]
+        .as_array()
+        .ok_or_else(|| format!("no `events` in {}", String::from_utf8_lossy(body)))?;
+    events
+        .iter()
+        .map(|e| {
+            e["seq"]
+                .as_u64()
+                .ok_or_else(|| BoxError::from(format!("event without seq: {e}")))
+        })
+        .collect()
+}
+
+/// One server-sent event: its `event:` type (`None` is the default `message`), `id:` and the
+/// `data:` lines joined by `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseFrame {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseFrame {
+    /// The `id:` as a sequence number, as commbench's server sends it.
+    pub fn seq(&self) -> Option<u64> {
+        self.id.as_deref().and_then(|id| id.parse().ok())
+    }
+}
+
+/// Incremental `text/event-stream` parser: feed it bytes as they arrive, take complete frames out.
+///
+/// Lines end in LF or CRLF (a lone CR is not treated as a line end; commbench's server never sends
+/// one). Comment lines (`: heartbeat`) and `retry:` are skipped; a blank line ends a frame, and a
+/// frame with no field at all (a heartbeat) is not returned.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: BytesMut,
+    pending: Option<SseFrame>,
+}
+
+impl SseParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete frame, if the buffered bytes hold one.
+    pub fn next_frame(&mut self) -> Result<Option<SseFrame>> {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line = self.buf.split_to(end + 1);
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                if let Some(frame) = self.pending.take() {
+                    return Ok(Some(frame));
+                }
+                continue;
+            }
+            if line[0] == b':' {
+                continue;
+            }
+            let line = std::str::from_utf8(line)?;
+            let (field, value) = match line.split_once(':') {
+                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+                None => (line, ""),
+            };
+            let frame = self.pending.get_or_insert_with(|| SseFrame {
+                event: None,
+                id: None,
+                data: String::new(),
+            });
+            match field {
+                "data" => {
+                    if !frame.data.is_empty() {
+                        frame.data.push('\n');
+                    }
+                    frame.data.push_str(value);
+                }
+                "event" => frame.event = Some(value.to_owned()),
+                "id" => frame.id = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        // Keep the allocation small when everything was consumed.
+        if self.buf.is_empty() && self.buf.capacity() > 64 << 10 {
+            self.buf = BytesMut::new();
+        }
+        Ok(None)
+    }
+
+    /// Bytes received but not yet part of a complete line.
+    pub fn buffered(&self) -> usize {
+        self.buf.remaining()
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// An open SSE response read frame by frame.
+pub struct SseReader {
+    stream: ByteStream,
+    parser: SseParser,
+}
+
+impl SseReader {
+    /// Opens `GET {base}/sse/{topic}` (live only: events published from now on) and waits for the
+    /// server's `event: subscribed` frame, after which every publish is guaranteed to arrive.
+    pub async fn subscribe(client: &reqwest::Client, base: &str, topic: &str) -> Result<Self> {
+        let response = client.get(format!("{base}/sse/{topic}")).send().await?;
+        if !response.status().is_success() {
+            return Err(format!("SSE subscribe answered HTTP {}", response.status()).into());
+        }
+        let mut reader = Self {
+            stream: Box::pin(response.bytes_stream()),
+            parser: SseParser::new(),
+        };
+        let first = reader.next_frame().await?;
+        if first.event.as_deref() != Some("subscribed") {
+            return Err(format!("expected `event: subscribed`, got {first:?}").into());
+        }
+        Ok(reader)
+    }
+
+    /// The next frame; an error when the stream ends.
+    pub async fn next_frame(&mut self) -> Result<SseFrame> {
+        loop {
+            if let Some(frame) = self.parser.next_frame()? {
+                return Ok(frame);
+            }
+            match self.stream.next().await {
+                Some(chunk) => self.parser.push(&chunk?),
+                None => return Err("the SSE stream ended".into()),
+            }
+        }
+    }
+
+    /// The sequence number of the next event frame; any other frame (gap, lagged) is an error.
+    pub async fn next_event(&mut self) -> Result<u64> {
+        let frame = self.next_frame().await?;
+        match (&frame.event, frame.seq()) {
+            (None, Some(seq)) => Ok(seq),
+            _ => Err(format!("expected an event frame, got {frame:?}").into()),
+        }
+    }
+}
+
+/// A client WebSocket over plain TCP.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects to `ws://{addr}/ws` (Nagle off), subscribes to `topic` live without join notices and
+/// waits for the `subscribed` acknowledgement, after which every publish is guaranteed to arrive.
+pub async fn ws_subscribe(addr: SocketAddr, topic: &str) -> Result<WsStream> {
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    let control = serde_json::json!({ "type": "subscribe", "topic": topic, "joins": false });
+    ws.send(Message::text(control.to_string())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let reply: serde_json::Value = serde_json::from_str(&text)?;
+                if reply["type"] == "subscribed" {
+                    return Ok(ws);
+                }
+                return Err(format!("expected a `subscribed` reply, got {text}").into());
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => return Err(format!("unexpected message {other:?}").into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("the WebSocket closed before the subscribe reply".into()),
+        }
+    }
+}
+
+/// The sequence number of the next event (a binary frame holding the event JSON); pings are
+/// skipped (tungstenite answers them), a text frame (error, gap) or the end of the socket is an error.
+pub async fn ws_next_event(ws: &mut WsStream) -> Result<u64> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(json))) => return json_u64(&json, "seq"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => return Err(format!("expected an event, got {other:?}").into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("the WebSocket closed".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parser: &mut SseParser) -> Vec<SseFrame> {
+        std::iter::from_fn(|| parser.next_frame().unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
+    #[test]
+    fn sse_parser_handles_split_chunks_comments_and_crlf() {
+        let mut p = SseParser::new();
+        p.push(b"retry: 1000\nevent: subscribed\ndata: {\"a\":1}\n\n: heartbeat\n\nid: 7\nda");
+        let got = frames(&mut p);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event.as_deref(), Some("subscribed"));
+        assert_eq!(got[0].data, "{\"a\":1}");
+        p.push(b"ta: x\r\ndata: y\r\n\r\n");
+        let got = frames(&mut p);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].seq(), got[0].data.as_str()), (Some(7), "x\ny"));
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[test]
+    fn poll_answers_and_events_parse() {
+        let body =
+            br#"{"topic":"t","head":3,"more":false,"gap":null,"events":[{"seq":2},{"seq":3}]}"#;
+        assert_eq!(poll_seqs(body).ok(), Some(vec![2, 3]));
+        assert_eq!(json_u64(br#"{"topic":"t","seq":9}"#, "seq").ok(), Some(9));
+        assert!(json_u64(b"{}", "seq").is_err());
+    }
+}

@@ -20,8 +20,20 @@ pub struct Cli {
 pub enum Command {
     /// Drive one or more patterns with many clients and write results/<run-id>/.
     Run(RunArgs),
+    /// The main comparison: every pattern at several client counts and poll intervals, then the
+    /// report (CSV, histograms, charts, REPORT.md). Fields accept lists: `--clients 100,1000`.
+    Compare(CompareArgs),
     /// Run the pattern server (the same server `run` embeds).
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// A smaller study that finishes in about a minute.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -37,8 +49,9 @@ pub struct ServeArgs {
 /// overrides the same field of `--scenario`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML scenario file (fields named like the flags, e.g. `clients = "2k"`).
-    #[arg(long, value_name = "FILE")]
+    /// TOML scenario (or study) file: fields named like the flags, e.g. `clients = "2k"`; a study
+    /// may give lists, e.g. `clients = [100, 1000]`.
+    #[arg(long, visible_alias = "study", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws; against
     /// --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]

@@ -17,5 +17,6 @@ pub mod runner;
 pub mod scenario;
 pub mod schedule;
 pub mod session;
+pub mod study;
 pub mod target;
 pub mod wire;

@@ -3,9 +3,10 @@
 use anyhow::Context as _;
 use clap::Parser;
 use commbench_loadgen::{
-    cli::{Cli, Command, RunArgs, ServeArgs},
+    cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
     output,
-    session::{run_session, SessionOptions},
+    session::{run_session, CellPlan, SessionOptions, SessionOutcome},
+    study,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Compare(args) => compare(args).await,
             Command::Serve(args) => serve(args).await,
         }
     });
@@ -43,18 +45,37 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let scenario = args.raw_scenario()?.validate()?;
+    let description = serde_json::to_value(&scenario)?;
+    let plans = CellPlan::per_pattern(scenario);
+    let outcome = measure(&args, plans, description).await?;
+    Ok(exit_code(&outcome))
+}
+
+async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+    let study = study::with_defaults(args.run.raw_scenario()?, args.quick);
+    let plans = study::plans(&study)?;
+    eprintln!("comparing {} cells", plans.len());
+    let outcome = measure(&args.run, plans, study.to_json()).await?;
+    Ok(exit_code(&outcome))
+}
+
+/// Runs the cells (Ctrl-C ends the current one early), writes the results, prints the final table.
+async fn measure(
+    args: &RunArgs,
+    plans: Vec<CellPlan>,
+    description: serde_json::Value,
+) -> anyhow::Result<SessionOutcome> {
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ninterrupted: finishing the current measurement and writing what was measured"
-            );
+            eprintln!("\ninterrupted: finishing the current measurement and writing what was measured");
             on_signal.cancel();
         }
     });
     let outcome = run_session(SessionOptions {
-        scenario,
+        plans,
+        description,
         out: args.out.clone(),
         quiet: args.quiet,
         server_args: args.server_arg.clone(),
@@ -63,11 +84,15 @@ async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     .await?;
     println!("{}", output::render_table(&outcome.cells));
     println!("results: {}", outcome.dir.display());
-    if !outcome.complete {
-        println!("the run is INCOMPLETE (interrupted); run.json says so too");
-        return Ok(std::process::ExitCode::from(130));
+    Ok(outcome)
+}
+
+fn exit_code(outcome: &SessionOutcome) -> std::process::ExitCode {
+    if outcome.complete {
+        return std::process::ExitCode::SUCCESS;
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    println!("the run is INCOMPLETE (interrupted); run.json and summary.csv say so too");
+    std::process::ExitCode::from(130)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -8,8 +8,30 @@ use tokio::sync::Mutex;
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream architecture.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// CPU seconds (user + system) used so far by `pid`, or `None` if it is gone.
+/// CPU seconds (user + system) used so far by `pid`, or `None` if it is gone. Summed from each
+/// thread's `schedstat` (nanoseconds) when the kernel has it, since `stat` counts only in 10 ms ticks.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    schedstat_seconds(pid).or_else(|| stat_seconds(pid))
+}
+
+fn schedstat_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut nanos: u64 = 0;
+    let mut any = false;
+    for task in tasks.flatten() {
+        // A thread may exit between listing and reading; it simply no longer counts.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(on_cpu) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
+            nanos += on_cpu;
+            any = true;
+        }
+    }
+    any.then_some(nanos as f64 / 1e9)
+}
+
+fn stat_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields are counted after its closing parenthesis.
     let after_name = &stat[stat.rfind(')')? + 1..];
@@ -67,6 +89,7 @@ mod tests {
     fn reads_own_process() {
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
+        assert!(stat_seconds(me).is_some());
         assert!(rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
         assert!(cpu_seconds(u32::MAX).is_none());
     }

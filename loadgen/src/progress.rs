@@ -21,6 +21,7 @@ pub struct Progress {
     last_events: Arc<AtomicU64>,
     last_requests: Arc<AtomicU64>,
     last_log_s: Arc<AtomicU64>,
+    quiet: bool,
 }
 
 impl Progress {
@@ -42,6 +43,7 @@ impl Progress {
             last_events: Arc::default(),
             last_requests: Arc::default(),
             last_log_s: Arc::default(),
+            quiet,
         }
     }
 
@@ -65,6 +67,7 @@ impl Progress {
                 bar.set_position(elapsed);
                 bar.set_message(message);
             }
+            None if self.quiet => {}
             None => {
                 if elapsed >= self.last_log_s.load(Relaxed) + 5 {
                     self.last_log_s.store(elapsed, Relaxed);

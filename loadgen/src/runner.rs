@@ -146,6 +146,13 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         .run(stop_collector.clone()),
     );
     let lag_probe = tokio::spawn(scheduling_lag(stop_collector.clone()));
+    // Ctrl-C, or too many errors (`--max-errors`), ends the cell early.
+    let stop = options.interrupt.child_token();
+    let error_watch = tokio::spawn(stop_on_errors(
+        recorder.clone(),
+        scenario.max_errors,
+        stop.clone(),
+    ));
 
     // Ramp: start clients at the configured rate and wait until each is subscribed or has failed.
     let sources = SourceAddrs::for_target(target.addr);
@@ -156,7 +163,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         let due = ramp_started + Duration::from_secs_f64(id as f64 / scenario.ramp as f64);
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
-            () = options.interrupt.cancelled() => break,
+            () = stop.cancelled() => break,
         }
         clients.spawn(client(ClientCtx {
             id,
@@ -169,7 +176,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     let ramp_deadline = Instant::now() + Duration::from_secs(30);
     while settled() < clients.len()
         && Instant::now() < ramp_deadline
-        && !options.interrupt.is_cancelled()
+        && !stop.is_cancelled()
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -197,7 +204,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     let window_end = window_start + scenario.duration.as_nanos() as u64;
     shared.window_start_ns.store(window_start, Relaxed);
     let _ = phase_tx.send(Phase::Run);
-    let stop_publishing = options.interrupt.child_token();
+    let stop_publishing = stop.child_token();
     let publisher = options.pattern.uses_feed().then(|| {
         tokio::spawn(publisher::publish(
             shared.clone(),
@@ -209,11 +216,11 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     let mut pids = vec![std::process::id()];
     pids.extend(server.pid());
     let (rss, rss_task) = RssPeaks::start(pids, Duration::from_millis(250));
-    let interrupted = !sleep_until_ns(clock, window_start, &options.interrupt).await;
+    let interrupted = !sleep_until_ns(clock, window_start, &stop).await;
     let start_counters = recorder.counters.snapshot();
     let start_cpu = cpu_pair(server.pid());
     let window_started = Instant::now();
-    let interrupted = interrupted || !sleep_until_ns(clock, window_end, &options.interrupt).await;
+    let interrupted = interrupted || !sleep_until_ns(clock, window_end, &stop).await;
     let measured_s = window_started.elapsed().as_secs_f64();
     let end_counters = recorder.counters.snapshot();
     let end_cpu = cpu_pair(server.pid());
@@ -241,6 +248,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         clients.shutdown().await;
     }
     stop_collector.cancel();
+    error_watch.abort();
     let histograms = collector.await.unwrap_or_default();
     let lag = lag_probe.await.unwrap_or_else(|_| new_histogram());
     progress.finish();
@@ -297,6 +305,18 @@ fn cpu_pair(server: Option<u32>) -> (Option<f64>, Option<f64>) {
         cpu_seconds(std::process::id()),
         server.and_then(cpu_seconds),
     )
+}
+
+/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted.
+async fn stop_on_errors(recorder: Arc<Recorder>, max_errors: u64, stop: CancellationToken) {
+    if max_errors == 0 {
+        return;
+    }
+    while recorder.counters.error_total.load(Relaxed) < max_errors {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(max_errors, "stopping the cell: error limit reached");
+    stop.cancel();
 }
 
 /// How late the load generator's own timers fire (µs): a busy load generator shows here first.
@@ -383,7 +403,9 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
             scenario.clients
         ));
     }
-    if c.errors > 0 {
+    if scenario.max_errors > 0 && c.errors >= scenario.max_errors {
+        warnings.push(format!("stopped early: {} errors reached --max-errors", c.errors));
+    } else if c.errors > 0 {
         warnings.push(format!("{} errors", c.errors));
     }
     warnings

@@ -251,6 +251,56 @@ impl RawScenario {
         Ok(raw)
     }
 
+    /// Sets `field` to a built-in default (reported as such in errors).
+    pub fn set_default(&mut self, field: &'static str, text: &str) {
+        self.values.insert(
+            field,
+            RawValue {
+                text: text.to_owned(),
+                origin: format!("default {field}"),
+            },
+        );
+    }
+
+    /// Sets `field` to one element of the list it holds in `from`, keeping its origin.
+    pub fn set_from(&mut self, field: &'static str, text: &str, from: &RawScenario) {
+        let origin = from
+            .get(field)
+            .map_or_else(|| field.to_owned(), |v| v.origin.clone());
+        self.values.insert(
+            field,
+            RawValue {
+                text: text.to_owned(),
+                origin,
+            },
+        );
+    }
+
+    /// The comma-separated elements of `field`, if set.
+    pub fn values_of(&self, field: &'static str) -> Option<Vec<String>> {
+        self.get(field).map(|v| {
+            v.text
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+    }
+
+    /// Every field given, as `{field: text}` (what `run.json` records for a study).
+    pub fn to_json(&self) -> serde_json::Value {
+        self.values
+            .iter()
+            .map(|(field, value)| ((*field).to_owned(), value.text.clone().into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// The raw text of `field`, if set.
+    pub fn text_of(&self, field: &'static str) -> Option<&str> {
+        self.get(field).map(|v| v.text.as_str())
+    }
+
     /// Overlays `other` on `self` (values in `other` win).
     pub fn merge(mut self, other: RawScenario) -> Self {
         self.values.extend(other.values);

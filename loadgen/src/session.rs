@@ -13,7 +13,7 @@ use crate::{
     output,
     result::{CellResult, RunInfo},
     runner::{run_cell, CellOptions, RunError},
-    scenario::Scenario,
+    scenario::{PatternName, Scenario},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +26,33 @@ pub enum SessionError {
     Write(PathBuf, String),
 }
 
+/// One cell to run: a pattern under a scenario's parameters.
+#[derive(Debug, Clone)]
+pub struct CellPlan {
+    pub pattern: PatternName,
+    pub scenario: Arc<Scenario>,
+}
+
+impl CellPlan {
+    /// One cell per pattern of `scenario` (what `commbench run` does).
+    pub fn per_pattern(scenario: Scenario) -> Vec<CellPlan> {
+        let scenario = Arc::new(scenario);
+        scenario
+            .patterns
+            .iter()
+            .map(|pattern| CellPlan {
+                pattern: *pattern,
+                scenario: scenario.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Where and how to run.
 pub struct SessionOptions {
-    pub scenario: Scenario,
+    pub plans: Vec<CellPlan>,
+    /// What was asked for (scenario or study), recorded in `run.json`.
+    pub description: serde_json::Value,
     /// Exact output directory; `None` = `results/<run-id>` plus the `results/latest` link.
     pub out: Option<PathBuf>,
     pub quiet: bool,
@@ -53,15 +77,14 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         None => (Path::new("results").join(&run_id), true),
     };
     std::fs::create_dir_all(&dir).map_err(|e| SessionError::CreateDir(dir.clone(), e))?;
-    let scenario = Arc::new(options.scenario);
     let mut cells = Vec::new();
-    for (index, pattern) in scenario.patterns.iter().enumerate() {
+    for (index, plan) in options.plans.iter().enumerate() {
         if options.interrupt.is_cancelled() {
             break;
         }
         let cell = run_cell(CellOptions {
-            scenario: scenario.clone(),
-            pattern: *pattern,
+            scenario: plan.scenario.clone(),
+            pattern: plan.pattern,
             index,
             run_id: run_id.clone(),
             dir: dir.clone(),
@@ -71,7 +94,7 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         })
         .await
         .map_err(|source| SessionError::Cell {
-            pattern: pattern.to_string(),
+            pattern: plan.pattern.to_string(),
             source,
         })?;
         if !options.quiet {
@@ -79,7 +102,7 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         }
         cells.push(cell);
     }
-    let complete = cells.len() == scenario.patterns.len() && cells.iter().all(|c| c.complete);
+    let complete = cells.len() == options.plans.len() && cells.iter().all(|c| c.complete);
     let facts = output::machine_facts();
     let info = RunInfo {
         run_id: run_id.clone(),
@@ -91,11 +114,12 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         cpus: facts.cpus,
         kernel: facts.kernel,
         rustc: facts.rustc,
-        target: scenario
-            .target
-            .clone()
+        target: options
+            .plans
+            .first()
+            .and_then(|plan| plan.scenario.target.clone())
             .unwrap_or_else(|| "embedded".to_owned()),
-        scenario: serde_json::to_value(&*scenario).unwrap_or_default(),
+        scenario: options.description,
         cells: cells.iter().map(|c| c.spec.name()).collect(),
     };
     output::write_run(&dir, &info, &cells)

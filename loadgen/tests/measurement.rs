@@ -161,3 +161,64 @@ fn embedded_default_runs_without_setup_and_writes_results() {
     assert!(dir.join("sse-c5-r10-p128.delivery.hlog").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_writes_what_was_measured_and_marks_the_run_incomplete() {
+    let dir = common::temp_dir("interrupted");
+    let mut child = commbench()
+        .args([
+            "run", "--quiet", "--pattern", "sse", "--clients", "5", "--rate", "20", "--duration",
+            "60s", "--warmup", "500ms", "--out",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still running after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["complete"], false);
+    let rows = commbench_loadgen::output::read_summary(&dir.join("summary.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0].complete);
+    assert!(rows[0].measured_s > 1.0 && rows[0].measured_s < 30.0, "{}", rows[0].measured_s);
+    assert!(rows[0].events_delivered.unwrap_or(0) > 0);
+    assert_eq!(rows[0].events_lost, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_errors_stops_the_cell_and_says_so() {
+    // Only 5 connections are allowed, so most of the 20 clients are refused with 503.
+    let server = common::server(|c| c.max_connections = 5).await;
+    let cell = common::run_one(
+        &server.url(),
+        &[("patterns", "sse"), ("clients", "20"), ("duration", "30s"), ("max_errors", "3")],
+        "max-errors",
+    )
+    .await;
+    assert!(!cell.complete);
+    assert!(cell.measured_s < 20.0, "{}", cell.measured_s);
+    assert!(cell.counters.errors >= 3);
+    assert!(cell.errors.contains_key("http_503"), "{:?}", cell.errors);
+    assert!(
+        cell.warnings.iter().any(|w| w.contains("--max-errors")),
+        "{:?}",
+        cell.warnings
+    );
+}

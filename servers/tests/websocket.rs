@@ -229,6 +229,39 @@ async fn joining_a_topic_is_announced_to_the_existing_subscribers_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_subscriber_can_opt_out_of_join_notices() {
+    let server = spawn_default().await;
+    let http = client();
+    let base = server.url();
+    let mut quiet = ws_connect(&server).await;
+    ws_send(
+        &mut quiet,
+        json!({ "type": "subscribe", "topic": "feed", "joins": false }),
+    )
+    .await;
+    assert_eq!(ws_text(&mut quiet).await["type"], "subscribed");
+    let mut chatty = ws_connect(&server).await;
+    ws_subscribe(&mut chatty, "feed", None).await;
+    let mut late = ws_connect(&server).await;
+    ws_subscribe(&mut late, "feed", None).await;
+    // The listening member hears the later join, and counts every member, the quiet one included.
+    let join = ws_text_inner(&mut chatty, false).await;
+    assert_eq!(
+        join,
+        json!({ "type": "join", "topic": "feed", "subscribers": 3 })
+    );
+    // The opted-out member's next message is the event, not a join notice.
+    publish(&http, &base, "feed", "x").await;
+    match ws_next(&mut quiet).await {
+        Some(Message::Binary(bytes)) => {
+            let event: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(event["seq"], 1);
+        }
+        other => panic!("expected the event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubscribing_does_not_inflate_the_subscriber_count() {
     let server = spawn_default().await;
     let http = client();

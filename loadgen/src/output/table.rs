@@ -86,8 +86,13 @@ fn row_cells(row: &SummaryRow) -> [String; 16] {
     } else {
         format!("{}", row.rate_per_s)
     };
+    // Pollers are told apart by their interval: `short-poll@1s`.
+    let pattern = match row.interval_s {
+        Some(interval) => format!("{}@{interval}s", row.pattern),
+        None => row.pattern.clone(),
+    };
     [
-        row.pattern.clone(),
+        pattern,
         row.clients.to_string(),
         rate,
         ms(row.p50_ms),

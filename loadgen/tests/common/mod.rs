@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use commbench_loadgen::{
     result::CellResult,
     scenario::RawScenario,
-    session::{run_session, SessionOptions},
+    session::{run_session, CellPlan, SessionOptions},
 };
 use commbench_servers::{ServerConfig, ServerHandle};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,8 @@ pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -
     let outcome = tokio::time::timeout(
         Duration::from_secs(120),
         run_session(SessionOptions {
-            scenario,
+            description: serde_json::to_value(&scenario).unwrap(),
+            plans: CellPlan::per_pattern(scenario),
             out: Some(temp_dir(name)),
             quiet: true,
             server_args: Vec::new(),

@@ -1,0 +1,256 @@
+//! Views of `summary.csv` rows shared by charts and text: labels, flags, ordering, grouping.
+
+use std::collections::BTreeSet;
+
+use super::fmt;
+use crate::output::SummaryRow;
+
+/// The push patterns a frontier or comparison takes as the reference.
+pub const PUSH: [&str; 2] = ["sse", "ws"];
+/// The patterns that deliver the shared feed (and so appear on the trade-off frontier).
+pub const FEED: [&str; 4] = ["short-poll", "long-poll", "sse", "ws"];
+
+/// True when the cell's numbers may not describe the pattern: the run was cut short, or the
+/// load generator warned (saturated harness, late publishes, …).
+pub fn is_flagged(row: &SummaryRow) -> bool {
+    !row.complete || !row.warnings.trim().is_empty()
+}
+
+/// Why a cell is flagged, in words.
+pub fn flag_reason(row: &SummaryRow) -> String {
+    let mut reasons = Vec::new();
+    if !row.complete {
+        reasons.push("incomplete (interrupted or stopped on errors)".to_owned());
+    }
+    if !row.warnings.trim().is_empty() {
+        reasons.push(row.warnings.trim().to_owned());
+    }
+    reasons.join("; ")
+}
+
+/// Display order of patterns: push first, then polling, then the rest.
+pub fn pattern_rank(pattern: &str) -> usize {
+    match pattern {
+        "sse" => 0,
+        "ws" => 1,
+        "long-poll" => 2,
+        "short-poll" => 3,
+        "request-response" => 4,
+        _ => 5,
+    }
+}
+
+/// Sorts rows by pattern, interval, then client count.
+pub fn sort_rows(rows: &mut [&SummaryRow]) {
+    rows.sort_by(|a, b| {
+        (pattern_rank(&a.pattern), &a.pattern)
+            .cmp(&(pattern_rank(&b.pattern), &b.pattern))
+            .then(a.interval_s.unwrap_or(0.0).total_cmp(&b.interval_s.unwrap_or(0.0)))
+            .then(a.rate_per_s.total_cmp(&b.rate_per_s))
+            .then(a.payload_bytes.cmp(&b.payload_bytes))
+            .then(a.topics.cmp(&b.topics))
+            .then(a.clients.cmp(&b.clients))
+    });
+}
+
+/// Distinct client counts, ascending.
+pub fn client_counts(rows: &[SummaryRow]) -> Vec<u64> {
+    rows.iter()
+        .map(|r| r.clients)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Rows at `clients`, in display order.
+pub fn at_clients(rows: &[SummaryRow], clients: u64) -> Vec<&SummaryRow> {
+    let mut chosen: Vec<&SummaryRow> = rows.iter().filter(|r| r.clients == clients).collect();
+    sort_rows(&mut chosen);
+    chosen
+}
+
+/// Server CPU as a percentage of one core over the measured window.
+pub fn cpu_percent(row: &SummaryRow) -> Option<f64> {
+    let cpu = row.server_cpu_s?;
+    (row.measured_s > 0.0).then(|| cpu / row.measured_s * 100.0)
+}
+
+/// Events per second reaching each client's topic: the publish rate spread over the topics.
+pub fn lambda_per_client(row: &SummaryRow) -> Option<f64> {
+    (row.rate_per_s > 0.0 && row.topics > 0).then(|| row.rate_per_s / row.topics as f64)
+}
+
+/// Builds cell labels that show only what varies in the run: `short-poll 1s`, `sse`, and
+/// ` r50`/` p128`/` t4` suffixes when rates, payloads or topic counts differ between cells.
+#[derive(Debug, Clone, Default)]
+pub struct Labeler {
+    rate: bool,
+    payload: bool,
+    topics: bool,
+}
+
+impl Labeler {
+    pub fn new(rows: &[SummaryRow]) -> Self {
+        let distinct = |f: &dyn Fn(&SummaryRow) -> String| {
+            rows.iter().map(f).collect::<BTreeSet<_>>().len() > 1
+        };
+        Self {
+            rate: distinct(&|r| fmt::num(r.rate_per_s)),
+            payload: distinct(&|r| r.payload_bytes.to_string()),
+            topics: distinct(&|r| r.topics.to_string()),
+        }
+    }
+
+    /// The label of a line of cells that differ only in client count.
+    pub fn series(&self, row: &SummaryRow) -> String {
+        let mut label = row.pattern.clone();
+        if let Some(interval) = row.interval_s {
+            label.push(' ');
+            label.push_str(&fmt::interval(interval));
+        }
+        if self.rate {
+            label.push_str(&format!(" r{}", fmt::num(row.rate_per_s)));
+        }
+        if self.payload {
+            label.push_str(&format!(" p{}", row.payload_bytes));
+        }
+        if self.topics {
+            label.push_str(&format!(" t{}", row.topics));
+        }
+        label
+    }
+
+    /// The series label with `!` appended when the cell is flagged.
+    pub fn cell(&self, row: &SummaryRow) -> String {
+        let mut label = self.series(row);
+        if is_flagged(row) {
+            label.push_str(" !");
+        }
+        label
+    }
+}
+
+/// Rows grouped into lines over client count (same pattern, interval, rate, payload, topics),
+/// each line sorted by clients; lines in display order.
+pub fn series<'a>(rows: &'a [SummaryRow], labeler: &Labeler) -> Vec<(String, Vec<&'a SummaryRow>)> {
+    let mut sorted: Vec<&SummaryRow> = rows.iter().collect();
+    sort_rows(&mut sorted);
+    let mut lines: Vec<(String, Vec<&SummaryRow>)> = Vec::new();
+    for row in sorted {
+        let label = labeler.series(row);
+        match lines.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, members)) => members.push(row),
+            None => lines.push((label, vec![row])),
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    //! Summary rows for the report's tests.
+    use crate::output::SummaryRow;
+
+    /// A plausible complete row; adjust fields per test.
+    pub fn row(pattern: &str, clients: u64, interval_s: Option<f64>) -> SummaryRow {
+        let interval = interval_s.map_or(String::new(), |i| format!("-i{i}s"));
+        SummaryRow {
+            run_id: "20260101-000000".into(),
+            cell: format!("{pattern}-c{clients}-r20-p128{interval}"),
+            pattern: pattern.into(),
+            clients,
+            rate_per_s: 20.0,
+            payload_bytes: 128,
+            interval_s,
+            topics: 1,
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            measured_s: 10.0,
+            complete: true,
+            latency_metric: Some(
+                if pattern == "request-response" {
+                    "round_trip"
+                } else {
+                    "delivery"
+                }
+                .into(),
+            ),
+            p50_ms: Some(3.0),
+            p90_ms: Some(5.0),
+            p99_ms: Some(7.0),
+            p999_ms: Some(9.0),
+            max_ms: Some(10.0),
+            mean_ms: Some(3.5),
+            rtt_p50_ms: None,
+            rtt_p99_ms: None,
+            rtt_uncorrected_p99_ms: None,
+            connect_p99_ms: Some(2.0),
+            events_published: 200,
+            achieved_rate_per_s: 20.0,
+            events_received: 200 * clients,
+            events_expected: Some(200 * clients),
+            events_delivered: Some(200 * clients),
+            events_lost: Some(0),
+            events_duplicated: Some(0),
+            events_out_of_order: Some(0),
+            gaps: Some(0),
+            requests: 0,
+            empty_responses: 0,
+            bytes_up: 0,
+            bytes_down: 190 * 200 * clients,
+            bytes_per_event: Some(190.0),
+            requests_per_event: Some(0.0),
+            connections_opened: clients,
+            connections_peak: clients,
+            reconnects: 0,
+            errors: 0,
+            error_kinds: String::new(),
+            late_sends: 0,
+            dropped_sends: 0,
+            clamped_samples: 0,
+            server_cpu_s: Some(0.4),
+            server_cpu_us_per_event: Some(40.0),
+            server_peak_rss_bytes: Some(14_000_000 + 10_000 * clients),
+            server_rss_per_connection_bytes: Some((14_000_000 + 10_000 * clients) / clients),
+            loadgen_cpu_s: 1.0,
+            loadgen_peak_rss_bytes: 100_000_000,
+            loadgen_lag_p99_us: 1000,
+            warnings: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixture::row, *};
+
+    #[test]
+    fn labels_show_only_what_varies() {
+        let mut rows = vec![row("sse", 100, None), row("short-poll", 100, Some(1.0))];
+        let labeler = Labeler::new(&rows);
+        assert_eq!(labeler.series(&rows[0]), "sse");
+        assert_eq!(labeler.series(&rows[1]), "short-poll 1s");
+        rows[1].payload_bytes = 1024;
+        rows[1].warnings = "harness saturated".into();
+        let labeler = Labeler::new(&rows);
+        assert_eq!(labeler.cell(&rows[1]), "short-poll 1s p1024 !");
+        assert!(is_flagged(&rows[1]));
+        assert_eq!(flag_reason(&rows[1]), "harness saturated");
+    }
+
+    #[test]
+    fn series_group_client_counts() {
+        let rows = vec![
+            row("sse", 1000, None),
+            row("short-poll", 100, Some(1.0)),
+            row("sse", 100, None),
+            row("short-poll", 100, Some(0.5)),
+        ];
+        let lines = series(&rows, &Labeler::new(&rows));
+        let labels: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["sse", "short-poll 500ms", "short-poll 1s"]);
+        assert_eq!(lines[0].1[0].clients, 100);
+        assert_eq!(lines[0].1[1].clients, 1000);
+        assert_eq!(client_counts(&rows), [100, 1000]);
+    }
+}

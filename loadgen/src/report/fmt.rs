@@ -1,0 +1,123 @@
+//! Number formatting shared by the report text and the chart labels.
+
+/// `value` with about three significant digits and no trailing zeros: 6.951 → `6.95`,
+/// 511.2 → `511`, 0.1 → `0.1`, 12345.6 → `12346`.
+pub fn num(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".to_owned();
+    }
+    let magnitude = value.abs();
+    let decimals = if magnitude >= 100.0 || magnitude == 0.0 {
+        0
+    } else if magnitude >= 10.0 {
+        1
+    } else if magnitude >= 1.0 {
+        2
+    } else {
+        // Three significant digits below 1, at most 6 decimals.
+        ((-magnitude.log10()).floor() as usize + 3).min(6)
+    };
+    trim(format!("{value:.decimals$}"))
+}
+
+/// A ratio: `12.3×`.
+pub fn times(ratio: f64) -> String {
+    format!("{}×", num(ratio))
+}
+
+/// A percentage of a fraction: 0.1234 → `12.3%`.
+pub fn percent(fraction: f64) -> String {
+    format!("{}%", num(fraction * 100.0))
+}
+
+/// A signed relative deviation: `+12.3%`, `-4%`.
+pub fn signed_percent(fraction: f64) -> String {
+    let sign = if fraction >= 0.0 { "+" } else { "" };
+    format!("{sign}{}", percent(fraction))
+}
+
+/// An optional number, `-` when absent.
+pub fn opt(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), num)
+}
+
+/// Bytes in KiB with three significant digits.
+pub fn kib(bytes: f64) -> String {
+    num(bytes / 1024.0)
+}
+
+/// Seconds as a poll-interval label: 0.5 → `500ms`, 1 → `1s`, 2.5 → `2.5s`.
+pub fn interval(seconds: f64) -> String {
+    if seconds > 0.0 && seconds < 1.0 {
+        format!("{}ms", trim(format!("{:.3}", seconds * 1000.0)))
+    } else {
+        format!("{}s", trim(format!("{seconds:.3}")))
+    }
+}
+
+fn trim(text: String) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let rest = unix_s % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_significant_digits() {
+        assert_eq!(num(6.951), "6.95");
+        assert_eq!(num(511.231), "511");
+        assert_eq!(num(43.537), "43.5");
+        assert_eq!(num(0.1), "0.1");
+        assert_eq!(num(0.012345), "0.0123");
+        assert_eq!(num(1.0), "1");
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(-2.5), "-2.5");
+        assert_eq!(num(f64::NAN), "-");
+        assert_eq!(times(12.34), "12.3×");
+    }
+
+    #[test]
+    fn intervals_and_percentages() {
+        assert_eq!(interval(0.5), "500ms");
+        assert_eq!(interval(1.0), "1s");
+        assert_eq!(interval(2.5), "2.5s");
+        assert_eq!(interval(0.25), "250ms");
+        assert_eq!(percent(0.1234), "12.3%");
+        assert_eq!(signed_percent(0.05), "+5%");
+        assert_eq!(signed_percent(-0.2), "-20%");
+    }
+
+    #[test]
+    fn unix_times_are_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+}

@@ -69,7 +69,9 @@ async fn measure(
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: finishing the current measurement and writing what was measured");
+            eprintln!(
+                "\ninterrupted: finishing the current measurement and writing what was measured"
+            );
             on_signal.cancel();
         }
     });

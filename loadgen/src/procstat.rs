@@ -23,7 +23,11 @@ fn schedstat_seconds(pid: u32) -> Option<f64> {
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
-        if let Some(on_cpu) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
+        if let Some(on_cpu) = text
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+        {
             nanos += on_cpu;
             any = true;
         }

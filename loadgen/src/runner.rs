@@ -174,10 +174,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     }
     let settled = || shared.ready.load(Relaxed) + shared.failed.load(Relaxed);
     let ramp_deadline = Instant::now() + Duration::from_secs(30);
-    while settled() < clients.len()
-        && Instant::now() < ramp_deadline
-        && !stop.is_cancelled()
-    {
+    while settled() < clients.len() && Instant::now() < ramp_deadline && !stop.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if shared.ready.load(Relaxed) == 0 {
@@ -404,7 +401,10 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
         ));
     }
     if scenario.max_errors > 0 && c.errors >= scenario.max_errors {
-        warnings.push(format!("stopped early: {} errors reached --max-errors", c.errors));
+        warnings.push(format!(
+            "stopped early: {} errors reached --max-errors",
+            c.errors
+        ));
     } else if c.errors > 0 {
         warnings.push(format!("{} errors", c.errors));
     }

@@ -66,13 +66,12 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
             })
             .collect();
     }
-    let first_interval = study
-        .values_of("interval")
-        .and_then(|v| v.first().cloned());
+    let first_interval = study.values_of("interval").and_then(|v| v.first().cloned());
     let mut plans = Vec::new();
     for combo in combos {
         let scenario = Arc::new(combo.validate()?);
-        let polls_on_interval = |p: PatternName| matches!(p, PatternName::ShortPoll | PatternName::PollUrl);
+        let polls_on_interval =
+            |p: PatternName| matches!(p, PatternName::ShortPoll | PatternName::PollUrl);
         let is_first_interval = first_interval
             .as_deref()
             .is_none_or(|first| combo.text_of("interval") == Some(first));
@@ -104,7 +103,9 @@ mod tests {
         assert_eq!(plans.len(), 21);
         assert_eq!(count(&plans, PatternName::ShortPoll), 9);
         assert_eq!(count(&plans, PatternName::Sse), 3);
-        assert!(plans.windows(2).all(|w| w[0].scenario.clients <= w[1].scenario.clients));
+        assert!(plans
+            .windows(2)
+            .all(|w| w[0].scenario.clients <= w[1].scenario.clients));
     }
 
     #[test]

@@ -167,8 +167,19 @@ fn ctrl_c_writes_what_was_measured_and_marks_the_run_incomplete() {
     let dir = common::temp_dir("interrupted");
     let mut child = commbench()
         .args([
-            "run", "--quiet", "--pattern", "sse", "--clients", "5", "--rate", "20", "--duration",
-            "60s", "--warmup", "500ms", "--out",
+            "run",
+            "--quiet",
+            "--pattern",
+            "sse",
+            "--clients",
+            "5",
+            "--rate",
+            "20",
+            "--duration",
+            "60s",
+            "--warmup",
+            "500ms",
+            "--out",
         ])
         .arg(&dir)
         .stdout(std::process::Stdio::null())
@@ -186,7 +197,10 @@ fn ctrl_c_writes_what_was_measured_and_marks_the_run_incomplete() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "still running after Ctrl-C");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still running after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(130));
@@ -196,7 +210,11 @@ fn ctrl_c_writes_what_was_measured_and_marks_the_run_incomplete() {
     let rows = commbench_loadgen::output::read_summary(&dir.join("summary.csv")).unwrap();
     assert_eq!(rows.len(), 1);
     assert!(!rows[0].complete);
-    assert!(rows[0].measured_s > 1.0 && rows[0].measured_s < 30.0, "{}", rows[0].measured_s);
+    assert!(
+        rows[0].measured_s > 1.0 && rows[0].measured_s < 30.0,
+        "{}",
+        rows[0].measured_s
+    );
     assert!(rows[0].events_delivered.unwrap_or(0) > 0);
     assert_eq!(rows[0].events_lost, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -208,7 +226,12 @@ async fn max_errors_stops_the_cell_and_says_so() {
     let server = common::server(|c| c.max_connections = 5).await;
     let cell = common::run_one(
         &server.url(),
-        &[("patterns", "sse"), ("clients", "20"), ("duration", "30s"), ("max_errors", "3")],
+        &[
+            ("patterns", "sse"),
+            ("clients", "20"),
+            ("duration", "30s"),
+            ("max_errors", "3"),
+        ],
         "max-errors",
     )
     .await;

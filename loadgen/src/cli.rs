@@ -23,6 +23,8 @@ pub enum Command {
     /// The main comparison: every pattern at several client counts and poll intervals, then the
     /// report (CSV, histograms, charts, REPORT.md). Fields accept lists: `--clients 100,1000`.
     Compare(CompareArgs),
+    /// Re-render the charts and REPORT.md of a results directory from its files alone.
+    Report(ReportArgs),
     /// Run the pattern server (the same server `run` embeds).
     Serve(ServeArgs),
 }
@@ -34,6 +36,13 @@ pub struct CompareArgs {
     pub quick: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The results directory (e.g. results/latest).
+    #[arg(default_value = "results/latest")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

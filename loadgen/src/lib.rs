@@ -12,6 +12,7 @@ pub mod procstat;
 pub mod progress;
 pub mod publisher;
 pub mod record;
+pub mod report;
 pub mod result;
 pub mod runner;
 pub mod scenario;

@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Compare(args) => compare(args).await,
+            Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
         }
     });
@@ -56,7 +57,15 @@ async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
     let plans = study::plans(&study)?;
     eprintln!("comparing {} cells", plans.len());
     let outcome = measure(&args.run, plans, study.to_json()).await?;
-    Ok(exit_code(&outcome))
+    let code = exit_code(&outcome);
+    report(&outcome.dir)?;
+    Ok(code)
+}
+
+fn report(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let outcome = commbench_loadgen::report::render_report(dir)?;
+    println!("{outcome}");
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Runs the cells (Ctrl-C ends the current one early), writes the results, prints the final table.

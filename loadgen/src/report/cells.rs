@@ -45,7 +45,11 @@ pub fn sort_rows(rows: &mut [&SummaryRow]) {
     rows.sort_by(|a, b| {
         (pattern_rank(&a.pattern), &a.pattern)
             .cmp(&(pattern_rank(&b.pattern), &b.pattern))
-            .then(a.interval_s.unwrap_or(0.0).total_cmp(&b.interval_s.unwrap_or(0.0)))
+            .then(
+                a.interval_s
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.interval_s.unwrap_or(0.0)),
+            )
             .then(a.rate_per_s.total_cmp(&b.rate_per_s))
             .then(a.payload_bytes.cmp(&b.payload_bytes))
             .then(a.topics.cmp(&b.topics))

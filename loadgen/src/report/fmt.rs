@@ -30,10 +30,13 @@ pub fn percent(fraction: f64) -> String {
     format!("{}%", num(fraction * 100.0))
 }
 
-/// A signed relative deviation: `+12.3%`, `-4%`.
-pub fn signed_percent(fraction: f64) -> String {
-    let sign = if fraction >= 0.0 { "+" } else { "" };
-    format!("{sign}{}", percent(fraction))
+/// A signed number with one decimal, `0` when it rounds to zero: `+1.9`, `-12.3`, `0`.
+pub fn signed_one_decimal(value: f64) -> String {
+    if value.abs() < 0.05 || !value.is_finite() {
+        "0".to_owned()
+    } else {
+        format!("{value:+.1}")
+    }
 }
 
 /// An optional number, `-` when absent.
@@ -52,6 +55,15 @@ pub fn interval(seconds: f64) -> String {
         format!("{}ms", trim(format!("{:.3}", seconds * 1000.0)))
     } else {
         format!("{}s", trim(format!("{seconds:.3}")))
+    }
+}
+
+/// A computed duration: 0.1667 → `167 ms`, 12.5 → `12.5 s`.
+pub fn seconds(value: f64) -> String {
+    if value.abs() < 0.9995 {
+        format!("{} ms", num(value * 1000.0))
+    } else {
+        format!("{} s", num(value))
     }
 }
 
@@ -109,9 +121,12 @@ mod tests {
         assert_eq!(interval(1.0), "1s");
         assert_eq!(interval(2.5), "2.5s");
         assert_eq!(interval(0.25), "250ms");
+        assert_eq!(seconds(1.0 / 6.0), "167 ms");
+        assert_eq!(seconds(12.5), "12.5 s");
         assert_eq!(percent(0.1234), "12.3%");
-        assert_eq!(signed_percent(0.05), "+5%");
-        assert_eq!(signed_percent(-0.2), "-20%");
+        assert_eq!(signed_one_decimal(1.92), "+1.9");
+        assert_eq!(signed_one_decimal(-0.004), "0");
+        assert_eq!(signed_one_decimal(-12.34), "-12.3");
     }
 
     #[test]

@@ -1,9 +1,8 @@
-//! The analytic model of polling (pure functions): what short and long polling should cost and
-//! how stale their events should be, given the poll interval, the event rate and the round trip.
-//!
-//! Notation: `lambda` = events per second on one client's topic (publish rate / topics),
-//! `interval_s` = short-poll interval T, `timeout_s` = long-poll timeout τ, `rtt_ms` = one poll's
-//! round trip.
+//! The analytic model of short and long polling, as pure functions of interval, event rate and RTT.
+
+// Notation: `lambda` = events per second on one client's topic (publish rate / topics),
+// `interval_s` = short-poll interval T, `timeout_s` = long-poll timeout τ, `rtt_ms` = one
+// poll's round trip.
 
 /// How the publisher spaces events (`arrival` in the scenario).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +107,8 @@ pub fn fit_response_bytes(samples: &[TrafficSample]) -> Option<ResponseBytes> {
     }
     let det = rr * ee - re * re;
     // Relative test: collinear samples make det tiny compared with its terms.
-    if samples.len() < 2 || !(det > 1e-9 * rr * ee) {
+    let degenerate = det.is_nan() || det <= 1e-9 * rr * ee;
+    if samples.len() < 2 || degenerate {
         return None;
     }
     let per_response = (rb * ee - eb * re) / det;
@@ -192,9 +192,15 @@ mod tests {
     #[test]
     fn short_poll_requests_per_event_is_one_over_lambda_t() {
         // 20 events/s, polled every 0.5 s: 10 events per poll.
-        assert!(close(short_poll_requests_per_event(20.0, 0.5).unwrap(), 0.1));
+        assert!(close(
+            short_poll_requests_per_event(20.0, 0.5).unwrap(),
+            0.1
+        ));
         // 0.1 events/s polled every second: 10 polls per event.
-        assert!(close(short_poll_requests_per_event(0.1, 1.0).unwrap(), 10.0));
+        assert!(close(
+            short_poll_requests_per_event(0.1, 1.0).unwrap(),
+            10.0
+        ));
         assert_eq!(short_poll_requests_per_event(0.0, 1.0), None);
     }
 
@@ -221,7 +227,10 @@ mod tests {
         assert!(close(quiet, 2.0));
         let poisson = long_poll_requests_per_event(1.0 / 30.0, 30.0, Arrival::Poisson).unwrap();
         assert!(close(poisson, 1.0 / (1.0 - (-1.0_f64).exp())));
-        assert_eq!(long_poll_requests_per_event(0.0, 30.0, Arrival::Fixed), None);
+        assert_eq!(
+            long_poll_requests_per_event(0.0, 30.0, Arrival::Fixed),
+            None
+        );
     }
 
     #[test]

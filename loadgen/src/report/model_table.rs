@@ -1,5 +1,4 @@
-//! Measured vs model: each short- and long-poll cell's numbers next to what the analytic model
-//! ([`super::model`]) predicts from the cell's own interval, event rate and round trip.
+//! Measured vs model: each polling cell's numbers beside the analytic model's, deviations flagged.
 
 use std::collections::BTreeMap;
 
@@ -33,13 +32,14 @@ impl ModelRow {
     /// The deviation as text: relative (`+12%`) or absolute in percentage points (`+12 pp`).
     pub fn deviation_text(&self) -> String {
         match self.compare {
-            Compare::Absolute => {
-                let points = (self.measured - self.model) * 100.0;
-                let sign = if points >= 0.0 { "+" } else { "" };
-                format!("{sign}{} pp", fmt::num(points))
-            }
-            Compare::Relative => model::relative_deviation(self.measured, self.model)
-                .map_or_else(|| "-".to_owned(), fmt::signed_percent),
+            Compare::Absolute => format!(
+                "{} pp",
+                fmt::signed_one_decimal((self.measured - self.model) * 100.0)
+            ),
+            Compare::Relative => model::relative_deviation(self.measured, self.model).map_or_else(
+                || "-".to_owned(),
+                |d| format!("{}%", fmt::signed_one_decimal(d * 100.0)),
+            ),
         }
     }
 
@@ -218,8 +218,10 @@ fn cell_rows(
         (row.requests > 0).then(|| row.empty_responses as f64 / row.requests as f64);
     let bytes_model = |requests_per_event: Option<f64>| {
         let fit = fit?;
+        if row.requests == 0 {
+            return None;
+        }
         let up = row.bytes_up as f64 / row.requests as f64;
-        (row.requests > 0).then_some(())?;
         requests_per_event
             .map(|rpe| model::polling_bytes_per_event(rpe, up + fit.per_response, fit.per_event))
     };
@@ -292,7 +294,9 @@ fn cell_rows(
                 "timed-out polls",
                 "%",
                 empty_fraction,
-                Some(model::long_poll_timeout_fraction(lambda, timeout_s, arrival)),
+                Some(model::long_poll_timeout_fraction(
+                    lambda, timeout_s, arrival,
+                )),
                 Compare::Absolute,
             );
             push(
@@ -366,7 +370,10 @@ mod tests {
         assert!(!polls.deviates);
         let bytes = find("short-poll 1s", "bytes per event");
         assert!(!bytes.deviates, "{bytes:?}");
-        assert!(table.method.iter().any(|m| m.contains("a = 180 B per response")));
+        assert!(table
+            .method
+            .iter()
+            .any(|m| m.contains("a = 180 B per response")));
         assert_eq!(table.deviating().count(), 1);
     }
 

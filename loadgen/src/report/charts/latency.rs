@@ -1,11 +1,10 @@
-//! `latency.png`: the latency percentile spectrum (HdrHistogram style: x = 1/(1−p) on a log axis
-//! labelled 50%, 90%, 99%, …) of every cell at the run's largest client count, from the `.hgrm`
-//! of each cell's headline metric (delivery; round trip for request-response).
+//! `latency.png`: HdrHistogram-style percentile spectra of the cells at the largest client count.
 
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    draw_legend, err, log_range, palette::SeriesColors, text, LegendEntry, AXIS, TICKS, TITLE,
+    draw_legend, err, log_keys, log_range, palette::SeriesColors, text, LegendEntry, AXIS, TICKS,
+    TITLE,
 };
 use crate::report::{
     cells::{self, Labeler},
@@ -40,9 +39,7 @@ pub fn prepare(
     colors: &SeriesColors,
     notes: &mut Vec<String>,
 ) -> Result<Input, String> {
-    let clients = *cells::client_counts(&data.rows)
-        .last()
-        .ok_or("no cells")?;
+    let clients = *cells::client_counts(&data.rows).last().ok_or("no cells")?;
     let mut curves = Vec::new();
     for row in cells::at_clients(&data.rows, clients) {
         let Some(metric) = row.latency_metric.as_deref() else {
@@ -126,7 +123,9 @@ pub fn draw<DB: DrawingBackend>(
         .y_label_area_size(80)
         .build_cartesian_2d(
             (1.0..x_max).log_scale().with_key_points(keys),
-            (y_lo..y_hi).log_scale(),
+            (y_lo..y_hi)
+                .log_scale()
+                .with_key_points(log_keys(y_lo, y_hi, 12)),
         )
         .map_err(err)?;
     chart
@@ -165,7 +164,7 @@ pub fn draw<DB: DrawingBackend>(
         });
     }
     let note = if input.curves.iter().any(|c| c.flagged) {
-        "! dashed = flagged cell\n(saturated or incomplete:\nsee REPORT.md)"
+        "! dashed = flagged cell\n(saturated or\nincomplete: listed in\nthe report)"
     } else {
         "HdrHistogram percentile\nspectrum from the .hgrm files"
     };
@@ -191,7 +190,7 @@ mod tests {
             label: label.into(),
             color: pattern_color(label),
             flagged,
-            points: [1.0, 2.0, 10.0, 100.0, 1000.0]
+            points: [1.0_f64, 2.0, 10.0, 100.0, 1000.0]
                 .iter()
                 .map(|inv| (*inv, scale * (1.0 + inv.log10())))
                 .collect(),

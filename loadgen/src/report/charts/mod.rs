@@ -1,6 +1,6 @@
-//! PNG charts (plotters, bitmap backend) drawn with an embedded font: shared styles, the legend,
-//! markers and the PNG writer. One module per chart.
+//! PNG charts drawn with plotters and an embedded font: shared styles, legend, markers, PNG writer.
 
+pub mod bars;
 pub mod cost;
 pub mod frontier;
 pub mod latency;
@@ -139,8 +139,8 @@ pub fn draw_legend<DB: DrawingBackend>(
         for (k, line) in note.lines().enumerate() {
             area.draw(&Text::new(
                 line.to_owned(),
-                (10, y + 20 * k as i32),
-                text_left(14),
+                (10, y + 22 * k as i32),
+                text_left(16),
             ))
             .map_err(err)?;
         }
@@ -153,7 +153,9 @@ pub fn log_range(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .into_iter()
         .filter(|v| *v > 0.0 && v.is_finite())
-        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         return (1.0, 10.0);
     }
@@ -163,6 +165,32 @@ pub fn log_range(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
         return (mid / 10_f64.sqrt(), mid * 10_f64.sqrt());
     }
     (lo, hi)
+}
+
+/// Tick values for a log axis over `lo..hi`: 1-2-5 steps per decade, or only powers of ten when
+/// that would give more than `max` ticks.
+pub fn log_keys(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    let decades = lo.log10().floor() as i32..=hi.log10().ceil() as i32;
+    let with = |steps: &[f64]| -> Vec<f64> {
+        decades
+            .clone()
+            .flat_map(|d| steps.iter().map(move |s| s * 10_f64.powi(d)))
+            .filter(|v| *v >= lo && *v <= hi)
+            .collect()
+    };
+    let fine = with(&[1.0, 2.0, 5.0]);
+    if fine.len() <= max {
+        return fine;
+    }
+    let coarse = with(&[1.0]);
+    if coarse.len() >= 2 {
+        coarse
+    } else {
+        fine
+    }
 }
 
 /// A linear axis range from 0 to above the largest value; `(0, 1)` when empty.
@@ -197,10 +225,7 @@ pub(crate) mod test_util {
             draw(&root).unwrap();
             root.present().unwrap();
         }
-        let pixels: Vec<[u8; 3]> = buffer
-            .chunks_exact(3)
-            .map(|p| [p[0], p[1], p[2]])
-            .collect();
+        let pixels: Vec<[u8; 3]> = buffer.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
         let inked = pixels.iter().filter(|p| **p != [255, 255, 255]).count();
         let distinct = pixels
             .iter()
@@ -212,8 +237,15 @@ pub(crate) mod test_util {
     /// Width and height from a PNG file's IHDR chunk.
     pub fn png_size(path: &std::path::Path) -> (u32, u32) {
         let bytes = std::fs::read(path).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is a PNG", path.display());
-        let be = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        assert_eq!(
+            &bytes[..8],
+            b"\x89PNG\r\n\x1a\n",
+            "{} is a PNG",
+            path.display()
+        );
+        let be = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         (be(16), be(20))
     }
 }
@@ -230,6 +262,12 @@ mod tests {
         assert!(lo < 5.0 && hi > 5.0 && hi / lo >= 9.99);
         assert_eq!(log_range([0.0, f64::NAN]), (1.0, 10.0));
         assert_eq!(zero_range([]), 1.0);
+        assert_eq!(log_keys(3.0, 60.0, 10), [5.0, 10.0, 20.0, 50.0]);
+        assert_eq!(
+            log_keys(0.5, 20_000.0, 8),
+            [1.0, 10.0, 100.0, 1000.0, 10_000.0]
+        );
+        assert!(log_keys(0.0, 1.0, 8).is_empty());
         assert!(zero_range([10.0]) > 10.0);
     }
 
@@ -249,8 +287,9 @@ mod tests {
                 marker: Some(true),
             },
         ];
-        let (inked, distinct) =
-            test_util::ink((300, 200), |root| draw_legend(root, &entries, Some("! = flagged")));
+        let (inked, distinct) = test_util::ink((300, 200), |root| {
+            draw_legend(root, &entries, Some("! = flagged"))
+        });
         assert!(inked > 500, "{inked}");
         assert!(distinct > 10, "{distinct}");
     }

@@ -1,5 +1,4 @@
-//! Fixed colours keyed by pattern name, so a pattern looks the same in every chart; several lines
-//! of one pattern (short-poll intervals) get shades of its colour.
+//! Fixed colours keyed by pattern name, with shades for a pattern's several lines (poll intervals).
 
 use std::collections::BTreeMap;
 
@@ -97,7 +96,13 @@ mod tests {
         let fast = colors.of(&rows[1], &labeler);
         let slow = colors.of(&rows[2], &labeler);
         assert_ne!(fast, slow);
-        assert!(fast.0 < pattern_color("short-poll").0, "shorter interval is darker");
-        assert!(slow.1 > pattern_color("short-poll").1, "longer interval is lighter");
+        assert!(
+            fast.0 < pattern_color("short-poll").0,
+            "shorter interval is darker"
+        );
+        assert!(
+            slow.1 > pattern_color("short-poll").1,
+            "longer interval is lighter"
+        );
     }
 }

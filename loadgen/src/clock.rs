@@ -32,6 +32,23 @@ impl RunClock {
     }
 }
 
+/// A Unix time split into UTC calendar fields: `[year, month, day, hour, minute, second]`.
+pub fn utc_fields(unix_s: u64) -> [i64; 6] {
+    let days = (unix_s / 86_400) as i64;
+    let rest = (unix_s % 86_400) as i64;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    [year, month, day, rest / 3600, rest % 3600 / 60, rest % 60]
+}
+
 const MAGIC: &[u8] = b"cb:";
 
 /// Builds a payload of exactly `size` bytes (at least the header's length): `cb:{id}:{ns}:` padded
@@ -74,6 +91,13 @@ mod tests {
         let p = encode_payload(42, 1_234_567_890, 128);
         assert_eq!(p.len(), 128);
         assert_eq!(decode_payload(&p), Some((42, 1_234_567_890)));
+    }
+
+    #[test]
+    fn utc_fields_follow_the_calendar() {
+        assert_eq!(utc_fields(0), [1970, 1, 1, 0, 0, 0]);
+        assert_eq!(utc_fields(951_782_400), [2000, 2, 29, 0, 0, 0]);
+        assert_eq!(utc_fields(1_795_437_045), [2026, 11, 23, 12, 30, 45]);
     }
 
     #[test]

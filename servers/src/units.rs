@@ -3,16 +3,20 @@
 
 use std::time::Duration;
 
-/// Parses `250ms`, `30s`, `2m`, `1h`, `1500us`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// Splits `12.5ms` into `(12.5, "ms")`; `None` when it does not start with a number.
+fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (use e.g. 250ms, 30s, 2m)"))?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h`, `1500us`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (use e.g. 250ms, 30s, 2m)"))?;
     let seconds = match unit.trim() {
         "" | "s" | "sec" => value,
         "ms" => value / 1e3,
@@ -55,13 +59,8 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
 /// Parses `512`, `64KiB`, `64k`, `1MiB`, `1MB` into bytes (k and KiB both mean 1024).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (use e.g. 512, 64KiB, 1MiB)"))?;
+    let (value, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a size (use e.g. 512, 64KiB, 1MiB)"))?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,

@@ -26,7 +26,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use feed::FeedReceiver;
+pub use feed::{after_stream_end, AfterEnd, FeedReceiver};
 
 use crate::{
     clock::RunClock, http::ClientError, record::Recorder, scenario::PatternName,

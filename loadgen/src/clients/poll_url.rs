@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::{
-    requests::{open, request_loop, Exchange},
-    ClientCtx, Phase,
+    requests::{open_and_wait, request_loop, Exchange},
+    ClientCtx,
 };
 use crate::schedule::Schedule;
 
@@ -25,13 +25,9 @@ impl Exchange for Get {
 }
 
 pub async fn run(mut ctx: ClientCtx) {
-    let Some(mut conn) = open(&ctx).await else {
+    let Some(mut conn) = open_and_wait(&ctx).await else {
         return;
     };
-    ctx.mark_ready();
-    if ctx.wait_for(Phase::Run).await != Phase::Run {
-        return;
-    }
     let interval = ctx.shared.scenario.interval;
     let schedule = Schedule::fixed_with_random_phase(ctx.now_ns(), interval, &mut ctx.rng);
     let mut get = Get(ctx.shared.target.path.clone());

@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    requests::{open, request_loop, Exchange},
-    ClientCtx, Phase,
+    requests::{open_and_wait, request_loop, Exchange},
+    ClientCtx,
 };
 use crate::schedule::Schedule;
 
@@ -21,13 +21,9 @@ impl Exchange for Hello {
 }
 
 pub async fn run(mut ctx: ClientCtx) {
-    let Some(mut conn) = open(&ctx).await else {
+    let Some(mut conn) = open_and_wait(&ctx).await else {
         return;
     };
-    ctx.mark_ready();
-    if ctx.wait_for(Phase::Run).await != Phase::Run {
-        return;
-    }
     let scenario = ctx.shared.scenario.clone();
     let schedule = (!scenario.closed_loop).then(|| {
         let per_connection = Duration::from_secs_f64(scenario.clients as f64 / scenario.rate);

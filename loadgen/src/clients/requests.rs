@@ -114,6 +114,14 @@ pub async fn request_loop(
     }
 }
 
+/// Opens the connection, marks the client ready and waits for the run to start; `None` when the
+/// connection failed (counted) or the run ended first.
+pub async fn open_and_wait(ctx: &ClientCtx) -> Option<HttpConn> {
+    let conn = open(ctx).await?;
+    ctx.mark_ready();
+    (ctx.wait_for(Phase::Run).await == Phase::Run).then_some(conn)
+}
+
 /// Opens the client's connection, recording the connect time; counts a failure and returns `None`.
 pub async fn open(ctx: &ClientCtx) -> Option<HttpConn> {
     let started = ctx.now_ns();

@@ -1,14 +1,15 @@
 //! SSE: one held `GET /sse/{topic}` per client. The `subscribed` event gives the start cursor; on a
 //! dropped stream the client reconnects with `Last-Event-ID`, so loss is only what the server lost.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Method;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{sse_parse::SseParser, ClientCtx, FeedReceiver, Phase};
+use super::{
+    after_stream_end,
+    sse_parse::{read_chunk, SseParser},
+    AfterEnd, ClientCtx, FeedReceiver, Phase,
+};
 use crate::{
     http::{ClientError, HttpConn},
     record::Metric,
@@ -17,7 +18,6 @@ use crate::{
 
 /// Largest SSE frame accepted before the stream is treated as broken.
 const MAX_FRAME: usize = 4 << 20;
-const MAX_RECONNECTS: u32 = 10;
 
 /// Opens the stream (resuming after `cursor` when given) and returns its body.
 pub(super) async fn open_stream(
@@ -59,8 +59,8 @@ pub async fn run(ctx: ClientCtx) {
         };
         let mut parser = SseParser::new(MAX_FRAME);
         loop {
-            let frame = tokio::select! {
-                frame = body.frame() => frame,
+            let more = tokio::select! {
+                more = read_chunk(&mut body, &mut parser, &ctx) => more,
                 () = &mut stop => break 'connection,
                 () = &mut drain, if !draining => {
                     draining = true;
@@ -70,22 +70,10 @@ pub async fn run(ctx: ClientCtx) {
                     continue;
                 }
             };
-            let now = ctx.now_ns();
-            let chunk = match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-                Some(Err(error)) => {
-                    ctx.error(&ClientError::Request(error));
-                    break;
-                }
-                None => break,
-            };
-            if parser.push(&chunk).is_err() {
-                ctx.recorder().counters.error("sse_frame_too_large");
+            if !more {
                 break;
             }
+            let now = ctx.now_ns();
             while let Some(frame) = parser.next_frame() {
                 match (frame.event.as_deref(), &mut receiver) {
                     (Some("subscribed"), None) => {
@@ -116,24 +104,15 @@ pub async fn run(ctx: ClientCtx) {
                 break 'connection;
             }
         }
-        // The stream ended early: resume from the cursor unless the run is over.
-        if ctx.shared.phase() >= Phase::Drain && receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-            break;
+        match after_stream_end(&ctx, receiver.as_ref(), &mut reconnects).await {
+            AfterEnd::Reconnect => {}
+            AfterEnd::Finish => break,
+            AfterEnd::NeverSubscribed => {
+                return ctx.mark_failed(&ClientError::Protocol(
+                    "stream ended before `subscribed`".into(),
+                ))
+            }
         }
-        if receiver.is_none() {
-            return ctx.mark_failed(&ClientError::Protocol(
-                "stream ended before `subscribed`".into(),
-            ));
-        }
-        reconnects += 1;
-        if reconnects > MAX_RECONNECTS || ctx.shared.phase() == Phase::Stop {
-            break;
-        }
-        ctx.recorder()
-            .counters
-            .reconnects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(reconnects))).await;
     }
     if let Some(receiver) = receiver {
         receiver.finish(&ctx);

@@ -1,6 +1,36 @@
 //! Incremental `text/event-stream` parsing with a bounded buffer.
 
 use bytes::{Buf, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ClientCtx;
+use crate::http::ClientError;
+
+/// Reads the next body chunk into `parser`. False when the stream ended, failed or sent an
+/// oversized frame (both counted as errors).
+pub async fn read_chunk(body: &mut Incoming, parser: &mut SseParser, ctx: &ClientCtx) -> bool {
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                // Trailers carry no events.
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if parser.push(&data).is_err() {
+                    ctx.recorder().counters.error("sse_frame_too_large");
+                    return false;
+                }
+                return true;
+            }
+            Some(Err(error)) => {
+                ctx.error(&ClientError::Request(error));
+                return false;
+            }
+            None => return false,
+        }
+    }
+}
 
 /// One dispatched SSE event (comments are skipped, heartbeats included).
 #[derive(Debug, Default, PartialEq, Eq)]

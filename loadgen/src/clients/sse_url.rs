@@ -3,10 +3,12 @@
 
 use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 
-use http_body_util::BodyExt;
-
-use super::{sse::open_stream, sse_parse::SseParser, ClientCtx, Phase};
-use crate::{http::ClientError, record::Metric};
+use super::{
+    sse::open_stream,
+    sse_parse::{read_chunk, SseParser},
+    ClientCtx, Phase,
+};
+use crate::record::Metric;
 
 const MAX_FRAME: usize = 4 << 20;
 
@@ -30,23 +32,11 @@ pub async fn run(ctx: ClientCtx) {
         }
         let mut parser = SseParser::new(MAX_FRAME);
         loop {
-            let frame = tokio::select! {
-                frame = body.frame() => frame,
+            let more = tokio::select! {
+                more = read_chunk(&mut body, &mut parser, &ctx) => more,
                 () = &mut stop => return,
             };
-            let chunk = match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-                Some(Err(error)) => {
-                    ctx.error(&ClientError::Request(error));
-                    break;
-                }
-                None => break,
-            };
-            if parser.push(&chunk).is_err() {
-                ctx.recorder().counters.error("sse_frame_too_large");
+            if !more {
                 break;
             }
             let now = ctx.now_ns();

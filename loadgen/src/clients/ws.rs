@@ -1,14 +1,10 @@
 //! WebSocket push: one socket per client, `subscribe` to its topic, events arrive as binary frames;
 //! on a dropped socket the client reconnects and resubscribes after its cursor.
 
-use std::time::Duration;
-
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{ws_conn, ClientCtx, FeedReceiver, Phase};
+use super::{after_stream_end, ws_conn, AfterEnd, ClientCtx, FeedReceiver, Phase};
 use crate::{http::ClientError, wire};
-
-const MAX_RECONNECTS: u32 = 10;
 
 pub async fn run(ctx: ClientCtx) {
     let mut receiver: Option<FeedReceiver> = None;
@@ -95,23 +91,15 @@ pub async fn run(ctx: ClientCtx) {
                 break 'connection;
             }
         }
-        if ctx.shared.phase() >= Phase::Drain && receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-            break;
+        match after_stream_end(&ctx, receiver.as_ref(), &mut reconnects).await {
+            AfterEnd::Reconnect => {}
+            AfterEnd::Finish => break,
+            AfterEnd::NeverSubscribed => {
+                return ctx.mark_failed(&ClientError::Protocol(
+                    "socket closed before `subscribed`".into(),
+                ))
+            }
         }
-        if receiver.is_none() {
-            return ctx.mark_failed(&ClientError::Protocol(
-                "socket closed before `subscribed`".into(),
-            ));
-        }
-        reconnects += 1;
-        if reconnects > MAX_RECONNECTS || ctx.shared.phase() == Phase::Stop {
-            break;
-        }
-        ctx.recorder()
-            .counters
-            .reconnects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(reconnects))).await;
     }
     if let Some(receiver) = receiver {
         receiver.finish(&ctx);

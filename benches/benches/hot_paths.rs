@@ -319,6 +319,7 @@ fn feed_ring(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
+    commbench_benches::register_report_font();
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))

@@ -113,9 +113,11 @@ impl Subscribers {
                 .expect("SSE subscribe");
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
-                while let Ok(seq) = reader.next_event().await {
-                    if tx.send((seq, Instant::now())).is_err() {
-                        return;
+                loop {
+                    match reader.next_event().await {
+                        Ok(seq) if tx.send((seq, Instant::now())).is_ok() => {}
+                        Ok(_) => return, // the bench is over
+                        Err(e) => return eprintln!("SSE subscriber stopped: {e}"),
                     }
                 }
             }));
@@ -132,9 +134,11 @@ impl Subscribers {
                 .expect("WebSocket subscribe");
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
-                while let Ok(seq) = ws_next_event(&mut ws).await {
-                    if tx.send((seq, Instant::now())).is_err() {
-                        return;
+                loop {
+                    match ws_next_event(&mut ws).await {
+                        Ok(seq) if tx.send((seq, Instant::now())).is_ok() => {}
+                        Ok(_) => return, // the bench is over
+                        Err(e) => return eprintln!("WebSocket subscriber stopped: {e}"),
                     }
                 }
             }));
@@ -398,5 +402,14 @@ fn fan_out(c: &mut Criterion) {
     fx.finish();
 }
 
-criterion_group!(benches, deliver_one, request_response, fan_out);
+fn config() -> Criterion {
+    commbench_benches::register_report_font();
+    Criterion::default()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = deliver_one, request_response, fan_out
+}
 criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! Client helpers shared by the criterion benches: an HTTP client tuned for loopback, a publish
-//! helper, an SSE frame reader over a `reqwest` byte stream and a WebSocket subscribe helper.
+//! helper, an SSE frame reader over a `reqwest` byte stream and a WebSocket subscribe helper; plus
+//! [`register_report_font`], which every bench binary calls before criterion draws its report.
 //!
 //! Every helper returns [`Result`] with a boxed error so a bench can `expect` with context; none of
 //! them retries or hides a failure, since a silently degraded client would skew the numbers.
@@ -10,6 +11,26 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+/// DejaVu Sans, the font the load generator's charts embed (one copy in the repository).
+static REPORT_FONT: &[u8] = include_bytes!("../../loadgen/assets/DejaVuSans.ttf");
+
+/// Registers the font criterion's HTML report draws its charts with.
+///
+/// The workspace builds `plotters` with `ab_glyph` (the load generator's charts need it), and
+/// with `ab_glyph` plotters knows only the fonts registered by name: without this criterion panics
+/// with `FontUnavailable` while drawing its first chart. Idempotent.
+pub fn register_report_font() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        use plotters::style::FontStyle;
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            // criterion draws every label in `FontFamily::SansSerif`.
+            plotters::style::register_font("sans-serif", style, REPORT_FONT)
+                .unwrap_or_else(|_| panic!("the embedded report font does not parse"));
+        }
+    });
+}
 
 /// Any helper error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -27,7 +27,10 @@ pub async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
         .await
         .map_err(ClientError::Connect)?;
     let url = format!("ws://{}{}", ctx.shared.target.authority, path);
+    // Small per-socket buffers, as the server uses: thousands of sockets, small frames.
     let config = WebSocketConfig::default()
+        .read_buffer_size(8 << 10)
+        .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let (socket, _response) =

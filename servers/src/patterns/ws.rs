@@ -58,10 +58,18 @@ async fn upgrade(
     })?;
     let limit = state.config.max_body;
     Ok(ws
+        // tungstenite's defaults (128 KiB read buffer and write batching per socket) suit a few
+        // fast sockets; thousands of mostly idle subscribers want small buffers, and every send is
+        // flushed at once anyway.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| Session::new(state, presence).run(socket)))
 }
+
+/// Read buffer per socket: control messages are small; larger messages still arrive whole.
+const WS_READ_BUFFER: usize = 8 << 10;
 
 /// Client → server control messages.
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,8 @@ use std::{
 
 use bytes::Bytes;
 use commbench_benches::{
-    body_of, http_client, poll_seqs, ws_next_event, ws_subscribe, Publisher, SseReader,
+    body_of, graphql_data, graphql_next_event, graphql_subscribe, http_client, poll_seqs,
+    ws_next_event, ws_subscribe, Publisher, SseReader,
 };
 use commbench_servers::{AppState, ServerConfig, ServerHandle};
 use criterion::{criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup};
@@ -139,6 +140,29 @@ impl Subscribers {
                         Ok(seq) if tx.send((seq, Instant::now())).is_ok() => {}
                         Ok(_) => return, // the bench is over
                         Err(e) => return eprintln!("WebSocket subscriber stopped: {e}"),
+                    }
+                }
+            }));
+        }
+        Self { receipts, tasks }
+    }
+
+    /// GraphQL subscriptions over graphql-transport-ws, each from the cursor `after` (the protocol
+    /// has no subscribe acknowledgement; the cursor makes every later publish arrive regardless).
+    async fn graphql(addr: SocketAddr, topic: &str, after: u64, n: usize) -> Self {
+        let (tx, receipts) = mpsc::unbounded_channel();
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut ws = graphql_subscribe(addr, topic, after)
+                .await
+                .expect("GraphQL subscribe");
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match graphql_next_event(&mut ws).await {
+                        Ok(seq) if tx.send((seq, Instant::now())).is_ok() => {}
+                        Ok(_) => return, // the bench is over
+                        Err(e) => return eprintln!("GraphQL subscriber stopped: {e}"),
                     }
                 }
             }));
@@ -317,6 +341,28 @@ fn deliver_one(c: &mut Criterion) {
         open.into_inner().stop();
     }
 
+    // GraphQL: one open graphql-transport-ws subscription.
+    {
+        let topic = "graphql";
+        let head = fx.seed(topic);
+        let open = Mutex::new(
+            fx.rt
+                .block_on(Subscribers::graphql(fx.server.addr, topic, head, 1)),
+        );
+        let (fx, subs) = (&fx, &open);
+        group.bench_function("graphql_subscription", |b| {
+            b.to_async(&fx.rt).iter_custom(|iters| async move {
+                let mut subs = subs.lock().await;
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
+                }
+                total
+            })
+        });
+        open.into_inner().stop();
+    }
+
     group.finish();
     fx.finish();
 }
@@ -342,6 +388,27 @@ fn request_response(c: &mut Criterion) {
                 .await
                 .expect("POST /rpc");
             assert_eq!(body.len(), PAYLOAD_BYTES);
+        })
+    });
+    // GraphQL short polling: `events(topic, after)` answering with the one 128 B event published.
+    let graphql = &format!("{}/graphql", fx.base());
+    let after = fx.seed("graphql-query") - 1;
+    let query = &serde_json::json!({
+        "query": "query($topic: String!, $after: Int!) { \
+            events(topic: $topic, after: $after) { head more events { topic seq data } } }",
+        "variables": { "topic": "graphql-query", "after": after },
+    })
+    .to_string();
+    group.bench_function("graphql_query", |b| {
+        b.to_async(&fx.rt).iter(|| async move {
+            let request = fx
+                .client
+                .post(graphql)
+                .header("content-type", "application/json")
+                .body(query.clone());
+            let body = body_of(request).await.expect("POST /graphql");
+            let data = graphql_data(&body).expect("GraphQL answer");
+            assert_eq!(data["events"]["events"][0]["seq"], after + 1);
         })
     });
     group.finish();

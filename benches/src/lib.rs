@@ -1,5 +1,5 @@
 //! Client helpers shared by the criterion benches: an HTTP client tuned for loopback, a publish
-//! helper, an SSE frame reader over a `reqwest` byte stream and a WebSocket subscribe helper; plus
+//! helper, an SSE frame reader over a `reqwest` byte stream, WebSocket and GraphQL subscribe helpers; plus
 //! [`register_report_font`], which every bench binary calls before criterion draws its report.
 //!
 //! Every helper returns [`Result`] with a boxed error so a bench can `expect` with context; none of
@@ -284,6 +284,72 @@ pub async fn ws_next_event(ws: &mut WsStream) -> Result<u64> {
     }
 }
 
+/// The GraphQL subscription the benches open: the event's fields every other pattern sends too.
+const GRAPHQL_FEED: &str = "subscription($topic: String!, $after: Int) { \
+    events(topic: $topic, after: $after) { event { topic seq data } gap { after oldest } } }";
+
+/// Connects to `ws://{addr}/graphql/ws` with the `graphql-transport-ws` subprotocol (Nagle off),
+/// completes the `connection_init` handshake and subscribes to `topic` after the cursor `after`.
+///
+/// The protocol has no subscribe acknowledgement: the cursor is what guarantees that every event
+/// published after `after` arrives, even before the subscription is live.
+pub async fn graphql_subscribe(addr: SocketAddr, topic: &str, after: u64) -> Result<WsStream> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{addr}/graphql/ws").into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+    let init = serde_json::json!({ "type": "connection_init", "payload": {} });
+    ws.send(Message::text(init.to_string())).await?;
+    let ack = graphql_ws_message(&mut ws).await?;
+    if ack["type"] != "connection_ack" {
+        return Err(format!("expected `connection_ack`, got {ack}").into());
+    }
+    let subscribe = serde_json::json!({
+        "id": "1",
+        "type": "subscribe",
+        "payload": { "query": GRAPHQL_FEED, "variables": { "topic": topic, "after": after } },
+    });
+    ws.send(Message::text(subscribe.to_string())).await?;
+    Ok(ws)
+}
+
+/// The sequence number of the next event on a [`graphql_subscribe`] socket; a gap, an error, the
+/// end of the subscription or of the socket is an error.
+pub async fn graphql_next_event(ws: &mut WsStream) -> Result<u64> {
+    let message = graphql_ws_message(ws).await?;
+    if message["type"] != "next" {
+        return Err(format!("expected a `next` message, got {message}").into());
+    }
+    message["payload"]["data"]["events"]["event"]["seq"]
+        .as_u64()
+        .ok_or_else(|| format!("expected an event, got {message}").into())
+}
+
+/// The next graphql-transport-ws message (JSON text), skipping WebSocket pings.
+async fn graphql_ws_message(ws: &mut WsStream) -> Result<serde_json::Value> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(other)) => return Err(format!("unexpected message {other:?}").into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("the WebSocket closed".into()),
+        }
+    }
+}
+
+/// The `data` of a GraphQL answer; an answer carrying `errors` is an error.
+pub fn graphql_data(body: &[u8]) -> Result<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)?;
+    if let Some(errors) = value.get("errors") {
+        return Err(format!("GraphQL errors: {errors}").into());
+    }
+    Ok(value["data"].take())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +380,12 @@ mod tests {
         assert_eq!(poll_seqs(body).ok(), Some(vec![2, 3]));
         assert_eq!(json_u64(br#"{"topic":"t","seq":9}"#, "seq").ok(), Some(9));
         assert!(json_u64(b"{}", "seq").is_err());
+    }
+
+    #[test]
+    fn graphql_answers_parse() {
+        let data = graphql_data(br#"{"data":{"events":{"head":3}}}"#).ok();
+        assert_eq!(data.map(|d| d["events"]["head"].clone()), Some(3.into()));
+        assert!(graphql_data(br#"{"data":null,"errors":[{"message":"no"}]}"#).is_err());
     }
 }

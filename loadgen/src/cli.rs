@@ -62,8 +62,9 @@ pub struct RunArgs {
     /// may give lists, e.g. `clients = [100, 1000]`.
     #[arg(long, visible_alias = "study", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
-    /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws; against
-    /// --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]
+    /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws,
+    /// graphql-poll, graphql-sub; against --target also poll-url, sse-url, ws-url. Comma-separated
+    /// or repeated. [default: sse]
     #[arg(long, short = 'p', value_name = "PATTERN")]
     pub pattern: Vec<String>,
     /// Simulated clients, each with its own connection (1..=200k). [default: 100]
@@ -84,7 +85,7 @@ pub struct RunArgs {
     /// Topics the events and clients spread over (1..=1000). [default: 1]
     #[arg(long)]
     pub topics: Option<String>,
-    /// Short-poll (and poll-url) interval per client (1ms..=1h). [default: 1s]
+    /// Short-poll (and graphql-poll, poll-url) interval per client (1ms..=1h). [default: 1s]
     #[arg(long)]
     pub interval: Option<String>,
     /// How long a long poll may be held (10ms..=10m). [default: 30s]

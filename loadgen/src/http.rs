@@ -124,7 +124,18 @@ impl HttpConn {
         path: &str,
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
-        let response = self.send(method, path, &[], body).await?;
+        self.fetch_with(method, path, &[], body).await
+    }
+
+    /// [`fetch`](Self::fetch) with extra request headers (e.g. a JSON body's content type).
+    pub async fn fetch_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let response = self.send(method, path, headers, body).await?;
         let status = response.status();
         let body = read_body(response.into_body()).await?;
         if !status.is_success() {

@@ -330,7 +330,7 @@ async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
 }
 
 fn cell_spec(scenario: &Scenario, pattern: PatternName) -> CellSpec {
-    let polls = matches!(pattern, PatternName::ShortPoll | PatternName::PollUrl);
+    let polls = pattern.polls_on_interval();
     CellSpec {
         pattern,
         clients: scenario.clients,

@@ -16,6 +16,10 @@ pub enum PatternName {
     LongPoll,
     Sse,
     Ws,
+    /// Short polling in GraphQL: the `events` query over `POST /graphql`.
+    GraphqlPoll,
+    /// A GraphQL subscription over `graphql-transport-ws` on `/graphql/ws`.
+    GraphqlSub,
     /// Generic: GET any URL on an interval per client (external servers).
     PollUrl,
     /// Generic: hold an SSE stream on any URL, recording inter-arrival times.
@@ -25,12 +29,14 @@ pub enum PatternName {
 }
 
 impl PatternName {
-    pub const ALL: [PatternName; 8] = [
+    pub const ALL: [PatternName; 10] = [
         PatternName::RequestResponse,
         PatternName::ShortPoll,
         PatternName::LongPoll,
         PatternName::Sse,
         PatternName::Ws,
+        PatternName::GraphqlPoll,
+        PatternName::GraphqlSub,
         PatternName::PollUrl,
         PatternName::SseUrl,
         PatternName::WsUrl,
@@ -43,6 +49,8 @@ impl PatternName {
             PatternName::LongPoll => "long-poll",
             PatternName::Sse => "sse",
             PatternName::Ws => "ws",
+            PatternName::GraphqlPoll => "graphql-poll",
+            PatternName::GraphqlSub => "graphql-sub",
             PatternName::PollUrl => "poll-url",
             PatternName::SseUrl => "sse-url",
             PatternName::WsUrl => "ws-url",
@@ -61,7 +69,20 @@ impl PatternName {
     pub fn uses_feed(self) -> bool {
         matches!(
             self,
-            PatternName::ShortPoll | PatternName::LongPoll | PatternName::Sse | PatternName::Ws
+            PatternName::ShortPoll
+                | PatternName::LongPoll
+                | PatternName::Sse
+                | PatternName::Ws
+                | PatternName::GraphqlPoll
+                | PatternName::GraphqlSub
+        )
+    }
+
+    /// Patterns that ask on `--interval` (a study gives them one cell per interval).
+    pub fn polls_on_interval(self) -> bool {
+        matches!(
+            self,
+            PatternName::ShortPoll | PatternName::GraphqlPoll | PatternName::PollUrl
         )
     }
 }
@@ -81,6 +102,13 @@ impl FromStr for PatternName {
             "websocket" | "websockets" => "ws",
             "short_poll" | "poll" => "short-poll",
             "long_poll" | "longpoll" => "long-poll",
+            "graphql_poll" | "gql-poll" | "gql_poll" | "graphql-query" => "graphql-poll",
+            "graphql_sub"
+            | "gql-sub"
+            | "gql_sub"
+            | "graphql-subscription"
+            | "graphql_subscription"
+            | "graphql-ws" => "graphql-sub",
             other => other,
         };
         PatternName::ALL
@@ -549,6 +577,27 @@ mod tests {
         assert!(
             err.contains("carrier-pigeon") && err.contains("long-poll"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn graphql_patterns_have_names_and_aliases() {
+        for (text, pattern) in [
+            ("graphql-poll", PatternName::GraphqlPoll),
+            ("GQL_POLL", PatternName::GraphqlPoll),
+            ("graphql-sub", PatternName::GraphqlSub),
+            ("graphql-subscription", PatternName::GraphqlSub),
+        ] {
+            assert_eq!(text.parse::<PatternName>(), Ok(pattern), "{text}");
+        }
+        let poll = PatternName::GraphqlPoll;
+        assert_eq!(poll.as_str().parse::<PatternName>(), Ok(poll));
+        assert!(poll.uses_feed() && poll.polls_on_interval() && !poll.is_generic());
+        let sub = PatternName::GraphqlSub;
+        assert!(sub.uses_feed() && !sub.polls_on_interval());
+        assert_eq!(
+            serde_json::to_value(sub).unwrap(),
+            serde_json::json!("graphql-sub")
         );
     }
 

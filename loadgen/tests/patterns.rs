@@ -156,3 +156,80 @@ async fn push_bytes_per_event_are_payload_plus_framing() {
         "WS {measured} B/event, expected {ws_expected}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_poll_delivers_everything_once() {
+    let server = common::server(|_| {}).await;
+    let cell = common::run_one(
+        &server.url(),
+        &[
+            ("patterns", "graphql-poll"),
+            ("clients", "10"),
+            ("rate", "20"),
+            ("duration", "2s"),
+            ("topics", "2"),
+            ("interval", "250ms"),
+        ],
+        "graphql-poll",
+    )
+    .await;
+    assert_no_loss(&cell);
+    // One query per interval per client, save the odd `more`: 10 × 2 s ÷ 0.25 s = 80 in the window.
+    let expected = 10.0 * cell.measured_s / 0.25;
+    let requests = cell.counters.requests as f64;
+    assert!(
+        (requests - expected).abs() <= expected * 0.15,
+        "{requests} requests, expected about {expected}"
+    );
+    assert!(cell.histograms.contains_key(&Metric::RoundTrip));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_subscription_delivers_everything_once() {
+    let server = common::server(|_| {}).await;
+    let cell = common::run_one(
+        &server.url(),
+        &[
+            ("patterns", "graphql-sub"),
+            ("clients", "10"),
+            ("rate", "40"),
+            ("duration", "2s"),
+            ("topics", "2"),
+        ],
+        "graphql-sub",
+    )
+    .await;
+    assert_no_loss(&cell);
+    assert_eq!(cell.counters.reconnects, 0, "{:?}", cell.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_envelopes_cost_bytes_over_their_plain_twins() {
+    let server = common::server(|_| {}).await;
+    let flags = |pattern| {
+        [
+            ("patterns", pattern),
+            ("clients", "10"),
+            ("rate", "30"),
+            ("duration", "2s"),
+            ("payload", "200"),
+            ("interval", "500ms"),
+        ]
+    };
+    let mut measured = Vec::new();
+    for pattern in ["ws", "graphql-sub", "short-poll", "graphql-poll"] {
+        let cell = common::run_one(&server.url(), &flags(pattern), pattern).await;
+        assert_no_loss(&cell);
+        measured.push(bytes_per_event(&cell));
+    }
+    let [ws, sub, poll, graphql_poll] = measured[..] else {
+        unreachable!()
+    };
+    // The same event content each time: the difference is GraphQL's framing (`next` message,
+    // `data`/`events`/`event` nesting, `gap: null`) and, for polling, the POSTed query.
+    assert!(sub > ws + 20.0, "graphql-sub {sub} B/event vs ws {ws}");
+    assert!(
+        graphql_poll > poll,
+        "graphql-poll {graphql_poll} B/event vs short-poll {poll}"
+    );
+}

@@ -15,16 +15,18 @@ pub enum PatternKind {
     Jobs,
     Sse,
     WebSocket,
+    GraphQl,
 }
 
 impl PatternKind {
-    pub const ALL: [PatternKind; 6] = [
+    pub const ALL: [PatternKind; 7] = [
         PatternKind::RequestResponse,
         PatternKind::ShortPoll,
         PatternKind::LongPoll,
         PatternKind::Jobs,
         PatternKind::Sse,
         PatternKind::WebSocket,
+        PatternKind::GraphQl,
     ];
 
     pub fn label(self) -> &'static str {
@@ -35,6 +37,7 @@ impl PatternKind {
             PatternKind::Jobs => "jobs",
             PatternKind::Sse => "sse",
             PatternKind::WebSocket => "websocket",
+            PatternKind::GraphQl => "graphql",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What every feed client (short/long polling, SSE, WebSocket) does with an event: loss/duplicate
+//! What every feed client (polling, SSE, WebSocket, GraphQL) does with an event: loss/duplicate
 //! accounting by sequence number and delivery latency from the payload's intended send time.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,6 +7,7 @@ use super::{ClientCtx, Phase};
 use crate::{
     clock::decode_payload,
     record::{Counters, Metric, SeqTracker},
+    wire::PollAnswer,
 };
 
 /// What a streaming feed client (SSE, WebSocket) does when its connection ended.
@@ -86,6 +87,24 @@ impl FeedReceiver {
             let micros = now_ns.saturating_sub(intended_ns) / 1_000;
             ctx.recorder().record(ctx.id, Metric::Delivery, micros);
         }
+    }
+
+    /// Takes one poll answer's page (REST or GraphQL): its gap, then its events; an empty page is
+    /// counted. Returns the page's `more` (ask again at once).
+    pub fn page(&mut self, ctx: &ClientCtx, page: &PollAnswer<'_>, now_ns: u64) -> bool {
+        if let Some(gap) = page.gap {
+            self.gap(gap.oldest);
+        }
+        if page.events.is_empty() {
+            ctx.recorder()
+                .counters
+                .empty_responses
+                .fetch_add(1, Relaxed);
+        }
+        for event in &page.events {
+            self.event(ctx, event.seq, event.data.as_deref(), now_ns);
+        }
+        page.more
     }
 
     /// The server said events up to `oldest - 1` are gone.

@@ -2,6 +2,8 @@
 //! its connection(s), records into the shared recorder, and stops when the run tells it to.
 
 mod feed;
+mod graphql_poll;
+mod graphql_sub;
 mod long_poll;
 mod poll_url;
 mod request_response;
@@ -12,6 +14,7 @@ mod sse_parse;
 mod sse_url;
 mod ws;
 mod ws_conn;
+mod ws_feed;
 mod ws_url;
 
 use std::{
@@ -138,6 +141,8 @@ pub fn client_for(pattern: PatternName) -> ClientFn {
         PatternName::LongPoll => |ctx| Box::pin(long_poll::run(ctx)),
         PatternName::Sse => |ctx| Box::pin(sse::run(ctx)),
         PatternName::Ws => |ctx| Box::pin(ws::run(ctx)),
+        PatternName::GraphqlPoll => |ctx| Box::pin(graphql_poll::run(ctx)),
+        PatternName::GraphqlSub => |ctx| Box::pin(graphql_sub::run(ctx)),
         PatternName::PollUrl => |ctx| Box::pin(poll_url::run(ctx)),
         PatternName::SseUrl => |ctx| Box::pin(sse_url::run(ctx)),
         PatternName::WsUrl => |ctx| Box::pin(ws_url::run(ctx)),

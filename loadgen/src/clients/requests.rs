@@ -1,6 +1,6 @@
-//! The one request loop every request-driven client shares (request-response, short polling,
-//! poll-url): open-loop on a schedule (latency from the intended time, and from the actual send) or
-//! closed-loop (next request when the answer arrives).
+//! The one request loop every request-driven client shares (request-response, short and long
+//! polling, GraphQL polling, poll-url): open-loop on a schedule (latency from the intended time,
+//! and from the actual send) or closed-loop (next request when the answer arrives).
 
 use bytes::Bytes;
 use http::Method;
@@ -8,9 +8,33 @@ use http::Method;
 use super::{ClientCtx, Phase};
 use crate::{http::HttpConn, record::Metric, schedule::Schedule};
 
+/// One request as an exchange asks for it.
+pub struct Ask {
+    pub method: Method,
+    pub path: String,
+    pub headers: &'static [(&'static str, &'static str)],
+    pub body: Bytes,
+}
+
+impl Ask {
+    /// A body-less GET, what most exchanges send.
+    pub fn get(path: String) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            headers: &[],
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// What a request-driven client does with each exchange.
 pub trait Exchange: Send {
     fn path(&self) -> String;
+    /// The next request: a GET of [`path`](Self::path) unless the exchange needs a method or body.
+    fn request(&self) -> Ask {
+        Ask::get(self.path())
+    }
     /// Handles a 2xx answer received at `now_ns`.
     fn answer(&mut self, ctx: &ClientCtx, body: &Bytes, now_ns: u64);
     /// True when the last answer was cut short and the client should ask again at once.
@@ -51,9 +75,10 @@ pub async fn request_loop(
             _ => ctx.now_ns(),
         };
         let sent = ctx.now_ns();
-        let path = exchange.path();
+        let ask = exchange.request();
         let answer = {
-            let mut fetch = std::pin::pin!(conn.fetch(Method::GET, &path, Bytes::new()));
+            let mut fetch =
+                std::pin::pin!(conn.fetch_with(ask.method, &ask.path, ask.headers, ask.body));
             loop {
                 tokio::select! {
                     answer = &mut fetch => break answer,

@@ -8,7 +8,7 @@ use super::{
     requests::{open, request_loop, Exchange},
     ClientCtx, FeedReceiver, Phase,
 };
-use crate::{schedule::Schedule, wire};
+use crate::{http::HttpConn, schedule::Schedule, wire};
 
 pub(super) struct FeedPoll {
     pub topic: String,
@@ -35,20 +35,7 @@ impl Exchange for FeedPoll {
             ctx.recorder().counters.error("bad_poll_answer");
             return;
         };
-        if let Some(gap) = answer.gap {
-            self.receiver.gap(gap.oldest);
-        }
-        if answer.events.is_empty() {
-            ctx.recorder()
-                .counters
-                .empty_responses
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        for event in &answer.events {
-            self.receiver
-                .event(ctx, event.seq, event.data.as_deref(), now_ns);
-        }
-        self.more = answer.more;
+        self.more = self.receiver.page(ctx, &answer, now_ns);
     }
 
     fn more(&self) -> bool {
@@ -65,7 +52,7 @@ pub(super) async fn start(
     ctx: &ClientCtx,
     route: &'static str,
     extra: String,
-) -> Option<(crate::http::HttpConn, FeedPoll)> {
+) -> Option<(HttpConn, FeedPoll)> {
     let mut conn = open(ctx).await?;
     let probe = format!("/poll/{}?after=0&limit=1", ctx.topic());
     let head = match conn.fetch(Method::GET, &probe, Bytes::new()).await {
@@ -94,14 +81,24 @@ pub(super) async fn start(
     Some((conn, poll))
 }
 
+/// Polls on the scenario's interval (a random phase per client) from the run's start until the
+/// exchange is done; shared with GraphQL polling.
+pub(super) async fn on_interval(
+    ctx: &mut ClientCtx,
+    conn: &mut HttpConn,
+    exchange: &mut impl Exchange,
+) {
+    if ctx.wait_for(Phase::Run).await == Phase::Run {
+        let interval = ctx.shared.scenario.interval;
+        let schedule = Schedule::fixed_with_random_phase(ctx.now_ns(), interval, &mut ctx.rng);
+        request_loop(ctx, conn, Some(schedule), exchange).await;
+    }
+}
+
 pub async fn run(mut ctx: ClientCtx) {
     let Some((mut conn, mut poll)) = start(&ctx, "poll", String::new()).await else {
         return;
     };
-    if ctx.wait_for(Phase::Run).await == Phase::Run {
-        let interval = ctx.shared.scenario.interval;
-        let schedule = Schedule::fixed_with_random_phase(ctx.now_ns(), interval, &mut ctx.rng);
-        request_loop(&ctx, &mut conn, Some(schedule), &mut poll).await;
-    }
+    on_interval(&mut ctx, &mut conn, &mut poll).await;
     poll.receiver.finish(&ctx);
 }

@@ -1,10 +1,10 @@
 //! Opening a WebSocket on a counted socket (handshake bytes and frame headers count), shared by the
-//! feed WebSocket client and the generic `ws-url` client.
+//! feed WebSocket, GraphQL subscription and generic `ws-url` clients.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::{
     client_async_with_config,
-    tungstenite::{protocol::WebSocketConfig, Message},
+    tungstenite::{self, client::IntoClientRequest, http, protocol::WebSocketConfig, Message},
     WebSocketStream,
 };
 
@@ -21,12 +21,27 @@ pub type Socket = WebSocketStream<CountedStream>;
 const MAX_MESSAGE: usize = 16 << 20;
 
 /// Connects to `path` on the target and completes the WebSocket handshake, recording connect time.
-pub async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
+/// With a `subprotocol` the client asks for it (`Sec-WebSocket-Protocol`), and the handshake fails
+/// unless the server agrees to it.
+pub async fn open(
+    ctx: &ClientCtx,
+    path: &str,
+    subprotocol: Option<&'static str>,
+) -> Result<Socket, ClientError> {
     let started = ctx.now_ns();
     let stream = connect(ctx.shared.target.addr, ctx.source)
         .await
         .map_err(ClientError::Connect)?;
-    let url = format!("ws://{}{}", ctx.shared.target.authority, path);
+    let websocket_error = |e: tungstenite::Error| ClientError::WebSocket(e.to_string());
+    let mut request = format!("ws://{}{}", ctx.shared.target.authority, path)
+        .into_client_request()
+        .map_err(websocket_error)?;
+    if let Some(subprotocol) = subprotocol {
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static(subprotocol),
+        );
+    }
     // Small per-socket buffers, as the server uses: thousands of sockets, small frames.
     let config = WebSocketConfig::default()
         .read_buffer_size(8 << 10)
@@ -34,9 +49,9 @@ pub async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let (socket, _response) =
-        client_async_with_config(url, counted(stream, &ctx.shared.recorder), Some(config))
+        client_async_with_config(request, counted(stream, &ctx.shared.recorder), Some(config))
             .await
-            .map_err(|e| ClientError::WebSocket(e.to_string()))?;
+            .map_err(websocket_error)?;
     let micros = ctx.now_ns().saturating_sub(started) / 1_000;
     ctx.recorder().record(ctx.id, Metric::Connect, micros);
     Ok(socket)

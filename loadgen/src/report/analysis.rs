@@ -16,6 +16,8 @@ pub fn prose_name(pattern: &str) -> &str {
         "ws" => "WebSocket",
         "long-poll" => "long polling",
         "short-poll" => "short polling",
+        "graphql-poll" => "GraphQL polling",
+        "graphql-sub" => "GraphQL subscriptions",
         "request-response" => "request-response",
         other => other,
     }
@@ -243,6 +245,21 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             ));
         }
     }
+    for (graphql, plain) in graphql_pairs(group) {
+        let parts = cost_comparison(graphql, plain);
+        if parts.is_empty() {
+            continue;
+        }
+        out.push(format!(
+            "{}, GraphQL on top of {}: {} used {}; p99 {} vs {}.",
+            next_context(),
+            cell_name(plain),
+            cell_name(graphql),
+            join_and(&parts),
+            p99(graphql),
+            p99(plain)
+        ));
+    }
     if let Some(sentence) = bytes_ranking(group) {
         out.push(format!("{}, {sentence}", next_context()));
     }
@@ -250,6 +267,26 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
         out.push(format!("{}, {sentence}", next_context()));
     }
     out
+}
+
+/// Each GraphQL cell with the plain pattern it wraps on the same transport: graphql-sub with ws,
+/// graphql-poll with short-poll at the same interval.
+fn graphql_pairs<'a>(group: &[&'a SummaryRow]) -> Vec<(&'a SummaryRow, &'a SummaryRow)> {
+    let plain_of = |graphql: &SummaryRow| match graphql.pattern.as_str() {
+        "graphql-sub" => Some("ws"),
+        "graphql-poll" => Some("short-poll"),
+        _ => None,
+    };
+    group
+        .iter()
+        .filter_map(|graphql| {
+            let plain = plain_of(graphql)?;
+            let twin = group
+                .iter()
+                .find(|r| r.pattern == plain && r.interval_s == graphql.interval_s)?;
+            Some((*graphql, *twin))
+        })
+        .collect()
 }
 
 /// Splits short-poll CPU per event into a part per poll and a part per event (a line through the
@@ -484,7 +521,8 @@ fn model_finding(table: &ModelTable) -> String {
         })
         .collect();
     if table.rows.is_empty() {
-        "No short- or long-poll cell to compare with the analytic model.".to_owned()
+        "No polling cell (short-poll, long-poll, graphql-poll) to compare with the analytic model."
+            .to_owned()
     } else if deviating.is_empty() {
         format!(
             "All {} measured-vs-model comparisons of the polling cells are within {}.",
@@ -579,6 +617,40 @@ mod tests {
             text.contains("at 0.3 polls per event, i.e. an interval of 167 ms"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn graphql_is_compared_with_the_pattern_it_wraps() {
+        let mut cells = rows(400.0);
+        let mut sub = row("graphql-sub", 1000, None);
+        sub.server_cpu_us_per_event = Some(90.0);
+        sub.bytes_per_event = Some(285.0);
+        sub.p99_ms = Some(9.0);
+        let mut poll = row("graphql-poll", 1000, Some(1.0));
+        poll.server_cpu_us_per_event = Some(600.0);
+        poll.bytes_per_event = Some(380.0);
+        poll.p99_ms = Some(995.0);
+        // Another interval has no short-poll twin: no sentence for it.
+        let lonely = row("graphql-poll", 1000, Some(3.0));
+        cells.extend([sub, poll, lonely]);
+        let text = run(cells).join("\n");
+        assert!(
+            text.contains(
+                "GraphQL on top of WebSocket: GraphQL subscriptions used 1.5× the server CPU per \
+                 delivered event of WebSocket (90 vs 60 µs) and 1.5× its bytes per event (285 vs \
+                 190 B); p99 9 ms vs 7 ms."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "GraphQL on top of short polling at 1s: GraphQL polling at 1s used 1.5× the server \
+                 CPU per delivered event of short polling at 1s (600 vs 400 µs) and 2× its bytes \
+                 per event (380 vs 190 B); p99 995 ms vs 990 ms."
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("GraphQL polling at 3s used"), "{text}");
     }
 
     #[test]

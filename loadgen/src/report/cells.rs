@@ -8,7 +8,16 @@ use crate::output::SummaryRow;
 /// The push patterns a frontier or comparison takes as the reference.
 pub const PUSH: [&str; 2] = ["sse", "ws"];
 /// The patterns that deliver the shared feed (and so appear on the trade-off frontier).
-pub const FEED: [&str; 4] = ["short-poll", "long-poll", "sse", "ws"];
+pub const FEED: [&str; 6] = [
+    "short-poll",
+    "long-poll",
+    "sse",
+    "ws",
+    "graphql-poll",
+    "graphql-sub",
+];
+/// The patterns that poll on an interval and so have one line per interval.
+pub const POLLERS: [&str; 2] = ["short-poll", "graphql-poll"];
 
 /// True when the cell's numbers may not describe the pattern: the run was cut short, or the
 /// load generator warned (saturated harness, late publishes, …).
@@ -28,15 +37,18 @@ pub fn flag_reason(row: &SummaryRow) -> String {
     reasons.join("; ")
 }
 
-/// Display order of patterns: push first, then polling, then the rest.
+/// Display order of patterns: push first, then polling (each GraphQL form after its plain one),
+/// then the rest.
 pub fn pattern_rank(pattern: &str) -> usize {
     match pattern {
         "sse" => 0,
         "ws" => 1,
-        "long-poll" => 2,
-        "short-poll" => 3,
-        "request-response" => 4,
-        _ => 5,
+        "graphql-sub" => 2,
+        "long-poll" => 3,
+        "short-poll" => 4,
+        "graphql-poll" => 5,
+        "request-response" => 6,
+        _ => 7,
     }
 }
 

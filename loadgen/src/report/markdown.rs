@@ -185,7 +185,10 @@ fn charts_section(out: &mut String, charts: &[ChartStatus]) {
 fn model_section(out: &mut String, table: &ModelTable) {
     let _ = writeln!(out, "## Measured vs model (polling)\n");
     if table.rows.is_empty() {
-        let _ = writeln!(out, "No short- or long-poll cell in this run.\n");
+        let _ = writeln!(
+            out,
+            "No short-poll, long-poll or graphql-poll cell in this run.\n"
+        );
         return;
     }
     let _ = writeln!(
@@ -196,8 +199,9 @@ fn model_section(out: &mut String, table: &ModelTable) {
          requests_per_event divides requests by events received, so this is below 1 when one poll \
          carries several events); the fraction of empty polls is e^(−λT) for Poisson arrivals, \
          max(0, 1 − λT) for evenly spaced ones. Long polling returns as soon as an event arrives, so \
-         requests per event ≈ 1/(1 − timeouts) → 1 when λ·timeout ≫ 1. Bytes per event = polls per \
-         event × bytes per request + bytes per event of body.\n"
+         requests per event ≈ 1/(1 − timeouts) → 1 when λ·timeout ≫ 1. GraphQL polling follows \
+         the short-polling model (the same schedule in another envelope). Bytes per event = polls \
+         per event × bytes per request + bytes per event of body.\n"
     );
     for line in &table.method {
         let _ = writeln!(out, "- {line}");

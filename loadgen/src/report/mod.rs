@@ -145,7 +145,7 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
         |input| {
             format!(
                 "p99 latency (log scale) and server CPU (% of one core) against client count ({}), \
-                 one line per pattern and per short-poll interval. Hollow markers are flagged cells.",
+                 one line per pattern and per poll interval. Hollow markers are flagged cells.",
                 join(&input.client_counts)
             )
         },
@@ -165,9 +165,9 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
             };
             format!(
                 "One point per feed cell at {} clients: x = {}{fallback}, y = p99 delivery \
-                 latency; both log scale, lower left is better. Short-poll intervals are joined by \
-                 a dashed line; request-response is left out (it does not carry the feed). Hollow \
-                 points and `!` labels are flagged cells.",
+                 latency; both log scale, lower left is better. A poller's intervals (short-poll, \
+                 graphql-poll) are joined by a dashed line; request-response is left out (it does \
+                 not carry the feed). Hollow points and `!` labels are flagged cells.",
                 input.clients,
                 input.cost.axis()
             )

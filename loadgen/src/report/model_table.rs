@@ -101,20 +101,32 @@ fn inputs(data: &RunData) -> (Arrival, f64, Vec<String>) {
     (arrival, timeout, notes)
 }
 
-fn is_poll(row: &SummaryRow) -> bool {
-    row.pattern == "short-poll" || row.pattern == "long-poll"
+/// The envelope a polling cell's answers come in, or `None` when the cell does not poll: short-
+/// and long-poll answer with the same JSON batch, GraphQL polling wraps it in its own.
+fn envelope(row: &SummaryRow) -> Option<&'static str> {
+    match row.pattern.as_str() {
+        "short-poll" | "long-poll" => Some("short-/long-poll"),
+        "graphql-poll" => Some("graphql-poll"),
+        _ => None,
+    }
 }
 
-/// Splits response bytes per payload size: `bytes_down = a·requests + b·events` over the polling
-/// cells of that payload (short- and long-poll answer with the same JSON batch).
-fn byte_fits(rows: &[SummaryRow]) -> BTreeMap<u64, (usize, Option<ResponseBytes>)> {
-    let mut samples: BTreeMap<u64, Vec<TrafficSample>> = BTreeMap::new();
+/// A fit's key: payload size and envelope.
+type FitKey = (u64, &'static str);
+
+/// Splits response bytes per payload size and envelope: `bytes_down = a·requests + b·events` over
+/// the polling cells of that payload whose answers share an envelope.
+fn byte_fits(rows: &[SummaryRow]) -> BTreeMap<FitKey, (usize, Option<ResponseBytes>)> {
+    let mut samples: BTreeMap<FitKey, Vec<TrafficSample>> = BTreeMap::new();
     for row in rows
         .iter()
-        .filter(|r| is_poll(r) && r.requests > 0 && r.events_received > 0)
+        .filter(|r| r.requests > 0 && r.events_received > 0)
     {
+        let Some(envelope) = envelope(row) else {
+            continue;
+        };
         samples
-            .entry(row.payload_bytes)
+            .entry((row.payload_bytes, envelope))
             .or_default()
             .push(TrafficSample {
                 requests: row.requests as f64,
@@ -124,11 +136,11 @@ fn byte_fits(rows: &[SummaryRow]) -> BTreeMap<u64, (usize, Option<ResponseBytes>
     }
     samples
         .into_iter()
-        .map(|(payload, s)| (payload, (s.len(), model::fit_response_bytes(&s))))
+        .map(|(key, s)| (key, (s.len(), model::fit_response_bytes(&s))))
         .collect()
 }
 
-/// Builds the measured-vs-model table of every short- and long-poll cell.
+/// Builds the measured-vs-model table of every polling cell (short, long and GraphQL polling).
 pub fn model_table(data: &RunData, labeler: &Labeler) -> ModelTable {
     let (arrival, timeout_s, mut method) = inputs(data);
     let arrival_text = match arrival {
@@ -145,15 +157,21 @@ pub fn model_table(data: &RunData, labeler: &Labeler) -> ModelTable {
         ),
     );
     let fits = byte_fits(&data.rows);
-    for (payload, (cells, fit)) in &fits {
+    for ((payload, envelope), (cells, fit)) in &fits {
+        // A REST poll is a GET without body; a GraphQL poll POSTs its query.
+        let request = if *envelope == "graphql-poll" {
+            "a poll is a POST of the JSON query, so this is its request line, headers and body"
+        } else {
+            "a poll is a GET without body, so this is its request line and headers"
+        };
         method.push(match fit {
             Some(fit) => format!(
-                "Bytes, payload {payload} B: upload per request = bytes_up ÷ requests of each cell \
-                 (a poll is a GET without body, so this is its request line and headers). Download \
-                 is split by a least-squares fit of bytes_down = a·requests + b·events over the {cells} \
-                 short-/long-poll cells: a = {} B per response (status line, headers, empty JSON \
-                 envelope), b = {} B per event. An empty poll therefore costs upload + {} B, a \
-                 non-empty one {} B more per event it carries.{}",
+                "Bytes, payload {payload} B, {envelope} cells: upload per request = bytes_up ÷ \
+                 requests of each cell ({request}). Download is split by a least-squares fit of \
+                 bytes_down = a·requests + b·events over the {cells} {envelope} cells: a = {} B \
+                 per response (status line, headers, empty JSON envelope), b = {} B per event. An \
+                 empty poll therefore costs upload + {} B, a non-empty one {} B more per event it \
+                 carries.{}",
                 fmt::num(fit.per_response),
                 fmt::num(fit.per_event),
                 fmt::num(fit.per_response),
@@ -166,17 +184,19 @@ pub fn model_table(data: &RunData, labeler: &Labeler) -> ModelTable {
                 }
             ),
             None => format!(
-                "Bytes, payload {payload} B: not modelled: separating per-response from per-event \
-                 bytes needs at least two short-/long-poll cells with different requests per event \
-                 (found {cells})."
+                "Bytes, payload {payload} B, {envelope} cells: not modelled: separating \
+                 per-response from per-event bytes needs at least two {envelope} cells with \
+                 different requests per event (found {cells})."
             ),
         });
     }
-    let mut polled: Vec<&SummaryRow> = data.rows.iter().filter(|r| is_poll(r)).collect();
+    let mut polled: Vec<&SummaryRow> = data.rows.iter().filter(|r| envelope(r).is_some()).collect();
     cells::sort_rows(&mut polled);
     let mut rows = Vec::new();
     for row in polled {
-        let fit = fits.get(&row.payload_bytes).and_then(|(_, fit)| *fit);
+        let fit = envelope(row)
+            .and_then(|envelope| fits.get(&(row.payload_bytes, envelope)))
+            .and_then(|(_, fit)| *fit);
         rows.extend(cell_rows(row, labeler, arrival, timeout_s, fit));
     }
     ModelTable { rows, method }
@@ -227,7 +247,8 @@ fn cell_rows(
     };
     let delivery = row.latency_metric.as_deref() == Some("delivery");
     match (row.pattern.as_str(), row.interval_s) {
-        ("short-poll", Some(t)) => {
+        // GraphQL polling keeps short polling's schedule; only its envelope differs.
+        ("short-poll" | "graphql-poll", Some(t)) => {
             let rtt = row.rtt_p50_ms;
             let inputs = format!(
                 "λ={}/s, T={}, RTT={}",
@@ -375,6 +396,39 @@ mod tests {
             .iter()
             .any(|m| m.contains("a = 180 B per response")));
         assert_eq!(table.deviating().count(), 1);
+    }
+
+    #[test]
+    fn graphql_polling_follows_the_short_poll_model_with_its_own_bytes() {
+        let graphql = |interval: f64| {
+            let mut r = short_poll(interval, interval * 500.0 + 2.0);
+            r.pattern = "graphql-poll".into();
+            r.bytes_up = 250 * r.requests;
+            r.bytes_down = 300 * r.requests + 230 * 10_000;
+            r.bytes_per_event = Some((r.bytes_up + r.bytes_down) as f64 / 10_000.0);
+            r
+        };
+        let rows = vec![
+            short_poll(0.5, 252.0),
+            short_poll(1.0, 502.0),
+            graphql(0.5),
+            graphql(1.0),
+        ];
+        let data = data(rows);
+        let table = model_table(&data, &Labeler::new(&data.rows));
+        let graphql_rows: Vec<&ModelRow> = table
+            .rows
+            .iter()
+            .filter(|r| r.label.starts_with("graphql-poll"))
+            .collect();
+        // Staleness (mean, p99), polls per event, empty polls and bytes, per interval.
+        assert_eq!(graphql_rows.len(), 10);
+        assert!(graphql_rows.iter().all(|r| !r.deviates), "{graphql_rows:?}");
+        // Each envelope gets its own split of response bytes.
+        let fitted = |text: &str| table.method.iter().any(|m| m.contains(text));
+        assert!(fitted("short-/long-poll cells") && fitted("a = 180 B per response"));
+        assert!(fitted("graphql-poll cells") && fitted("a = 300 B per response"));
+        assert!(fitted("b = 230 B per event"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The communication patterns, one module each. A pattern contributes its routes; everything shared
 //! (feed, bus, limits, errors, metrics, config) lives outside this folder.
 
+pub mod graphql;
 mod jobs;
 mod long_poll;
 mod request_response;
@@ -24,6 +25,7 @@ pub const ALL: &[PatternRoutes] = &[
     jobs::routes,
     sse::routes,
     ws::routes,
+    graphql::routes,
 ];
 
 /// Parses the optional `limit` query parameter shared by the polling patterns against the cap.

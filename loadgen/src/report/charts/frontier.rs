@@ -8,7 +8,7 @@ use plotters::{
 
 use super::{err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE};
 use crate::report::{
-    cells::{self, Labeler, FEED},
+    cells::{self, Labeler, FEED, POLLERS},
     fmt,
     load::RunData,
 };
@@ -58,7 +58,8 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
         .collect();
     if rows.is_empty() {
         return Err(format!(
-            "no feed pattern (short-poll, long-poll, sse, ws) at {clients} clients has a p99 latency"
+            "no feed pattern ({}) at {clients} clients has a p99 latency",
+            FEED.join(", ")
         ));
     }
     let cost = if rows
@@ -169,23 +170,25 @@ pub fn draw<DB: DrawingBackend>(
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    // Short polling's intervals form a curve: join them in interval order.
-    let polls: Vec<(f64, f64)> = input
-        .points
-        .iter()
-        .filter(|p| p.pattern == "short-poll")
-        .map(|p| (p.x, p.p99_ms))
-        .collect();
-    if polls.len() > 1 {
-        let color = super::palette::pattern_color("short-poll");
-        chart
-            .draw_series(DashedLineSeries::new(
-                polls,
-                8,
-                6,
-                color.mix(0.6).stroke_width(2),
-            ))
-            .map_err(err)?;
+    // A poller's intervals form a curve: join them in interval order.
+    for poller in POLLERS {
+        let polls: Vec<(f64, f64)> = input
+            .points
+            .iter()
+            .filter(|p| p.pattern == poller)
+            .map(|p| (p.x, p.p99_ms))
+            .collect();
+        if polls.len() > 1 {
+            let color = super::palette::pattern_color(poller);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    polls,
+                    8,
+                    6,
+                    color.mix(0.6).stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
     }
     chart
         .draw_series(
@@ -259,6 +262,9 @@ mod tests {
                 point("long-poll", "long-poll", 170.0, 13.0),
                 point("short-poll 500ms", "short-poll", 53.0, 500.0),
                 point("short-poll 100ms !", "short-poll", 160.0, 100.0),
+                point("graphql-sub", "graphql-sub", 90.0, 9.0),
+                point("graphql-poll 500ms", "graphql-poll", 80.0, 505.0),
+                point("graphql-poll 100ms", "graphql-poll", 240.0, 104.0),
             ],
         };
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));

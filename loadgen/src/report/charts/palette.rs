@@ -9,9 +9,11 @@ use crate::{
     report::cells::{self, Labeler},
 };
 
-/// The colour of a pattern (a colour-blind-friendly "tab10" subset; unknown patterns are olive).
+/// The colour of a pattern (the colour-blind-friendly "tab10" set; unknown patterns are slate).
 pub fn pattern_color(pattern: &str) -> RGBColor {
     match pattern {
+        "graphql-sub" => RGBColor(23, 190, 207),
+        "graphql-poll" => RGBColor(188, 189, 34),
         "sse" => RGBColor(31, 119, 180),
         "ws" => RGBColor(44, 160, 44),
         "long-poll" => RGBColor(255, 127, 14),
@@ -20,7 +22,7 @@ pub fn pattern_color(pattern: &str) -> RGBColor {
         "poll-url" => RGBColor(148, 103, 189),
         "sse-url" => RGBColor(140, 86, 75),
         "ws-url" => RGBColor(227, 119, 194),
-        _ => RGBColor(188, 189, 34),
+        _ => RGBColor(47, 79, 79),
     }
 }
 
@@ -82,6 +84,20 @@ impl SeriesColors {
 mod tests {
     use super::*;
     use crate::report::cells::fixture::row;
+
+    #[test]
+    fn every_pattern_has_its_own_colour() {
+        let mut colours: Vec<(u8, u8, u8)> = crate::scenario::PatternName::ALL
+            .iter()
+            .map(|p| pattern_color(p.as_str()))
+            .chain([pattern_color("unknown")])
+            .map(|c| (c.0, c.1, c.2))
+            .collect();
+        let all = colours.len();
+        colours.sort_unstable();
+        colours.dedup();
+        assert_eq!(colours.len(), all);
+    }
 
     #[test]
     fn patterns_keep_their_colour_and_intervals_get_shades() {

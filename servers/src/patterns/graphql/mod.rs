@@ -1,0 +1,128 @@
+//! GraphQL over the shared feed: `POST /graphql` (queries and mutations) and `GET /graphql/ws`
+//! (subscriptions over the `graphql-transport-ws` protocol); the schema lives in `schema.rs`.
+
+mod schema;
+mod slots;
+mod socket;
+
+use std::sync::Arc;
+
+use async_graphql::{Data, Executor, Request, Response};
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response as HttpResponse},
+    routing::{get, post},
+    Extension, Router,
+};
+use futures_util::{stream::BoxStream, StreamExt};
+
+use crate::{
+    app::AppState,
+    error::AppError,
+    extract::Body,
+    metrics::{Metrics, PatternKind, RejectReason},
+};
+
+pub use schema::{FeedSchema, LAGGED, MAX_COMPLEXITY, MAX_DEPTH};
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let executor = Counted {
+        schema: schema::build(state.clone()),
+        metrics: state.metrics.clone(),
+    };
+    Router::new()
+        .route("/graphql", post(query))
+        .route("/graphql/ws", get(socket::upgrade))
+        .layer(Extension(executor))
+}
+
+/// The schema in SDL, for documentation and tests.
+pub fn sdl() -> String {
+    schema::sdl()
+}
+
+/// The schema behind a counter: every answer carrying errors counts as one rejection, whichever
+/// transport it went out on, so the resolvers only build errors and never count them.
+#[derive(Clone)]
+struct Counted {
+    schema: FeedSchema,
+    metrics: Arc<Metrics>,
+}
+
+impl Counted {
+    fn count(metrics: &Metrics, response: &Response) {
+        let Some(first) = response.errors.first() else {
+            return;
+        };
+        let code = first
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code"))
+            .and_then(|code| match code {
+                async_graphql::Value::String(code) => Some(code.as_str()),
+                _ => None,
+            });
+        // A lag is counted as a lagged disconnect where it happens, not as a refusal.
+        if code == Some(LAGGED) {
+            return;
+        }
+        // Errors without a code come from parsing and validation: the message itself was bad.
+        let reason = RejectReason::ALL
+            .into_iter()
+            .find(|reason| Some(reason.label()) == code)
+            .unwrap_or(RejectReason::BadMessage);
+        metrics.rejected(reason);
+    }
+}
+
+impl Executor for Counted {
+    async fn execute(&self, request: Request) -> Response {
+        let response = self.schema.execute(request).await;
+        Self::count(&self.metrics, &response);
+        response
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let metrics = self.metrics.clone();
+        self.schema
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(move |response| {
+                Self::count(&metrics, &response);
+                response
+            })
+            .boxed()
+    }
+}
+
+/// `POST /graphql`: one GraphQL request as JSON (`{query, variables, operationName}`). The body is
+/// read through the server's bounded extractor, so --max-body applies (413 beyond it); a body that is
+/// not a GraphQL request gets the usual 400 JSON error, and GraphQL errors come back as a 200 answer
+/// with `errors`, as async-graphql answers them.
+async fn query(
+    State(state): State<AppState>,
+    Extension(executor): Extension<Counted>,
+    Body(body): Body,
+) -> Result<HttpResponse, AppError> {
+    state.metrics.request(PatternKind::GraphQl);
+    let request: Request = serde_json::from_slice(&body).map_err(|e| {
+        AppError::BadBody(format!(
+            "the body is not a GraphQL request ({{\"query\": …, \"variables\": …}}): {e}"
+        ))
+    })?;
+    let response = executor.execute(request).await;
+    // A response is plain JSON values and strings; encoding it cannot fail in practice.
+    let json = serde_json::to_vec(&response).unwrap_or_else(|e| {
+        tracing::error!(%e, "encoding a GraphQL answer failed");
+        br#"{"errors":[{"message":"the answer could not be encoded"}]}"#.to_vec()
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/graphql-response+json")],
+        json,
+    )
+        .into_response())
+}

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod patterns;
 pub mod topic;
 pub mod units;
+pub mod ws_close;
 
 pub use app::{run, AppState, ServerHandle};
 pub use config::ServerConfig;

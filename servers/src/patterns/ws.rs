@@ -8,14 +8,11 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use axum::{
     extract::{
-        ws::{
-            rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket, WebSocketUpgrade,
-        },
+        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
         State,
     },
     response::Response,
@@ -28,7 +25,6 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::{wrappers::BroadcastStream, StreamMap};
-use tokio_tungstenite::tungstenite;
 
 use crate::{
     app::AppState,
@@ -36,6 +32,7 @@ use crate::{
     error::{error_json, AppError},
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
+    ws_close::{close_for_read_error, send_close},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -215,12 +212,7 @@ impl Session {
                     }
                 }
                 Step::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: close_reason(&reason).into(),
-                    };
-                    let close = sink.send(Message::Close(Some(frame)));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    send_close(&mut sink, code, &reason).await;
                     return;
                 }
                 Step::Gone => return,
@@ -248,25 +240,9 @@ impl Session {
                 ),
             },
             Some(Err(error)) => {
-                let limit = self.state.config.max_body;
-                match error
-                    .into_inner()
-                    .downcast::<tungstenite::Error>()
-                    .map(|e| *e)
-                {
-                    Ok(tungstenite::Error::Capacity(_)) => {
-                        metrics.rejected(RejectReason::MessageTooLarge);
-                        Step::Close(1009, format!("message exceeds the {limit}-byte limit"))
-                    }
-                    Ok(tungstenite::Error::Utf8(_)) => {
-                        metrics.rejected(RejectReason::BadMessage);
-                        Step::Close(1007, "text message is not valid UTF-8".into())
-                    }
-                    Ok(tungstenite::Error::Protocol(problem)) => {
-                        metrics.rejected(RejectReason::BadMessage);
-                        Step::Close(1002, format!("protocol error: {problem}"))
-                    }
-                    _ => Step::Gone,
+                match close_for_read_error(error, self.state.config.max_body, metrics) {
+                    Some((code, reason)) => Step::Close(code, reason),
+                    None => Step::Gone,
                 }
             }
         }
@@ -402,24 +378,9 @@ fn reply(value: serde_json::Value) -> Step {
     Step::Send(vec![Message::Text(value.to_string().into())])
 }
 
-/// Close reasons are limited to 123 bytes by the protocol; cut on a character boundary.
-fn close_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn close_reasons_fit_the_protocol_limit() {
-        assert_eq!(close_reason("short"), "short");
-        assert!(close_reason(&"é".repeat(100)).len() <= 123);
-    }
 
     #[test]
     fn control_messages_parse() {

@@ -9,7 +9,7 @@ use async_graphql::{
 };
 use axum::{
     extract::{
-        ws::{rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket},
+        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket},
         State, WebSocketUpgrade,
     },
     response::Response,
@@ -19,13 +19,13 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_tungstenite::tungstenite;
 
 use super::{slots::SubscriptionSlots, Counted};
 use crate::{
     app::AppState,
     error::AppError,
     metrics::{PatternKind, RejectReason},
+    ws_close::{close_for_read_error, send_close},
 };
 
 /// Read buffer per socket: client messages are small; larger ones still arrive whole.
@@ -141,12 +141,7 @@ async fn session(
             },
             Step::Nothing => {}
             Step::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: close_reason(&reason).into(),
-                };
-                let close = sink.send(Message::Close(Some(frame)));
-                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                send_close(&mut sink, code, &reason).await;
                 return;
             }
             Step::Gone => return,
@@ -188,25 +183,9 @@ fn on_message(
         Some(Ok(Message::Text(text))) => Bytes::from(text),
         Some(Ok(Message::Binary(bytes))) => bytes,
         Some(Err(error)) => {
-            let limit = state.config.max_body;
-            return match error
-                .into_inner()
-                .downcast::<tungstenite::Error>()
-                .map(|e| *e)
-            {
-                Ok(tungstenite::Error::Capacity(_)) => {
-                    metrics.rejected(RejectReason::MessageTooLarge);
-                    Step::Close(1009, format!("message exceeds the {limit}-byte limit"))
-                }
-                Ok(tungstenite::Error::Utf8(_)) => {
-                    metrics.rejected(RejectReason::BadMessage);
-                    Step::Close(1007, "text message is not valid UTF-8".into())
-                }
-                Ok(tungstenite::Error::Protocol(problem)) => {
-                    metrics.rejected(RejectReason::BadMessage);
-                    Step::Close(1002, format!("protocol error: {problem}"))
-                }
-                _ => Step::Gone,
+            return match close_for_read_error(error, state.config.max_body, metrics) {
+                Some((code, reason)) => Step::Close(code, reason),
+                None => Step::Gone,
             };
         }
     };
@@ -219,13 +198,4 @@ fn on_message(
         // The engine is done with the connection; its end arrives on the next turn.
         Err(mpsc::error::TrySendError::Closed(_)) => Step::Nothing,
     }
-}
-
-/// Close reasons are limited to 123 bytes by the protocol; cut on a character boundary.
-fn close_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
 }

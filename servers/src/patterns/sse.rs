@@ -24,7 +24,7 @@ use crate::{
     bus::{Delivery, Subscription},
     error::AppError,
     extract::{ConnCloser, Topic, ValidQuery},
-    metrics::PatternKind,
+    metrics::{ActiveGuard, PatternKind},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -78,7 +78,9 @@ async fn sse(
     // channel) and is cut off when it is full.
     let (queue, frames) = mpsc::channel::<Bytes>(state.config.subscriber_buffer);
     let _ = queue.try_send(hello);
-    tokio::spawn(pump(state, subscription, queue, closer));
+    // Counted from here, so the gauge is up before the client sees `subscribed`.
+    let active = state.metrics.active(PatternKind::Sse);
+    tokio::spawn(pump(state, subscription, queue, closer, active));
     let body = ReceiverStream::new(frames).map(Ok::<_, Infallible>);
     Ok((
         [
@@ -97,9 +99,9 @@ async fn pump(
     subscription: Subscription,
     queue: mpsc::Sender<Bytes>,
     closer: Option<CancellationToken>,
+    _active: ActiveGuard,
 ) {
     let metrics = state.metrics.clone();
-    let _active = metrics.active(PatternKind::Sse);
     let mut ticks = tokio::time::interval(state.config.heartbeat);
     ticks.reset(); // the first tick would otherwise fire at once
     let heartbeats = IntervalStream::new(ticks).map(|_| Frame::Heartbeat);
@@ -109,7 +111,16 @@ async fn pump(
     let mut frames =
         std::pin::pin!(stream::select(deliveries, heartbeats)
             .take_until(state.shutdown.clone().cancelled_owned()));
-    while let Some(frame) = frames.next().await {
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            // The client left (the body was dropped): release the subscription now, not at the
+            // next event or heartbeat.
+            () = queue.closed() => return,
+        };
+        let Some(frame) = frame else {
+            return;
+        };
         let (bytes, last) = match frame {
             Frame::End => return,
             Frame::Heartbeat => (Bytes::from_static(b": heartbeat\n\n"), false),

@@ -159,16 +159,7 @@ pub fn draw<DB: DrawingBackend>(
     let entries: Vec<LegendEntry> = input
         .lines
         .iter()
-        .map(|l| LegendEntry {
-            label: if l.points.iter().any(|p| p.2) {
-                format!("{} !", l.label)
-            } else {
-                l.label.clone()
-            },
-            color: l.color,
-            dashed: false,
-            marker: Some(false),
-        })
+        .map(|l| LegendEntry::for_line(&l.label, l.color, l.points.iter().any(|p| p.2)))
         .collect();
     draw_legend(
         &legend,

@@ -93,6 +93,22 @@ pub struct LegendEntry {
     pub marker: Option<bool>,
 }
 
+impl LegendEntry {
+    /// The legend entry of a line with markers; `!` after the label when any point is flagged.
+    pub fn for_line(label: &str, color: RGBColor, any_flagged: bool) -> Self {
+        Self {
+            label: if any_flagged {
+                format!("{label} !")
+            } else {
+                label.to_owned()
+            },
+            color,
+            dashed: false,
+            marker: Some(false),
+        }
+    }
+}
+
 /// A filled (normal) or hollow (flagged) circle marker.
 pub fn marker<C>(at: C, color: RGBColor, hollow: bool) -> Circle<C, i32> {
     let style = if hollow {

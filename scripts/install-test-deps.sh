@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine. Idempotent: skips what is present.
-# Today the tests need only the Rust toolchain (servers and clients are started by the tests
-# themselves on 127.0.0.1:0); this is where system packages are added when a test needs one.
+# Servers and clients are started by the tests themselves on 127.0.0.1:0; system packages a test
+# needs are added here.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# The Redis bus tests start their own redis-server on a free loopback port.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bus::{Bus, MemoryBus},
+    bus::{Bus, MemoryBus, RedisBus},
     config::ServerConfig,
     error::AppError,
     feed_api,
@@ -42,6 +42,17 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         let bus = Arc::new(MemoryBus::new(config.bus_config()));
         Self::with_bus(config, bus)
+    }
+
+    /// State with the bus `config.bus` names: Redis when set (connecting now), else in-process.
+    pub async fn connect(config: ServerConfig) -> io::Result<Self> {
+        let Some(url) = config.bus.clone() else {
+            return Ok(Self::new(config));
+        };
+        let bus = RedisBus::connect(&url, config.bus_config())
+            .await
+            .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
+        Ok(Self::with_bus(config, Arc::new(bus)))
     }
 
     pub fn with_bus(config: ServerConfig, bus: Arc<dyn Bus>) -> Self {
@@ -172,7 +183,7 @@ impl ServerHandle {
     pub async fn spawn(config: ServerConfig) -> io::Result<Self> {
         let listener = crate::bind_listener(config.bind)?;
         let addr = listener.local_addr()?;
-        let state = AppState::new(config);
+        let state = AppState::connect(config).await?;
         let task = tokio::spawn(run(listener, state.clone(), std::future::pending()));
         Ok(Self { addr, state, task })
     }

@@ -76,6 +76,10 @@ pub struct ServerConfig {
     #[arg(long, default_value = "5s", value_parser = shutdown_grace)]
     pub shutdown_grace: Duration,
 
+    /// Event bus shared by several instances, `redis://host:port`; in-process when absent.
+    #[arg(long, value_parser = bus_url)]
+    pub bus: Option<String>,
+
     /// Test-only: stall every request for LEN once, AT after start (`AT+LEN`, e.g. `3s+500ms`), to
     /// check that the load generator's corrected latency sees what uncorrected latency hides.
     #[arg(long, hide = true, value_parser = parse_stall)]
@@ -119,6 +123,7 @@ impl Default for ServerConfig {
             job_work: Duration::from_millis(100),
             max_jobs: 10_000,
             shutdown_grace: Duration::from_secs(5),
+            bus: None,
             debug_stall: None,
         }
     }
@@ -162,6 +167,16 @@ fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, Str
         ));
     }
     Ok(value)
+}
+
+/// Only plain `redis://` is built in (no TLS); anything else is refused up front with the form.
+fn bus_url(text: &str) -> Result<String, String> {
+    match text.strip_prefix("redis://") {
+        Some(rest) if !rest.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "`{text}` is not a Redis URL; expected redis://host:port"
+        )),
+    }
 }
 
 fn history_events(t: &str) -> Result<usize, String> {
@@ -262,6 +277,17 @@ mod tests {
         let err = parse(&["--heartbeat", "soon"]).err().unwrap_or_default();
         assert!(
             err.contains("--heartbeat") && err.contains("not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bus_must_be_a_redis_url() {
+        let c = parse(&["--bus", "redis://127.0.0.1:6379"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.bus.as_deref(), Some("redis://127.0.0.1:6379"));
+        let err = parse(&["--bus", "http://x"]).err().unwrap_or_default();
+        assert!(
+            err.contains("--bus") && err.contains("redis://host:port"),
             "{err}"
         );
     }

@@ -81,10 +81,11 @@ pub async fn serve_until(
     let listener =
         bind_listener(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
+    let state = AppState::connect(config).await?;
     tracing::info!(%addr, "commbench server listening");
     // Machine-readable line for a parent process (the load generator) that started us on port 0.
     println!("listening on http://{addr}");
-    run(listener, AppState::new(config), shutdown).await?;
+    run(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

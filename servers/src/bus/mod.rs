@@ -2,6 +2,7 @@
 //! Patterns talk only to this trait, so a Redis-backed bus can replace the in-process one.
 
 mod memory;
+mod redis;
 
 use std::{
     pin::Pin,
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
 
+pub use self::redis::RedisBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
 
 use crate::{event::SharedEvent, topic::TopicName};

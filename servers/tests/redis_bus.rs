@@ -1,0 +1,341 @@
+//! The Redis bus: two server instances sharing one real `redis-server` serve one feed — every pattern
+//! on instance B sees what instance A published, in order, with shared sequence numbers and limits.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use commbench_servers::{
+    bus::{Bus, Delivery, MemoryBusConfig, RedisBus},
+    topic::TopicName,
+    ServerConfig, ServerHandle,
+};
+use common::{
+    client, get, poll, post, publish, seqs, sse_subscribe, wait_until, within, ws_connect,
+    ws_event, ws_subscribe, STEP,
+};
+use futures_util::StreamExt;
+
+/// A private `redis-server` on a free loopback port, killed (and its directory removed) on drop.
+struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("cb-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}); these tests need it: run \
+                     scripts/install-test-deps.sh"
+                )
+            });
+        let server = Self {
+            child,
+            dir,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        server.wait_for_ping().await;
+        server
+    }
+
+    async fn wait_for_ping(&self) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server at {} did not answer PING",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut config = common::test_config();
+    config.bus = Some(redis.url.clone());
+    tweak(&mut config);
+    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
+        .await
+        .unwrap()
+}
+
+async fn pair(redis: &RedisServer) -> (ServerHandle, ServerHandle) {
+    (instance(redis, |_| {}).await, instance(redis, |_| {}).await)
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_startup_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut config = common::test_config();
+    config.bus = Some(format!("redis://127.0.0.1:{port}"));
+    let err = within("a failed start", STEP, ServerHandle::spawn(config))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("cannot reach Redis at"), "{err}");
+}
+
+#[tokio::test]
+async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
+    let redis = RedisServer::start().await;
+    let (a, b) = pair(&redis).await;
+    let http = client();
+    let mut got = Vec::new();
+    for i in 0..10 {
+        let base = if i % 2 == 0 { a.url() } else { b.url() };
+        got.push(publish(&http, &base, "t", format!("p{i}")).await);
+    }
+    assert_eq!(got, (1..=10).collect::<Vec<_>>());
+    for server in [&a, &b] {
+        let batch = poll(&http, &server.url(), "t", "after=0").await;
+        assert_eq!(seqs(&batch), (1..=10).collect::<Vec<_>>());
+        assert_eq!(batch["head"], 10);
+        assert_eq!(batch["events"][3]["data"], "p3");
+    }
+    let ahead = get(&http, &format!("{}/poll/t?after=11", b.url())).await;
+    assert_eq!(ahead.status, 400, "{}", ahead.text());
+}
+
+#[tokio::test]
+async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
+    let redis = RedisServer::start().await;
+    let (a, b) = pair(&redis).await;
+    let http = client();
+    assert_eq!(publish(&http, &a.url(), "t", "old").await, 1);
+    let waiter = {
+        let http = http.clone();
+        let url = format!("{}/longpoll/t?after=1&timeout_ms=20000", b.url());
+        tokio::spawn(async move { get(&http, &url).await })
+    };
+    let metrics = b.state.metrics.clone();
+    wait_until("the long poll to be held", STEP, || {
+        metrics
+            .render()
+            .contains("commbench_active{pattern=\"long_poll\"} 1")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "answered before any event");
+    assert_eq!(publish(&http, &a.url(), "t", "fresh").await, 2);
+    let reply = within("the long poll answer", STEP, waiter).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(seqs(&reply.json()), vec![2]);
+}
+
+#[tokio::test]
+async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = pair(&redis).await;
+    let http = client();
+    for i in 1..=3 {
+        publish(&http, &a.url(), "t", format!("p{i}")).await;
+    }
+    let url = format!("{}/sse/t?after=1", b.url());
+    let (mut sse, hello) = sse_subscribe(&http, &url, &[]).await;
+    assert_eq!(
+        (hello["after"].as_u64(), hello["head"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let mut ws = ws_connect(&b).await;
+    ws_subscribe(&mut ws, "t", Some(1)).await;
+    for i in 4..=40 {
+        let base = if i % 3 == 0 { b.url() } else { a.url() };
+        publish(&http, &base, "t", format!("p{i}")).await;
+    }
+    for seq in 2..=40u64 {
+        let event = sse.next_event().await;
+        assert_eq!(event["seq"], seq);
+        assert_eq!(event["data"], format!("p{seq}"));
+        assert_eq!(ws_event(&mut ws).await["seq"], seq);
+    }
+    // Nothing extra (no duplicate) follows: the next thing on the socket is the next publish.
+    publish(&http, &a.url(), "t", "p41").await;
+    assert_eq!(sse.next_event().await["seq"], 41);
+    assert_eq!(ws_event(&mut ws).await["seq"], 41);
+}
+
+#[tokio::test]
+async fn b_resumes_from_a_cursor_after_a_is_gone() {
+    let redis = RedisServer::start().await;
+    let (a, b) = pair(&redis).await;
+    let http = client();
+    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url()), &[]).await;
+    for i in 1..=5 {
+        publish(&http, &a.url(), "t", format!("p{i}")).await;
+    }
+    for seq in 1..=2u64 {
+        assert_eq!(sse.next_event().await["seq"], seq);
+    }
+    drop(sse);
+    within("instance A to stop", STEP, a.shutdown())
+        .await
+        .unwrap();
+    let url = format!("{}/sse/t", b.url());
+    let (mut sse, hello) = sse_subscribe(&http, &url, &[("last-event-id", "2")]).await;
+    assert_eq!(hello["after"], 2);
+    for seq in 3..=5u64 {
+        assert_eq!(sse.next_event().await["seq"], seq);
+    }
+    assert_eq!(publish(&http, &b.url(), "t", "p6").await, 6);
+    assert_eq!(sse.next_event().await["seq"], 6);
+}
+
+#[tokio::test]
+async fn topic_limit_holds_across_instances() {
+    let redis = RedisServer::start().await;
+    let a = instance(&redis, |c| c.max_topics = 2).await;
+    let b = instance(&redis, |c| c.max_topics = 2).await;
+    let http = client();
+    publish(&http, &a.url(), "one", "x").await;
+    publish(&http, &b.url(), "two", "x").await;
+    let refused = post(&http, &format!("{}/publish/three", a.url()), "x").await;
+    refused.assert_error(429, "topic_limit");
+    let refused = post(&http, &format!("{}/publish/three", b.url()), "x").await;
+    refused.assert_error(429, "topic_limit");
+    // Existing topics still work on either instance.
+    assert_eq!(publish(&http, &b.url(), "one", "y").await, 2);
+}
+
+#[tokio::test]
+async fn trimmed_history_answers_with_a_gap() {
+    let redis = RedisServer::start().await;
+    let a = instance(&redis, |c| c.history = 3).await;
+    let b = instance(&redis, |c| c.history = 3).await;
+    let http = client();
+    for i in 1..=10 {
+        publish(&http, &a.url(), "t", format!("p{i}")).await;
+    }
+    let batch = poll(&http, &b.url(), "t", "after=2").await;
+    assert_eq!(batch["gap"]["after"], 2);
+    assert_eq!(batch["gap"]["oldest"], 8);
+    assert_eq!(seqs(&batch), vec![8, 9, 10]);
+}
+
+#[tokio::test]
+async fn redis_going_away_is_a_503_not_a_hang() {
+    let redis = RedisServer::start().await;
+    let a = instance(&redis, |_| {}).await;
+    let http = client();
+    publish(&http, &a.url(), "t", "x").await;
+    drop(redis);
+    let reply = post(&http, &format!("{}/publish/t", a.url()), "y").await;
+    reply.assert_error(503, "unavailable");
+    let reply = get(&http, &format!("{}/poll/t?after=0", a.url())).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+}
+
+fn bus_config(subscriber_buffer: usize) -> MemoryBusConfig {
+    MemoryBusConfig {
+        history_events: 64,
+        history_bytes: usize::MAX,
+        max_topics: 4,
+        subscriber_buffer,
+    }
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName::parse(name).unwrap()
+}
+
+#[tokio::test]
+async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
+    let redis = RedisServer::start().await;
+    let waiting = RedisBus::connect(&redis.url, bus_config(8)).await.unwrap();
+    let publishing = RedisBus::connect(&redis.url, bus_config(8)).await.unwrap();
+    let quick = waiting
+        .wait_for_event(&topic("none"), 0, Duration::from_millis(20))
+        .await;
+    assert_eq!(quick, Ok(()));
+    let waiter = tokio::spawn(async move {
+        waiting
+            .wait_for_event(&topic("new"), 0, Duration::from_secs(20))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut connection = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let topics: u64 = redis::cmd("SCARD")
+        .arg("cb:topics")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(topics, 0, "a waiter claimed a topic");
+    assert!(!waiter.is_finished());
+    publishing
+        .publish(&topic("new"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let woke = within("the waiter to wake", STEP, waiter).await.unwrap();
+    assert_eq!(woke, Ok(()));
+}
+
+#[tokio::test]
+async fn slow_subscriber_is_cut_off_with_lagged() {
+    let redis = RedisServer::start().await;
+    let bus = RedisBus::connect(&redis.url, bus_config(4)).await.unwrap();
+    let mut sub = bus.subscribe(&topic("t"), None).await.unwrap();
+    assert_eq!((sub.after, sub.head), (0, 0));
+    for i in 0..10 {
+        bus.publish(&topic("t"), Bytes::from(format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    // Let the follower hand every event on before the subscriber reads anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = within(
+        "the subscription to end",
+        STEP,
+        sub.by_ref().collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(
+        matches!(items.last(), Some(Delivery::Lagged { missed: 6 })),
+        "{items:?}"
+    );
+}

@@ -303,68 +303,47 @@ fn deliver_one(c: &mut Criterion) {
     }
 
     // SSE: one open event stream.
-    {
-        let topic = "sse";
-        let open = Mutex::new(
-            fx.rt
-                .block_on(Subscribers::sse(&fx.client, &fx.base(), topic, 1)),
-        );
-        let (fx, subs) = (&fx, &open);
-        group.bench_function("sse", |b| {
-            b.to_async(&fx.rt).iter_custom(|iters| async move {
-                let mut subs = subs.lock().await;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
-                }
-                total
-            })
-        });
-        open.into_inner().stop();
-    }
+    let sse = fx
+        .rt
+        .block_on(Subscribers::sse(&fx.client, &fx.base(), "sse", 1));
+    bench_rounds(&mut group, &fx, "sse", "sse", sse);
 
     // WebSocket: one open socket.
-    {
-        let topic = "ws";
-        let open = Mutex::new(fx.rt.block_on(Subscribers::ws(fx.server.addr, topic, 1)));
-        let (fx, subs) = (&fx, &open);
-        group.bench_function("websocket", |b| {
-            b.to_async(&fx.rt).iter_custom(|iters| async move {
-                let mut subs = subs.lock().await;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
-                }
-                total
-            })
-        });
-        open.into_inner().stop();
-    }
+    let ws = fx.rt.block_on(Subscribers::ws(fx.server.addr, "ws", 1));
+    bench_rounds(&mut group, &fx, "websocket", "ws", ws);
 
     // GraphQL: one open graphql-transport-ws subscription.
-    {
-        let topic = "graphql";
-        let head = fx.seed(topic);
-        let open = Mutex::new(
-            fx.rt
-                .block_on(Subscribers::graphql(fx.server.addr, topic, head, 1)),
-        );
-        let (fx, subs) = (&fx, &open);
-        group.bench_function("graphql_subscription", |b| {
-            b.to_async(&fx.rt).iter_custom(|iters| async move {
-                let mut subs = subs.lock().await;
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
-                }
-                total
-            })
-        });
-        open.into_inner().stop();
-    }
+    let head = fx.seed("graphql");
+    let graphql = fx
+        .rt
+        .block_on(Subscribers::graphql(fx.server.addr, "graphql", head, 1));
+    bench_rounds(&mut group, &fx, "graphql_subscription", "graphql", graphql);
 
     group.finish();
     fx.finish();
+}
+
+/// Times publish → delivered to every one of `subs` (kept open across iterations), then closes them.
+fn bench_rounds(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    fx: &Fixture,
+    name: &str,
+    topic: &'static str,
+    subs: Subscribers,
+) {
+    let open = Mutex::new(subs);
+    let subs = &open;
+    group.bench_function(name, |b| {
+        b.to_async(&fx.rt).iter_custom(|iters| async move {
+            let mut subs = subs.lock().await;
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
+            }
+            total
+        })
+    });
+    open.into_inner().stop();
 }
 
 /// The request-response baseline: one round trip on a kept-alive connection.
@@ -430,21 +409,7 @@ fn fan_out(c: &mut Criterion) {
                 _ => Subscribers::ws(fx.server.addr, topic, FANOUT).await,
             }
         });
-        let subs = Mutex::new(subs);
-        {
-            let (fx, subs) = (&fx, &subs);
-            group.bench_function(pattern, |b| {
-                b.to_async(&fx.rt).iter_custom(|iters| async move {
-                    let mut subs = subs.lock().await;
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += subs.round(&fx.publisher, topic, fx.payload.clone()).await;
-                    }
-                    total
-                })
-            });
-        }
-        subs.into_inner().stop();
+        bench_rounds(&mut group, &fx, pattern, topic, subs);
     }
 
     {

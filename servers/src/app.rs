@@ -69,12 +69,12 @@ impl AppState {
         &self,
         topic: &crate::topic::TopicName,
         payload: bytes::Bytes,
-    ) -> Result<crate::event::SharedEvent, crate::bus::BusError> {
-        let event = self.bus.publish(topic, payload).await?;
+    ) -> Result<u64, crate::bus::BusError> {
+        let seq = self.bus.publish(topic, payload).await?;
         self.metrics
             .events_published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(event)
+        Ok(seq)
     }
 }
 

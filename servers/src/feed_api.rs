@@ -28,8 +28,8 @@ async fn publish(
     Topic(topic): Topic,
     Body(payload): Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let event = state.publish(&topic, payload).await?;
-    Ok(Json(json!({ "topic": topic.as_str(), "seq": event.seq })))
+    let seq = state.publish(&topic, payload).await?;
+    Ok(Json(json!({ "topic": topic.as_str(), "seq": seq })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -134,7 +134,9 @@ pub enum BusError {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Appends an event, assigning the topic's next sequence number.
-    async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<SharedEvent, BusError>;
+    /// Returns the sequence number; the event itself reaches readers and subscribers, encoded where
+    /// they are served.
+    async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError>;
 
     /// Reads at most `limit` events after `after`, with the head and any gap.
     async fn read(

@@ -121,33 +121,29 @@ async fn pump(
         let Some(frame) = frame else {
             return;
         };
-        let (bytes, last) = match frame {
+        let (bytes, sent) = match frame {
             Frame::End => return,
-            Frame::Heartbeat => (Bytes::from_static(b": heartbeat\n\n"), false),
-            Frame::Delivery(Delivery::Event(event)) => (event.sse.clone(), false),
+            Frame::Heartbeat => (Bytes::from_static(b": heartbeat\n\n"), Sent::Other),
+            Frame::Delivery(Delivery::Event(event)) => (event.sse.clone(), Sent::Event),
             Frame::Delivery(Delivery::Gap(gap)) => (
                 Bytes::from(format!(
                     "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
                     gap.after, gap.oldest
                 )),
-                false,
+                Sent::Other,
             ),
-            Frame::Delivery(Delivery::Lagged { missed }) => (lagged_frame(missed), true),
+            Frame::Delivery(Delivery::Lagged { missed }) => (lagged_frame(missed), Sent::Last),
         };
-        let is_event = bytes.starts_with(b"id:");
-        match queue.try_send(bytes) {
-            Ok(()) if last => {
+        match (queue.try_send(bytes), sent) {
+            (Ok(()), Sent::Event) => metrics.delivered(PatternKind::Sse, 1),
+            (Ok(()), Sent::Other) => {}
+            (Ok(()), Sent::Last) => {
                 metrics.lagged_disconnect(PatternKind::Sse);
                 return;
             }
-            Ok(()) => {
-                if is_event {
-                    metrics.delivered(PatternKind::Sse, 1);
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The client is a whole buffer behind: tell it if it ever reads, and hang up.
+            (Err(mpsc::error::TrySendError::Closed(_)), _) => return,
+            (Err(mpsc::error::TrySendError::Full(_)), _) => {
+                // The client is a whole buffer behind: hang up (there is no room left to say so).
                 metrics.lagged_disconnect(PatternKind::Sse);
                 if let Some(closer) = &closer {
                     closer.cancel();
@@ -156,6 +152,14 @@ async fn pump(
             }
         }
     }
+}
+
+/// What a queued frame means for the counters.
+enum Sent {
+    Event,
+    Other,
+    /// The `lagged` notice: the stream ends after it.
+    Last,
 }
 
 fn lagged_frame(missed: u64) -> Bytes {

@@ -271,9 +271,7 @@ impl Session {
                     Err(error) => return self.error(RejectReason::BadTopic, &error.to_string()),
                 };
                 match self.state.publish(&name, Bytes::from(payload)).await {
-                    Ok(event) => {
-                        reply(json!({ "type": "published", "topic": topic, "seq": event.seq }))
-                    }
+                    Ok(seq) => reply(json!({ "type": "published", "topic": topic, "seq": seq })),
                     Err(error) => self.bus_error(&error),
                 }
             }

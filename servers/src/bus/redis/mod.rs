@@ -16,10 +16,7 @@ use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Script, Value};
 use tokio::sync::broadcast;
 
 use super::{Bus, BusError, Delivery, Gap, MemoryBusConfig, ReadBatch, Subscription};
-use crate::{
-    event::{Event, SharedEvent},
-    topic::TopicName,
-};
+use crate::{event::SharedEvent, topic::TopicName};
 
 /// Bound on connecting and on every ordinary command, so a stalled Redis becomes a 503, not a hang.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +100,7 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<SharedEvent, BusError> {
+    async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError> {
         let seq: i64 = self
             .publish
             .key(wire::TOPICS_KEY)
@@ -117,7 +114,8 @@ impl Bus for RedisBus {
             .await
             .map_err(unavailable)?;
         match u64::try_from(seq) {
-            Ok(seq) => Ok(Event::new(topic.clone(), seq, payload)),
+            // Encoded only by the instances that serve it (their follower tasks), not here.
+            Ok(seq) => Ok(seq),
             Err(_) => Err(BusError::TopicLimit {
                 limit: self.config.max_topics,
             }),

@@ -190,14 +190,11 @@ impl MutationRoot {
         payload: String,
     ) -> Result<Published> {
         let name = topic_name(&topic)?;
-        let event = state(ctx)?
+        let seq = state(ctx)?
             .publish(&name, Bytes::from(payload))
             .await
             .map_err(bus_refusal)?;
-        Ok(Published {
-            topic,
-            seq: event.seq,
-        })
+        Ok(Published { topic, seq })
     }
 }
 

@@ -5,16 +5,12 @@
 
 mod common;
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::TcpListener, time::Duration};
 
 use bytes::Bytes;
 use commbench_servers::{
     bus::{Bus, Delivery, MemoryBusConfig, RedisBus},
+    redis_server::{RedisOptions, RedisServer},
     topic::TopicName,
     ServerConfig, ServerHandle,
 };
@@ -24,75 +20,16 @@ use common::{
 };
 use futures_util::StreamExt;
 
-/// A private `redis-server` on a free loopback port, killed (and its directory removed) on drop.
-struct RedisServer {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl RedisServer {
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("cb-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}); these tests need it: run \
-                     scripts/install-test-deps.sh"
-                )
-            });
-        let server = Self {
-            child,
-            dir,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        server.wait_for_ping().await;
-        server
-    }
-
-    async fn wait_for_ping(&self) {
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
-                if pong.is_ok() {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server at {} did not answer PING",
-                self.url
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A private `redis-server` for one test (the library's launcher, panicking with its install hint).
+async fn start_redis() -> RedisServer {
+    RedisServer::start(RedisOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = common::test_config();
-    config.bus = Some(redis.url.clone());
+    config.bus = Some(redis.url().to_owned());
     tweak(&mut config);
     within("a Redis-backed server", STEP, ServerHandle::spawn(config))
         .await
@@ -120,7 +57,7 @@ async fn unreachable_redis_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let (a, b) = pair(&redis).await;
     let http = client();
     let mut got = Vec::new();
@@ -141,7 +78,7 @@ async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
 
 #[tokio::test]
 async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let (a, b) = pair(&redis).await;
     let http = client();
     assert_eq!(publish(&http, &a.url(), "t", "old").await, 1);
@@ -167,7 +104,7 @@ async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
 
 #[tokio::test]
 async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let (a, b) = pair(&redis).await;
     let http = client();
     for i in 1..=3 {
@@ -199,7 +136,7 @@ async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
 
 #[tokio::test]
 async fn b_resumes_from_a_cursor_after_a_is_gone() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let (a, b) = pair(&redis).await;
     let http = client();
     let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url()), &[]).await;
@@ -225,7 +162,7 @@ async fn b_resumes_from_a_cursor_after_a_is_gone() {
 
 #[tokio::test]
 async fn topic_limit_holds_across_instances() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = instance(&redis, |c| c.max_topics = 2).await;
     let b = instance(&redis, |c| c.max_topics = 2).await;
     let http = client();
@@ -241,7 +178,7 @@ async fn topic_limit_holds_across_instances() {
 
 #[tokio::test]
 async fn trimmed_history_answers_with_a_gap() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = instance(&redis, |c| c.history = 3).await;
     let b = instance(&redis, |c| c.history = 3).await;
     let http = client();
@@ -256,7 +193,7 @@ async fn trimmed_history_answers_with_a_gap() {
 
 #[tokio::test]
 async fn redis_going_away_is_a_503_not_a_hang() {
-    let redis = RedisServer::start().await;
+    let redis = start_redis().await;
     let a = instance(&redis, |_| {}).await;
     let http = client();
     publish(&http, &a.url(), "t", "x").await;
@@ -282,9 +219,9 @@ fn topic(name: &str) -> TopicName {
 
 #[tokio::test]
 async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
-    let redis = RedisServer::start().await;
-    let waiting = RedisBus::connect(&redis.url, bus_config(8)).await.unwrap();
-    let publishing = RedisBus::connect(&redis.url, bus_config(8)).await.unwrap();
+    let redis = start_redis().await;
+    let waiting = RedisBus::connect(redis.url(), bus_config(8)).await.unwrap();
+    let publishing = RedisBus::connect(redis.url(), bus_config(8)).await.unwrap();
     let quick = waiting
         .wait_for_event(&topic("none"), 0, Duration::from_millis(20))
         .await;
@@ -295,7 +232,7 @@ async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut connection = redis::Client::open(redis.url.as_str())
+    let mut connection = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -317,8 +254,8 @@ async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
 
 #[tokio::test]
 async fn slow_subscriber_is_cut_off_with_lagged() {
-    let redis = RedisServer::start().await;
-    let bus = RedisBus::connect(&redis.url, bus_config(4)).await.unwrap();
+    let redis = start_redis().await;
+    let bus = RedisBus::connect(redis.url(), bus_config(4)).await.unwrap();
     let mut sub = bus.subscribe(&topic("t"), None).await.unwrap();
     assert_eq!((sub.after, sub.head), (0, 0));
     for i in 0..10 {

@@ -34,8 +34,30 @@ pub struct CompareArgs {
     /// A smaller study that finishes in about a minute.
     #[arg(long)]
     pub quick: bool,
+    /// Patterns repeated on the Redis bus for the in-process vs Redis comparison, at the middle
+    /// client count; `none` leaves the comparison out (it is skipped with a note when redis-server
+    /// is not installed). [default: sse,ws,long-poll,short-poll]
+    #[arg(long, value_name = "PATTERNS")]
+    pub bus_patterns: Option<String>,
+    /// Server instances behind the Redis bus in that comparison (list, e.g. 1,2,4). [default: 2]
+    #[arg(long, value_name = "N")]
+    pub bus_instances: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl CompareArgs {
+    /// The study as given: the run flags plus the comparison's own.
+    pub fn raw_study(&self) -> Result<RawScenario, ScenarioError> {
+        let mut raw = self.run.raw_scenario()?;
+        if let Some(patterns) = &self.bus_patterns {
+            raw.set_flag("bus_patterns", patterns.clone());
+        }
+        if let Some(instances) = &self.bus_instances {
+            raw.set_flag("bus_instances", instances.clone());
+        }
+        Ok(raw)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +134,18 @@ pub struct RunArgs {
     /// Stop early after this many errors (0 = never).
     #[arg(long)]
     pub max_errors: Option<String>,
+    /// Embedded server instances sharing one feed (1..=16; more than 1 needs --bus redis). Clients
+    /// are spread round-robin over them like a load balancer would; events are published through the
+    /// first. [default: 1]
+    #[arg(long)]
+    pub instances: Option<String>,
+    /// The bus between instances: memory (in-process) or redis (a private redis-server from PATH on a
+    /// loopback port, started per cell). [default: memory]
+    #[arg(long)]
+    pub bus: Option<String>,
+    /// Use this existing Redis (redis://host:port) instead of starting one; implies --bus redis.
+    #[arg(long, value_name = "URL")]
+    pub bus_url: Option<String>,
     /// Output directory [default: results/<run-id>, plus the results/latest link].
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
@@ -149,6 +183,9 @@ impl RunArgs {
             ("ws_message", &self.ws_message),
             ("drain", &self.drain),
             ("max_errors", &self.max_errors),
+            ("instances", &self.instances),
+            ("bus", &self.bus),
+            ("bus_url", &self.bus_url),
         ];
         for (field, value) in optional {
             if let Some(value) = value {

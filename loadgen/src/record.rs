@@ -29,15 +29,19 @@ pub enum Metric {
     Connect,
     /// Time between consecutive messages on a stream (external SSE/WebSocket targets).
     InterArrival,
+    /// Delivery latency of clients on an instance other than the publishing one: every such event
+    /// crossed the bus (Redis) between instances.
+    CrossInstance,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::Delivery,
         Metric::RoundTrip,
         Metric::RoundTripUncorrected,
         Metric::Connect,
         Metric::InterArrival,
+        Metric::CrossInstance,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Metric {
             Metric::RoundTripUncorrected => "round_trip_uncorrected",
             Metric::Connect => "connect",
             Metric::InterArrival => "inter_arrival",
+            Metric::CrossInstance => "cross_instance",
         }
     }
 }

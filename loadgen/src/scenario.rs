@@ -131,6 +131,31 @@ pub enum Arrival {
     Poisson,
 }
 
+/// Which bus the embedded servers share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The in-process bus: one server instance holds the feed.
+    Memory,
+    /// A real Redis between the instances (started by the load generator, or `--bus-url`).
+    Redis,
+}
+
+impl BusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Memory => "memory",
+            BusKind::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A validated run description.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -162,6 +187,11 @@ pub struct Scenario {
     pub drain: Duration,
     /// Stop early when this many errors have been counted (0 = never).
     pub max_errors: u64,
+    /// Embedded server instances; clients are spread over them round-robin, publishes go to the first.
+    pub instances: usize,
+    pub bus: BusKind,
+    /// An existing Redis (`redis://host:port`); `None` with the Redis bus starts a private one.
+    pub bus_url: Option<String>,
 }
 
 mod secs {
@@ -186,7 +216,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 21] = [
     "patterns",
     "clients",
     "rate",
@@ -203,6 +233,11 @@ pub const FIELDS: [&str; 16] = [
     "ws_message",
     "drain",
     "max_errors",
+    "instances",
+    "bus",
+    "bus_url",
+    "bus_patterns",
+    "bus_instances",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -339,6 +374,34 @@ impl RawScenario {
         self.values.get(field)
     }
 
+    /// Where `field` came from (a flag, a file field or a default), for error messages.
+    pub fn origin_of(&self, field: &'static str) -> String {
+        self.get(field)
+            .map_or_else(|| field.to_owned(), |v| v.origin.clone())
+    }
+
+    /// Validates the first element of every list field: the settings a study shares by all cells.
+    pub fn validate_first(&self) -> Result<Scenario, ScenarioError> {
+        self.validate_first_except("")
+    }
+
+    /// [`validate_first`](Self::validate_first), keeping `keep` whole (e.g. every pattern).
+    pub fn validate_first_except(&self, keep: &str) -> Result<Scenario, ScenarioError> {
+        let mut first = self.clone();
+        for (field, value) in self.values.iter().filter(|(f, _)| **f != keep) {
+            if let Some(head) = value.text.split(',').next() {
+                first.values.insert(
+                    field,
+                    RawValue {
+                        text: head.trim().to_owned(),
+                        origin: value.origin.clone(),
+                    },
+                );
+            }
+        }
+        first.validate()
+    }
+
     /// Validates every field, applying defaults for the ones not given.
     pub fn validate(&self) -> Result<Scenario, ScenarioError> {
         let v = Validator { raw: self };
@@ -388,6 +451,21 @@ impl RawScenario {
             ws_message: v.optional("ws_message", |t| Ok(t.to_owned()))?,
             drain: v.field("drain", "0s", |t| duration(t, 0.0, 600.0))?,
             max_errors: v.field("max_errors", "0", |t| count(t, 0, u64::MAX))?,
+            instances: v.field("instances", "1", |t| count(t, 1, 16))? as usize,
+            bus: v.field("bus", "memory", |t| match t.trim() {
+                "memory" | "in-process" => Ok(BusKind::Memory),
+                "redis" => Ok(BusKind::Redis),
+                other => Err(format!("unknown bus `{other}` (use memory or redis)")),
+            })?,
+            bus_url: v.optional("bus_url", |t| {
+                let url: http::Uri = t.parse().map_err(|e| format!("`{t}` is not a URL: {e}"))?;
+                match (url.scheme_str(), url.host()) {
+                    (Some("redis"), Some(_)) => Ok(t.trim_end_matches('/').to_owned()),
+                    _ => Err(format!(
+                        "`{t}` is not a Redis URL (use redis://host:port; TLS is not supported)"
+                    )),
+                }
+            })?,
             patterns,
             target,
         };
@@ -406,6 +484,27 @@ impl Scenario {
                 "--pattern",
                 "poll-url, sse-url and ws-url drive someone else's server: give --target URL"
                     .into(),
+            ));
+        }
+        if self.bus_url.is_some() {
+            self.bus = BusKind::Redis;
+        }
+        if self.target.is_some() && (self.bus == BusKind::Redis || self.instances > 1) {
+            return Err(invalid(
+                "--target",
+                "--instances, --bus and --bus-url start commbench's own servers; an external \
+                 --target runs its own bus"
+                    .into(),
+            ));
+        }
+        if self.instances > 1 && self.bus == BusKind::Memory {
+            return Err(invalid(
+                "--instances",
+                format!(
+                    "{} instances need a shared bus: add --bus redis (the in-process bus lives \
+                     inside one server)",
+                    self.instances
+                ),
             ));
         }
         if self.rate == 0.0 && self.patterns.iter().any(|p| p.uses_feed()) {
@@ -529,6 +628,41 @@ mod tests {
         assert_eq!(s.patterns, vec![PatternName::Sse]);
         assert_eq!(s.clients, 100);
         assert_eq!(s.drain, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn scale_out_needs_the_redis_bus_and_no_target() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut raw = RawScenario::default();
+            for (field, value) in pairs {
+                raw.set_flag(field, *value);
+            }
+            raw.validate()
+        };
+        let s = with(&[("instances", "3"), ("bus", "redis")]).unwrap();
+        assert_eq!((s.instances, s.bus, s.bus_url), (3, BusKind::Redis, None));
+        let s = with(&[("bus_url", "redis://127.0.0.1:6379")]).unwrap();
+        assert_eq!(s.bus, BusKind::Redis);
+        let err = with(&[("instances", "2")]).unwrap_err().to_string();
+        assert!(
+            err.contains("--instances") && err.contains("--bus redis"),
+            "{err}"
+        );
+        let err = with(&[("instances", "17"), ("bus", "redis")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1..=16"), "{err}");
+        let err = with(&[("bus", "kafka")]).unwrap_err().to_string();
+        assert!(err.contains("--bus") && err.contains("kafka"), "{err}");
+        let err = with(&[("bus_url", "http://x:1")]).unwrap_err().to_string();
+        assert!(
+            err.contains("--bus-url") && err.contains("redis://"),
+            "{err}"
+        );
+        let err = with(&[("bus", "redis"), ("target", "http://127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--target"), "{err}");
     }
 
     #[test]

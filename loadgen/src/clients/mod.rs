@@ -52,7 +52,8 @@ pub enum Phase {
 /// State shared by the runner and every client of one cell.
 pub struct RunShared {
     pub scenario: Arc<Scenario>,
-    pub target: Arc<Target>,
+    /// Every server instance; publishes go to the first.
+    pub targets: Vec<Arc<Target>>,
     pub recorder: Arc<Recorder>,
     pub clock: RunClock,
     pub phase: watch::Receiver<Phase>,
@@ -82,6 +83,11 @@ impl RunShared {
 pub struct ClientCtx {
     pub id: usize,
     pub shared: Arc<RunShared>,
+    /// The instance this client was balanced to.
+    pub target: Arc<Target>,
+    /// True when that instance is not the one events are published through, so every delivery
+    /// crossed the bus between instances.
+    pub remote: bool,
     pub source: Option<SocketAddr>,
     pub rng: fastrand::Rng,
 }

@@ -74,6 +74,33 @@ pub struct SummaryRow {
     pub loadgen_lag_p99_us: u64,
     /// Joined with `; `.
     pub warnings: String,
+    /// The bus between server instances: `memory` (in-process) or `redis`. Missing in results
+    /// written before scale-out existed, which were all in-process.
+    #[serde(default = "memory_bus")]
+    pub bus: String,
+    /// Server instances the clients were balanced over; `server_*` columns add them up.
+    #[serde(default = "one_instance")]
+    pub instances: u64,
+    /// Delivery latency of the clients on instances other than the publishing one.
+    #[serde(default)]
+    pub cross_instance_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub cross_instance_p99_ms: Option<f64>,
+    /// The private Redis the load generator started (empty for the in-process bus or --bus-url).
+    #[serde(default)]
+    pub broker_cpu_s: Option<f64>,
+    #[serde(default)]
+    pub broker_cpu_us_per_event: Option<f64>,
+    #[serde(default)]
+    pub broker_peak_rss_bytes: Option<u64>,
+}
+
+fn memory_bus() -> String {
+    "memory".to_owned()
+}
+
+fn one_instance() -> u64 {
+    1
 }
 
 impl SummaryRow {
@@ -152,6 +179,13 @@ impl SummaryRow {
             loadgen_peak_rss_bytes: cell.loadgen.peak_rss_bytes,
             loadgen_lag_p99_us: cell.loadgen_lag_p99_us,
             warnings: cell.warnings.join("; "),
+            bus: spec.bus.to_string(),
+            instances: spec.instances as u64,
+            cross_instance_p50_ms: of(Metric::CrossInstance, 0.5),
+            cross_instance_p99_ms: of(Metric::CrossInstance, 0.99),
+            broker_cpu_s: cell.broker.map(|b| round3(b.cpu_s)),
+            broker_cpu_us_per_event: cell.broker.and_then(|b| per_event(b.cpu_s * 1e6)),
+            broker_peak_rss_bytes: cell.broker.map(|b| b.peak_rss_bytes),
         }
     }
 }

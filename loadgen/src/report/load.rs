@@ -77,7 +77,11 @@ pub fn value_text(value: &serde_json::Value) -> Option<String> {
 pub struct RunData {
     pub dir: PathBuf,
     pub meta: RunMeta,
+    /// The cells on one server with the in-process bus: what every chart and the model compare.
     pub rows: Vec<SummaryRow>,
+    /// Cells on the Redis bus or several instances, compared with their in-process counterparts in
+    /// their own section.
+    pub scale_out_rows: Vec<SummaryRow>,
 }
 
 /// Reads `summary.csv` and `run.json` from `dir`.
@@ -110,10 +114,12 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
         path: run_json.clone(),
         message: format!("{e} (expected the JSON object commbench writes, with a run_id)"),
     })?;
+    let (rows, scale_out_rows) = rows.into_iter().partition(super::bus::is_in_process);
     Ok(RunData {
         dir: dir.to_owned(),
         meta,
         rows,
+        scale_out_rows,
     })
 }
 

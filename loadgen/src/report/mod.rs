@@ -1,6 +1,7 @@
 //! The report renderer: a run's result files (it never measures) → PNG charts and `REPORT.md`.
 
 pub mod analysis;
+pub mod bus;
 pub mod cells;
 pub mod charts;
 mod error;
@@ -219,6 +220,7 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
         flagged: data
             .rows
             .iter()
+            .chain(&data.scale_out_rows)
             .filter(|r| cells::is_flagged(r))
             .map(|r| r.cell.clone())
             .collect(),

@@ -348,6 +348,7 @@ mod tests {
                 ..RunMeta::default()
             },
             rows,
+            scale_out_rows: Vec::new(),
         }
     }
 

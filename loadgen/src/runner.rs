@@ -60,12 +60,26 @@ pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
     let scenario = options.scenario.clone();
     let mut args = Vec::new();
     if scenario.target.is_none() {
+        // Job users over SSE/WebSocket each follow a topic of their own.
+        let notify_topics = if options.pattern.is_job() {
+            scenario.clients
+        } else {
+            0
+        };
         args.extend([
             "--max-connections".to_owned(),
             (scenario.clients * 2 + 1_000).to_string(),
             "--max-topics".to_owned(),
-            (scenario.topics + 16).to_string(),
+            (scenario.topics + notify_topics + 16).to_string(),
         ]);
+        if options.pattern.is_job() {
+            args.extend([
+                "--workers".to_owned(),
+                scenario.workers.to_string(),
+                "--worker-queue".to_owned(),
+                queue_name(&options),
+            ]);
+        }
         args.extend(options.server_args.iter().cloned());
     }
     let fleet = Fleet::start(&scenario, &args).await?;
@@ -82,9 +96,9 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
     let clock = RunClock::start();
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
-    let run_tag = options.run_id.rsplit('-').next().unwrap_or("0");
+    let prefix = cell_prefix(options);
     let topics = (0..scenario.topics)
-        .map(|i| format!("cb{run_tag}c{}t{i}", options.index))
+        .map(|i| format!("{prefix}t{i}"))
         .collect();
     let shared = Arc::new(RunShared {
         scenario: scenario.clone(),
@@ -97,6 +111,7 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
         failed: AtomicUsize::new(0),
         final_heads: OnceLock::new(),
         topics,
+        queue: queue_name(options),
     });
     let total = scenario.warmup + scenario.duration + scenario.drain;
     let progress = Progress::new(&cell, total, options.quiet);
@@ -282,6 +297,21 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
     Ok(result)
 }
 
+/// Names unique per run and cell on a shared server, yet short: they are in every event's bytes.
+fn cell_prefix(options: &CellOptions) -> String {
+    let run_tag = options.run_id.rsplit('-').next().unwrap_or("0");
+    format!("cb{run_tag}c{}", options.index)
+}
+
+/// The cell's job queue: its own on the embedded servers (whose workers are told to serve it), the
+/// server's default worker queue `jobs` on an external target.
+fn queue_name(options: &CellOptions) -> String {
+    match options.scenario.target {
+        Some(_) => "jobs".to_owned(),
+        None => format!("{}q", cell_prefix(options)),
+    }
+}
+
 /// Sleeps until run-clock `ns`; false if interrupted first.
 async fn sleep_until_ns(clock: RunClock, ns: u64, interrupt: &CancellationToken) -> bool {
     tokio::select! {
@@ -410,7 +440,8 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
     }
     let target = result.spec.rate;
     let open_loop = target > 0.0
-        && (result.spec.pattern.uses_feed() || result.spec.pattern == PatternName::RequestResponse);
+        && (result.spec.pattern.counts_loss()
+            || result.spec.pattern == PatternName::RequestResponse);
     if open_loop && result.complete && result.achieved_rate < target * 0.95 {
         warnings.push(format!(
             "achieved {:.1}/s of the {target}/s target: the target rate was not sustained",

@@ -26,10 +26,18 @@ pub enum PatternName {
     SseUrl,
     /// Generic: open a WebSocket to any URL, optionally send a message, record inter-arrival times.
     WsUrl,
+    /// Message queue: users submit jobs and short-poll each job's status until it is done.
+    JobShortPoll,
+    /// Message queue: users long-poll the job handle (`?wait_ms=`) until it is done.
+    JobLongPoll,
+    /// Message queue: users hear the completion on their own topic over SSE.
+    JobSse,
+    /// Message queue: users hear the completion on their own topic over WebSocket.
+    JobWs,
 }
 
 impl PatternName {
-    pub const ALL: [PatternName; 10] = [
+    pub const ALL: [PatternName; 14] = [
         PatternName::RequestResponse,
         PatternName::ShortPoll,
         PatternName::LongPoll,
@@ -40,6 +48,10 @@ impl PatternName {
         PatternName::PollUrl,
         PatternName::SseUrl,
         PatternName::WsUrl,
+        PatternName::JobShortPoll,
+        PatternName::JobLongPoll,
+        PatternName::JobSse,
+        PatternName::JobWs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +66,10 @@ impl PatternName {
             PatternName::PollUrl => "poll-url",
             PatternName::SseUrl => "sse-url",
             PatternName::WsUrl => "ws-url",
+            PatternName::JobShortPoll => "job-short-poll",
+            PatternName::JobLongPoll => "job-long-poll",
+            PatternName::JobSse => "job-sse",
+            PatternName::JobWs => "job-ws",
         }
     }
 
@@ -82,8 +98,27 @@ impl PatternName {
     pub fn polls_on_interval(self) -> bool {
         matches!(
             self,
-            PatternName::ShortPoll | PatternName::GraphqlPoll | PatternName::PollUrl
+            PatternName::ShortPoll
+                | PatternName::GraphqlPoll
+                | PatternName::PollUrl
+                | PatternName::JobShortPoll
         )
+    }
+
+    /// The message-queue patterns: users submit jobs at `rate` (in total) and wait for the results.
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            PatternName::JobShortPoll
+                | PatternName::JobLongPoll
+                | PatternName::JobSse
+                | PatternName::JobWs
+        )
+    }
+
+    /// Patterns with loss accounting: feed events by sequence number, or job results by job.
+    pub fn counts_loss(self) -> bool {
+        self.uses_feed() || self.is_job()
     }
 }
 
@@ -192,6 +227,13 @@ pub struct Scenario {
     pub bus: BusKind,
     /// An existing Redis (`redis://host:port`); `None` with the Redis bus starts a private one.
     pub bus_url: Option<String>,
+    /// Job patterns: simulated work per job, done by a worker.
+    #[serde(with = "secs")]
+    pub work: Duration,
+    /// Job patterns: workers inside each embedded server instance.
+    pub workers: usize,
+    /// Job patterns: the share of users whose jobs go to the premium lane (0..=1).
+    pub premium: f64,
 }
 
 mod secs {
@@ -216,7 +258,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 21] = [
+pub const FIELDS: [&str; 24] = [
     "patterns",
     "clients",
     "rate",
@@ -238,6 +280,9 @@ pub const FIELDS: [&str; 21] = [
     "bus_url",
     "bus_patterns",
     "bus_instances",
+    "work",
+    "workers",
+    "premium",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -466,6 +511,9 @@ impl RawScenario {
                     )),
                 }
             })?,
+            work: v.field("work", "20ms", |t| duration(t, 0.0, 60.0))?,
+            workers: v.field("workers", "4", |t| count(t, 0, 4_096))? as usize,
+            premium: v.field("premium", "0.2", |t| rate(t, 0.0, 1.0))?,
             patterns,
             target,
         };
@@ -507,10 +555,10 @@ impl Scenario {
                 ),
             ));
         }
-        if self.rate == 0.0 && self.patterns.iter().any(|p| p.uses_feed()) {
+        if self.rate == 0.0 && self.patterns.iter().any(|p| p.counts_loss()) {
             return Err(invalid(
                 "--rate",
-                "feed patterns need a publish rate above 0".into(),
+                "feed and job patterns need a publish (submit) rate above 0".into(),
             ));
         }
         if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {

@@ -144,6 +144,7 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.push(model_finding(table));
     let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
     out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::jobs::findings(&data.job_rows, labeler));
     out
 }
 
@@ -556,6 +557,7 @@ mod tests {
             },
             rows,
             scale_out_rows: Vec::new(),
+            job_rows: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

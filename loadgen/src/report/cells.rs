@@ -239,6 +239,12 @@ pub(crate) mod fixture {
             broker_cpu_s: None,
             broker_cpu_us_per_event: None,
             broker_peak_rss_bytes: None,
+            queue_wait_premium_p50_ms: None,
+            queue_wait_premium_p99_ms: None,
+            queue_wait_normal_p50_ms: None,
+            queue_wait_normal_p99_ms: None,
+            jobs_redelivered: None,
+            jobs_duplicated: None,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cells;
 pub mod charts;
 mod error;
 pub mod fmt;
+pub mod jobs;
 pub mod load;
 pub mod markdown;
 pub mod model;
@@ -218,9 +219,7 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
             .map(|s| (s.file.to_owned(), s.text))
             .collect(),
         flagged: data
-            .rows
-            .iter()
-            .chain(&data.scale_out_rows)
+            .all_rows()
             .filter(|r| cells::is_flagged(r))
             .map(|r| r.cell.clone())
             .collect(),

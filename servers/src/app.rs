@@ -25,6 +25,7 @@ use crate::{
     listener::{ConnInfo, CountingListener},
     metrics::{Metrics, RejectReason},
     patterns,
+    queue::{JobQueue, MemoryQueue, RedisQueue},
 };
 
 /// What every handler can reach.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
+    /// The message queue (in-process, or Redis when `--bus` names one).
+    pub queue: Arc<dyn JobQueue>,
     /// Cancelled when the server begins shutting down; streams and held requests end on it.
     pub shutdown: CancellationToken,
 }
@@ -52,14 +55,22 @@ impl AppState {
         let bus = RedisBus::connect(&url, config.bus_config())
             .await
             .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
-        Ok(Self::with_bus(config, Arc::new(bus)))
+        let mut state = Self::with_bus(config, Arc::new(bus));
+        let queue = RedisQueue::connect(&url, state.config.queue_config(), state.metrics.clone())
+            .await
+            .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
+        state.queue = Arc::new(queue);
+        Ok(state)
     }
 
     pub fn with_bus(config: ServerConfig, bus: Arc<dyn Bus>) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let queue = Arc::new(MemoryQueue::new(config.queue_config(), metrics.clone()));
         Self {
             bus,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             config: Arc::new(config),
+            queue,
             shutdown: CancellationToken::new(),
         }
     }
@@ -146,6 +157,8 @@ pub async fn run(
 ) -> io::Result<()> {
     let token = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
+    // In-server queue workers end on the shutdown token.
+    let _workers = crate::queue::workers::spawn(&state);
     let listener = CountingListener::new(
         listener,
         state.metrics.clone(),

@@ -72,6 +72,41 @@ pub struct ServerConfig {
     #[arg(long, default_value = "10000", value_parser = max_jobs)]
     pub max_jobs: usize,
 
+    /// Message queue: most distinct queues; a new one beyond it gets 429 (1..=10k).
+    #[arg(long, default_value = "64", value_parser = max_queues)]
+    pub max_queues: usize,
+
+    /// Message queue: unfinished (waiting or running) jobs per queue; an enqueue beyond it gets 503
+    /// `queue_full` (1..=10M).
+    #[arg(long, default_value = "100000", value_parser = max_queued_jobs)]
+    pub max_queued_jobs: usize,
+
+    /// Message queue: largest `work_ms` a job may ask for (0..=600000).
+    #[arg(long, default_value = "60000", value_parser = max_work_ms)]
+    pub max_work_ms: u64,
+
+    /// Message queue: a taken job not acknowledged within this is redelivered (10ms..=1h).
+    #[arg(long, default_value = "30s", value_parser = visibility_timeout)]
+    pub visibility_timeout: Duration,
+
+    /// Message queue: how long finished jobs stay visible to status reads (1s..=7d; in process also
+    /// at most --max-queued-jobs per queue).
+    #[arg(long, default_value = "10m", value_parser = queue_retention)]
+    pub queue_retention: Duration,
+
+    /// Message queue: at least one of every N takes goes to the normal lane while both lanes have
+    /// waiting jobs; premium otherwise goes first (2..=1M).
+    #[arg(long, default_value = "4", value_parser = normal_every)]
+    pub normal_every: u32,
+
+    /// Message queue: in-server worker tasks (0 disables them; 0..=1024).
+    #[arg(long, default_value = "2", value_parser = workers)]
+    pub workers: usize,
+
+    /// Message queue: the queue the in-server workers serve.
+    #[arg(long, default_value = "jobs", value_parser = worker_queue)]
+    pub worker_queue: crate::topic::TopicName,
+
     /// On shutdown, how long open streams and held requests get to finish (0s..=1m).
     #[arg(long, default_value = "5s", value_parser = shutdown_grace)]
     pub shutdown_grace: Duration,
@@ -122,6 +157,14 @@ impl Default for ServerConfig {
             max_connections: 50_000,
             job_work: Duration::from_millis(100),
             max_jobs: 10_000,
+            max_queues: 64,
+            max_queued_jobs: 100_000,
+            max_work_ms: 60_000,
+            visibility_timeout: Duration::from_secs(30),
+            queue_retention: Duration::from_secs(600),
+            normal_every: 4,
+            workers: 2,
+            worker_queue: crate::topic::TopicName::parse("jobs").unwrap_or_else(|_| unreachable!()),
             shutdown_grace: Duration::from_secs(5),
             bus: None,
             debug_stall: None,
@@ -139,6 +182,16 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    pub fn queue_config(&self) -> crate::queue::QueueConfig {
+        crate::queue::QueueConfig {
+            max_queues: self.max_queues,
+            max_queued_jobs: self.max_queued_jobs,
+            visibility_timeout: self.visibility_timeout,
+            retention: self.queue_retention,
+            normal_every: self.normal_every,
+        }
     }
 
     pub fn bus_config(&self) -> MemoryBusConfig {
@@ -205,6 +258,30 @@ fn max_connections(t: &str) -> Result<usize, String> {
 }
 fn max_jobs(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)
+}
+fn max_queues(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 10_000)
+}
+fn max_queued_jobs(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 10_000_000)
+}
+fn max_work_ms(t: &str) -> Result<u64, String> {
+    in_range(parse_count(t)?, 0, 600_000)
+}
+fn visibility_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(10), Duration::from_secs(3600))
+}
+fn queue_retention(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_secs(1), Duration::from_secs(7 * 86_400))
+}
+fn normal_every(t: &str) -> Result<u32, String> {
+    Ok(count_in(t, 2, 1_000_000)? as u32)
+}
+fn workers(t: &str) -> Result<usize, String> {
+    count_in(t, 0, 1024)
+}
+fn worker_queue(t: &str) -> Result<crate::topic::TopicName, String> {
+    crate::topic::TopicName::parse(t).map_err(|e| e.to_string())
 }
 fn max_wait(t: &str) -> Result<Duration, String> {
     duration_in(t, Duration::ZERO, Duration::from_secs(600))

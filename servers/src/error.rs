@@ -8,7 +8,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{bus::BusError, metrics::RejectReason, topic::TopicError};
+use crate::{bus::BusError, metrics::RejectReason, queue::QueueError, topic::TopicError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -28,6 +28,8 @@ pub enum AppError {
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
     JobLimit(String),
+    #[error("{0}")]
+    Queue(#[from] QueueError),
 }
 
 /// The JSON body of every error response.
@@ -50,6 +52,14 @@ impl AppError {
             AppError::NotFound(_) => RejectReason::NotFound,
             AppError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
             AppError::JobLimit(_) => RejectReason::JobLimit,
+            AppError::Queue(e) => match e {
+                QueueError::QueueLimit { .. } => RejectReason::QueueLimit,
+                QueueError::QueueFull { .. } => RejectReason::QueueFull,
+                QueueError::UnknownJob { .. } => RejectReason::NotFound,
+                QueueError::BadLease { .. } => RejectReason::BadMessage,
+                QueueError::LeaseMismatch { .. } => RejectReason::LeaseMismatch,
+                QueueError::Unavailable(_) => RejectReason::Unavailable,
+            },
         }
     }
 
@@ -66,6 +76,15 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             AppError::Bus(BusError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Queue(e) => match e {
+                QueueError::QueueLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+                QueueError::QueueFull { .. } | QueueError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                QueueError::UnknownJob { .. } => StatusCode::NOT_FOUND,
+                QueueError::BadLease { .. } => StatusCode::BAD_REQUEST,
+                QueueError::LeaseMismatch { .. } => StatusCode::CONFLICT,
+            },
         }
     }
 }

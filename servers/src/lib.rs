@@ -14,6 +14,7 @@ pub mod feed_api;
 pub mod listener;
 pub mod metrics;
 pub mod patterns;
+pub mod queue;
 pub mod redis_server;
 pub mod topic;
 pub mod units;

@@ -16,10 +16,11 @@ pub enum PatternKind {
     Sse,
     WebSocket,
     GraphQl,
+    Queue,
 }
 
 impl PatternKind {
-    pub const ALL: [PatternKind; 7] = [
+    pub const ALL: [PatternKind; 8] = [
         PatternKind::RequestResponse,
         PatternKind::ShortPoll,
         PatternKind::LongPoll,
@@ -27,6 +28,7 @@ impl PatternKind {
         PatternKind::Sse,
         PatternKind::WebSocket,
         PatternKind::GraphQl,
+        PatternKind::Queue,
     ];
 
     pub fn label(self) -> &'static str {
@@ -38,6 +40,7 @@ impl PatternKind {
             PatternKind::Sse => "sse",
             PatternKind::WebSocket => "websocket",
             PatternKind::GraphQl => "graphql",
+            PatternKind::Queue => "queue",
         }
     }
 }
@@ -58,10 +61,13 @@ pub enum RejectReason {
     MessageTooLarge,
     SubscriptionLimit,
     Unavailable,
+    QueueLimit,
+    QueueFull,
+    LeaseMismatch,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -75,6 +81,9 @@ impl RejectReason {
         RejectReason::MessageTooLarge,
         RejectReason::SubscriptionLimit,
         RejectReason::Unavailable,
+        RejectReason::QueueLimit,
+        RejectReason::QueueFull,
+        RejectReason::LeaseMismatch,
     ];
 
     pub fn label(self) -> &'static str {
@@ -92,6 +101,9 @@ impl RejectReason {
             RejectReason::MessageTooLarge => "message_too_large",
             RejectReason::SubscriptionLimit => "subscription_limit",
             RejectReason::Unavailable => "unavailable",
+            RejectReason::QueueLimit => "queue_limit",
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::LeaseMismatch => "lease_mismatch",
         }
     }
 }
@@ -113,6 +125,8 @@ pub struct Metrics {
     delivered: [AtomicU64; PATTERNS],
     lagged: [AtomicU64; PATTERNS],
     rejected: [AtomicU64; REASONS],
+    /// The message queue's counters (its own section below).
+    pub queue: QueueMetrics,
 }
 
 impl Metrics {
@@ -235,7 +249,92 @@ impl Metrics {
             "Requests and messages refused, by reason.",
             rejected,
         );
+        self.queue.render(&mut out);
         out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message queue
+// ---------------------------------------------------------------------------------------------
+
+/// The message queue's counters, by lane where it matters (index: premium 0, normal 1).
+#[derive(Default)]
+pub struct QueueMetrics {
+    submitted: [AtomicU64; 2],
+    completed: [AtomicU64; 2],
+    redelivered: AtomicU64,
+    duplicates: AtomicU64,
+    /// Jobs the in-server workers are processing now.
+    pub workers_busy: AtomicI64,
+}
+
+fn lane_slot(lane: crate::queue::Lane) -> usize {
+    match lane {
+        crate::queue::Lane::Premium => 0,
+        crate::queue::Lane::Normal => 1,
+    }
+}
+
+impl QueueMetrics {
+    pub fn submitted(&self, lane: crate::queue::Lane) {
+        self.submitted[lane_slot(lane)].fetch_add(1, Relaxed);
+    }
+
+    pub fn completed(&self, lane: crate::queue::Lane) {
+        self.completed[lane_slot(lane)].fetch_add(1, Relaxed);
+    }
+
+    pub fn redelivered(&self) {
+        self.redelivered.fetch_add(1, Relaxed);
+    }
+
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        use crate::queue::Lane;
+        let load = |c: &AtomicU64| c.load(Relaxed) as i64;
+        let by_lane =
+            |values: &[AtomicU64; 2]| Lane::ALL.map(|l| (l.label(), load(&values[lane_slot(l)])));
+        family(
+            out,
+            "commbench_jobs_submitted_total{lane}",
+            "counter",
+            "Queue jobs enqueued by this instance, by lane.",
+            by_lane(&self.submitted),
+        );
+        family(
+            out,
+            "commbench_jobs_completed_total{lane}",
+            "counter",
+            "Queue jobs completed (first acknowledgement) through this instance, by lane.",
+            by_lane(&self.completed),
+        );
+        let scalars = [
+            (
+                "commbench_jobs_redelivered_total",
+                "counter",
+                "Queue jobs made takeable again after their lease expired.",
+                load(&self.redelivered),
+            ),
+            (
+                "commbench_jobs_duplicate_completions_total",
+                "counter",
+                "Acknowledgements of jobs already completed (processed more than once).",
+                load(&self.duplicates),
+            ),
+            (
+                "commbench_queue_workers_busy",
+                "gauge",
+                "Jobs the in-server workers are processing now.",
+                self.workers_busy.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            family(out, name, kind, help, [("", value)]);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod graphql;
 mod jobs;
 mod long_poll;
+mod queue;
 mod request_response;
 mod short_poll;
 mod sse;
@@ -26,6 +27,7 @@ pub const ALL: &[PatternRoutes] = &[
     sse::routes,
     ws::routes,
     graphql::routes,
+    queue::routes,
 ];
 
 /// Parses the optional `limit` query parameter shared by the polling patterns against the cap.

@@ -1,0 +1,462 @@
+//! The Redis queue backend: Streams with one consumer group (see `redis_wire.rs` for keys and the
+//! scripts). Enqueue, take and ack are one Lua script each. Waiting takers and handle long polls wake
+//! on a pub/sub notification from any instance, with a bounded fallback poll (also how idle takers
+//! notice expired leases, which are reclaimed by the next take).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Script, Value};
+use tokio::{sync::Notify, time::Instant};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{
+    redis_wire as wire, view::LaneCounts, AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy,
+    Lease, NewJob, QueueConfig, QueueError, QueueName, QueueStats, Taken,
+};
+use crate::metrics::Metrics;
+
+/// Bound on connecting and on every command, so a stalled Redis becomes a 503, not a hang.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle takers retry this often (expired leases are only reclaimed by a take).
+const TAKE_POLL: Duration = Duration::from_millis(100);
+/// Handle long polls re-read the status this often in case a notification was missed.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+/// Unfinished jobs' hashes expire after this, so an abandoned queue cannot hold memory forever.
+const UNFINISHED_TTL_S: u64 = 7 * 86_400;
+
+/// [`JobQueue`] over a Redis server shared by every instance. Stats are global (from Redis); the
+/// lane policy's state and the Prometheus counters are per instance.
+pub struct RedisQueue {
+    connection: MultiplexedConnection,
+    config: QueueConfig,
+    ids: IdGen,
+    metrics: Arc<Metrics>,
+    enqueue: Script,
+    take: Script,
+    ack: Script,
+    policies: Mutex<HashMap<QueueName, LanePolicy>>,
+    wakers: Arc<Wakers>,
+    _listener: DropGuard,
+}
+
+/// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
+#[derive(Default)]
+struct Wakers {
+    takers: Mutex<HashMap<String, Arc<Notify>>>,
+    jobs: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map operation, so a poisoned map is still consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unavailable(error: redis::RedisError) -> QueueError {
+    QueueError::Unavailable(format!("redis: {error}"))
+}
+
+fn malformed(what: &str, value: &Value) -> QueueError {
+    QueueError::Unavailable(format!("unexpected Redis reply to {what}: {value:?}"))
+}
+
+impl Wakers {
+    fn taker(&self, queue: &QueueName) -> Arc<Notify> {
+        let mut takers = lock(&self.takers);
+        if let Some(notify) = takers.get(queue.as_str()) {
+            return notify.clone();
+        }
+        // Bounded: takers only exist for queue names that passed validation, and the map holds one
+        // entry per name ever waited on (at most --max-queues are usable).
+        let notify = Arc::new(Notify::new());
+        takers.insert(queue.as_str().to_owned(), notify.clone());
+        notify
+    }
+
+    fn job(self: &Arc<Self>, key: String) -> JobWaiter {
+        let mut jobs = lock(&self.jobs);
+        let entry = jobs
+            .entry(key.clone())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        JobWaiter {
+            notify: entry.0.clone(),
+            wakers: self.clone(),
+            key,
+        }
+    }
+
+    fn dispatch(&self, message: &str) {
+        if let Some(queue) = message.strip_prefix("e ") {
+            if let Some(notify) = lock(&self.takers).get(queue) {
+                notify.notify_one();
+            }
+        } else if let Some(job) = message.strip_prefix("d ") {
+            if let Some((notify, _)) = lock(&self.jobs).get(job) {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// A registered handle waiter; unregisters on drop so the map holds only live waiters.
+struct JobWaiter {
+    notify: Arc<Notify>,
+    wakers: Arc<Wakers>,
+    key: String,
+}
+
+impl Drop for JobWaiter {
+    fn drop(&mut self) {
+        let mut jobs = lock(&self.wakers.jobs);
+        if let Some(entry) = jobs.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                jobs.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Follows the notification channel until cancelled, reconnecting after failures.
+async fn listen(client: redis::Client, wakers: Arc<Wakers>, stop: CancellationToken) {
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(wire::EVENTS).await?;
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
+                    wakers.dispatch(text);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "queue notifications interrupted; reconnecting");
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+impl RedisQueue {
+    /// Connects to `url` and starts following the notification channel.
+    pub async fn connect(
+        url: &str,
+        config: QueueConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, QueueError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+            .map_err(unavailable)?;
+        let wakers = Arc::new(Wakers::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(client, wakers.clone(), stop.clone()));
+        Ok(Self {
+            connection,
+            config,
+            ids: IdGen::new(),
+            metrics,
+            enqueue: Script::new(wire::ENQUEUE),
+            take: Script::new(wire::TAKE),
+            ack: Script::new(wire::ACK),
+            policies: Mutex::new(HashMap::new()),
+            wakers,
+            _listener: stop.drop_guard(),
+        })
+    }
+
+    fn connection(&self) -> MultiplexedConnection {
+        self.connection.clone()
+    }
+
+    /// The lane this instance's policy prefers for the next contested take.
+    fn preferred(&self, queue: &QueueName) -> Lane {
+        lock(&self.policies)
+            .get(queue)
+            .map_or(Lane::Premium, LanePolicy::preferred)
+    }
+
+    fn record(&self, queue: &QueueName, lane: Lane, contested: bool) {
+        let mut policies = lock(&self.policies);
+        if policies.len() >= self.config.max_queues && !policies.contains_key(queue) {
+            // Names beyond the limit were refused by enqueue; do not let takes grow the map.
+            return;
+        }
+        policies
+            .entry(queue.clone())
+            .or_insert_with(|| LanePolicy::new(self.config.normal_every))
+            .record(lane, contested);
+    }
+
+    /// One take attempt (the script), without waiting.
+    async fn try_take(&self, queue: &QueueName) -> Result<Option<Taken>, QueueError> {
+        let first = self.preferred(queue);
+        let reply: Value = self
+            .take
+            .key(wire::stream_key(queue, first))
+            .key(wire::stream_key(queue, first.other()))
+            .key(wire::stats_key(queue))
+            .arg(wire::GROUP)
+            .arg(format!("cb-{}", self.ids.instance()))
+            .arg(self.config.visibility_timeout.as_millis() as u64)
+            .arg(first.label())
+            .arg(first.other().label())
+            .arg(super::now_us())
+            .arg(wire::job_prefix(queue))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let items = match &reply {
+            Value::Nil => return Ok(None),
+            Value::Array(items) if items.len() == 8 => items,
+            other => return Err(malformed("take", other)),
+        };
+        let parsed = (|| {
+            let lane = Lane::parse(&wire::text(&items[1])?)?;
+            let attempt = wire::int(&items[4])? as u32;
+            let secret = u64::from_str_radix(&wire::text(&items[5])?, 16).ok()?;
+            Some((
+                Taken {
+                    id: wire::text(&items[0])?,
+                    lane,
+                    work_ms: wire::int(&items[2])? as u64,
+                    payload: wire::text(&items[3]),
+                    attempt,
+                    lease: Lease { attempt, secret }.token(),
+                },
+                wire::int(&items[6])? == 1,
+                wire::int(&items[7])? == 1,
+            ))
+        })();
+        let Some((taken, redelivered, contested)) = parsed else {
+            return Err(malformed("take", &reply));
+        };
+        if redelivered {
+            self.metrics.queue.redelivered();
+        } else {
+            self.record(queue, taken.lane, contested);
+        }
+        Ok(Some(taken))
+    }
+
+    async fn read_job(&self, queue: &QueueName, id: &str) -> Result<JobView, QueueError> {
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{}{id}", wire::job_prefix(queue)))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        wire::job_view(queue, id, &hash).ok_or_else(|| QueueError::UnknownJob {
+            queue: queue.as_str().to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisQueue {
+    async fn enqueue(&self, queue: &QueueName, job: NewJob) -> Result<JobView, QueueError> {
+        // The id is made here, so a later local spool can accept the job while Redis is down.
+        let (id, secret) = self.ids.next();
+        let enqueued_at_us = super::now_us();
+        let code: i64 = self
+            .enqueue
+            .key(wire::NAMES_KEY)
+            .key(wire::stream_key(queue, job.lane))
+            .key(wire::stats_key(queue))
+            .key(format!("{}{id}", wire::job_prefix(queue)))
+            .arg(queue.as_str())
+            .arg(self.config.max_queues)
+            .arg(self.config.max_queued_jobs)
+            .arg(wire::GROUP)
+            .arg(job.lane.label())
+            .arg(&id)
+            .arg(job.work_ms)
+            .arg(job.notify.as_ref().map_or("", |t| t.as_str()))
+            .arg(job.payload.as_deref().unwrap_or(""))
+            .arg(if job.payload.is_some() { "1" } else { "0" })
+            .arg(enqueued_at_us)
+            .arg(format!("{secret:016x}"))
+            .arg(UNFINISHED_TTL_S)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        match code {
+            0 => {}
+            -1 => {
+                return Err(QueueError::QueueLimit {
+                    limit: self.config.max_queues,
+                })
+            }
+            _ => {
+                return Err(QueueError::QueueFull {
+                    queue: queue.as_str().to_owned(),
+                    limit: self.config.max_queued_jobs,
+                })
+            }
+        }
+        self.metrics.queue.submitted(job.lane);
+        Ok(JobView {
+            id,
+            queue: queue.as_str().to_owned(),
+            lane: job.lane,
+            status: super::JobState::Queued,
+            attempts: 0,
+            completions: 0,
+            work_ms: job.work_ms,
+            enqueued_at_us,
+            started_at_us: None,
+            completed_at_us: None,
+            queue_wait_us: None,
+            notify: job.notify,
+        })
+    }
+
+    async fn status(&self, queue: &QueueName, id: &str) -> Result<JobView, QueueError> {
+        self.read_job(queue, id).await
+    }
+
+    async fn wait_done(
+        &self,
+        queue: &QueueName,
+        id: &str,
+        wait: Duration,
+    ) -> Result<JobView, QueueError> {
+        let deadline = Instant::now() + wait;
+        let waiter = self.wakers.job(format!("{} {id}", queue.as_str()));
+        loop {
+            let notified = waiter.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let view = self.read_job(queue, id).await?;
+            let now = Instant::now();
+            if view.status == super::JobState::Done || now >= deadline {
+                return Ok(view);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.min(now + STATUS_POLL)) => {}
+            }
+        }
+    }
+
+    async fn take(
+        &self,
+        queue: &QueueName,
+        _worker: &str,
+        wait: Duration,
+    ) -> Result<Option<Taken>, QueueError> {
+        let deadline = Instant::now() + wait;
+        let wake = self.wakers.taker(queue);
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(taken) = self.try_take(queue).await? {
+                return Ok(Some(taken));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.min(now + TAKE_POLL)) => {}
+            }
+        }
+    }
+
+    async fn ack(
+        &self,
+        queue: &QueueName,
+        id: &str,
+        lease: &str,
+    ) -> Result<AckOutcome, QueueError> {
+        let parsed = Lease::parse(lease).ok_or_else(|| QueueError::BadLease {
+            lease: lease.to_owned(),
+        })?;
+        let reply: Value = self
+            .ack
+            .key(format!("{}{id}", wire::job_prefix(queue)))
+            .key(wire::stream_key(queue, Lane::Premium))
+            .key(wire::stream_key(queue, Lane::Normal))
+            .key(wire::stats_key(queue))
+            .arg(wire::GROUP)
+            .arg(parsed.attempt)
+            .arg(format!("{:016x}", parsed.secret))
+            .arg(super::now_us())
+            .arg(self.config.retention.as_secs().max(1))
+            .arg(queue.as_str())
+            .arg(id)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(items) = &reply else {
+            return Err(malformed("ack", &reply));
+        };
+        match items.first().and_then(wire::int) {
+            Some(-1) => Err(QueueError::UnknownJob {
+                queue: queue.as_str().to_owned(),
+                id: id.to_owned(),
+            }),
+            Some(-2) => Err(QueueError::LeaseMismatch {
+                id: id.to_owned(),
+                lease: lease.to_owned(),
+            }),
+            Some(dup @ (0 | 1)) => {
+                let hash = items.get(1).map(wire::fields).unwrap_or_default();
+                let job =
+                    wire::job_view(queue, id, &hash).ok_or_else(|| malformed("ack", &reply))?;
+                let duplicate = dup == 1;
+                if duplicate {
+                    self.metrics.queue.duplicate();
+                } else {
+                    self.metrics.queue.completed(job.lane);
+                    // This instance's handle waiters need not wait for the pub/sub round trip.
+                    self.wakers.dispatch(&format!("d {} {id}", queue.as_str()));
+                }
+                Ok(AckOutcome { duplicate, job })
+            }
+            _ => Err(malformed("ack", &reply)),
+        }
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
+        let hash: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(wire::stats_key(queue))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let get = |name: &str| hash.get(name).copied().unwrap_or(0).max(0) as u64;
+        Ok(QueueStats {
+            queue: queue.as_str().to_owned(),
+            waiting: LaneCounts {
+                premium: get("wp"),
+                normal: get("wn"),
+            },
+            running: get("running"),
+            submitted: get("submitted"),
+            completed: get("completed"),
+            redelivered: get("redelivered"),
+            duplicates: get("duplicates"),
+        })
+    }
+}

@@ -2,13 +2,18 @@
 //! body `{"error": "<reason>", "detail": "<what exactly was wrong>"}`.
 
 use axum::{
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use serde::Serialize;
 
-use crate::{bus::BusError, metrics::RejectReason, topic::TopicError};
+use crate::{
+    bus::{BusError, PublishError},
+    metrics::RejectReason,
+    spool::SpoolFull,
+    topic::TopicError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -28,6 +33,17 @@ pub enum AppError {
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
     JobLimit(String),
+    #[error("{0}")]
+    SpoolFull(#[from] SpoolFull),
+}
+
+impl From<PublishError> for AppError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Bus(error) => AppError::Bus(error),
+            PublishError::SpoolFull(full) => AppError::SpoolFull(full),
+        }
+    }
 }
 
 /// The JSON body of every error response.
@@ -50,6 +66,7 @@ impl AppError {
             AppError::NotFound(_) => RejectReason::NotFound,
             AppError::MethodNotAllowed { .. } => RejectReason::MethodNotAllowed,
             AppError::JobLimit(_) => RejectReason::JobLimit,
+            AppError::SpoolFull(_) => RejectReason::SpoolFull,
         }
     }
 
@@ -65,7 +82,9 @@ impl AppError {
             AppError::Bus(BusError::TopicLimit { .. }) | AppError::JobLimit(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            AppError::Bus(BusError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Bus(BusError::Unavailable(_)) | AppError::SpoolFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -78,6 +97,12 @@ impl IntoResponse for AppError {
             detail: self.to_string(),
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // A broker outage or a full spool passes; tell clients when to try again.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         // The rejection-counting middleware reads this to count by reason without parsing bodies.
         response.extensions_mut().insert(reason);
         response

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod patterns;
 pub mod redis_server;
+pub mod spool;
 pub mod topic;
 pub mod units;
 pub mod ws_close;

@@ -79,9 +79,9 @@ impl<T> Spool<T> {
         self.items.front().map(|(item, _)| item)
     }
 
-    /// The oldest item, to update it in place (e.g. to note a failed delivery attempt).
-    pub fn front_mut(&mut self) -> Option<&mut T> {
-        self.items.front_mut().map(|(item, _)| item)
+    /// The oldest `n` items, to update them in place (e.g. to note a failed delivery attempt).
+    pub fn oldest_mut(&mut self, n: usize) -> impl Iterator<Item = &mut T> {
+        self.items.iter_mut().take(n).map(|(item, _)| item)
     }
 
     /// The oldest `n` items, oldest first, for a replay batch.
@@ -187,8 +187,10 @@ mod tests {
         }
         assert_eq!(s.front(), Some(&0));
         assert_eq!(s.oldest(2).copied().collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(s.replayed(), Some(0));
-        assert_eq!(s.dropped(), Some(1));
+        s.oldest_mut(2).for_each(|i| *i += 10);
+        assert_eq!(s.oldest(3).copied().collect::<Vec<_>>(), vec![10, 11, 2]);
+        assert_eq!(s.replayed(), Some(10));
+        assert_eq!(s.dropped(), Some(11));
         let rest: Vec<_> = std::iter::from_fn(|| s.replayed()).collect();
         assert_eq!(rest, vec![2, 3, 4]);
         assert!(s.is_empty());

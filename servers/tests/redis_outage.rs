@@ -50,6 +50,9 @@ const REJECTED: &str = "commbench_spool_rejected_total{spool=\"publish\"}";
 const DEPTH: &str = "commbench_spool_depth{spool=\"publish\"}";
 const RECONNECTS: &str = "commbench_redis_reconnect_attempts_total";
 
+/// Publishes made while Redis is down in the main test.
+const OUTAGE: u64 = 150;
+
 /// Publishes expecting the spool: 202 with `{"topic","spooled":true,"spool_depth"}`.
 async fn publish_spooled(http: &reqwest::Client, base: &str, payload: String) -> u64 {
     let reply = post(http, &format!("{base}/publish/t"), payload).await;
@@ -83,7 +86,8 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
     }
 
     redis.kill();
-    for i in 6..=10u64 {
+    // More than one replay batch (64) waits in the spool.
+    for i in 6..=(5 + OUTAGE) {
         assert_eq!(
             publish_spooled(&http, &a.url(), format!("p{i}")).await,
             i - 5
@@ -97,13 +101,14 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
     within("redis to restart", STEP, redis.restart())
         .await
         .unwrap();
-    wait_replayed(&a, 5).await;
-    for i in 11..=15 {
+    wait_replayed(&a, OUTAGE as i64).await;
+    for i in (6 + OUTAGE)..=(10 + OUTAGE) {
         assert_eq!(publish(&http, &a.url(), "t", format!("p{i}")).await, i);
     }
 
-    // The streams opened before the outage are still open and see 1..=15 once, in order.
-    for seq in 1..=15u64 {
+    // The streams opened before the outage are still open and see every event once, in order.
+    let last = 10 + OUTAGE;
+    for seq in 1..=last {
         let event = sse.next_event().await;
         assert_eq!(
             (event["seq"].as_u64(), &event["data"]),
@@ -116,14 +121,15 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
         );
     }
     // No duplicate follows: the next thing on each stream is the next publish.
-    assert_eq!(publish(&http, &a.url(), "t", "p16").await, 16);
-    assert_eq!(sse.next_event().await["seq"], 16);
-    assert_eq!(ws_event(&mut ws).await["seq"], 16);
+    assert_eq!(publish(&http, &a.url(), "t", "last").await, last + 1);
+    assert_eq!(sse.next_event().await["seq"], last + 1);
+    assert_eq!(ws_event(&mut ws).await["seq"], last + 1);
 
     let batch = poll(&http, &b.url(), "t", "after=0").await;
-    assert_eq!(seqs(&batch), (1..=16).collect::<Vec<_>>());
-    assert_eq!(batch["events"][7]["data"], "p8");
-    assert_eq!((metric(&a, SPOOLED), metric(&a, REPLAYED)), (5, 5));
+    assert_eq!(seqs(&batch), (1..=last + 1).collect::<Vec<_>>());
+    assert_eq!(batch["events"][99]["data"], "p100");
+    let outage = OUTAGE as i64;
+    assert_eq!((metric(&a, SPOOLED), metric(&a, REPLAYED)), (outage, outage));
     assert_eq!(metric(&a, REJECTED), 0);
     for server in [&a, &b] {
         assert!(metric(server, RECONNECTS) > 0, "no reconnect counted");

@@ -11,13 +11,19 @@ use bytes::Bytes;
 use redis::Script;
 use tokio::sync::Notify;
 
-use super::{link::Link, wire};
+use super::{
+    link::{Conn, Link},
+    wire,
+};
 use crate::{
     bus::{BusError, MemoryBusConfig, PublishError, Published},
     metrics::SpoolCounters,
     spool::{Spool, SpoolLimits},
     topic::TopicName,
 };
+
+/// Most spooled publishes replayed in one pipeline.
+const REPLAY_BATCH: usize = 64;
 
 /// One publish on its way to Redis.
 #[derive(Clone)]
@@ -119,13 +125,36 @@ impl Publisher {
     }
 
     async fn append(&self, pending: &Pending) -> Result<u64, Failure> {
-        let conn = self.link.get().map_err(|e| Failure::Outage {
-            attempted: false,
-            detail: e.to_string(),
-        })?;
-        let topic = &pending.topic;
+        let conn = self.connection()?;
         let reply: Result<i64, _> = self
-            .script
+            .invocation(pending)
+            .invoke_async(&mut conn.inner.clone())
+            .await;
+        match reply {
+            Ok(seq) => u64::try_from(seq).map_err(|_| self.topic_limit()),
+            Err(error) => Err(self.failure(&conn, error)),
+        }
+    }
+
+    /// Appends a batch in one pipeline, in order; each answer is a sequence number or -1 (topic limit).
+    async fn append_batch(&self, batch: &[Pending]) -> Result<Vec<i64>, Failure> {
+        let conn = self.connection()?;
+        let invocations: Vec<_> = batch.iter().map(|p| self.invocation(p)).collect();
+        let mut pipe = redis::pipe();
+        // A pipeline does not load scripts on demand, and a restarted Redis has forgotten them.
+        pipe.load_script(&self.script).ignore();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        pipe.query_async(&mut conn.inner.clone())
+            .await
+            .map_err(|error| self.failure(&conn, error))
+    }
+
+    fn invocation(&self, pending: &Pending) -> redis::ScriptInvocation<'_> {
+        let topic = &pending.topic;
+        let mut invocation = self.script.prepare_invoke();
+        invocation
             .key(wire::TOPICS_KEY)
             .key(wire::seq_key(topic))
             .key(wire::stream_key(topic))
@@ -135,23 +164,33 @@ impl Publisher {
             .arg(self.config.history_events)
             .arg(&pending.id)
             .arg(u8::from(pending.maybe_applied))
-            .arg(wire::DEDUPE_WINDOW)
-            .invoke_async(&mut conn.inner.clone())
-            .await;
-        match reply {
-            Ok(seq) => u64::try_from(seq).map_err(|_| {
-                Failure::Refused(BusError::TopicLimit {
-                    limit: self.config.max_topics,
-                })
-            }),
-            Err(error) if self.link.failed(&conn, &error) => Err(Failure::Outage {
+            .arg(wire::DEDUPE_WINDOW);
+        invocation
+    }
+
+    fn connection(&self) -> Result<Conn, Failure> {
+        self.link.get().map_err(|e| Failure::Outage {
+            attempted: false,
+            detail: e.to_string(),
+        })
+    }
+
+    fn failure(&self, conn: &Conn, error: redis::RedisError) -> Failure {
+        let detail = format!("redis: {error}");
+        if self.link.failed(conn, &error) {
+            Failure::Outage {
                 attempted: true,
-                detail: format!("redis: {error}"),
-            }),
-            Err(error) => Err(Failure::Refused(BusError::Unavailable(format!(
-                "redis: {error}"
-            )))),
+                detail,
+            }
+        } else {
+            Failure::Refused(BusError::Unavailable(detail))
         }
+    }
+
+    fn topic_limit(&self) -> Failure {
+        Failure::Refused(BusError::TopicLimit {
+            limit: self.config.max_topics,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Spool<Pending>> {
@@ -159,32 +198,57 @@ impl Publisher {
         self.spool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replays the spool front to back until it is empty; returns how many were replayed.
+    /// Notes that the oldest `n` spooled publishes reached Redis without an answer: their replay must
+    /// check for an earlier append.
+    fn maybe_applied(&self, n: usize) {
+        self.lock()
+            .oldest_mut(n)
+            .for_each(|p| p.maybe_applied = true);
+    }
+
+    /// Replays the spool front to back, in batches, until it is empty; returns how many were replayed.
     async fn drain(&self) -> u64 {
         let mut replayed = 0;
+        // After a batch Redis refused, go one at a time through it to drop only the refused publish.
+        let mut single = 0usize;
         loop {
-            let Some(front) = self.lock().front().cloned() else {
-                return replayed;
-            };
-            if self.link.stop().is_cancelled() {
+            let size = if single > 0 { 1 } else { REPLAY_BATCH };
+            let batch: Vec<Pending> = self.lock().oldest(size).cloned().collect();
+            if batch.is_empty() || self.link.stop().is_cancelled() {
                 return replayed;
             }
-            match self.append(&front).await {
-                Ok(_) => {
-                    self.lock().replayed();
-                    replayed += 1;
+            match self.append_batch(&batch).await {
+                Ok(seqs) => {
+                    single = single.saturating_sub(batch.len());
+                    let mut spool = self.lock();
+                    for (pending, seq) in batch.iter().zip(seqs) {
+                        if seq > 0 {
+                            spool.replayed();
+                            replayed += 1;
+                        } else {
+                            tracing::warn!(
+                                topic = pending.topic.as_str(),
+                                "dropping a spooled publish: the topic limit is reached"
+                            );
+                            spool.dropped();
+                        }
+                    }
                 }
                 Err(Failure::Outage { attempted, .. }) => {
                     if attempted {
-                        if let Some(front) = self.lock().front_mut() {
-                            front.maybe_applied = true;
-                        }
+                        self.maybe_applied(batch.len());
                     }
                     self.link.wait_up().await;
                 }
+                Err(Failure::Refused(_)) if batch.len() > 1 => {
+                    // Some of the batch may be applied; the dedupe check makes retrying them safe.
+                    self.maybe_applied(batch.len());
+                    single = batch.len();
+                }
                 Err(Failure::Refused(error)) => {
-                    tracing::warn!(topic = front.topic.as_str(), %error, "dropping a spooled publish Redis refused");
+                    tracing::warn!(topic = batch[0].topic.as_str(), %error, "dropping a spooled publish Redis refused");
                     self.lock().dropped();
+                    single = single.saturating_sub(1);
                 }
             }
         }
@@ -203,5 +267,64 @@ async fn replay(publisher: Arc<Publisher>) {
         if replayed > 0 {
             tracing::info!(replayed, "replayed spooled publishes to redis, in order");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{
+        metrics::RedisCounters,
+        redis_server::{RedisOptions, RedisServer},
+    };
+
+    #[tokio::test]
+    async fn a_replay_of_a_publish_that_was_applied_appends_nothing() {
+        let redis = RedisServer::start(RedisOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let counters = Arc::new(RedisCounters::default());
+        let stop = CancellationToken::new();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let link = Link::connect(client.clone(), counters.clone(), stop.clone())
+            .await
+            .unwrap();
+        let config = MemoryBusConfig {
+            history_events: 100,
+            history_bytes: usize::MAX,
+            max_topics: 10,
+            subscriber_buffer: 8,
+        };
+        let limits = SpoolLimits {
+            events: 10,
+            bytes: 1000,
+        };
+        let publisher = Publisher::start(link, config, limits, counters.publish_spool.clone());
+        let topic = TopicName::parse("t").unwrap();
+
+        let first = publisher.pending(&topic, Bytes::from_static(b"a"));
+        assert_eq!(publisher.append(&first).await.ok(), Some(1));
+        // Its answer was "lost": a replay marked maybe-applied finds it instead of appending again.
+        let mut again = first.clone();
+        again.maybe_applied = true;
+        assert_eq!(publisher.append(&again).await.ok(), Some(1));
+        // The same through the spool's batch replay, followed by a genuinely new publish.
+        let next = publisher.pending(&topic, Bytes::from_static(b"b"));
+        publisher.lock().push(again, 1).unwrap();
+        publisher.lock().push(next, 1).unwrap();
+        assert_eq!(publisher.drain().await, 2);
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let length: u64 = redis::cmd("XLEN")
+            .arg(wire::stream_key(&topic))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(length, 2, "a replay appended a duplicate");
+        // Without the mark, the same id is not looked for (ids are unique, so that is only cheaper).
+        let fresh = publisher.pending(&topic, Bytes::from_static(b"c"));
+        assert_eq!(publisher.append(&fresh).await.ok(), Some(3));
+        stop.cancel();
     }
 }

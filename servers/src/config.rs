@@ -318,6 +318,18 @@ mod tests {
     }
 
     #[test]
+    fn spool_bounds_are_flags_with_ranges() {
+        let c = parse(&["--spool-events", "3", "--spool-bytes", "1MiB"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.spool_limits().events, 3);
+        assert_eq!(c.spool_limits().bytes, 1 << 20);
+        let err = parse(&["--spool-events", "0"]).err().unwrap_or_default();
+        assert!(err.contains("--spool-events"), "{err}");
+        let err = parse(&["--spool-bytes", "8GiB"]).err().unwrap_or_default();
+        assert!(err.contains("--spool-bytes"), "{err}");
+    }
+
+    #[test]
     fn default_wait_cannot_exceed_max_wait() {
         let c =
             parse(&["--max-wait", "1s", "--default-wait", "2s"]).unwrap_or_else(|e| panic!("{e}"));

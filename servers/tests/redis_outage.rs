@@ -129,7 +129,10 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
     assert_eq!(seqs(&batch), (1..=last + 1).collect::<Vec<_>>());
     assert_eq!(batch["events"][99]["data"], "p100");
     let outage = OUTAGE as i64;
-    assert_eq!((metric(&a, SPOOLED), metric(&a, REPLAYED)), (outage, outage));
+    assert_eq!(
+        (metric(&a, SPOOLED), metric(&a, REPLAYED)),
+        (outage, outage)
+    );
     assert_eq!(metric(&a, REJECTED), 0);
     for server in [&a, &b] {
         assert!(metric(server, RECONNECTS) > 0, "no reconnect counted");

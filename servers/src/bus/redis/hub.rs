@@ -129,6 +129,9 @@ async fn run(
                     () = link.stop().cancelled() => break,
                     () = tokio::time::sleep(backoff.next_wait()) => {}
                 }
+                // While the shared link is down, it alone probes Redis: no connect storm from
+                // every followed topic.
+                link.wait_up().await;
                 continue;
             }
         };

@@ -85,8 +85,8 @@ pub struct RunArgs {
     #[arg(long, visible_alias = "study", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws,
-    /// graphql-poll, graphql-sub; against --target also poll-url, sse-url, ws-url. Comma-separated
-    /// or repeated. [default: sse]
+    /// graphql-poll, graphql-sub; the message queue's job-short-poll, job-long-poll, job-sse, job-ws;
+    /// against --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]
     #[arg(long, short = 'p', value_name = "PATTERN")]
     pub pattern: Vec<String>,
     /// Simulated clients, each with its own connection (1..=200k). [default: 100]
@@ -146,6 +146,15 @@ pub struct RunArgs {
     /// Use this existing Redis (redis://host:port) instead of starting one; implies --bus redis.
     #[arg(long, value_name = "URL")]
     pub bus_url: Option<String>,
+    /// Job patterns: simulated work per job (0s..=60s). [default: 20ms]
+    #[arg(long)]
+    pub work: Option<String>,
+    /// Job patterns: workers inside each embedded server instance (0..=4096). [default: 4]
+    #[arg(long)]
+    pub workers: Option<String>,
+    /// Job patterns: the share of users whose jobs go to the premium lane (0..=1). [default: 0.2]
+    #[arg(long)]
+    pub premium: Option<String>,
     /// Output directory [default: results/<run-id>, plus the results/latest link].
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
@@ -186,6 +195,9 @@ impl RunArgs {
             ("instances", &self.instances),
             ("bus", &self.bus),
             ("bus_url", &self.bus_url),
+            ("work", &self.work),
+            ("workers", &self.workers),
+            ("premium", &self.premium),
         ];
         for (field, value) in optional {
             if let Some(value) = value {

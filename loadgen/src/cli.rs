@@ -42,6 +42,10 @@ pub struct CompareArgs {
     /// Server instances behind the Redis bus in that comparison (list, e.g. 1,2,4). [default: 2]
     #[arg(long, value_name = "N")]
     pub bus_instances: Option<String>,
+    /// Message-queue cells at the middle client count (with the default patterns only); `none`
+    /// leaves them out. [default: job-short-poll,job-long-poll,job-sse,job-ws]
+    #[arg(long, value_name = "PATTERNS")]
+    pub job_patterns: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -55,6 +59,9 @@ impl CompareArgs {
         }
         if let Some(instances) = &self.bus_instances {
             raw.set_flag("bus_instances", instances.clone());
+        }
+        if let Some(patterns) = &self.job_patterns {
+            raw.set_flag("job_patterns", patterns.clone());
         }
         Ok(raw)
     }

@@ -258,7 +258,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 25] = [
     "patterns",
     "clients",
     "rate",
@@ -280,6 +280,7 @@ pub const FIELDS: [&str; 24] = [
     "bus_url",
     "bus_patterns",
     "bus_instances",
+    "job_patterns",
     "work",
     "workers",
     "premium",

@@ -15,7 +15,7 @@ use crate::{
 pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 
 /// The default study: the comparison the README promises, about 5 minutes on 2 cores.
-pub const DEFAULTS: [(&str, &str); 10] = [
+pub const DEFAULTS: [(&str, &str); 11] = [
     (
         "patterns",
         "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub",
@@ -31,6 +31,12 @@ pub const DEFAULTS: [(&str, &str); 10] = [
     // clients spread over `bus_instances` servers joined by a real Redis. `none` leaves it out.
     ("bus_patterns", "sse,ws,long-poll,short-poll"),
     ("bus_instances", "2"),
+    // The message queue: how each notification pattern tells a user its job is done, at the middle
+    // client count. `none` leaves it out.
+    (
+        "job_patterns",
+        "job-short-poll,job-long-poll,job-sse,job-ws",
+    ),
 ];
 
 /// `--quick`: the same study, smaller, in about a minute.
@@ -105,6 +111,7 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
         }
     }
     plans.extend(bus_plans(study, &combos)?);
+    plans.extend(job_plans(study, &combos)?);
     // Stable: at each client count the Redis cells follow their in-process counterparts.
     plans.sort_by_key(|plan| plan.scenario.clients);
     Ok(plans)
@@ -119,69 +126,114 @@ pub fn needs_private_redis(study: &RawScenario) -> Result<bool, ScenarioError> {
             .any(|p| p.scenario.bus == BusKind::Redis))
 }
 
-/// The in-process vs Redis cells: `bus_patterns` at the middle client count (pollers at the middle
-/// interval), once per `bus_instances` value. None when the study already runs on Redis or against
-/// an external target (there is nothing in-process to compare with).
+/// The in-process vs Redis cells: `bus_patterns` the study runs, at the middle client count
+/// (pollers at the middle interval), once per `bus_instances` value. None when the study already runs
+/// on Redis or against an external target (there is nothing in-process to compare with).
 fn bus_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan>, ScenarioError> {
-    let patterns = study.values_of("bus_patterns").unwrap_or_default();
-    let patterns: Vec<&String> = patterns.iter().filter(|p| p.as_str() != "none").collect();
     // Every pattern, but the first element of every other list.
     let base = study.validate_first_except("patterns")?;
-    if patterns.is_empty() || base.bus == BusKind::Redis || base.target.is_some() {
+    if base.bus == BusKind::Redis || base.target.is_some() {
         return Ok(Vec::new());
     }
-    let invalid = |detail: String| ScenarioError::Invalid {
-        origin: study.origin_of("bus_patterns"),
-        detail,
-    };
-    let mut patterns = patterns
-        .into_iter()
-        .map(|p| PatternName::from_str(p).map_err(invalid))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(generic) = patterns.iter().find(|p| p.is_generic()) {
-        return Err(invalid(format!(
-            "{generic} measures someone else's server; the bus comparison runs commbench's own"
-        )));
-    }
+    let mut patterns = listed_patterns(study, "bus_patterns")?;
     // Only patterns the study runs: the comparison needs their in-process cells.
     patterns.retain(|p| base.patterns.contains(p));
-    let mut clients: Vec<String> = study.values_of("clients").unwrap_or_default();
-    clients.dedup();
+    let instances = study
+        .values_of("bus_instances")
+        .unwrap_or_else(|| vec!["2".to_owned()]);
+    let mut plans = Vec::new();
+    for count in &instances {
+        plans.extend(at_middle_clients(study, combos, &patterns, |combo| {
+            combo.set_from("bus", "redis", study);
+            combo.set_from("instances", count, study);
+        })?);
+    }
+    Ok(plans)
+}
+
+/// The message-queue cells: `job_patterns` at the middle client count, on the study's own bus. Only
+/// with the default patterns: a study that names its patterns sweeps any `job-*` among them like
+/// every other pattern.
+fn job_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan>, ScenarioError> {
+    if !study.origin_of("patterns").starts_with("default") {
+        return Ok(Vec::new());
+    }
+    let patterns = listed_patterns(study, "job_patterns")?;
+    if let Some(other) = patterns.iter().find(|p| !p.is_job()) {
+        return Err(ScenarioError::Invalid {
+            origin: study.origin_of("job_patterns"),
+            detail: format!(
+                "{other} is not a job pattern (job-short-poll, job-long-poll, job-sse, job-ws)"
+            ),
+        });
+    }
+    at_middle_clients(study, combos, &patterns, |_| {})
+}
+
+/// The commbench patterns named by a list field (`none` or absent: no pattern).
+fn listed_patterns(
+    study: &RawScenario,
+    field: &'static str,
+) -> Result<Vec<PatternName>, ScenarioError> {
+    let names = study.values_of(field).unwrap_or_default();
+    let invalid = |detail: String| ScenarioError::Invalid {
+        origin: study.origin_of(field),
+        detail,
+    };
+    let patterns = names
+        .iter()
+        .filter(|p| p.as_str() != "none")
+        .map(|p| PatternName::from_str(p).map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    match patterns.iter().find(|p| p.is_generic()) {
+        Some(generic) => Err(invalid(format!(
+            "{generic} measures someone else's server; this part of the study runs commbench's own"
+        ))),
+        None => Ok(patterns),
+    }
+}
+
+/// `patterns` once more at the study's middle client count — pollers at the middle interval, the
+/// others at the first — with `adjust` applied to each combination's settings.
+fn at_middle_clients(
+    study: &RawScenario,
+    combos: &[RawScenario],
+    patterns: &[PatternName],
+    adjust: impl Fn(&mut RawScenario),
+) -> Result<Vec<CellPlan>, ScenarioError> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
     let middle = |field: &'static str| {
-        let values = study.values_of(field).unwrap_or_default();
+        let mut values = study.values_of(field).unwrap_or_default();
+        values.dedup();
         values.get(values.len() / 2).cloned()
     };
-    let (mid_clients, mid_interval) = (clients.get(clients.len() / 2).cloned(), middle("interval"));
+    let (mid_clients, mid_interval) = (middle("clients"), middle("interval"));
     let first_interval = study
         .values_of("interval")
         .unwrap_or_default()
         .first()
         .cloned();
-    let instances = study
-        .values_of("bus_instances")
-        .unwrap_or_else(|| vec!["2".to_owned()]);
     let mut plans = Vec::new();
     for combo in combos {
         if mid_clients.is_some() && combo.text_of("clients") != mid_clients.as_deref() {
             continue;
         }
-        for count in &instances {
-            let mut redis = combo.clone();
-            redis.set_from("bus", "redis", study);
-            redis.set_from("instances", count, study);
-            let scenario = Arc::new(redis.validate()?);
-            for pattern in &patterns {
-                let interval = if pattern.polls_on_interval() {
-                    &mid_interval
-                } else {
-                    &first_interval
-                };
-                if interval.is_none() || combo.text_of("interval") == interval.as_deref() {
-                    plans.push(CellPlan {
-                        pattern: *pattern,
-                        scenario: scenario.clone(),
-                    });
-                }
+        let mut adjusted = combo.clone();
+        adjust(&mut adjusted);
+        let scenario = Arc::new(adjusted.validate()?);
+        for pattern in patterns {
+            let interval = if pattern.polls_on_interval() {
+                &mid_interval
+            } else {
+                &first_interval
+            };
+            if interval.is_none() || combo.text_of("interval") == interval.as_deref() {
+                plans.push(CellPlan {
+                    pattern: *pattern,
+                    scenario: scenario.clone(),
+                });
             }
         }
     }
@@ -200,8 +252,13 @@ mod tests {
     fn default_study_sweeps_clients_and_poll_intervals() {
         let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
         // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
-        // 4 patterns on Redis at 1000 clients.
-        assert_eq!(plans.len(), 31);
+        // 4 patterns on Redis and the 4 job patterns at 1000 clients.
+        assert_eq!(plans.len(), 35);
+        let jobs: Vec<_> = plans.iter().filter(|p| p.pattern.is_job()).collect();
+        assert_eq!(jobs.len(), 4);
+        assert!(jobs
+            .iter()
+            .all(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory));
         // 9 in-process, 1 on Redis.
         assert_eq!(count(&plans, PatternName::ShortPoll), 10);
         assert_eq!(count(&plans, PatternName::Sse), 4);
@@ -220,8 +277,8 @@ mod tests {
     fn quick_study_is_smaller() {
         let plans = plans(&with_defaults(RawScenario::default(), true)).unwrap();
         // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
-        // the 4 Redis cells.
-        assert_eq!(plans.len(), 20);
+        // the 4 Redis cells and the 4 job cells.
+        assert_eq!(plans.len(), 24);
     }
 
     fn on_redis(plans: &[CellPlan]) -> Vec<&CellPlan> {
@@ -251,9 +308,9 @@ mod tests {
         let short = redis[3];
         assert_eq!(short.scenario.interval, std::time::Duration::from_secs(1));
         // Each Redis cell directly follows the in-process cells of its client count.
-        let last_memory_1000 = plans
-            .iter()
-            .rposition(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory);
+        let last_memory_1000 = plans.iter().rposition(|p| {
+            p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory && !p.pattern.is_job()
+        });
         let first_redis = plans.iter().position(|p| p.scenario.bus == BusKind::Redis);
         assert!(last_memory_1000 < first_redis);
     }

@@ -100,11 +100,13 @@ pub async fn run(mut ctx: ClientCtx, notify: Notify) {
     let submit_path = format!("/queues/{}/jobs", ctx.shared.queue);
     let counters = &ctx.shared.recorder.counters;
     let mut stop = std::pin::pin!(ctx.reached(Phase::Stop));
+    // Submitting ends with the window; a user between jobs is then done at once.
+    let mut drain = std::pin::pin!(ctx.reached(Phase::Drain));
     loop {
         let intended = schedule.next_send();
         tokio::select! {
             () = tokio::time::sleep_until(ctx.shared.clock.instant_at(intended).into()) => {}
-            () = &mut stop => return,
+            () = &mut drain => return,
         }
         if ctx.shared.phase() >= Phase::Drain {
             return;

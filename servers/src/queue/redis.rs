@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 /// Bound on connecting and on every command, so a stalled Redis becomes a 503, not a hang.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle takers retry this often (expired leases are only reclaimed by a take).
-const TAKE_POLL: Duration = Duration::from_millis(100);
+const TAKE_POLL: Duration = Duration::from_millis(250);
+/// XAUTOCLAIM calls (each scanning up to 10 pending entries) per lane per take.
+const CLAIM_ROUNDS: usize = 4;
 /// Handle long polls re-read the status this often in case a notification was missed.
 const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Unfinished jobs' hashes expire after this, so an abandoned queue cannot hold memory forever.
@@ -40,9 +42,16 @@ pub struct RedisQueue {
     enqueue: Script,
     take: Script,
     ack: Script,
-    policies: Mutex<HashMap<QueueName, LanePolicy>>,
+    locals: Mutex<HashMap<QueueName, Local>>,
     wakers: Arc<Wakers>,
     _listener: DropGuard,
+}
+
+/// This instance's state of one queue: its lane policy and where each lane's PEL scan resumes.
+struct Local {
+    policy: LanePolicy,
+    /// XAUTOCLAIM cursors, premium then normal.
+    cursors: [String; 2],
 }
 
 /// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
@@ -178,7 +187,7 @@ impl RedisQueue {
             enqueue: Script::new(wire::ENQUEUE),
             take: Script::new(wire::TAKE),
             ack: Script::new(wire::ACK),
-            policies: Mutex::new(HashMap::new()),
+            locals: Mutex::new(HashMap::new()),
             wakers,
             _listener: stop.drop_guard(),
         })
@@ -188,28 +197,50 @@ impl RedisQueue {
         self.connection.clone()
     }
 
-    /// The lane this instance's policy prefers for the next contested take.
-    fn preferred(&self, queue: &QueueName) -> Lane {
-        lock(&self.policies)
-            .get(queue)
-            .map_or(Lane::Premium, LanePolicy::preferred)
+    /// The lane this instance's policy prefers and the lanes' scan cursors, in that lane order.
+    fn plan(&self, queue: &QueueName) -> (Lane, [String; 2]) {
+        let locals = lock(&self.locals);
+        let Some(local) = locals.get(queue) else {
+            return (Lane::Premium, ["0-0".to_owned(), "0-0".to_owned()]);
+        };
+        let first = local.policy.preferred();
+        let cursors = &local.cursors;
+        match first {
+            Lane::Premium => (first, [cursors[0].clone(), cursors[1].clone()]),
+            Lane::Normal => (first, [cursors[1].clone(), cursors[0].clone()]),
+        }
     }
 
-    fn record(&self, queue: &QueueName, lane: Lane, contested: bool) {
-        let mut policies = lock(&self.policies);
-        if policies.len() >= self.config.max_queues && !policies.contains_key(queue) {
-            // Names beyond the limit were refused by enqueue; do not let takes grow the map.
+    /// Stores the cursors (in `first`'s order) and, for a new take, what the policy must count.
+    fn update(
+        &self,
+        queue: &QueueName,
+        first: Lane,
+        cursors: [String; 2],
+        took: Option<(Lane, bool)>,
+    ) {
+        let mut locals = lock(&self.locals);
+        if locals.len() >= self.config.max_queues && !locals.contains_key(queue) {
+            // Names beyond the limit are refused by enqueue; takes must not grow the map.
             return;
         }
-        policies
-            .entry(queue.clone())
-            .or_insert_with(|| LanePolicy::new(self.config.normal_every))
-            .record(lane, contested);
+        let local = locals.entry(queue.clone()).or_insert_with(|| Local {
+            policy: LanePolicy::new(self.config.normal_every),
+            cursors: ["0-0".to_owned(), "0-0".to_owned()],
+        });
+        let [a, b] = cursors;
+        local.cursors = match first {
+            Lane::Premium => [a, b],
+            Lane::Normal => [b, a],
+        };
+        if let Some((lane, contested)) = took {
+            local.policy.record(lane, contested);
+        }
     }
 
     /// One take attempt (the script), without waiting.
     async fn try_take(&self, queue: &QueueName) -> Result<Option<Taken>, QueueError> {
-        let first = self.preferred(queue);
+        let (first, [cursor1, cursor2]) = self.plan(queue);
         let reply: Value = self
             .take
             .key(wire::stream_key(queue, first))
@@ -222,29 +253,41 @@ impl RedisQueue {
             .arg(first.other().label())
             .arg(super::now_us())
             .arg(wire::job_prefix(queue))
+            .arg(cursor1)
+            .arg(cursor2)
+            .arg(CLAIM_ROUNDS)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        let items = match &reply {
-            Value::Nil => return Ok(None),
-            Value::Array(items) if items.len() == 8 => items,
-            other => return Err(malformed("take", other)),
+        let Value::Array(items) = &reply else {
+            return Err(malformed("take", &reply));
         };
+        let cursors = match (
+            items.first().and_then(wire::text),
+            items.get(1).and_then(wire::text),
+        ) {
+            (Some(a), Some(b)) => [a, b],
+            _ => return Err(malformed("take", &reply)),
+        };
+        if items.len() == 2 {
+            self.update(queue, first, cursors, None);
+            return Ok(None);
+        }
         let parsed = (|| {
-            let lane = Lane::parse(&wire::text(&items[1])?)?;
-            let attempt = wire::int(&items[4])? as u32;
-            let secret = u64::from_str_radix(&wire::text(&items[5])?, 16).ok()?;
+            let lane = Lane::parse(&wire::text(items.get(3)?)?)?;
+            let attempt = wire::int(items.get(6)?)? as u32;
+            let secret = u64::from_str_radix(&wire::text(items.get(7)?)?, 16).ok()?;
             Some((
                 Taken {
-                    id: wire::text(&items[0])?,
+                    id: wire::text(items.get(2)?)?,
                     lane,
-                    work_ms: wire::int(&items[2])? as u64,
-                    payload: wire::text(&items[3]),
+                    work_ms: wire::int(items.get(4)?)? as u64,
+                    payload: items.get(5).and_then(wire::text),
                     attempt,
                     lease: Lease { attempt, secret }.token(),
                 },
-                wire::int(&items[6])? == 1,
-                wire::int(&items[7])? == 1,
+                wire::int(items.get(8)?)? == 1,
+                wire::int(items.get(9)?)? == 1,
             ))
         })();
         let Some((taken, redelivered, contested)) = parsed else {
@@ -252,8 +295,9 @@ impl RedisQueue {
         };
         if redelivered {
             self.metrics.queue.redelivered();
+            self.update(queue, first, cursors, None);
         } else {
-            self.record(queue, taken.lane, contested);
+            self.update(queue, first, cursors, Some((taken.lane, contested)));
         }
         Ok(Some(taken))
     }

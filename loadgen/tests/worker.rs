@@ -16,6 +16,7 @@ use commbench_loadgen::{
     record::Recorder,
     target::Target,
 };
+use commbench_servers::redis_server::{RedisOptions, RedisServer};
 use http::Method;
 use serde_json::{json, Value};
 use tokio::{
@@ -133,8 +134,21 @@ async fn stats(target: &Target) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_no_job() {
-    let (mut server, target) =
-        start_server(&["--workers", "0", "--visibility-timeout", "500ms"]).await;
+    killed_worker_scenario(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_no_job_on_the_redis_backend() {
+    let redis = RedisServer::start(RedisOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    killed_worker_scenario(&["--bus", redis.url()]).await;
+}
+
+async fn killed_worker_scenario(extra: &[&str]) {
+    let mut args = vec!["--workers", "0", "--visibility-timeout", "500ms"];
+    args.extend_from_slice(extra);
+    let (mut server, target) = start_server(&args).await;
     let mut survivor = start_worker(&target, "survivor");
     let mut victim = start_worker(&target, "victim");
 

@@ -55,8 +55,9 @@ struct Local {
 }
 
 /// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
-#[derive(Default)]
 struct Wakers {
+    /// Most queue names with a shared taker notification (`--max-queues`).
+    limit: usize,
     takers: Mutex<HashMap<String, Arc<Notify>>>,
     jobs: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
 }
@@ -80,10 +81,12 @@ impl Wakers {
         if let Some(notify) = takers.get(queue.as_str()) {
             return notify.clone();
         }
-        // Bounded: takers only exist for queue names that passed validation, and the map holds one
-        // entry per name ever waited on (at most --max-queues are usable).
         let notify = Arc::new(Notify::new());
-        takers.insert(queue.as_str().to_owned(), notify.clone());
+        // Bounded like the queues themselves: a taker on yet another name still works, on the
+        // fallback poll alone.
+        if takers.len() < self.limit {
+            takers.insert(queue.as_str().to_owned(), notify.clone());
+        }
         notify
     }
 
@@ -176,7 +179,11 @@ impl RedisQueue {
             .get_multiplexed_async_connection_with_config(&settings)
             .await
             .map_err(unavailable)?;
-        let wakers = Arc::new(Wakers::default());
+        let wakers = Arc::new(Wakers {
+            limit: config.max_queues,
+            takers: Mutex::default(),
+            jobs: Mutex::default(),
+        });
         let stop = CancellationToken::new();
         tokio::spawn(listen(client, wakers.clone(), stop.clone()));
         Ok(Self {

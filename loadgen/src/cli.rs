@@ -36,8 +36,30 @@ pub struct CompareArgs {
     /// A smaller study that finishes in about a minute.
     #[arg(long)]
     pub quick: bool,
+    /// Patterns repeated on the Redis bus for the in-process vs Redis comparison, at the middle
+    /// client count; `none` leaves the comparison out (it is skipped with a note when redis-server
+    /// is not installed). [default: sse,ws,long-poll,short-poll]
+    #[arg(long, value_name = "PATTERNS")]
+    pub bus_patterns: Option<String>,
+    /// Server instances behind the Redis bus in that comparison (list, e.g. 1,2,4). [default: 2]
+    #[arg(long, value_name = "N")]
+    pub bus_instances: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl CompareArgs {
+    /// The study as given: the run flags plus the comparison's own.
+    pub fn raw_study(&self) -> Result<RawScenario, ScenarioError> {
+        let mut raw = self.run.raw_scenario()?;
+        if let Some(patterns) = &self.bus_patterns {
+            raw.set_flag("bus_patterns", patterns.clone());
+        }
+        if let Some(instances) = &self.bus_instances {
+            raw.set_flag("bus_instances", instances.clone());
+        }
+        Ok(raw)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -65,8 +87,8 @@ pub struct RunArgs {
     #[arg(long, visible_alias = "study", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws,
-    /// graphql-poll, graphql-sub; against --target also poll-url, sse-url, ws-url. Comma-separated
-    /// or repeated. [default: sse]
+    /// graphql-poll, graphql-sub; the message queue's job-short-poll, job-long-poll, job-sse, job-ws;
+    /// against --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]
     #[arg(long, short = 'p', value_name = "PATTERN")]
     pub pattern: Vec<String>,
     /// Simulated clients, each with its own connection (1..=200k). [default: 100]
@@ -114,6 +136,27 @@ pub struct RunArgs {
     /// Stop early after this many errors (0 = never).
     #[arg(long)]
     pub max_errors: Option<String>,
+    /// Embedded server instances sharing one feed (1..=16; more than 1 needs --bus redis). Clients
+    /// are spread round-robin over them like a load balancer would; events are published through the
+    /// first. [default: 1]
+    #[arg(long)]
+    pub instances: Option<String>,
+    /// The bus between instances: memory (in-process) or redis (a private redis-server from PATH on a
+    /// loopback port, started per cell). [default: memory]
+    #[arg(long)]
+    pub bus: Option<String>,
+    /// Use this existing Redis (redis://host:port) instead of starting one; implies --bus redis.
+    #[arg(long, value_name = "URL")]
+    pub bus_url: Option<String>,
+    /// Job patterns: simulated work per job (0s..=60s). [default: 20ms]
+    #[arg(long)]
+    pub work: Option<String>,
+    /// Job patterns: workers inside each embedded server instance (0..=4096). [default: 4]
+    #[arg(long)]
+    pub workers: Option<String>,
+    /// Job patterns: the share of users whose jobs go to the premium lane (0..=1). [default: 0.2]
+    #[arg(long)]
+    pub premium: Option<String>,
     /// Output directory [default: results/<run-id>, plus the results/latest link].
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
@@ -151,6 +194,12 @@ impl RunArgs {
             ("ws_message", &self.ws_message),
             ("drain", &self.drain),
             ("max_errors", &self.max_errors),
+            ("instances", &self.instances),
+            ("bus", &self.bus),
+            ("bus_url", &self.bus_url),
+            ("work", &self.work),
+            ("workers", &self.workers),
+            ("premium", &self.premium),
         ];
         for (field, value) in optional {
             if let Some(value) = value {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod collector;
+pub mod fleet;
 pub mod http;
 pub mod net;
 pub mod output;

@@ -54,7 +54,14 @@ async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
-    let study = study::with_defaults(args.run.raw_scenario()?, args.quick);
+    let mut study = study::with_defaults(args.raw_study()?, args.quick);
+    if study::needs_private_redis(&study)? && !commbench_servers::redis_server::installed() {
+        eprintln!(
+            "note: redis-server is not installed, so the in-process vs Redis cells are left out; {}",
+            commbench_servers::redis_server::INSTALL_HINT
+        );
+        study.set_flag("bus_patterns", "none");
+    }
     let plans = study::plans(&study)?;
     eprintln!("comparing {} cells", plans.len());
     let outcome = measure(&args.run, plans, study.to_json()).await?;

@@ -137,7 +137,7 @@ async fn publish_one(
     payload: Bytes,
 ) -> Result<u64, ClientError> {
     if conn.is_none() {
-        *conn = Some(HttpConn::open(&shared.target, None, own).await?);
+        *conn = Some(HttpConn::open(&shared.targets[0], None, own).await?);
     }
     let Some(open) = conn.as_mut() else {
         return Err(ClientError::Protocol("no publish connection".into()));

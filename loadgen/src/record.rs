@@ -29,15 +29,28 @@ pub enum Metric {
     Connect,
     /// Time between consecutive messages on a stream (external SSE/WebSocket targets).
     InterArrival,
+    /// Delivery latency of clients on an instance other than the publishing one: every such event
+    /// crossed the bus (Redis) between instances.
+    CrossInstance,
+    /// Job patterns: intended submit time → the user knows the job is done.
+    JobResult,
+    /// Job patterns: enqueue → first taken by a worker (the server's clock), premium lane.
+    QueueWaitPremium,
+    /// The same for the normal lane.
+    QueueWaitNormal,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Delivery,
         Metric::RoundTrip,
         Metric::RoundTripUncorrected,
         Metric::Connect,
         Metric::InterArrival,
+        Metric::CrossInstance,
+        Metric::JobResult,
+        Metric::QueueWaitPremium,
+        Metric::QueueWaitNormal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +60,10 @@ impl Metric {
             Metric::RoundTripUncorrected => "round_trip_uncorrected",
             Metric::Connect => "connect",
             Metric::InterArrival => "inter_arrival",
+            Metric::CrossInstance => "cross_instance",
+            Metric::JobResult => "job_result",
+            Metric::QueueWaitPremium => "queue_wait_premium",
+            Metric::QueueWaitNormal => "queue_wait_normal",
         }
     }
 }
@@ -82,6 +99,9 @@ pub struct Counters {
     pub late_sends: AtomicU64,
     pub dropped_sends: AtomicU64,
     pub clamped_samples: AtomicU64,
+    /// Job patterns: redeliveries (attempts − 1) and extra completions of the jobs users saw done.
+    pub jobs_redelivered: AtomicU64,
+    pub jobs_duplicated: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     pub error_total: AtomicU64,
 }
@@ -137,6 +157,8 @@ impl Counters {
             late_sends: l(&self.late_sends),
             dropped_sends: l(&self.dropped_sends),
             clamped_samples: l(&self.clamped_samples),
+            jobs_redelivered: l(&self.jobs_redelivered),
+            jobs_duplicated: l(&self.jobs_duplicated),
             errors: l(&self.error_total),
         }
     }
@@ -167,6 +189,8 @@ pub struct CounterSnapshot {
     pub late_sends: u64,
     pub dropped_sends: u64,
     pub clamped_samples: u64,
+    pub jobs_redelivered: u64,
+    pub jobs_duplicated: u64,
     pub errors: u64,
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     record::{CounterSnapshot, Metric},
-    scenario::PatternName,
+    scenario::{BusKind, PatternName},
 };
 
 /// The parameters that identify a cell.
@@ -24,6 +24,9 @@ pub struct CellSpec {
     pub topics: usize,
     pub duration_s: f64,
     pub warmup_s: f64,
+    pub bus: BusKind,
+    /// Server instances the clients were spread over.
+    pub instances: usize,
 }
 
 impl CellSpec {
@@ -38,6 +41,9 @@ impl CellSpec {
         );
         if self.interval_s > 0.0 {
             name.push_str(&format!("-i{}s", trim_float(self.interval_s)));
+        }
+        if self.bus != BusKind::Memory {
+            name.push_str(&format!("-{}-x{}", self.bus, self.instances));
         }
         name
     }
@@ -70,8 +76,11 @@ pub struct CellResult {
     pub errors: BTreeMap<String, u64>,
     /// Whole-run histograms (µs), warm-up excluded. Only metrics with samples are present.
     pub histograms: BTreeMap<Metric, Histogram<u64>>,
-    /// `None` for an external target (its process is not ours to measure).
+    /// `None` for an external target (its process is not ours to measure); with several instances,
+    /// their CPU and peak memory added up.
     pub server: Option<ProcessUsage>,
+    /// The Redis the load generator started (`None` for the in-process bus or `--bus-url`).
+    pub broker: Option<ProcessUsage>,
     pub loadgen: ProcessUsage,
     /// Events published per second in the window (or requests per second for request-response).
     pub achieved_rate: f64,

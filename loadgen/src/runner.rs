@@ -20,6 +20,7 @@ use crate::{
     clients::{client_for, ClientCtx, Phase, RunShared},
     clock::RunClock,
     collector::Collector,
+    fleet::{Fleet, FleetError},
     net::SourceAddrs,
     procstat::{cpu_seconds, RssPeaks},
     progress::Progress,
@@ -27,7 +28,6 @@ use crate::{
     record::{new_histogram, CounterSnapshot, Recorder},
     result::{CellResult, CellSpec, ProcessUsage},
     scenario::{PatternName, Scenario},
-    target::{EmbeddedServer, Target, TargetError},
 };
 
 /// Histogram shards: enough that concurrent clients rarely share one.
@@ -50,75 +50,59 @@ pub struct CellOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Fleet(#[from] FleetError),
     #[error("no client could start against {target}: {errors}")]
     NoClients { target: String, errors: String },
-}
-
-enum Server {
-    Embedded(EmbeddedServer),
-    External(Target),
-}
-
-impl Server {
-    fn target(&self) -> &Target {
-        match self {
-            Server::Embedded(server) => &server.target,
-            Server::External(target) => target,
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Server::Embedded(server) => Some(server.pid),
-            Server::External(_) => None,
-        }
-    }
 }
 
 /// Runs one pattern cell and returns what it measured.
 pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
     let scenario = options.scenario.clone();
-    let server = match &scenario.target {
-        Some(url) => {
-            let target = Target::external(url).await?;
-            target.check_reachable(Duration::from_secs(3)).await?;
-            Server::External(target)
+    let mut args = Vec::new();
+    if scenario.target.is_none() {
+        // Job users over SSE/WebSocket each follow a topic of their own.
+        let notify_topics = if options.pattern.is_job() {
+            scenario.clients
+        } else {
+            0
+        };
+        args.extend([
+            "--max-connections".to_owned(),
+            (scenario.clients * 2 + 1_000).to_string(),
+            "--max-topics".to_owned(),
+            (scenario.topics + notify_topics + 16).to_string(),
+        ]);
+        if options.pattern.is_job() {
+            args.extend([
+                "--workers".to_owned(),
+                scenario.workers.to_string(),
+                "--worker-queue".to_owned(),
+                queue_name(&options),
+            ]);
         }
-        None => {
-            let mut args = vec![
-                "--max-connections".to_owned(),
-                (scenario.clients * 2 + 1_000).to_string(),
-                "--max-topics".to_owned(),
-                (scenario.topics + 16).to_string(),
-            ];
-            args.extend(options.server_args.iter().cloned());
-            Server::Embedded(EmbeddedServer::start(&args).await?)
-        }
-    };
-    let result = measure(&options, &server).await;
-    if let Server::Embedded(server) = server {
-        server.stop().await;
+        args.extend(options.server_args.iter().cloned());
     }
+    let fleet = Fleet::start(&scenario, &args).await?;
+    let result = measure(&options, &fleet).await;
+    fleet.stop().await;
     result
 }
 
-async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, RunError> {
+async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, RunError> {
     let scenario = options.scenario.clone();
-    let target = Arc::new(server.target().clone());
     let spec = cell_spec(&scenario, options.pattern);
     let cell = spec.name();
     let recorder = Arc::new(Recorder::new(SHARDS));
     let clock = RunClock::start();
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
-    let run_tag = options.run_id.rsplit('-').next().unwrap_or("0");
+    let prefix = cell_prefix(options);
     let topics = (0..scenario.topics)
-        .map(|i| format!("cb{run_tag}c{}t{i}", options.index))
+        .map(|i| format!("{prefix}t{i}"))
         .collect();
     let shared = Arc::new(RunShared {
         scenario: scenario.clone(),
-        target: target.clone(),
+        targets: fleet.targets.clone(),
         recorder: recorder.clone(),
         clock,
         phase,
@@ -127,6 +111,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         failed: AtomicUsize::new(0),
         final_heads: OnceLock::new(),
         topics,
+        queue: queue_name(options),
     });
     let total = scenario.warmup + scenario.duration + scenario.drain;
     let progress = Progress::new(&cell, total, options.quiet);
@@ -155,7 +140,12 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     ));
 
     // Ramp: start clients at the configured rate and wait until each is subscribed or has failed.
-    let sources = SourceAddrs::for_target(target.addr);
+    let sources: Vec<SourceAddrs> = fleet
+        .targets
+        .iter()
+        .map(|target| SourceAddrs::for_target(target.addr))
+        .collect();
+    let instances = fleet.targets.len();
     let client = client_for(options.pattern);
     let mut clients = tokio::task::JoinSet::new();
     let ramp_started = Instant::now();
@@ -165,10 +155,15 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
             () = tokio::time::sleep_until(due.into()) => {}
             () = stop.cancelled() => break,
         }
+        // Round-robin over the instances, as a load balancer would; each instance's clients get
+        // their own spread of source addresses.
+        let instance = id % instances;
         clients.spawn(client(ClientCtx {
             id,
             shared: shared.clone(),
-            source: sources.source(id),
+            target: fleet.targets[instance].clone(),
+            remote: instance != 0,
+            source: sources[instance].source(id / instances),
             rng: fastrand::Rng::with_seed(id as u64),
         }));
     }
@@ -189,8 +184,9 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         } else {
             format!("{errors:?}")
         };
+        let target = fleet.targets.iter().map(|t| t.authority.as_str());
         return Err(RunError::NoClients {
-            target: target.authority.clone(),
+            target: target.collect::<Vec<_>>().join(", "),
             errors,
         });
     }
@@ -210,17 +206,16 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
             stop_publishing.clone(),
         ))
     });
-    let mut pids = vec![std::process::id()];
-    pids.extend(server.pid());
-    let (rss, rss_task) = RssPeaks::start(pids, Duration::from_millis(250));
+    let processes = Processes::of(fleet);
+    let (rss, rss_task) = RssPeaks::start(processes.all(), Duration::from_millis(250));
     let interrupted = !sleep_until_ns(clock, window_start, &stop).await;
     let start_counters = recorder.counters.snapshot();
-    let start_cpu = cpu_pair(server.pid());
+    let start_cpu = processes.cpu();
     let window_started = Instant::now();
     let interrupted = interrupted || !sleep_until_ns(clock, window_end, &stop).await;
     let measured_s = window_started.elapsed().as_secs_f64();
     let end_counters = recorder.counters.snapshot();
-    let end_cpu = cpu_pair(server.pid());
+    let end_cpu = processes.cpu();
     rss_task.abort();
 
     // Drain: publishing stops; feed clients catch up to the final heads, then everyone stops.
@@ -256,7 +251,20 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         &recorder.counters.snapshot(),
     );
     let window = measured_s.max(1e-9);
-    let server_usage = match (server.pid(), start_cpu.1, end_cpu.1) {
+    let server_usage = match (start_cpu.servers, end_cpu.servers) {
+        (Some(start), Some(end)) => {
+            let mut peak_rss_bytes = 0;
+            for pid in &processes.servers {
+                peak_rss_bytes += rss.peak(*pid).await;
+            }
+            Some(ProcessUsage {
+                cpu_s: end - start,
+                peak_rss_bytes,
+            })
+        }
+        _ => None,
+    };
+    let broker_usage = match (processes.broker, start_cpu.broker, end_cpu.broker) {
         (Some(pid), Some(start), Some(end)) => Some(ProcessUsage {
             cpu_s: end - start,
             peak_rss_bytes: rss.peak(pid).await,
@@ -264,7 +272,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         _ => None,
     };
     let loadgen = ProcessUsage {
-        cpu_s: end_cpu.0.unwrap_or(0.0) - start_cpu.0.unwrap_or(0.0),
+        cpu_s: end_cpu.loadgen.unwrap_or(0.0) - start_cpu.loadgen.unwrap_or(0.0),
         peak_rss_bytes: rss.peak(std::process::id()).await,
     };
     let achieved_rate = match options.pattern {
@@ -279,6 +287,7 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
         errors: recorder.counters.errors(),
         histograms,
         server: server_usage,
+        broker: broker_usage,
         loadgen,
         achieved_rate,
         loadgen_lag_p99_us: lag.value_at_quantile(0.99),
@@ -286,6 +295,21 @@ async fn measure(options: &CellOptions, server: &Server) -> Result<CellResult, R
     };
     result.warnings = warnings(&result, &scenario, shared.ready.load(Relaxed));
     Ok(result)
+}
+
+/// Names unique per run and cell on a shared server, yet short: they are in every event's bytes.
+fn cell_prefix(options: &CellOptions) -> String {
+    let run_tag = options.run_id.rsplit('-').next().unwrap_or("0");
+    format!("cb{run_tag}c{}", options.index)
+}
+
+/// The cell's job queue: its own on the embedded servers (whose workers are told to serve it), the
+/// server's default worker queue `jobs` on an external target.
+fn queue_name(options: &CellOptions) -> String {
+    match options.scenario.target {
+        Some(_) => "jobs".to_owned(),
+        None => format!("{}q", cell_prefix(options)),
+    }
 }
 
 /// Sleeps until run-clock `ns`; false if interrupted first.
@@ -296,12 +320,44 @@ async fn sleep_until_ns(clock: RunClock, ns: u64, interrupt: &CancellationToken)
     }
 }
 
-/// (load generator CPU s, server CPU s) now.
-fn cpu_pair(server: Option<u32>) -> (Option<f64>, Option<f64>) {
-    (
-        cpu_seconds(std::process::id()),
-        server.and_then(cpu_seconds),
-    )
+/// The processes whose CPU and memory a cell reports.
+struct Processes {
+    servers: Vec<u32>,
+    broker: Option<u32>,
+}
+
+/// CPU seconds used so far: the load generator, every server instance together, the broker.
+struct CpuReading {
+    loadgen: Option<f64>,
+    servers: Option<f64>,
+    broker: Option<f64>,
+}
+
+impl Processes {
+    fn of(fleet: &Fleet) -> Self {
+        Self {
+            servers: fleet.server_pids(),
+            broker: fleet.broker_pid(),
+        }
+    }
+
+    fn all(&self) -> Vec<u32> {
+        let mut pids = vec![std::process::id()];
+        pids.extend(&self.servers);
+        pids.extend(self.broker);
+        pids
+    }
+
+    fn cpu(&self) -> CpuReading {
+        let servers = (!self.servers.is_empty())
+            .then(|| self.servers.iter().map(|pid| cpu_seconds(*pid)).sum())
+            .flatten();
+        CpuReading {
+            loadgen: cpu_seconds(std::process::id()),
+            servers,
+            broker: self.broker.and_then(cpu_seconds),
+        }
+    }
 }
 
 /// Cancels `stop` once `max_errors` (when non-zero) errors have been counted.
@@ -348,6 +404,8 @@ fn cell_spec(scenario: &Scenario, pattern: PatternName) -> CellSpec {
         topics: scenario.topics,
         duration_s: scenario.duration.as_secs_f64(),
         warmup_s: scenario.warmup.as_secs_f64(),
+        bus: scenario.bus,
+        instances: scenario.instances,
     }
 }
 
@@ -364,10 +422,12 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
         ));
     }
     if let Some(server) = result.server {
-        let machine = (server.cpu_s + result.loadgen.cpu_s) / window / cores;
+        let broker = result.broker.map_or(0.0, |b| b.cpu_s);
+        let machine = (server.cpu_s + broker + result.loadgen.cpu_s) / window / cores;
         if machine > 0.9 {
             warnings.push(format!(
-                "machine saturated: server and load generator together used {:.0}% of {cores} cores",
+                "machine saturated: servers, broker and load generator together used {:.0}% of \
+                 {cores} cores",
                 machine * 100.0
             ));
         }
@@ -380,7 +440,8 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
     }
     let target = result.spec.rate;
     let open_loop = target > 0.0
-        && (result.spec.pattern.uses_feed() || result.spec.pattern == PatternName::RequestResponse);
+        && (result.spec.pattern.counts_loss()
+            || result.spec.pattern == PatternName::RequestResponse);
     if open_loop && result.complete && result.achieved_rate < target * 0.95 {
         warnings.push(format!(
             "achieved {:.1}/s of the {target}/s target: the target rate was not sustained",

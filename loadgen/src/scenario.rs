@@ -26,10 +26,18 @@ pub enum PatternName {
     SseUrl,
     /// Generic: open a WebSocket to any URL, optionally send a message, record inter-arrival times.
     WsUrl,
+    /// Message queue: users submit jobs and short-poll each job's status until it is done.
+    JobShortPoll,
+    /// Message queue: users long-poll the job handle (`?wait_ms=`) until it is done.
+    JobLongPoll,
+    /// Message queue: users hear the completion on their own topic over SSE.
+    JobSse,
+    /// Message queue: users hear the completion on their own topic over WebSocket.
+    JobWs,
 }
 
 impl PatternName {
-    pub const ALL: [PatternName; 10] = [
+    pub const ALL: [PatternName; 14] = [
         PatternName::RequestResponse,
         PatternName::ShortPoll,
         PatternName::LongPoll,
@@ -40,6 +48,10 @@ impl PatternName {
         PatternName::PollUrl,
         PatternName::SseUrl,
         PatternName::WsUrl,
+        PatternName::JobShortPoll,
+        PatternName::JobLongPoll,
+        PatternName::JobSse,
+        PatternName::JobWs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +66,10 @@ impl PatternName {
             PatternName::PollUrl => "poll-url",
             PatternName::SseUrl => "sse-url",
             PatternName::WsUrl => "ws-url",
+            PatternName::JobShortPoll => "job-short-poll",
+            PatternName::JobLongPoll => "job-long-poll",
+            PatternName::JobSse => "job-sse",
+            PatternName::JobWs => "job-ws",
         }
     }
 
@@ -82,8 +98,27 @@ impl PatternName {
     pub fn polls_on_interval(self) -> bool {
         matches!(
             self,
-            PatternName::ShortPoll | PatternName::GraphqlPoll | PatternName::PollUrl
+            PatternName::ShortPoll
+                | PatternName::GraphqlPoll
+                | PatternName::PollUrl
+                | PatternName::JobShortPoll
         )
+    }
+
+    /// The message-queue patterns: users submit jobs at `rate` (in total) and wait for the results.
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            PatternName::JobShortPoll
+                | PatternName::JobLongPoll
+                | PatternName::JobSse
+                | PatternName::JobWs
+        )
+    }
+
+    /// Patterns with loss accounting: feed events by sequence number, or job results by job.
+    pub fn counts_loss(self) -> bool {
+        self.uses_feed() || self.is_job()
     }
 }
 
@@ -131,6 +166,31 @@ pub enum Arrival {
     Poisson,
 }
 
+/// Which bus the embedded servers share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The in-process bus: one server instance holds the feed.
+    Memory,
+    /// A real Redis between the instances (started by the load generator, or `--bus-url`).
+    Redis,
+}
+
+impl BusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Memory => "memory",
+            BusKind::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A validated run description.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
@@ -162,6 +222,18 @@ pub struct Scenario {
     pub drain: Duration,
     /// Stop early when this many errors have been counted (0 = never).
     pub max_errors: u64,
+    /// Embedded server instances; clients are spread over them round-robin, publishes go to the first.
+    pub instances: usize,
+    pub bus: BusKind,
+    /// An existing Redis (`redis://host:port`); `None` with the Redis bus starts a private one.
+    pub bus_url: Option<String>,
+    /// Job patterns: simulated work per job, done by a worker.
+    #[serde(with = "secs")]
+    pub work: Duration,
+    /// Job patterns: workers inside each embedded server instance.
+    pub workers: usize,
+    /// Job patterns: the share of users whose jobs go to the premium lane (0..=1).
+    pub premium: f64,
 }
 
 mod secs {
@@ -186,7 +258,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 24] = [
     "patterns",
     "clients",
     "rate",
@@ -203,6 +275,14 @@ pub const FIELDS: [&str; 16] = [
     "ws_message",
     "drain",
     "max_errors",
+    "instances",
+    "bus",
+    "bus_url",
+    "bus_patterns",
+    "bus_instances",
+    "work",
+    "workers",
+    "premium",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -339,6 +419,34 @@ impl RawScenario {
         self.values.get(field)
     }
 
+    /// Where `field` came from (a flag, a file field or a default), for error messages.
+    pub fn origin_of(&self, field: &'static str) -> String {
+        self.get(field)
+            .map_or_else(|| field.to_owned(), |v| v.origin.clone())
+    }
+
+    /// Validates the first element of every list field: the settings a study shares by all cells.
+    pub fn validate_first(&self) -> Result<Scenario, ScenarioError> {
+        self.validate_first_except("")
+    }
+
+    /// [`validate_first`](Self::validate_first), keeping `keep` whole (e.g. every pattern).
+    pub fn validate_first_except(&self, keep: &str) -> Result<Scenario, ScenarioError> {
+        let mut first = self.clone();
+        for (field, value) in self.values.iter().filter(|(f, _)| **f != keep) {
+            if let Some(head) = value.text.split(',').next() {
+                first.values.insert(
+                    field,
+                    RawValue {
+                        text: head.trim().to_owned(),
+                        origin: value.origin.clone(),
+                    },
+                );
+            }
+        }
+        first.validate()
+    }
+
     /// Validates every field, applying defaults for the ones not given.
     pub fn validate(&self) -> Result<Scenario, ScenarioError> {
         let v = Validator { raw: self };
@@ -388,6 +496,24 @@ impl RawScenario {
             ws_message: v.optional("ws_message", |t| Ok(t.to_owned()))?,
             drain: v.field("drain", "0s", |t| duration(t, 0.0, 600.0))?,
             max_errors: v.field("max_errors", "0", |t| count(t, 0, u64::MAX))?,
+            instances: v.field("instances", "1", |t| count(t, 1, 16))? as usize,
+            bus: v.field("bus", "memory", |t| match t.trim() {
+                "memory" | "in-process" => Ok(BusKind::Memory),
+                "redis" => Ok(BusKind::Redis),
+                other => Err(format!("unknown bus `{other}` (use memory or redis)")),
+            })?,
+            bus_url: v.optional("bus_url", |t| {
+                let url: http::Uri = t.parse().map_err(|e| format!("`{t}` is not a URL: {e}"))?;
+                match (url.scheme_str(), url.host()) {
+                    (Some("redis"), Some(_)) => Ok(t.trim_end_matches('/').to_owned()),
+                    _ => Err(format!(
+                        "`{t}` is not a Redis URL (use redis://host:port; TLS is not supported)"
+                    )),
+                }
+            })?,
+            work: v.field("work", "20ms", |t| duration(t, 0.0, 60.0))?,
+            workers: v.field("workers", "4", |t| count(t, 0, 4_096))? as usize,
+            premium: v.field("premium", "0.2", |t| rate(t, 0.0, 1.0))?,
             patterns,
             target,
         };
@@ -408,10 +534,31 @@ impl Scenario {
                     .into(),
             ));
         }
-        if self.rate == 0.0 && self.patterns.iter().any(|p| p.uses_feed()) {
+        if self.bus_url.is_some() {
+            self.bus = BusKind::Redis;
+        }
+        if self.target.is_some() && (self.bus == BusKind::Redis || self.instances > 1) {
+            return Err(invalid(
+                "--target",
+                "--instances, --bus and --bus-url start commbench's own servers; an external \
+                 --target runs its own bus"
+                    .into(),
+            ));
+        }
+        if self.instances > 1 && self.bus == BusKind::Memory {
+            return Err(invalid(
+                "--instances",
+                format!(
+                    "{} instances need a shared bus: add --bus redis (the in-process bus lives \
+                     inside one server)",
+                    self.instances
+                ),
+            ));
+        }
+        if self.rate == 0.0 && self.patterns.iter().any(|p| p.counts_loss()) {
             return Err(invalid(
                 "--rate",
-                "feed patterns need a publish rate above 0".into(),
+                "feed and job patterns need a publish (submit) rate above 0".into(),
             ));
         }
         if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {
@@ -529,6 +676,41 @@ mod tests {
         assert_eq!(s.patterns, vec![PatternName::Sse]);
         assert_eq!(s.clients, 100);
         assert_eq!(s.drain, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn scale_out_needs_the_redis_bus_and_no_target() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut raw = RawScenario::default();
+            for (field, value) in pairs {
+                raw.set_flag(field, *value);
+            }
+            raw.validate()
+        };
+        let s = with(&[("instances", "3"), ("bus", "redis")]).unwrap();
+        assert_eq!((s.instances, s.bus, s.bus_url), (3, BusKind::Redis, None));
+        let s = with(&[("bus_url", "redis://127.0.0.1:6379")]).unwrap();
+        assert_eq!(s.bus, BusKind::Redis);
+        let err = with(&[("instances", "2")]).unwrap_err().to_string();
+        assert!(
+            err.contains("--instances") && err.contains("--bus redis"),
+            "{err}"
+        );
+        let err = with(&[("instances", "17"), ("bus", "redis")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1..=16"), "{err}");
+        let err = with(&[("bus", "kafka")]).unwrap_err().to_string();
+        assert!(err.contains("--bus") && err.contains("kafka"), "{err}");
+        let err = with(&[("bus_url", "http://x:1")]).unwrap_err().to_string();
+        assert!(
+            err.contains("--bus-url") && err.contains("redis://"),
+            "{err}"
+        );
+        let err = with(&[("bus", "redis"), ("target", "http://127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--target"), "{err}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use crate::{
-    scenario::{PatternName, RawScenario, ScenarioError},
+    scenario::{BusKind, PatternName, RawScenario, ScenarioError},
     session::CellPlan,
 };
 
@@ -13,7 +15,7 @@ use crate::{
 pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 
 /// The default study: the comparison the README promises, about 5 minutes on 2 cores.
-pub const DEFAULTS: [(&str, &str); 8] = [
+pub const DEFAULTS: [(&str, &str); 10] = [
     (
         "patterns",
         "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub",
@@ -25,6 +27,10 @@ pub const DEFAULTS: [(&str, &str); 8] = [
     ("interval", "200ms,1s,3s"),
     ("duration", "6s"),
     ("warmup", "2s"),
+    // The in-process vs Redis comparison: these patterns again at the middle client count, with the
+    // clients spread over `bus_instances` servers joined by a real Redis. `none` leaves it out.
+    ("bus_patterns", "sse,ws,long-poll,short-poll"),
+    ("bus_instances", "2"),
 ];
 
 /// `--quick`: the same study, smaller, in about a minute.
@@ -79,11 +85,11 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
         chosen.is_none_or(|chosen| combo.text_of("interval") == Some(chosen.as_str()))
     };
     let mut plans = Vec::new();
-    for combo in combos {
+    for combo in &combos {
         let scenario = Arc::new(combo.validate()?);
         let with_short_poll = scenario.patterns.contains(&PatternName::ShortPoll);
-        let is_first_interval = is_interval(&combo, intervals.first());
-        let is_middle_interval = is_interval(&combo, intervals.get(intervals.len() / 2));
+        let is_first_interval = is_interval(combo, intervals.first());
+        let is_middle_interval = is_interval(combo, intervals.get(intervals.len() / 2));
         for pattern in &scenario.patterns {
             let runs = match pattern {
                 PatternName::GraphqlPoll if with_short_poll => is_middle_interval,
@@ -98,7 +104,87 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
             }
         }
     }
+    plans.extend(bus_plans(study, &combos)?);
+    // Stable: at each client count the Redis cells follow their in-process counterparts.
     plans.sort_by_key(|plan| plan.scenario.clients);
+    Ok(plans)
+}
+
+/// True when the study's cells include Redis ones that need a private `redis-server`.
+pub fn needs_private_redis(study: &RawScenario) -> Result<bool, ScenarioError> {
+    let base = study.validate_first()?;
+    Ok(base.bus_url.is_none()
+        && plans(study)?
+            .iter()
+            .any(|p| p.scenario.bus == BusKind::Redis))
+}
+
+/// The in-process vs Redis cells: `bus_patterns` at the middle client count (pollers at the middle
+/// interval), once per `bus_instances` value. None when the study already runs on Redis or against
+/// an external target (there is nothing in-process to compare with).
+fn bus_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan>, ScenarioError> {
+    let patterns = study.values_of("bus_patterns").unwrap_or_default();
+    let patterns: Vec<&String> = patterns.iter().filter(|p| p.as_str() != "none").collect();
+    // Every pattern, but the first element of every other list.
+    let base = study.validate_first_except("patterns")?;
+    if patterns.is_empty() || base.bus == BusKind::Redis || base.target.is_some() {
+        return Ok(Vec::new());
+    }
+    let invalid = |detail: String| ScenarioError::Invalid {
+        origin: study.origin_of("bus_patterns"),
+        detail,
+    };
+    let mut patterns = patterns
+        .into_iter()
+        .map(|p| PatternName::from_str(p).map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(generic) = patterns.iter().find(|p| p.is_generic()) {
+        return Err(invalid(format!(
+            "{generic} measures someone else's server; the bus comparison runs commbench's own"
+        )));
+    }
+    // Only patterns the study runs: the comparison needs their in-process cells.
+    patterns.retain(|p| base.patterns.contains(p));
+    let mut clients: Vec<String> = study.values_of("clients").unwrap_or_default();
+    clients.dedup();
+    let middle = |field: &'static str| {
+        let values = study.values_of(field).unwrap_or_default();
+        values.get(values.len() / 2).cloned()
+    };
+    let (mid_clients, mid_interval) = (clients.get(clients.len() / 2).cloned(), middle("interval"));
+    let first_interval = study
+        .values_of("interval")
+        .unwrap_or_default()
+        .first()
+        .cloned();
+    let instances = study
+        .values_of("bus_instances")
+        .unwrap_or_else(|| vec!["2".to_owned()]);
+    let mut plans = Vec::new();
+    for combo in combos {
+        if mid_clients.is_some() && combo.text_of("clients") != mid_clients.as_deref() {
+            continue;
+        }
+        for count in &instances {
+            let mut redis = combo.clone();
+            redis.set_from("bus", "redis", study);
+            redis.set_from("instances", count, study);
+            let scenario = Arc::new(redis.validate()?);
+            for pattern in &patterns {
+                let interval = if pattern.polls_on_interval() {
+                    &mid_interval
+                } else {
+                    &first_interval
+                };
+                if interval.is_none() || combo.text_of("interval") == interval.as_deref() {
+                    plans.push(CellPlan {
+                        pattern: *pattern,
+                        scenario: scenario.clone(),
+                    });
+                }
+            }
+        }
+    }
     Ok(plans)
 }
 
@@ -113,10 +199,12 @@ mod tests {
     #[test]
     fn default_study_sweeps_clients_and_poll_intervals() {
         let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
-        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 5 other patterns).
-        assert_eq!(plans.len(), 27);
-        assert_eq!(count(&plans, PatternName::ShortPoll), 9);
-        assert_eq!(count(&plans, PatternName::Sse), 3);
+        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // 4 patterns on Redis at 1000 clients.
+        assert_eq!(plans.len(), 31);
+        // 9 in-process, 1 on Redis.
+        assert_eq!(count(&plans, PatternName::ShortPoll), 10);
+        assert_eq!(count(&plans, PatternName::Sse), 4);
         assert_eq!(count(&plans, PatternName::GraphqlSub), 3);
         assert_eq!(count(&plans, PatternName::GraphqlPoll), 3);
         assert!(plans
@@ -131,8 +219,65 @@ mod tests {
     #[test]
     fn quick_study_is_smaller() {
         let plans = plans(&with_defaults(RawScenario::default(), true)).unwrap();
-        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 5 other patterns).
-        assert_eq!(plans.len(), 16);
+        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // the 4 Redis cells.
+        assert_eq!(plans.len(), 20);
+    }
+
+    fn on_redis(plans: &[CellPlan]) -> Vec<&CellPlan> {
+        plans
+            .iter()
+            .filter(|p| p.scenario.bus == BusKind::Redis)
+            .collect()
+    }
+
+    #[test]
+    fn the_bus_comparison_repeats_some_patterns_on_redis_at_the_middle_client_count() {
+        let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
+        let redis = on_redis(&plans);
+        let names: Vec<_> = redis.iter().map(|p| p.pattern).collect();
+        assert_eq!(
+            names,
+            [
+                PatternName::Sse,
+                PatternName::Ws,
+                PatternName::LongPoll,
+                PatternName::ShortPoll
+            ]
+        );
+        assert!(redis
+            .iter()
+            .all(|p| p.scenario.clients == 1000 && p.scenario.instances == 2));
+        let short = redis[3];
+        assert_eq!(short.scenario.interval, std::time::Duration::from_secs(1));
+        // Each Redis cell directly follows the in-process cells of its client count.
+        let last_memory_1000 = plans
+            .iter()
+            .rposition(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory);
+        let first_redis = plans.iter().position(|p| p.scenario.bus == BusKind::Redis);
+        assert!(last_memory_1000 < first_redis);
+    }
+
+    #[test]
+    fn the_bus_comparison_can_be_left_out_or_widened() {
+        let mut given = RawScenario::default();
+        given.set_flag("bus_patterns", "none");
+        assert!(on_redis(&plans(&with_defaults(given, false)).unwrap()).is_empty());
+        let mut given = RawScenario::default();
+        given.set_flag("bus_patterns", "sse");
+        given.set_flag("bus_instances", "1,3");
+        let plans = plans(&with_defaults(given, true)).unwrap();
+        let counts: Vec<_> = on_redis(&plans)
+            .iter()
+            .map(|p| p.scenario.instances)
+            .collect();
+        assert_eq!(counts, [1, 3]);
+        let mut given = RawScenario::default();
+        given.set_flag("bus_patterns", "sse-url");
+        let err = super::plans(&with_defaults(given, false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--bus-patterns"), "{err}");
     }
 
     #[test]
@@ -152,7 +297,8 @@ mod tests {
         given.set_flag("clients", "10,20");
         given.set_flag("payload", "64,1KiB");
         let plans = plans(&with_defaults(given, false)).unwrap();
-        assert_eq!(plans.len(), 2 * 2 * 2);
+        // Plus sse and ws on Redis at the middle client count (20), per payload.
+        assert_eq!(plans.len(), 2 * 2 * 2 + 2 * 2);
         assert!(plans.iter().any(|p| p.scenario.payload == 1024));
     }
 

@@ -52,10 +52,17 @@ impl AppState {
         let Some(url) = config.bus.clone() else {
             return Ok(Self::new(config));
         };
-        let bus = RedisBus::connect(&url, config.bus_config())
+        // The bus counts reconnects and its spool into the server's metrics.
+        let metrics = Arc::new(Metrics::default());
+        let options = crate::bus::RedisBusOptions {
+            spool: config.spool_limits(),
+            counters: metrics.redis.clone(),
+        };
+        let bus = RedisBus::connect_with(&url, config.bus_config(), options)
             .await
             .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
         let mut state = Self::with_bus(config, Arc::new(bus));
+        state.metrics = metrics;
         let queue = RedisQueue::connect(&url, state.config.queue_config(), state.metrics.clone())
             .await
             .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;

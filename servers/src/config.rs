@@ -115,6 +115,15 @@ pub struct ServerConfig {
     #[arg(long, value_parser = bus_url)]
     pub bus: Option<String>,
 
+    /// With --bus: publishes held in memory while Redis is unreachable, replayed in order when it
+    /// returns; beyond it a publish gets 503 `spool_full` (1..=10M).
+    #[arg(long, default_value = "10000", value_parser = spool_events)]
+    pub spool_events: usize,
+
+    /// With --bus: bytes of payload the outage spool may hold (1KiB..=4GiB).
+    #[arg(long, default_value = "64MiB", value_parser = spool_bytes)]
+    pub spool_bytes: usize,
+
     /// Test-only: stall every request for LEN once, AT after start (`AT+LEN`, e.g. `3s+500ms`), to
     /// check that the load generator's corrected latency sees what uncorrected latency hides.
     #[arg(long, hide = true, value_parser = parse_stall)]
@@ -167,6 +176,8 @@ impl Default for ServerConfig {
             worker_queue: crate::topic::TopicName::parse("jobs").unwrap_or_else(|_| unreachable!()),
             shutdown_grace: Duration::from_secs(5),
             bus: None,
+            spool_events: 10_000,
+            spool_bytes: 64 << 20,
             debug_stall: None,
         }
     }
@@ -191,6 +202,14 @@ impl ServerConfig {
             visibility_timeout: self.visibility_timeout,
             retention: self.queue_retention,
             normal_every: self.normal_every,
+        }
+    }
+
+    /// Bounds of the Redis bus's outage spool.
+    pub fn spool_limits(&self) -> crate::spool::SpoolLimits {
+        crate::spool::SpoolLimits {
+            events: self.spool_events,
+            bytes: self.spool_bytes,
         }
     }
 
@@ -232,6 +251,12 @@ fn bus_url(text: &str) -> Result<String, String> {
     }
 }
 
+fn spool_events(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 10_000_000)
+}
+fn spool_bytes(t: &str) -> Result<usize, String> {
+    bytes_in(t, 1 << 10, 4 << 30)
+}
 fn history_events(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)
 }
@@ -367,6 +392,18 @@ mod tests {
             err.contains("--bus") && err.contains("redis://host:port"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn spool_bounds_are_flags_with_ranges() {
+        let c = parse(&["--spool-events", "3", "--spool-bytes", "1MiB"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.spool_limits().events, 3);
+        assert_eq!(c.spool_limits().bytes, 1 << 20);
+        let err = parse(&["--spool-events", "0"]).err().unwrap_or_default();
+        assert!(err.contains("--spool-events"), "{err}");
+        let err = parse(&["--spool-bytes", "8GiB"]).err().unwrap_or_default();
+        assert!(err.contains("--spool-bytes"), "{err}");
     }
 
     #[test]

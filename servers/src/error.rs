@@ -2,13 +2,19 @@
 //! body `{"error": "<reason>", "detail": "<what exactly was wrong>"}`.
 
 use axum::{
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use serde::Serialize;
 
-use crate::{bus::BusError, metrics::RejectReason, queue::QueueError, topic::TopicError};
+use crate::{
+    bus::{BusError, PublishError},
+    metrics::RejectReason,
+    queue::QueueError,
+    spool::SpoolFull,
+    topic::TopicError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,6 +36,17 @@ pub enum AppError {
     JobLimit(String),
     #[error("{0}")]
     Queue(#[from] QueueError),
+    #[error("{0}")]
+    SpoolFull(#[from] SpoolFull),
+}
+
+impl From<PublishError> for AppError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Bus(error) => AppError::Bus(error),
+            PublishError::SpoolFull(full) => AppError::SpoolFull(full),
+        }
+    }
 }
 
 /// The JSON body of every error response.
@@ -60,6 +77,7 @@ impl AppError {
                 QueueError::LeaseMismatch { .. } => RejectReason::LeaseMismatch,
                 QueueError::Unavailable(_) => RejectReason::Unavailable,
             },
+            AppError::SpoolFull(_) => RejectReason::SpoolFull,
         }
     }
 
@@ -75,7 +93,9 @@ impl AppError {
             AppError::Bus(BusError::TopicLimit { .. }) | AppError::JobLimit(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            AppError::Bus(BusError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Bus(BusError::Unavailable(_)) | AppError::SpoolFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Queue(e) => match e {
                 QueueError::QueueLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
                 QueueError::QueueFull { .. } | QueueError::Unavailable(_) => {
@@ -97,6 +117,12 @@ impl IntoResponse for AppError {
             detail: self.to_string(),
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // A broker outage or a full spool passes; tell clients when to try again.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         // The rejection-counting middleware reads this to count by reason without parsing bodies.
         response.extensions_mut().insert(reason);
         response

@@ -1,9 +1,11 @@
 //! The feed's own routes, shared by every pattern: publish, metrics and a health check.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use axum::{
     extract::State,
-    http::header,
-    response::IntoResponse,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -11,6 +13,7 @@ use serde_json::json;
 
 use crate::{
     app::AppState,
+    bus::Published,
     error::AppError,
     extract::{Body, Topic},
 };
@@ -22,14 +25,24 @@ pub fn routes() -> Router<AppState> {
         .route("/health", get(|| async { "ok" }))
 }
 
-/// `POST /publish/{topic}`: the body is the payload; answers `{"topic","seq"}`.
+/// `POST /publish/{topic}`: the body is the payload; answers `{"topic","seq"}`, or, while the Redis bus
+/// cannot reach Redis, 202 `{"topic","spooled":true,"spool_depth"}` (replayed in order later).
 async fn publish(
     State(state): State<AppState>,
     Topic(topic): Topic,
     Body(payload): Body,
-) -> Result<impl IntoResponse, AppError> {
-    let seq = state.publish(&topic, payload).await?;
-    Ok(Json(json!({ "topic": topic.as_str(), "seq": seq })))
+) -> Result<Response, AppError> {
+    match state.bus.publish_or_spool(&topic, payload).await? {
+        Published::Appended(seq) => {
+            state.metrics.events_published.fetch_add(1, Relaxed);
+            Ok(Json(json!({ "topic": topic.as_str(), "seq": seq })).into_response())
+        }
+        Published::Spooled { depth } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "topic": topic.as_str(), "spooled": true, "spool_depth": depth })),
+        )
+            .into_response()),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

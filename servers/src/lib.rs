@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod patterns;
 pub mod queue;
 pub mod redis_server;
+pub mod spool;
 pub mod topic;
 pub mod units;
 pub mod ws_close;

@@ -64,10 +64,11 @@ pub enum RejectReason {
     QueueLimit,
     QueueFull,
     LeaseMismatch,
+    SpoolFull,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -84,6 +85,7 @@ impl RejectReason {
         RejectReason::QueueLimit,
         RejectReason::QueueFull,
         RejectReason::LeaseMismatch,
+        RejectReason::SpoolFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +106,7 @@ impl RejectReason {
             RejectReason::QueueLimit => "queue_limit",
             RejectReason::QueueFull => "queue_full",
             RejectReason::LeaseMismatch => "lease_mismatch",
+            RejectReason::SpoolFull => "spool_full",
         }
     }
 }
@@ -127,6 +130,28 @@ pub struct Metrics {
     rejected: [AtomicU64; REASONS],
     /// The message queue's counters (its own section below).
     pub queue: QueueMetrics,
+    /// The Redis bus's reconnects and publish spool, shared with the bus that updates them.
+    pub redis: std::sync::Arc<RedisCounters>,
+}
+
+/// Counters of one outage spool (`spool.rs`), updated by the spool itself.
+#[derive(Debug, Default)]
+pub struct SpoolCounters {
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    /// Refused because the spool was full (answered 503).
+    pub rejected: AtomicU64,
+    /// Removed because the broker refused them for good on replay (e.g. the topic limit).
+    pub dropped: AtomicU64,
+    pub depth: AtomicI64,
+    pub bytes: AtomicI64,
+}
+
+/// What the Redis bus counts about outages.
+#[derive(Debug, Default)]
+pub struct RedisCounters {
+    pub reconnect_attempts: AtomicU64,
+    pub publish_spool: std::sync::Arc<SpoolCounters>,
 }
 
 impl Metrics {
@@ -250,7 +275,62 @@ impl Metrics {
             rejected,
         );
         self.queue.render(&mut out);
+        self.render_redis(&mut out);
         out
+    }
+
+    /// The Redis section: reconnects and the outage spool, labelled by spool so others can join.
+    fn render_redis(&self, out: &mut String) {
+        let (redis, load) = (&self.redis, |c: &AtomicU64| c.load(Relaxed) as i64);
+        let spool = &redis.publish_spool;
+        family(
+            out,
+            "commbench_redis_reconnect_attempts_total",
+            "counter",
+            "Attempts to reconnect to Redis after it became unreachable.",
+            [("", load(&redis.reconnect_attempts))],
+        );
+        let families = [
+            (
+                "commbench_spool_spooled_total{spool}",
+                "counter",
+                "Items held in the outage spool.",
+                load(&spool.spooled),
+            ),
+            (
+                "commbench_spool_replayed_total{spool}",
+                "counter",
+                "Spooled items delivered once the broker returned.",
+                load(&spool.replayed),
+            ),
+            (
+                "commbench_spool_rejected_total{spool}",
+                "counter",
+                "Items refused (503) because the spool was full.",
+                load(&spool.rejected),
+            ),
+            (
+                "commbench_spool_dropped_total{spool}",
+                "counter",
+                "Spooled items the broker refused for good on replay.",
+                load(&spool.dropped),
+            ),
+            (
+                "commbench_spool_depth{spool}",
+                "gauge",
+                "Items waiting in the outage spool.",
+                spool.depth.load(Relaxed),
+            ),
+            (
+                "commbench_spool_bytes{spool}",
+                "gauge",
+                "Bytes waiting in the outage spool.",
+                spool.bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            family(out, name, kind, help, [("publish", value)]);
+        }
     }
 }
 

@@ -35,6 +35,16 @@ pub enum RedisServerError {
     },
 }
 
+/// True when `redis-server` can be started from PATH.
+pub fn installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// How the private Redis runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedisOptions {

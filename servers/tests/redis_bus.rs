@@ -192,16 +192,18 @@ async fn trimmed_history_answers_with_a_gap() {
 }
 
 #[tokio::test]
-async fn redis_going_away_is_a_503_not_a_hang() {
+async fn redis_going_away_spools_publishes_and_reads_are_a_503_not_a_hang() {
     let redis = start_redis().await;
     let a = instance(&redis, |_| {}).await;
     let http = client();
     publish(&http, &a.url(), "t", "x").await;
     drop(redis);
     let reply = post(&http, &format!("{}/publish/t", a.url()), "y").await;
-    reply.assert_error(503, "unavailable");
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json()["spooled"], true);
     let reply = get(&http, &format!("{}/poll/t?after=0", a.url())).await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
+    reply.assert_error(503, "unavailable");
+    assert_eq!(reply.header("retry-after").as_deref(), Some("1"));
 }
 
 fn bus_config(subscriber_buffer: usize) -> MemoryBusConfig {

@@ -86,6 +86,9 @@ impl FeedReceiver {
         if ctx.shared.in_window(intended_ns) {
             let micros = now_ns.saturating_sub(intended_ns) / 1_000;
             ctx.recorder().record(ctx.id, Metric::Delivery, micros);
+            if ctx.remote {
+                ctx.recorder().record(ctx.id, Metric::CrossInstance, micros);
+            }
         }
     }
 

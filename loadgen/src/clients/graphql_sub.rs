@@ -48,7 +48,7 @@ impl FeedProtocol for GraphqlWs {
             // A subscription confirms no cursor, so the first start is the head, asked over HTTP
             // (during the ramp: its traffic is outside the measured window).
             None => {
-                let target = &ctx.shared.target;
+                let target = &ctx.target;
                 let mut conn = HttpConn::open(target, ctx.source, &ctx.shared.recorder).await?;
                 head(&mut conn, ctx.topic()).await?
             }

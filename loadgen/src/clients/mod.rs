@@ -4,6 +4,8 @@
 mod feed;
 mod graphql_poll;
 mod graphql_sub;
+mod job_notify;
+mod jobs;
 mod long_poll;
 mod poll_url;
 mod request_response;
@@ -52,7 +54,8 @@ pub enum Phase {
 /// State shared by the runner and every client of one cell.
 pub struct RunShared {
     pub scenario: Arc<Scenario>,
-    pub target: Arc<Target>,
+    /// Every server instance; publishes go to the first.
+    pub targets: Vec<Arc<Target>>,
     pub recorder: Arc<Recorder>,
     pub clock: RunClock,
     pub phase: watch::Receiver<Phase>,
@@ -66,6 +69,8 @@ pub struct RunShared {
     pub final_heads: OnceLock<HashMap<String, u64>>,
     /// Topic names of this cell (client `i` follows `topics[i % len]`).
     pub topics: Vec<String>,
+    /// The job queue of this cell (job patterns).
+    pub queue: String,
 }
 
 impl RunShared {
@@ -82,6 +87,11 @@ impl RunShared {
 pub struct ClientCtx {
     pub id: usize,
     pub shared: Arc<RunShared>,
+    /// The instance this client was balanced to.
+    pub target: Arc<Target>,
+    /// True when that instance is not the one events are published through, so every delivery
+    /// crossed the bus between instances.
+    pub remote: bool,
     pub source: Option<SocketAddr>,
     pub rng: fastrand::Rng,
 }
@@ -146,5 +156,9 @@ pub fn client_for(pattern: PatternName) -> ClientFn {
         PatternName::PollUrl => |ctx| Box::pin(poll_url::run(ctx)),
         PatternName::SseUrl => |ctx| Box::pin(sse_url::run(ctx)),
         PatternName::WsUrl => |ctx| Box::pin(ws_url::run(ctx)),
+        PatternName::JobShortPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::ShortPoll)),
+        PatternName::JobLongPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::LongPoll)),
+        PatternName::JobSse => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Sse)),
+        PatternName::JobWs => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Ws)),
     }
 }

@@ -30,6 +30,6 @@ pub async fn run(mut ctx: ClientCtx) {
     };
     let interval = ctx.shared.scenario.interval;
     let schedule = Schedule::fixed_with_random_phase(ctx.now_ns(), interval, &mut ctx.rng);
-    let mut get = Get(ctx.shared.target.path.clone());
+    let mut get = Get(ctx.target.path.clone());
     request_loop(&ctx, &mut conn, Some(schedule), &mut get).await;
 }

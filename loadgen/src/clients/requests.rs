@@ -119,8 +119,7 @@ pub async fn request_loop(
                 ctx.error(&error);
                 if matches!(error, crate::http::ClientError::Request(_)) {
                     // The connection is gone; reconnect once, or give up on this client.
-                    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await
-                    {
+                    match HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await {
                         Ok(fresh) => {
                             *conn = fresh;
                             ctx.recorder()
@@ -150,7 +149,7 @@ pub async fn open_and_wait(ctx: &ClientCtx) -> Option<HttpConn> {
 /// Opens the client's connection, recording the connect time; counts a failure and returns `None`.
 pub async fn open(ctx: &ClientCtx) -> Option<HttpConn> {
     let started = ctx.now_ns();
-    match HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await {
+    match HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await {
         Ok(conn) => {
             let micros = ctx.now_ns().saturating_sub(started) / 1_000;
             ctx.recorder().record(ctx.id, Metric::Connect, micros);

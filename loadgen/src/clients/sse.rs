@@ -26,7 +26,7 @@ pub(super) async fn open_stream(
     headers: &[(&str, &str)],
 ) -> Result<Incoming, ClientError> {
     let started = ctx.now_ns();
-    let mut conn = HttpConn::open(&ctx.shared.target, ctx.source, &ctx.shared.recorder).await?;
+    let mut conn = HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await?;
     let response = conn.send(Method::GET, path, headers, Bytes::new()).await?;
     if !response.status().is_success() {
         return Err(ClientError::Status(response.status()));

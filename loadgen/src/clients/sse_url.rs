@@ -13,7 +13,7 @@ use crate::record::Metric;
 const MAX_FRAME: usize = 4 << 20;
 
 pub async fn run(ctx: ClientCtx) {
-    let path = ctx.shared.target.path.clone();
+    let path = ctx.target.path.clone();
     let mut stop = std::pin::pin!(ctx.reached(Phase::Drain));
     let mut ready = false;
     let mut last_event: Option<u64> = None;

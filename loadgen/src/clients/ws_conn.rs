@@ -29,11 +29,11 @@ pub async fn open(
     subprotocol: Option<&'static str>,
 ) -> Result<Socket, ClientError> {
     let started = ctx.now_ns();
-    let stream = connect(ctx.shared.target.addr, ctx.source)
+    let stream = connect(ctx.target.addr, ctx.source)
         .await
         .map_err(ClientError::Connect)?;
     let websocket_error = |e: tungstenite::Error| ClientError::WebSocket(e.to_string());
-    let mut request = format!("ws://{}{}", ctx.shared.target.authority, path)
+    let mut request = format!("ws://{}{}", ctx.target.authority, path)
         .into_client_request()
         .map_err(websocket_error)?;
     if let Some(subprotocol) = subprotocol {

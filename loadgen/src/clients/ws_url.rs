@@ -9,7 +9,7 @@ use super::{ws_conn, ClientCtx, Phase};
 use crate::record::Metric;
 
 pub async fn run(ctx: ClientCtx) {
-    let path = ctx.shared.target.path.clone();
+    let path = ctx.target.path.clone();
     let mut socket = match ws_conn::open(&ctx, &path, None).await {
         Ok(socket) => socket,
         Err(error) => return ctx.mark_failed(&error),

@@ -74,6 +74,49 @@ pub struct SummaryRow {
     pub loadgen_lag_p99_us: u64,
     /// Joined with `; `.
     pub warnings: String,
+    /// The bus between server instances: `memory` (in-process) or `redis`. Missing in results
+    /// written before scale-out existed, which were all in-process.
+    #[serde(default = "memory_bus")]
+    pub bus: String,
+    /// Server instances the clients were balanced over; `server_*` columns add them up.
+    #[serde(default = "one_instance")]
+    pub instances: u64,
+    /// Delivery latency of the clients on instances other than the publishing one.
+    #[serde(default)]
+    pub cross_instance_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub cross_instance_p99_ms: Option<f64>,
+    /// The private Redis the load generator started (empty for the in-process bus or --bus-url).
+    #[serde(default)]
+    pub broker_cpu_s: Option<f64>,
+    #[serde(default)]
+    pub broker_cpu_us_per_event: Option<f64>,
+    #[serde(default)]
+    pub broker_peak_rss_bytes: Option<u64>,
+    /// Job patterns: enqueue → first taken by a worker, per lane (the server's clock).
+    #[serde(default)]
+    pub queue_wait_premium_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub queue_wait_premium_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub queue_wait_normal_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub queue_wait_normal_p99_ms: Option<f64>,
+    /// Job patterns: redeliveries after a visibility timeout, and jobs processed more than once,
+    /// among the jobs users saw done. (Submitted, completed and lost jobs are the events_expected,
+    /// events_delivered and events_lost columns.)
+    #[serde(default)]
+    pub jobs_redelivered: Option<u64>,
+    #[serde(default)]
+    pub jobs_duplicated: Option<u64>,
+}
+
+fn memory_bus() -> String {
+    "memory".to_owned()
+}
+
+fn one_instance() -> u64 {
+    1
 }
 
 impl SummaryRow {
@@ -81,12 +124,13 @@ impl SummaryRow {
         let spec = &cell.spec;
         let c = &cell.counters;
         let hist = |metric: Metric| cell.histograms.get(&metric).filter(|h| !h.is_empty());
-        let headline = [Metric::Delivery, Metric::RoundTrip]
+        let headline = [Metric::Delivery, Metric::RoundTrip, Metric::JobResult]
             .into_iter()
             .find_map(|m| hist(m).map(|h| (m, h)));
         let at = |h: Option<(Metric, &Histogram<u64>)>, q: f64| h.map(|(_, h)| quantile_ms(h, q));
         let of = |metric: Metric, q: f64| hist(metric).map(|h| quantile_ms(h, q));
-        let feed = |value: u64| spec.pattern.uses_feed().then_some(value);
+        let feed = |value: u64| spec.pattern.counts_loss().then_some(value);
+        let job = |value: u64| spec.pattern.is_job().then_some(value);
         let events = events_in_window(cell);
         let per_event = |value: f64| ratio(value, events as f64);
         let traffic = (c.bytes_up + c.bytes_down) as f64;
@@ -152,6 +196,19 @@ impl SummaryRow {
             loadgen_peak_rss_bytes: cell.loadgen.peak_rss_bytes,
             loadgen_lag_p99_us: cell.loadgen_lag_p99_us,
             warnings: cell.warnings.join("; "),
+            bus: spec.bus.to_string(),
+            instances: spec.instances as u64,
+            cross_instance_p50_ms: of(Metric::CrossInstance, 0.5),
+            cross_instance_p99_ms: of(Metric::CrossInstance, 0.99),
+            broker_cpu_s: cell.broker.map(|b| round3(b.cpu_s)),
+            broker_cpu_us_per_event: cell.broker.and_then(|b| per_event(b.cpu_s * 1e6)),
+            broker_peak_rss_bytes: cell.broker.map(|b| b.peak_rss_bytes),
+            queue_wait_premium_p50_ms: of(Metric::QueueWaitPremium, 0.5),
+            queue_wait_premium_p99_ms: of(Metric::QueueWaitPremium, 0.99),
+            queue_wait_normal_p50_ms: of(Metric::QueueWaitNormal, 0.5),
+            queue_wait_normal_p99_ms: of(Metric::QueueWaitNormal, 0.99),
+            jobs_redelivered: job(c.jobs_redelivered),
+            jobs_duplicated: job(c.jobs_duplicated),
         }
     }
 }

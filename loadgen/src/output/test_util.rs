@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use crate::{
     record::{new_histogram, CounterSnapshot, Metric},
     result::{CellResult, CellSpec, ProcessUsage},
-    scenario::PatternName,
+    scenario::{BusKind, PatternName},
 };
 
 /// A unique path under the system temp directory; the test removes it.
@@ -37,6 +37,8 @@ pub fn sample_cell(pattern: PatternName, complete: bool) -> CellResult {
             topics: 1,
             duration_s: 30.0,
             warmup_s: 5.0,
+            bus: BusKind::Memory,
+            instances: 1,
         },
         complete,
         measured_s: 30.0,
@@ -60,6 +62,7 @@ pub fn sample_cell(pattern: PatternName, complete: bool) -> CellResult {
             cpu_s: 3.0,
             peak_rss_bytes: 64 << 20,
         }),
+        broker: None,
         loadgen: ProcessUsage {
             cpu_s: 10.0,
             peak_rss_bytes: 128 << 20,

@@ -142,6 +142,9 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.extend(scaling_findings(data, labeler));
     out.extend(health_findings(data));
     out.push(model_finding(table));
+    let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
+    out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::jobs::findings(&data.job_rows, labeler));
     out
 }
 
@@ -553,6 +556,8 @@ mod tests {
                 ..RunMeta::default()
             },
             rows,
+            scale_out_rows: Vec::new(),
+            job_rows: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

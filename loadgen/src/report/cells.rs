@@ -232,6 +232,19 @@ pub(crate) mod fixture {
             loadgen_peak_rss_bytes: 100_000_000,
             loadgen_lag_p99_us: 1000,
             warnings: String::new(),
+            bus: "memory".into(),
+            instances: 1,
+            cross_instance_p50_ms: None,
+            cross_instance_p99_ms: None,
+            broker_cpu_s: None,
+            broker_cpu_us_per_event: None,
+            broker_peak_rss_bytes: None,
+            queue_wait_premium_p50_ms: None,
+            queue_wait_premium_p99_ms: None,
+            queue_wait_normal_p50_ms: None,
+            queue_wait_normal_p99_ms: None,
+            jobs_redelivered: None,
+            jobs_duplicated: None,
         }
     }
 }

@@ -77,7 +77,23 @@ pub fn value_text(value: &serde_json::Value) -> Option<String> {
 pub struct RunData {
     pub dir: PathBuf,
     pub meta: RunMeta,
+    /// The cells on one server with the in-process bus: what every chart and the model compare.
     pub rows: Vec<SummaryRow>,
+    /// Cells on the Redis bus or several instances, compared with their in-process counterparts in
+    /// their own section.
+    pub scale_out_rows: Vec<SummaryRow>,
+    /// The message-queue cells (`job-*` patterns), in their own section.
+    pub job_rows: Vec<SummaryRow>,
+}
+
+impl RunData {
+    /// Every cell of the run, whichever section shows it.
+    pub fn all_rows(&self) -> impl Iterator<Item = &SummaryRow> {
+        self.rows
+            .iter()
+            .chain(&self.scale_out_rows)
+            .chain(&self.job_rows)
+    }
 }
 
 /// Reads `summary.csv` and `run.json` from `dir`.
@@ -110,10 +126,14 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
         path: run_json.clone(),
         message: format!("{e} (expected the JSON object commbench writes, with a run_id)"),
     })?;
+    let (job_rows, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(super::jobs::is_job);
+    let (rows, scale_out_rows) = rows.into_iter().partition(super::bus::is_in_process);
     Ok(RunData {
         dir: dir.to_owned(),
         meta,
         rows,
+        scale_out_rows,
+        job_rows,
     })
 }
 

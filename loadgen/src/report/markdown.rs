@@ -53,9 +53,13 @@ pub fn render(parts: &ReportParts<'_>) -> String {
         let _ = writeln!(out, "- {finding}");
     }
     out.push('\n');
-    flagged_section(&mut out, &parts.data.rows);
+    let all: Vec<SummaryRow> = parts.data.all_rows().cloned().collect();
+    flagged_section(&mut out, &all);
     charts_section(&mut out, parts.charts);
     model_section(&mut out, parts.table);
+    let pairs = super::bus::pairs(&parts.data.rows, &parts.data.scale_out_rows);
+    super::bus::section(&mut out, &pairs, parts.labeler);
+    super::jobs::section(&mut out, &parts.data.job_rows, parts.labeler);
     summary_section(&mut out, parts);
     if !parts.notes.is_empty() {
         let _ = writeln!(out, "## Notes\n");
@@ -118,11 +122,10 @@ fn run_section(out: &mut String, parts: &ReportParts<'_>) {
         "cells",
         format!(
             "{} ({} flagged)",
-            parts.data.rows.len(),
+            parts.data.all_rows().count(),
             parts
                 .data
-                .rows
-                .iter()
+                .all_rows()
                 .filter(|r| cells::is_flagged(r))
                 .count()
         ),

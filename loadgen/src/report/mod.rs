@@ -1,10 +1,12 @@
 //! The report renderer: a run's result files (it never measures) → PNG charts and `REPORT.md`.
 
 pub mod analysis;
+pub mod bus;
 pub mod cells;
 pub mod charts;
 mod error;
 pub mod fmt;
+pub mod jobs;
 pub mod load;
 pub mod markdown;
 pub mod model;
@@ -217,8 +219,7 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
             .map(|s| (s.file.to_owned(), s.text))
             .collect(),
         flagged: data
-            .rows
-            .iter()
+            .all_rows()
             .filter(|r| cells::is_flagged(r))
             .map(|r| r.cell.clone())
             .collect(),

@@ -348,6 +348,8 @@ mod tests {
                 ..RunMeta::default()
             },
             rows,
+            scale_out_rows: Vec::new(),
+            job_rows: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
 
-pub use self::redis::RedisBus;
+pub use self::redis::{RedisBus, RedisBusOptions};
 pub use memory::{MemoryBus, MemoryBusConfig};
 
 use crate::{event::SharedEvent, topic::TopicName};
@@ -130,6 +130,25 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// Where an accepted publish went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Appended now with this sequence number.
+    Appended(u64),
+    /// The broker is unreachable: held in the outage spool (`depth` items now) and replayed in order
+    /// when it returns; the sequence number is assigned then.
+    Spooled { depth: usize },
+}
+
+/// Why a spooling publish was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    SpoolFull(#[from] crate::spool::SpoolFull),
+}
+
 /// The event feed every pattern shares. Async and fallible so a networked broker fits behind it.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -137,6 +156,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Returns the sequence number; the event itself reaches readers and subscribers, encoded where
     /// they are served.
     async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError>;
+
+    /// Like [`publish`](Self::publish), but a bus with an outage spool may hold the event for an
+    /// in-order replay instead of failing while its broker is unreachable.
+    async fn publish_or_spool(
+        &self,
+        topic: &TopicName,
+        payload: Bytes,
+    ) -> Result<Published, PublishError> {
+        Ok(Published::Appended(self.publish(topic, payload).await?))
+    }
 
     /// Reads at most `limit` events after `after`, with the head and any gap.
     async fn read(

@@ -22,6 +22,11 @@ pub fn pattern_color(pattern: &str) -> RGBColor {
         "poll-url" => RGBColor(148, 103, 189),
         "sse-url" => RGBColor(140, 86, 75),
         "ws-url" => RGBColor(227, 119, 194),
+        // The job patterns: the light "tab20" partner of the pattern that notifies them.
+        "job-short-poll" => RGBColor(255, 152, 150),
+        "job-long-poll" => RGBColor(255, 187, 120),
+        "job-sse" => RGBColor(174, 199, 232),
+        "job-ws" => RGBColor(152, 223, 138),
         _ => RGBColor(47, 79, 79),
     }
 }

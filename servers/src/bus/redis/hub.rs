@@ -1,5 +1,7 @@
 //! Per-instance fan-out of one Redis stream: one task per topic follows it with a blocking XREAD on
-//! its own connection and broadcasts each event (encoded once) to this instance's subscribers.
+//! its own connection and broadcasts each event (encoded once) to this instance's subscribers. When
+//! Redis goes away the task reconnects with backoff and resumes after the last event it handed on, so
+//! subscriptions stay open through an outage and miss nothing.
 
 use std::{
     collections::HashMap,
@@ -10,7 +12,10 @@ use std::{
 use redis::{aio::MultiplexedConnection, Value};
 use tokio::sync::broadcast;
 
-use super::wire;
+use super::{
+    link::{Backoff, Link, TIMEOUT},
+    wire,
+};
 use crate::{event::SharedEvent, topic::TopicName};
 
 /// How long one blocking XREAD waits before the task checks whether anyone still listens.
@@ -25,6 +30,7 @@ pub struct Hubs {
     map: Arc<Mutex<HubMap>>,
     limit: usize,
     capacity: usize,
+    link: Arc<Link>,
 }
 
 fn lock(map: &Mutex<HubMap>) -> std::sync::MutexGuard<'_, HubMap> {
@@ -33,11 +39,12 @@ fn lock(map: &Mutex<HubMap>) -> std::sync::MutexGuard<'_, HubMap> {
 }
 
 impl Hubs {
-    pub fn new(limit: usize, capacity: usize) -> Self {
+    pub fn new(limit: usize, capacity: usize, link: Arc<Link>) -> Self {
         Self {
             map: Arc::new(Mutex::new(HashMap::new())),
             limit,
             capacity,
+            link,
         }
     }
 
@@ -50,12 +57,7 @@ impl Hubs {
     /// not followed yet. `head` must have been read before this call: callers read the head again
     /// afterwards, so nothing published in between is missed. `None` when the instance already follows
     /// `limit` topics.
-    pub fn follow(
-        &self,
-        topic: &TopicName,
-        head: u64,
-        connection: MultiplexedConnection,
-    ) -> Option<broadcast::Receiver<SharedEvent>> {
+    pub fn follow(&self, topic: &TopicName, head: u64) -> Option<broadcast::Receiver<SharedEvent>> {
         let mut map = lock(&self.map);
         if let Some(sender) = map.get(topic) {
             return Some(sender.subscribe());
@@ -70,48 +72,76 @@ impl Hubs {
             topic.clone(),
             head,
             sender,
-            connection,
+            self.link.clone(),
         ));
         Some(receiver)
     }
 }
 
-/// Follows the stream from `last` until nobody listens or Redis fails; dropping the sender then ends
-/// every subscription (clients resume from their cursor).
+/// Follows the stream from `last` until nobody listens or the bus stops. A Redis failure never ends
+/// the subscriptions: the task reconnects with backoff (each attempt counted) and resumes after
+/// `last`, so subscribers get every event once, in order, when Redis returns.
 async fn run(
     map: Arc<Mutex<HubMap>>,
     topic: TopicName,
     mut last: u64,
     sender: broadcast::Sender<SharedEvent>,
-    mut connection: MultiplexedConnection,
+    link: Arc<Link>,
 ) {
     let key = wire::stream_key(&topic);
-    loop {
-        let reply: Result<Value, _> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(format!("{last}-0"))
-            .query_async(&mut connection)
-            .await;
-        let events = match reply
-            .map_err(|e| e.to_string())
-            .and_then(|v| wire::parse_xread(&topic, &v))
-        {
-            Ok(events) => events,
-            Err(detail) => {
-                tracing::warn!(topic = topic.as_str(), %detail, "stream follower stopped");
-                break;
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut backoff = Backoff::new();
+    let mut failing = false;
+    while !link.stop().is_cancelled() {
+        let reply = match connection.as_mut() {
+            Some(connection) => read(connection, &key, last)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|v| wire::parse_xread(&topic, &v)),
+            None => {
+                if failing {
+                    link.counters()
+                        .reconnect_attempts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // A blocking read answers within BLOCK; anything much longer is a stalled Redis.
+                match link.open(Some(BLOCK + TIMEOUT)).await {
+                    Ok(opened) => {
+                        connection = Some(opened);
+                        continue;
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
             }
         };
+        let events = match reply {
+            Ok(events) => events,
+            Err(detail) => {
+                if !failing {
+                    tracing::warn!(topic = topic.as_str(), %detail, last, "stream follower lost redis; retrying with backoff, subscribers stay connected");
+                }
+                failing = true;
+                connection = None;
+                if leave_if_unheard(&map, &topic, &sender) {
+                    return;
+                }
+                tokio::select! {
+                    () = link.stop().cancelled() => break,
+                    () = tokio::time::sleep(backoff.next_wait()) => {}
+                }
+                // While the shared link is down, it alone probes Redis: no connect storm from
+                // every followed topic.
+                link.wait_up().await;
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!(topic = topic.as_str(), last, "stream follower resumed");
+            failing = false;
+            backoff.reset();
+        }
         if events.is_empty() {
-            let mut map = lock(&map);
-            // Checked under the map lock, so no subscriber can join a follower that is leaving.
-            if sender.receiver_count() == 0 {
-                map.remove(&topic);
+            if leave_if_unheard(&map, &topic, &sender) {
                 return;
             }
             continue;
@@ -126,4 +156,38 @@ async fn run(
     if map.get(&topic).is_some_and(|s| s.same_channel(&sender)) {
         map.remove(&topic);
     }
+}
+
+async fn read(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+    last: u64,
+) -> redis::RedisResult<Value> {
+    redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(BATCH)
+        .arg("BLOCK")
+        .arg(BLOCK.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(format!("{last}-0"))
+        .query_async(connection)
+        .await
+}
+
+/// Removes the follower when nobody listens any more; checked under the map lock, so no subscriber
+/// can join a follower that is leaving.
+fn leave_if_unheard(
+    map: &Mutex<HubMap>,
+    topic: &TopicName,
+    sender: &broadcast::Sender<SharedEvent>,
+) -> bool {
+    let mut map = lock(map);
+    if sender.receiver_count() > 0 {
+        return false;
+    }
+    if map.get(topic).is_some_and(|s| s.same_channel(sender)) {
+        map.remove(topic);
+    }
+    true
 }

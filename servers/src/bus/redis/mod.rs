@@ -2,85 +2,123 @@
 //!
 //! Publishing is one Lua script (claim the topic, INCR the counter, XADD `{seq}-0`), so sequence
 //! numbers are per topic, strictly increasing and the same on every instance. Each instance follows a
-//! topic's stream with one task and fans events out like the in-process bus.
+//! topic's stream with one task and fans events out like the in-process bus. When Redis becomes
+//! unreachable, connections recover with backoff (`link.rs`), `POST /publish` spools (`publish.rs`) and
+//! followers resume where they left off (`hub.rs`); reads answer 503 meanwhile.
 
 mod hub;
+mod link;
+mod publish;
 mod wire;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, Delivery, Gap, MemoryBusConfig, ReadBatch, Subscription};
-use crate::{event::SharedEvent, topic::TopicName};
+use super::{
+    Bus, BusError, Delivery, Gap, MemoryBusConfig, PublishError, Published, ReadBatch, Subscription,
+};
+use crate::{event::SharedEvent, metrics::RedisCounters, spool::SpoolLimits, topic::TopicName};
 
-/// Bound on connecting and on every ordinary command, so a stalled Redis becomes a 503, not a hang.
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a waiter polls when this instance cannot follow one more topic.
 const FALLBACK_POLL: Duration = Duration::from_millis(50);
+
+/// What a Redis bus needs beyond the feed limits.
+#[derive(Debug, Clone)]
+pub struct RedisBusOptions {
+    /// Bounds of the outage spool for publishes.
+    pub spool: SpoolLimits,
+    /// Where reconnects and the spool are counted (the server's `/metrics` shares these).
+    pub counters: Arc<RedisCounters>,
+}
+
+impl Default for RedisBusOptions {
+    fn default() -> Self {
+        Self {
+            spool: SpoolLimits {
+                events: 10_000,
+                bytes: 64 << 20,
+            },
+            counters: Arc::default(),
+        }
+    }
+}
 
 /// [`Bus`] over a Redis server shared by every instance. `--history-bytes` does not apply: the
 /// stream is bounded by `--history` events.
 pub struct RedisBus {
-    client: redis::Client,
-    connection: MultiplexedConnection,
+    link: Arc<link::Link>,
     config: MemoryBusConfig,
-    publish: Script,
+    publisher: Arc<publish::Publisher>,
     claim: Script,
     hubs: hub::Hubs,
+    /// Ends the recovery, replay and follower tasks when the bus is dropped.
+    stop: CancellationToken,
 }
 
 fn unavailable(error: redis::RedisError) -> BusError {
     BusError::Unavailable(format!("redis: {error}"))
 }
 
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl RedisBus {
-    /// Connects to `url` (`redis://host:port`) and checks that Redis answers.
+    /// Connects to `url` (`redis://host:port`) with the default spool and fresh counters.
     pub async fn connect(url: &str, config: MemoryBusConfig) -> Result<Self, BusError> {
+        Self::connect_with(url, config, RedisBusOptions::default()).await
+    }
+
+    /// Connects to `url` and checks that Redis answers; an unreachable Redis at startup is an error
+    /// (later outages are survived).
+    pub async fn connect_with(
+        url: &str,
+        config: MemoryBusConfig,
+        options: RedisBusOptions,
+    ) -> Result<Self, BusError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&settings)
+        let stop = CancellationToken::new();
+        let link = link::Link::connect(client, options.counters.clone(), stop.clone())
             .await
             .map_err(unavailable)?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
-            client,
-            connection,
+        let publisher = publish::Publisher::start(
+            link.clone(),
             config,
-            publish: Script::new(wire::PUBLISH),
+            options.spool,
+            options.counters.publish_spool.clone(),
+        );
+        Ok(Self {
+            hubs: hub::Hubs::new(config.max_topics, config.subscriber_buffer, link.clone()),
+            link,
+            config,
+            publisher,
             claim: Script::new(wire::CLAIM_TOPIC),
-            hubs: hub::Hubs::new(config.max_topics, config.subscriber_buffer),
+            stop,
         })
     }
 
-    /// A connection of its own for blocking reads, which must not stall the shared one.
-    async fn blocking_connection(&self) -> Result<MultiplexedConnection, BusError> {
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await
-            .map_err(unavailable)
-    }
-
     async fn head(&self, topic: &TopicName) -> Result<u64, BusError> {
+        let conn = self.link.get()?;
         let head: Option<u64> = redis::cmd("GET")
             .arg(wire::seq_key(topic))
-            .query_async(&mut self.connection.clone())
+            .query_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         Ok(head.unwrap_or(0))
+    }
+
+    /// Reports a failed command to the link (which retires the connection on an outage).
+    fn failed(&self, conn: &link::Conn, error: redis::RedisError) -> BusError {
+        self.link.failed(conn, &error);
+        unavailable(error)
     }
 
     /// A receiver of every live event after the current head (read before joining, see
@@ -93,33 +131,23 @@ impl RedisBus {
             return Ok(Some(receiver));
         }
         let head = self.head(topic).await?;
-        let connection = self.blocking_connection().await?;
-        Ok(self.hubs.follow(topic, head, connection))
+        Ok(self.hubs.follow(topic, head))
     }
 }
 
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError> {
-        let seq: i64 = self
-            .publish
-            .key(wire::TOPICS_KEY)
-            .key(wire::seq_key(topic))
-            .key(wire::stream_key(topic))
-            .arg(topic.as_str())
-            .arg(self.config.max_topics)
-            .arg(payload.as_ref())
-            .arg(self.config.history_events)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
-        match u64::try_from(seq) {
-            // Encoded only by the instances that serve it (their follower tasks), not here.
-            Ok(seq) => Ok(seq),
-            Err(_) => Err(BusError::TopicLimit {
-                limit: self.config.max_topics,
-            }),
-        }
+        // Encoded only by the instances that serve it (their follower tasks), not here.
+        self.publisher.publish(topic, payload).await
+    }
+
+    async fn publish_or_spool(
+        &self,
+        topic: &TopicName,
+        payload: Bytes,
+    ) -> Result<Published, PublishError> {
+        self.publisher.publish_or_spool(topic, payload).await
     }
 
     async fn read(
@@ -132,6 +160,7 @@ impl Bus for RedisBus {
         // more than asked tells whether there is more.
         let count = limit.min(self.config.history_events).saturating_add(1);
         let stream = wire::stream_key(topic);
+        let conn = self.link.get()?;
         let (head, first, range): (Option<u64>, Value, Value) = redis::pipe()
             .atomic()
             .cmd("GET")
@@ -148,9 +177,9 @@ impl Bus for RedisBus {
             .arg("+")
             .arg("COUNT")
             .arg(count)
-            .query_async(&mut self.connection.clone())
+            .query_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         let head = head.unwrap_or(0);
         if after > head {
             return Err(BusError::CursorAhead { after, head });
@@ -209,14 +238,15 @@ impl Bus for RedisBus {
         topic: &TopicName,
         after: Option<u64>,
     ) -> Result<Subscription, BusError> {
+        let conn = self.link.get()?;
         let claimed: i64 = self
             .claim
             .key(wire::TOPICS_KEY)
             .arg(topic.as_str())
             .arg(self.config.max_topics)
-            .invoke_async(&mut self.connection.clone())
+            .invoke_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         let limit = BusError::TopicLimit {
             limit: self.config.max_topics,
         };

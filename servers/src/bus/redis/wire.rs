@@ -32,16 +32,35 @@ end
 return 0
 ";
 
-/// Claims the topic, assigns the next sequence number and appends the event, atomically, so sequence
-/// numbers stay strictly increasing across every instance. Returns the sequence number, or -1 at the
-/// topic limit. KEYS: topics set, seq counter, stream. ARGV: topic, max topics, payload, history.
+/// How far back (entries of the topic's stream) a replayed publish looks for its own id.
+pub const DEDUPE_WINDOW: usize = 1000;
+
+/// Claims the topic, assigns the next sequence number and appends the event (field `p`) with its
+/// publish id (field `i`), atomically, so sequence numbers stay strictly increasing across every
+/// instance. Returns the sequence number, or -1 at the topic limit.
+///
+/// With ARGV[6] = 1 (a replay of a publish whose earlier attempt may have been applied before its
+/// reply was lost) it first looks for the id among the newest ARGV[7] entries and returns that
+/// earlier sequence number instead of appending a duplicate.
+/// KEYS: topics set, seq counter, stream. ARGV: topic, max topics, payload, history, id, check, window.
 pub const PUBLISH: &str = r"
+if ARGV[6] == '1' then
+  local recent = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[7]))
+  for _, entry in ipairs(recent) do
+    local fields = entry[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'i' and fields[f + 1] == ARGV[5] then
+        return tonumber(string.match(entry[1], '^(%d+)'))
+      end
+    end
+  end
+end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
   if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
   redis.call('SADD', KEYS[1], ARGV[1])
 end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[4], seq .. '-0', 'p', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[4], seq .. '-0', 'p', ARGV[3], 'i', ARGV[5])
 return seq
 ";
 

@@ -1,0 +1,138 @@
+//! The servers under test for one cell: an external target, or embedded server instances (child
+//! processes of this binary) with the bus between them — in-process for one instance, or a real Redis
+//! (a private `redis-server` started for the cell, or an existing one from `--bus-url`).
+
+use std::{sync::Arc, time::Duration};
+
+use commbench_servers::redis_server::{RedisOptions, RedisServer, RedisServerError};
+
+use crate::{
+    scenario::{BusKind, Scenario},
+    target::{EmbeddedServer, Target, TargetError},
+};
+
+/// How long an existing Redis (`--bus-url`) may take to answer the first PING.
+const BROKER_CHECK: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Broker(#[from] RedisServerError),
+    #[error("the Redis at {url} does not answer: {detail}")]
+    BrokerUnreachable { url: String, detail: String },
+}
+
+/// The Redis between the instances.
+enum Broker {
+    /// Started for this cell; its CPU and memory are measured.
+    Private(RedisServer),
+    /// Someone else's (`--bus-url`); not ours to measure.
+    Existing(String),
+}
+
+/// What clients connect to, and the processes behind it.
+pub struct Fleet {
+    /// One per instance; client `i` uses `targets[i % len]`, publishes go to `targets[0]`.
+    pub targets: Vec<Arc<Target>>,
+    servers: Vec<EmbeddedServer>,
+    broker: Option<Broker>,
+}
+
+impl Fleet {
+    /// Reaches the external target, or starts the broker (when the bus is Redis) and then every
+    /// instance with `server_args`.
+    pub async fn start(scenario: &Scenario, server_args: &[String]) -> Result<Self, FleetError> {
+        if let Some(url) = &scenario.target {
+            let target = Target::external(url).await?;
+            target.check_reachable(Duration::from_secs(3)).await?;
+            return Ok(Self {
+                targets: vec![Arc::new(target)],
+                servers: Vec::new(),
+                broker: None,
+            });
+        }
+        let broker = match (scenario.bus, &scenario.bus_url) {
+            (BusKind::Memory, _) => None,
+            (BusKind::Redis, Some(url)) => {
+                check_broker(url).await?;
+                Some(Broker::Existing(url.clone()))
+            }
+            (BusKind::Redis, None) => Some(Broker::Private(
+                RedisServer::start(RedisOptions::default()).await?,
+            )),
+        };
+        let mut args = server_args.to_vec();
+        if let Some(broker) = &broker {
+            args.extend(["--bus".to_owned(), broker.url().to_owned()]);
+        }
+        let mut fleet = Self {
+            targets: Vec::new(),
+            servers: Vec::new(),
+            broker,
+        };
+        for _ in 0..scenario.instances {
+            match EmbeddedServer::start(&args).await {
+                Ok(server) => {
+                    fleet.targets.push(Arc::new(server.target.clone()));
+                    fleet.servers.push(server);
+                }
+                Err(error) => {
+                    fleet.stop().await;
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// The embedded instances' process ids (empty for an external target).
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.servers.iter().map(|s| s.pid).collect()
+    }
+
+    /// The private Redis's process id, when the load generator started one.
+    pub fn broker_pid(&self) -> Option<u32> {
+        match &self.broker {
+            Some(Broker::Private(redis)) => redis.pid(),
+            _ => None,
+        }
+    }
+
+    /// Stops every instance (gracefully, bounded), then the private Redis.
+    pub async fn stop(self) {
+        let stops = self.servers.into_iter().map(EmbeddedServer::stop);
+        futures_util::future::join_all(stops).await;
+        drop(self.broker);
+    }
+}
+
+impl Broker {
+    fn url(&self) -> &str {
+        match self {
+            Broker::Private(redis) => redis.url(),
+            Broker::Existing(url) => url,
+        }
+    }
+}
+
+/// Fails fast, naming the URL, when the existing Redis does not answer PING.
+async fn check_broker(url: &str) -> Result<(), FleetError> {
+    let unreachable = |detail: String| FleetError::BrokerUnreachable {
+        url: url.to_owned(),
+        detail,
+    };
+    let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
+    let ping = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    match tokio::time::timeout(BROKER_CHECK, ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!("no answer within {BROKER_CHECK:?}"))),
+    }
+}

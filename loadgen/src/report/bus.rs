@@ -1,0 +1,207 @@
+//! The in-process vs Redis comparison in `REPORT.md`: each Redis cell beside the in-process cell with
+//! the same pattern, clients, rate, payload, topics and interval, and what the broker costs.
+
+use std::fmt::Write as _;
+
+use super::{cells::Labeler, fmt};
+use crate::output::SummaryRow;
+
+/// A Redis cell and its in-process counterpart (absent when the run has none).
+pub struct BusPair<'a> {
+    pub memory: Option<&'a SummaryRow>,
+    pub redis: &'a SummaryRow,
+}
+
+/// True for the cells that ran on one server with the in-process bus (every chart's input).
+pub fn is_in_process(row: &SummaryRow) -> bool {
+    row.bus == "memory" && row.instances <= 1
+}
+
+/// Every cell that did not run in-process, paired with its in-process counterpart.
+pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
+    let same = |a: &SummaryRow, b: &SummaryRow| {
+        a.pattern == b.pattern
+            && a.clients == b.clients
+            && a.rate_per_s == b.rate_per_s
+            && a.payload_bytes == b.payload_bytes
+            && a.topics == b.topics
+            && a.interval_s == b.interval_s
+    };
+    others
+        .iter()
+        .map(|redis| BusPair {
+            memory: memory.iter().find(|m| same(m, redis)),
+            redis,
+        })
+        .collect()
+}
+
+/// Server CPU plus broker CPU per event (µs): what one delivered event costs the whole fleet.
+fn total_cpu(row: &SummaryRow) -> Option<f64> {
+    let server = row.server_cpu_us_per_event?;
+    Some(server + row.broker_cpu_us_per_event.unwrap_or(0.0))
+}
+
+fn bus_label(row: &SummaryRow) -> String {
+    if is_in_process(row) {
+        "in-process, 1 server".to_owned()
+    } else {
+        let servers = if row.instances == 1 {
+            "server"
+        } else {
+            "servers"
+        };
+        format!("{}, {} {servers}", row.bus, row.instances)
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".to_owned(), |b| fmt::num(b as f64 / 1048576.0))
+}
+
+/// One finding per pair: the latency and CPU the broker adds.
+pub fn findings(pairs: &[BusPair<'_>], labeler: &Labeler) -> Vec<String> {
+    let mut out = Vec::new();
+    for pair in pairs {
+        let (Some(memory), redis) = (pair.memory, pair.redis) else {
+            continue;
+        };
+        let (Some(m99), Some(r99)) = (memory.p99_ms, redis.p99_ms) else {
+            continue;
+        };
+        let mut text = format!(
+            "{} at {} clients over {}: p99 {} ms in-process → {} ms",
+            labeler.series(redis),
+            redis.clients,
+            bus_label(redis),
+            fmt::num(m99),
+            fmt::num(r99)
+        );
+        if let Some(cross) = redis.cross_instance_p99_ms {
+            let _ = write!(
+                text,
+                " ({} ms for clients on other instances)",
+                fmt::num(cross)
+            );
+        }
+        if let (Some(m_cpu), Some(r_cpu)) = (total_cpu(memory), total_cpu(redis)) {
+            if m_cpu > 0.0 {
+                let _ = write!(
+                    text,
+                    "; CPU per event {} µs → {} µs ({}",
+                    fmt::num(m_cpu),
+                    fmt::num(r_cpu),
+                    fmt::times(r_cpu / m_cpu)
+                );
+                match redis.broker_cpu_us_per_event {
+                    Some(broker) => {
+                        let _ = write!(text, ", of which Redis {} µs)", fmt::num(broker));
+                    }
+                    None => text.push(')'),
+                }
+            }
+        }
+        let lost = redis.events_lost.unwrap_or(0) + redis.events_duplicated.unwrap_or(0);
+        if lost > 0 {
+            let _ = write!(text, "; **{lost} events lost or duplicated**");
+        }
+        text.push('.');
+        out.push(text);
+    }
+    out
+}
+
+/// The section: a table of every pair, in-process row first.
+pub fn section(out: &mut String, pairs: &[BusPair<'_>], labeler: &Labeler) {
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## In-process vs Redis bus\n\nThe same pattern, clients, rate and payload on one server \
+         with the in-process bus, and on several servers joined by a real `redis-server` (clients \
+         balanced round-robin, events published through the first instance). Cross-instance p99 is \
+         the delivery latency of the clients on the other instances: every one of those events \
+         crossed Redis. Server CPU and RSS add up all instances; Redis's own CPU and RSS are read \
+         from /proc (empty for `--bus-url`). Total CPU = servers + Redis, per delivered event.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| cell | clients | bus | p50 ms | p99 ms | cross-instance p99 ms | delivered/expected | \
+         servers µs/event | Redis µs/event | total µs/event | servers RSS MiB | Redis RSS MiB |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut shown: Vec<&str> = Vec::new();
+    for pair in pairs {
+        for row in pair.memory.into_iter().chain([pair.redis]) {
+            if shown.contains(&row.cell.as_str()) {
+                continue;
+            }
+            shown.push(&row.cell);
+            let delivered = match (row.events_delivered, row.events_expected) {
+                (Some(d), Some(e)) => format!("{d}/{e}"),
+                _ => "-".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                labeler.cell(row),
+                row.clients,
+                bus_label(row),
+                fmt::opt(row.p50_ms),
+                fmt::opt(row.p99_ms),
+                fmt::opt(row.cross_instance_p99_ms),
+                delivered,
+                fmt::opt(row.server_cpu_us_per_event),
+                fmt::opt(row.broker_cpu_us_per_event),
+                fmt::opt(total_cpu(row)),
+                mib(row.server_peak_rss_bytes),
+                mib(row.broker_peak_rss_bytes),
+            );
+        }
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::cells::fixture::row;
+
+    fn redis(pattern: &str) -> SummaryRow {
+        let mut r = row(pattern, 1000, None);
+        r.cell.push_str("-redis-x2");
+        r.bus = "redis".into();
+        r.instances = 2;
+        r.p99_ms = Some(14.0);
+        r.cross_instance_p99_ms = Some(15.0);
+        r.server_cpu_us_per_event = Some(60.0);
+        r.broker_cpu_us_per_event = Some(20.0);
+        r
+    }
+
+    #[test]
+    fn pairs_and_findings_follow_the_numbers() {
+        let memory = vec![row("sse", 1000, None), row("ws", 100, None)];
+        let others = vec![redis("sse"), redis("ws")];
+        let pairs = pairs(&memory, &others);
+        assert_eq!(pairs.len(), 2);
+        assert!(pairs[0].memory.is_some() && pairs[1].memory.is_none());
+        let findings = findings(&pairs, &Labeler::new(&memory));
+        assert_eq!(findings.len(), 1);
+        let text = &findings[0];
+        assert!(text.contains("p99 7 ms in-process → 14 ms"), "{text}");
+        assert!(
+            text.contains("15 ms for clients on other instances"),
+            "{text}"
+        );
+        assert!(
+            text.contains("40 µs → 80 µs (2×, of which Redis 20 µs)"),
+            "{text}"
+        );
+        let mut out = String::new();
+        section(&mut out, &pairs, &Labeler::new(&memory));
+        assert!(out.contains("| redis, 2 servers |"), "{out}");
+        assert_eq!(out.matches("\n| sse").count(), 2, "{out}");
+    }
+}

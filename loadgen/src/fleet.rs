@@ -4,7 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use commbench_servers::redis_server::{RedisOptions, RedisServer, RedisServerError};
+use commbench_servers::{
+    redis_cleanup,
+    redis_server::{RedisOptions, RedisServer, RedisServerError},
+    topic::TopicName,
+};
 
 use crate::{
     scenario::{BusKind, Scenario},
@@ -22,6 +26,13 @@ pub enum FleetError {
     Broker(#[from] RedisServerError),
     #[error("the Redis at {url} does not answer: {detail}")]
     BrokerUnreachable { url: String, detail: String },
+}
+
+/// The topics and queues one cell may have created, by name.
+#[derive(Debug, Default)]
+pub struct CellKeys {
+    pub topics: Vec<String>,
+    pub queues: Vec<String>,
 }
 
 /// The Redis between the instances.
@@ -79,7 +90,7 @@ impl Fleet {
                     fleet.servers.push(server);
                 }
                 Err(error) => {
-                    fleet.stop().await;
+                    fleet.stop(&CellKeys::default()).await;
                     return Err(error.into());
                 }
             }
@@ -100,10 +111,25 @@ impl Fleet {
         }
     }
 
-    /// Stops every instance (gracefully, bounded), then the private Redis.
-    pub async fn stop(self) {
+    /// Stops every instance (gracefully, bounded), then the private Redis; from an existing Redis
+    /// it removes what the cell created (`keys`), so later runs start from the same limits.
+    pub async fn stop(self, keys: &CellKeys) {
         let stops = self.servers.into_iter().map(EmbeddedServer::stop);
         futures_util::future::join_all(stops).await;
+        if let Some(Broker::Existing(url)) = &self.broker {
+            let names = |list: &[String]| -> Vec<TopicName> {
+                list.iter()
+                    .filter_map(|n| TopicName::parse(n).ok())
+                    .collect()
+            };
+            let (topics, queues) = (names(&keys.topics), names(&keys.queues));
+            let forget = redis_cleanup::forget(url, &topics, &queues);
+            match tokio::time::timeout(BROKER_CHECK, forget).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%url, %error, "could not tidy the Redis"),
+                Err(_) => tracing::warn!(%url, "tidying the Redis timed out"),
+            }
+        }
         drop(self.broker);
     }
 }

@@ -17,10 +17,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clients::notify_topic,
     clients::{client_for, ClientCtx, Phase, RunShared},
     clock::RunClock,
     collector::Collector,
-    fleet::{Fleet, FleetError},
+    fleet::{CellKeys, Fleet, FleetError},
     net::SourceAddrs,
     procstat::{cpu_seconds, RssPeaks},
     progress::Progress,
@@ -66,26 +67,63 @@ pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
         } else {
             0
         };
-        args.extend([
-            "--max-connections".to_owned(),
-            (scenario.clients * 2 + 1_000).to_string(),
-            "--max-topics".to_owned(),
-            (scenario.topics + notify_topics + 16).to_string(),
-        ]);
+        let mut defaults = vec![
+            (
+                "--max-connections",
+                (scenario.clients * 2 + 1_000).to_string(),
+            ),
+            (
+                "--max-topics",
+                (scenario.topics + notify_topics + 16).to_string(),
+            ),
+        ];
         if options.pattern.is_job() {
-            args.extend([
-                "--workers".to_owned(),
-                scenario.workers.to_string(),
-                "--worker-queue".to_owned(),
-                queue_name(&options),
-            ]);
+            defaults.push(("--workers", scenario.workers.to_string()));
+            defaults.push(("--worker-queue", queue_name(&options)));
+        }
+        // A flag the user passes with --server-arg wins over the load generator's choice.
+        let given = |flag: &str| {
+            options
+                .server_args
+                .iter()
+                .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+        };
+        for (flag, value) in defaults {
+            if !given(flag) {
+                args.extend([flag.to_owned(), value]);
+            }
         }
         args.extend(options.server_args.iter().cloned());
     }
     let fleet = Fleet::start(&scenario, &args).await?;
     let result = measure(&options, &fleet).await;
-    fleet.stop().await;
+    fleet.stop(&cell_keys(&options)).await;
     result
+}
+
+/// Every topic and queue the cell may create on the server (what `--bus-url` runs remove again).
+fn cell_keys(options: &CellOptions) -> CellKeys {
+    let queue = queue_name(options);
+    let mut topics = topic_names(options);
+    if options.pattern.is_job() {
+        topics.extend((0..options.scenario.clients).map(|id| notify_topic(&queue, id)));
+    }
+    CellKeys {
+        topics,
+        queues: options
+            .pattern
+            .is_job()
+            .then_some(queue)
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn topic_names(options: &CellOptions) -> Vec<String> {
+    let prefix = cell_prefix(options);
+    (0..options.scenario.topics)
+        .map(|i| format!("{prefix}t{i}"))
+        .collect()
 }
 
 async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, RunError> {
@@ -96,10 +134,7 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
     let clock = RunClock::start();
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
-    let prefix = cell_prefix(options);
-    let topics = (0..scenario.topics)
-        .map(|i| format!("{prefix}t{i}"))
-        .collect();
+    let topics = topic_names(options);
     let shared = Arc::new(RunShared {
         scenario: scenario.clone(),
         targets: fleet.targets.clone(),

@@ -20,8 +20,9 @@ use crate::{
 pub enum SessionError {
     #[error("cannot create the results directory {0}: {1}")]
     CreateDir(PathBuf, std::io::Error),
-    #[error("{pattern}: {source}")]
-    Cell { pattern: String, source: RunError },
+    // Not a `source`: the message already carries it, and anyhow would print it twice.
+    #[error("{pattern}: {error}")]
+    Cell { pattern: String, error: RunError },
     #[error("cannot write results to {0}: {1}")]
     Write(PathBuf, String),
 }
@@ -93,9 +94,9 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             interrupt: options.interrupt.clone(),
         })
         .await
-        .map_err(|source| SessionError::Cell {
+        .map_err(|error| SessionError::Cell {
             pattern: plan.pattern.to_string(),
-            source,
+            error,
         })?;
         if !options.quiet {
             eprintln!("{}", output::render_table(std::slice::from_ref(&cell)));

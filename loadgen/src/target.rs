@@ -27,8 +27,10 @@ pub enum TargetError {
     Resolve(String, std::io::Error),
     #[error("cannot start the embedded server ({0}): {1}")]
     Spawn(String, std::io::Error),
-    #[error("the embedded server did not report its address within {0:?}{1}")]
-    NoAddress(Duration, String),
+    #[error("the embedded server did not report its address within {0:?}")]
+    NoAddress(Duration),
+    #[error("the embedded server exited before it was ready ({0}); its error is printed above")]
+    Exited(String),
     #[error("target {0} is unreachable: {1}")]
     Unreachable(String, String),
 }
@@ -127,11 +129,10 @@ impl EmbeddedServer {
         .ok()
         .flatten();
         let Some(url) = address else {
-            let status = child.try_wait().ok().flatten();
-            let detail = status
-                .map(|s| format!(" (it exited: {s})"))
-                .unwrap_or_default();
-            return Err(TargetError::NoAddress(wait, detail));
+            return Err(match child.try_wait().ok().flatten() {
+                Some(status) => TargetError::Exited(status.to_string()),
+                None => TargetError::NoAddress(wait),
+            });
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

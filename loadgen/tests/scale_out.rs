@@ -102,3 +102,55 @@ fn an_unreachable_bus_url_is_named() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_against_an_existing_redis_leave_it_as_they_found_it() {
+    use commbench_servers::redis_server::{RedisOptions, RedisServer};
+    let redis = RedisServer::start(RedisOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("commbench-bus-url-{}", std::process::id()));
+    // Twice, with a topic limit the first run's topics would exhaust if they stayed claimed.
+    for _ in 0..2 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = commbench()
+            .args([
+                "run",
+                "--quiet",
+                "--instances",
+                "2",
+                "--bus-url",
+                redis.url(),
+            ])
+            .args(["-p", "sse,job-ws", "-c", "10", "-r", "20", "-d", "1s"])
+            .args(["--warmup", "200ms", "--server-arg=--max-topics=12"])
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for row in rows(&dir) {
+            assert_eq!(row.events_lost, Some(0), "{}", row.cell);
+            assert_eq!(row.errors, 0, "{}: {}", row.cell, row.error_kinds);
+            // Someone else's Redis: not ours to measure.
+            assert_eq!(row.broker_cpu_s, None);
+        }
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cb:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Only job hashes remain, and they expire on their own.
+    assert!(
+        keys.iter().all(|k| k.contains(":job:")),
+        "left behind: {keys:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

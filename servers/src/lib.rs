@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod patterns;
 pub mod queue;
+pub mod redis_cleanup;
 pub mod redis_server;
 pub mod spool;
 pub mod topic;

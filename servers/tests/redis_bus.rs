@@ -16,7 +16,7 @@ use commbench_servers::{
 };
 use common::{
     client, get, poll, post, publish, seqs, sse_subscribe, wait_until, within, ws_connect,
-    ws_event, ws_subscribe, STEP,
+    ws_connect_url, ws_event, ws_subscribe, STEP,
 };
 use futures_util::StreamExt;
 
@@ -158,6 +158,82 @@ async fn b_resumes_from_a_cursor_after_a_is_gone() {
     }
     assert_eq!(publish(&http, &b.url(), "t", "p6").await, 6);
     assert_eq!(sse.next_event().await["seq"], 6);
+}
+
+/// A `commbench-server` process on the Redis, killed (SIGKILL) on drop if still running.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commbench-server"))
+            .args(["--bind", "127.0.0.1:0", "--bus", redis.url()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_instance_resume_on_another_with_nothing_lost_or_repeated() {
+    let redis = start_redis().await;
+    let mut a = ServerProcess::start(&redis);
+    let b = instance(&redis, |_| {}).await;
+    let http = client();
+    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url), &[]).await;
+    let ws_of = |http: &str| format!("{}/ws", http.replace("http://", "ws://"));
+    let mut ws = ws_connect_url(&ws_of(&a.url)).await;
+    ws_subscribe(&mut ws, "t", None).await;
+    for i in 1..=5 {
+        publish(&http, &a.url, "t", format!("p{i}")).await;
+    }
+    for seq in 1..=3u64 {
+        assert_eq!(sse.next_event().await["seq"], seq);
+        assert_eq!(ws_event(&mut ws).await["seq"], seq);
+    }
+    // SIGKILL: no graceful shutdown, the clients just lose their connections.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    for i in 6..=8 {
+        assert_eq!(publish(&http, &b.url(), "t", format!("p{i}")).await, i);
+    }
+    let url = format!("{}/sse/t", b.url());
+    let (mut sse, hello) = sse_subscribe(&http, &url, &[("last-event-id", "3")]).await;
+    assert_eq!(hello["after"], 3);
+    let mut ws = ws_connect_url(&ws_of(&b.url())).await;
+    ws_subscribe(&mut ws, "t", Some(3)).await;
+    for seq in 4..=8u64 {
+        let event = sse.next_event().await;
+        assert_eq!(
+            (event["seq"].as_u64(), event["data"].as_str()),
+            (Some(seq), Some(&*format!("p{seq}")))
+        );
+        assert_eq!(ws_event(&mut ws).await["seq"], seq);
+    }
+    let batch = poll(&http, &b.url(), "t", "after=3").await;
+    assert_eq!(seqs(&batch), (4..=8).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -138,7 +138,7 @@ fn parse_event(bytes: &[u8]) -> Result<Heard, ClientError> {
 
 /// Opens the user's stream, resuming after `cursor` when given.
 async fn open(ctx: &ClientCtx, kind: Notify, cursor: Option<u64>) -> Result<Stream, ClientError> {
-    let topic = notify_topic(ctx);
+    let topic = notify_topic(&ctx.shared.queue, ctx.id);
     if kind == Notify::Ws {
         let after = cursor.map_or(String::new(), |c| format!(",\"after\":{c}"));
         let subscribe =

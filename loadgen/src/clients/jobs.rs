@@ -51,9 +51,10 @@ struct Submitted {
     id: String,
 }
 
-/// The user's notification topic (SSE and WebSocket users): one per user, so it hears only its jobs.
-pub fn notify_topic(ctx: &ClientCtx) -> String {
-    format!("{}n{}", ctx.shared.queue, ctx.id)
+/// User `id`'s notification topic (SSE and WebSocket users): one per user, so it hears only its
+/// own jobs.
+pub fn notify_topic(queue: &str, id: usize) -> String {
+    format!("{queue}n{id}")
 }
 
 /// Whether this user's jobs go to the premium lane: an even spread of `premium` of the users.
@@ -91,7 +92,8 @@ pub async fn run(mut ctx: ClientCtx, notify: Notify) {
         scenario.work.as_millis()
     );
     if listener.is_some() {
-        body.push_str(&format!(",\"notify\":\"{}\"", notify_topic(&ctx)));
+        let topic = notify_topic(&ctx.shared.queue, ctx.id);
+        body.push_str(&format!(",\"notify\":\"{topic}\""));
     }
     body.push('}');
     let body = Bytes::from(body);

@@ -32,6 +32,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 pub use feed::{after_stream_end, AfterEnd, FeedReceiver};
+pub use jobs::notify_topic;
 
 use crate::{
     clock::RunClock, http::ClientError, record::Recorder, scenario::PatternName,

@@ -2,7 +2,7 @@
 //! Patterns talk only to this trait, so a Redis-backed bus can replace the in-process one.
 
 mod memory;
-mod redis;
+pub(crate) mod redis;
 
 use std::{
     pin::Pin,

@@ -7,7 +7,7 @@ mod lane;
 mod memory;
 mod redis;
 mod redis_wake;
-mod redis_wire;
+pub(crate) mod redis_wire;
 mod view;
 pub mod workers;
 

@@ -432,7 +432,11 @@ pub fn ws_url(server: &ServerHandle) -> String {
 }
 
 pub async fn ws_connect(server: &ServerHandle) -> Ws {
-    let url = ws_url(server);
+    ws_connect_url(&ws_url(server)).await
+}
+
+/// Connects to a WebSocket URL (`ws://host:port/ws`), e.g. of a server in another process.
+pub async fn ws_connect_url(url: &str) -> Ws {
     let (ws, response) = within(
         "the WebSocket handshake",
         STEP,

@@ -9,7 +9,7 @@
 mod hub;
 mod link;
 mod publish;
-mod wire;
+pub(crate) mod wire;
 
 use std::{sync::Arc, time::Duration};
 

@@ -27,6 +27,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Run the pattern server (the same server `run` embeds).
     Serve(ServeArgs),
+    /// Process jobs of a server's message queue: take, simulate the work, acknowledge.
+    Worker(crate::worker::WorkerArgs),
 }
 
 #[derive(Debug, Args)]

@@ -22,3 +22,4 @@ pub mod session;
 pub mod study;
 pub mod target;
 pub mod wire;
+pub mod worker;

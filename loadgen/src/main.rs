@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             Command::Compare(args) => compare(args).await,
             Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
+            Command::Worker(args) => worker(args).await,
         }
     });
     match result {
@@ -134,5 +135,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     })
     .await
     .context("server failed")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `commbench worker`: runs until Ctrl-C/SIGTERM (or its own limits), then prints its report.
+async fn worker(
+    args: commbench_loadgen::worker::WorkerArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        commbench_servers::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let report = commbench_loadgen::worker::run(args, stop)
+        .await
+        .context("worker failed")?;
+    println!("{report}");
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ mod queue_api;
 
 use std::time::Duration;
 
-use common::{client, get, poll, post, spawn_with, within, STEP};
+use common::{client, get, poll, post, spawn_with, sse_subscribe, within, STEP};
 use queue_api::{ack, ack_raw, drain, enqueue, enqueue_raw, lanes, stats, status, take};
 use serde_json::json;
 
@@ -275,4 +275,23 @@ async fn an_expired_lease_is_redelivered_and_the_late_ack_is_a_duplicate() {
     let second = take(&http, &base, "q", 10_000).await.expect("a redelivery");
     assert!(!ack(&http, &base, "q", &first).await);
     assert!(ack(&http, &base, "q", &second).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_of_the_notify_topic_learns_the_completion() {
+    let server = spawn_with(|c| c.workers = 1).await;
+    let (http, base) = (client(), server.url());
+    let (mut stream, _) = sse_subscribe(&http, &format!("{base}/sse/my-jobs"), &[]).await;
+    let id = enqueue(
+        &http,
+        &base,
+        "jobs",
+        json!({"work_ms": 20, "notify": "my-jobs"}),
+    )
+    .await;
+    let event = stream.next_event().await;
+    let job: serde_json::Value = serde_json::from_str(event["data"].as_str().unwrap()).unwrap();
+    assert_eq!(job["id"], id.as_str());
+    assert_eq!(job["status"], "done");
+    assert_eq!(job["work_ms"], 20);
 }

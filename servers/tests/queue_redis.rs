@@ -12,7 +12,7 @@ use commbench_servers::{
     redis_server::{RedisOptions, RedisServer},
     ServerConfig, ServerHandle,
 };
-use common::{client, get, within, STEP};
+use common::{client, get, poll, within, STEP};
 use queue_api::{ack, ack_raw, drain, enqueue, enqueue_raw, lanes, stats, status, take};
 use serde_json::json;
 
@@ -41,7 +41,7 @@ async fn enqueue_take_ack_and_refusals_on_redis() {
         &http,
         &base,
         "q",
-        json!({"lane": "premium", "work_ms": 3, "payload": "hi"}),
+        json!({"lane": "premium", "work_ms": 3, "payload": "hi", "notify": "done-t"}),
     )
     .await;
     assert_eq!(status(&http, &base, "q", &id, "").await["status"], "queued");
@@ -72,6 +72,13 @@ async fn enqueue_take_ack_and_refusals_on_redis() {
         (done["status"].as_str(), done["completions"].as_u64()),
         (Some("done"), Some(1))
     );
+    // The completion was announced once on the notify topic, with the job status as payload.
+    let batch = poll(&http, &base, "done-t", "after=0").await;
+    assert_eq!(batch["events"].as_array().map(Vec::len), Some(1), "{batch}");
+    let announced: serde_json::Value =
+        serde_json::from_str(batch["events"][0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(announced["id"], id.as_str());
+    assert_eq!(announced["status"], "done");
     let other = take(&http, &base, "q", 0).await.unwrap();
     assert!(other["payload"].is_null(), "{other}");
     assert!(!ack(&http, &base, "q", &other).await);

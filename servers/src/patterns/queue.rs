@@ -148,6 +148,9 @@ async fn status(
             () = state.shutdown.cancelled() => view = state.queue.status(&queue, &id).await?,
         }
     }
+    if view.status == queue::JobState::Done {
+        state.metrics.delivered(PatternKind::Queue, 1);
+    }
     Ok(Json(view).into_response())
 }
 

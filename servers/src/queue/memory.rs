@@ -415,3 +415,70 @@ impl JobQueue for MemoryQueue {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_queued_jobs: usize) -> QueueConfig {
+        QueueConfig {
+            max_queues: 4,
+            max_queued_jobs,
+            visibility_timeout: Duration::from_secs(60),
+            retention: Duration::from_secs(600),
+            normal_every: 4,
+        }
+    }
+
+    fn job() -> NewJob {
+        NewJob {
+            lane: Lane::Normal,
+            work_ms: 0,
+            notify: None,
+            payload: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_jobs_are_forgotten_oldest_first_beyond_the_bound() {
+        let queue = MemoryQueue::new(config(2), Arc::new(Metrics::default()));
+        let name = QueueName::parse("q").unwrap_or_else(|e| panic!("{e}"));
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let id = queue.enqueue(&name, job()).await.map(|v| v.id);
+            let id = id.unwrap_or_else(|e| panic!("{e}"));
+            let taken = queue.take(&name, "w", Duration::ZERO).await;
+            let taken = taken
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("nothing to take"));
+            assert!(queue.ack(&name, &taken.id, &taken.lease).await.is_ok());
+            ids.push(id);
+        }
+        // Two finished jobs are remembered; the two oldest are gone.
+        for (i, id) in ids.iter().enumerate() {
+            let known = queue.status(&name, id).await.is_ok();
+            assert_eq!(known, i >= 2, "job {i}");
+        }
+        let stats = queue.stats(&name).await.unwrap_or_default();
+        assert_eq!((stats.submitted, stats.completed), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn lease_entries_of_acknowledged_jobs_do_not_pile_up() {
+        let queue = MemoryQueue::new(config(10), Arc::new(Metrics::default()));
+        let name = QueueName::parse("q").unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..500 {
+            assert!(queue.enqueue(&name, job()).await.is_ok());
+            let taken = queue.take(&name, "w", Duration::ZERO).await;
+            let taken = taken
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("nothing to take"));
+            assert!(queue.ack(&name, &taken.id, &taken.lease).await.is_ok());
+        }
+        let slot = queue.slot(&name, false).ok().flatten();
+        let leases = slot.map_or(usize::MAX, |s| lock(&s.state).leases.len());
+        assert!(leases <= 2 * 10 + 64 + 1, "{leases} lease entries kept");
+    }
+}

@@ -6,6 +6,7 @@ mod ids;
 mod lane;
 mod memory;
 mod redis;
+mod redis_wake;
 pub(crate) mod redis_wire;
 mod view;
 pub mod workers;

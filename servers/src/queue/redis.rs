@@ -10,21 +10,25 @@ use std::{
 };
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Script, Value};
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    redis_wire as wire, view::LaneCounts, AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy,
-    Lease, NewJob, QueueConfig, QueueError, QueueName, QueueStats, Taken,
+    redis_wake::{listen, Wakers},
+    redis_wire as wire,
+    view::LaneCounts,
+    AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy, Lease, NewJob, QueueConfig, QueueError,
+    QueueName, QueueStats, Taken,
 };
 use crate::metrics::Metrics;
 
 /// Bound on connecting and on every command, so a stalled Redis becomes a 503, not a hang.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle takers retry this often (expired leases are only reclaimed by a take).
-const TAKE_POLL: Duration = Duration::from_millis(100);
+const TAKE_POLL: Duration = Duration::from_millis(250);
+/// XAUTOCLAIM calls (each scanning up to 10 pending entries) per lane per take.
+const CLAIM_ROUNDS: usize = 4;
 /// Handle long polls re-read the status this often in case a notification was missed.
 const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Unfinished jobs' hashes expire after this, so an abandoned queue cannot hold memory forever.
@@ -40,16 +44,16 @@ pub struct RedisQueue {
     enqueue: Script,
     take: Script,
     ack: Script,
-    policies: Mutex<HashMap<QueueName, LanePolicy>>,
+    locals: Mutex<HashMap<QueueName, Local>>,
     wakers: Arc<Wakers>,
     _listener: DropGuard,
 }
 
-/// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
-#[derive(Default)]
-struct Wakers {
-    takers: Mutex<HashMap<String, Arc<Notify>>>,
-    jobs: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+/// This instance's state of one queue: its lane policy and where each lane's PEL scan resumes.
+struct Local {
+    policy: LanePolicy,
+    /// XAUTOCLAIM cursors, premium then normal.
+    cursors: [String; 2],
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,93 +67,6 @@ fn unavailable(error: redis::RedisError) -> QueueError {
 
 fn malformed(what: &str, value: &Value) -> QueueError {
     QueueError::Unavailable(format!("unexpected Redis reply to {what}: {value:?}"))
-}
-
-impl Wakers {
-    fn taker(&self, queue: &QueueName) -> Arc<Notify> {
-        let mut takers = lock(&self.takers);
-        if let Some(notify) = takers.get(queue.as_str()) {
-            return notify.clone();
-        }
-        // Bounded: takers only exist for queue names that passed validation, and the map holds one
-        // entry per name ever waited on (at most --max-queues are usable).
-        let notify = Arc::new(Notify::new());
-        takers.insert(queue.as_str().to_owned(), notify.clone());
-        notify
-    }
-
-    fn job(self: &Arc<Self>, key: String) -> JobWaiter {
-        let mut jobs = lock(&self.jobs);
-        let entry = jobs
-            .entry(key.clone())
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        JobWaiter {
-            notify: entry.0.clone(),
-            wakers: self.clone(),
-            key,
-        }
-    }
-
-    fn dispatch(&self, message: &str) {
-        if let Some(queue) = message.strip_prefix("e ") {
-            if let Some(notify) = lock(&self.takers).get(queue) {
-                notify.notify_one();
-            }
-        } else if let Some(job) = message.strip_prefix("d ") {
-            if let Some((notify, _)) = lock(&self.jobs).get(job) {
-                notify.notify_waiters();
-            }
-        }
-    }
-}
-
-/// A registered handle waiter; unregisters on drop so the map holds only live waiters.
-struct JobWaiter {
-    notify: Arc<Notify>,
-    wakers: Arc<Wakers>,
-    key: String,
-}
-
-impl Drop for JobWaiter {
-    fn drop(&mut self) {
-        let mut jobs = lock(&self.wakers.jobs);
-        if let Some(entry) = jobs.get_mut(&self.key) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                jobs.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Follows the notification channel until cancelled, reconnecting after failures.
-async fn listen(client: redis::Client, wakers: Arc<Wakers>, stop: CancellationToken) {
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(wire::EVENTS).await?;
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
-                    wakers.dispatch(text);
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            result = session => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "queue notifications interrupted; reconnecting");
-                }
-            }
-            () = stop.cancelled() => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
 }
 
 impl RedisQueue {
@@ -167,7 +84,7 @@ impl RedisQueue {
             .get_multiplexed_async_connection_with_config(&settings)
             .await
             .map_err(unavailable)?;
-        let wakers = Arc::new(Wakers::default());
+        let wakers = Arc::new(Wakers::new(config.max_queues));
         let stop = CancellationToken::new();
         tokio::spawn(listen(client, wakers.clone(), stop.clone()));
         Ok(Self {
@@ -178,7 +95,7 @@ impl RedisQueue {
             enqueue: Script::new(wire::ENQUEUE),
             take: Script::new(wire::TAKE),
             ack: Script::new(wire::ACK),
-            policies: Mutex::new(HashMap::new()),
+            locals: Mutex::new(HashMap::new()),
             wakers,
             _listener: stop.drop_guard(),
         })
@@ -188,28 +105,50 @@ impl RedisQueue {
         self.connection.clone()
     }
 
-    /// The lane this instance's policy prefers for the next contested take.
-    fn preferred(&self, queue: &QueueName) -> Lane {
-        lock(&self.policies)
-            .get(queue)
-            .map_or(Lane::Premium, LanePolicy::preferred)
+    /// The lane this instance's policy prefers and the lanes' scan cursors, in that lane order.
+    fn plan(&self, queue: &QueueName) -> (Lane, [String; 2]) {
+        let locals = lock(&self.locals);
+        let Some(local) = locals.get(queue) else {
+            return (Lane::Premium, ["0-0".to_owned(), "0-0".to_owned()]);
+        };
+        let first = local.policy.preferred();
+        let cursors = &local.cursors;
+        match first {
+            Lane::Premium => (first, [cursors[0].clone(), cursors[1].clone()]),
+            Lane::Normal => (first, [cursors[1].clone(), cursors[0].clone()]),
+        }
     }
 
-    fn record(&self, queue: &QueueName, lane: Lane, contested: bool) {
-        let mut policies = lock(&self.policies);
-        if policies.len() >= self.config.max_queues && !policies.contains_key(queue) {
-            // Names beyond the limit were refused by enqueue; do not let takes grow the map.
+    /// Stores the cursors (in `first`'s order) and, for a new take, what the policy must count.
+    fn update(
+        &self,
+        queue: &QueueName,
+        first: Lane,
+        cursors: [String; 2],
+        took: Option<(Lane, bool)>,
+    ) {
+        let mut locals = lock(&self.locals);
+        if locals.len() >= self.config.max_queues && !locals.contains_key(queue) {
+            // Names beyond the limit are refused by enqueue; takes must not grow the map.
             return;
         }
-        policies
-            .entry(queue.clone())
-            .or_insert_with(|| LanePolicy::new(self.config.normal_every))
-            .record(lane, contested);
+        let local = locals.entry(queue.clone()).or_insert_with(|| Local {
+            policy: LanePolicy::new(self.config.normal_every),
+            cursors: ["0-0".to_owned(), "0-0".to_owned()],
+        });
+        let [a, b] = cursors;
+        local.cursors = match first {
+            Lane::Premium => [a, b],
+            Lane::Normal => [b, a],
+        };
+        if let Some((lane, contested)) = took {
+            local.policy.record(lane, contested);
+        }
     }
 
     /// One take attempt (the script), without waiting.
     async fn try_take(&self, queue: &QueueName) -> Result<Option<Taken>, QueueError> {
-        let first = self.preferred(queue);
+        let (first, [cursor1, cursor2]) = self.plan(queue);
         let reply: Value = self
             .take
             .key(wire::stream_key(queue, first))
@@ -222,29 +161,41 @@ impl RedisQueue {
             .arg(first.other().label())
             .arg(super::now_us())
             .arg(wire::job_prefix(queue))
+            .arg(cursor1)
+            .arg(cursor2)
+            .arg(CLAIM_ROUNDS)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        let items = match &reply {
-            Value::Nil => return Ok(None),
-            Value::Array(items) if items.len() == 8 => items,
-            other => return Err(malformed("take", other)),
+        let Value::Array(items) = &reply else {
+            return Err(malformed("take", &reply));
         };
+        let cursors = match (
+            items.first().and_then(wire::text),
+            items.get(1).and_then(wire::text),
+        ) {
+            (Some(a), Some(b)) => [a, b],
+            _ => return Err(malformed("take", &reply)),
+        };
+        if items.len() == 2 {
+            self.update(queue, first, cursors, None);
+            return Ok(None);
+        }
         let parsed = (|| {
-            let lane = Lane::parse(&wire::text(&items[1])?)?;
-            let attempt = wire::int(&items[4])? as u32;
-            let secret = u64::from_str_radix(&wire::text(&items[5])?, 16).ok()?;
+            let lane = Lane::parse(&wire::text(items.get(3)?)?)?;
+            let attempt = wire::int(items.get(6)?)? as u32;
+            let secret = u64::from_str_radix(&wire::text(items.get(7)?)?, 16).ok()?;
             Some((
                 Taken {
-                    id: wire::text(&items[0])?,
+                    id: wire::text(items.get(2)?)?,
                     lane,
-                    work_ms: wire::int(&items[2])? as u64,
-                    payload: wire::text(&items[3]),
+                    work_ms: wire::int(items.get(4)?)? as u64,
+                    payload: items.get(5).and_then(wire::text),
                     attempt,
                     lease: Lease { attempt, secret }.token(),
                 },
-                wire::int(&items[6])? == 1,
-                wire::int(&items[7])? == 1,
+                wire::int(items.get(8)?)? == 1,
+                wire::int(items.get(9)?)? == 1,
             ))
         })();
         let Some((taken, redelivered, contested)) = parsed else {
@@ -252,8 +203,9 @@ impl RedisQueue {
         };
         if redelivered {
             self.metrics.queue.redelivered();
+            self.update(queue, first, cursors, None);
         } else {
-            self.record(queue, taken.lane, contested);
+            self.update(queue, first, cursors, Some((taken.lane, contested)));
         }
         Ok(Some(taken))
     }

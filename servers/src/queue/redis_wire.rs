@@ -58,13 +58,17 @@ return 0
 ";
 
 /// Takes one job: first an expired lease (XAUTOCLAIM, min idle = the visibility timeout) from either
-/// lane, else a new entry (XREADGROUP) from the preferred lane, then the other. Returns nil, or
-/// {id, lane, work_ms, payload|nil, attempt, secret, redelivered 0/1, contested 0/1}.
+/// lane, else a new entry (XREADGROUP) from the preferred lane, then the other. The PEL scan resumes
+/// from the caller's per-lane cursors and looks at most (claim rounds) × 10 entries per lane, so a
+/// take costs the same however many jobs are running. Returns {cursor1, cursor2} when nothing was
+/// taken, else {cursor1, cursor2, id, lane, work_ms, payload|nil, attempt, secret, redelivered 0/1,
+/// contested 0/1}.
 /// KEYS: first stream, second stream, stats. ARGV: group, consumer, min idle ms, first lane,
-/// second lane, now µs, job key prefix.
+/// second lane, now µs, job key prefix, cursor1, cursor2, claim rounds.
 pub const TAKE: &str = r"
 local s = redis.call('HMGET', KEYS[3], 'wp', 'wn')
 local contested = ((tonumber(s[1]) or 0) > 0 and (tonumber(s[2]) or 0) > 0) and 1 or 0
+local cursors = {ARGV[8], ARGV[9]}
 local function waiting_field(lane) if lane == 'premium' then return 'wp' end return 'wn' end
 local function take(stream, lane, entry, redelivered)
   local sid, fields, id = entry[1], entry[2], nil
@@ -91,23 +95,25 @@ local function take(stream, lane, entry, redelivered)
     redis.call('HINCRBY', KEYS[3], 'running', 1)
   end
   local h = redis.call('HMGET', key, 'work_ms', 'payload', 'secret')
-  return {id, lane, h[1], h[2], attempt, h[3], redelivered and 1 or 0, contested}
+  return {cursors[1], cursors[2], id, lane, h[1], h[2], attempt, h[3],
+    redelivered and 1 or 0, contested}
 end
 local lanes = {{KEYS[1], ARGV[4]}, {KEYS[2], ARGV[5]}}
-for _, l in ipairs(lanes) do
+for i, l in ipairs(lanes) do
   if redis.call('EXISTS', l[1]) == 1 then
-    local cursor = '0-0'
-    for round = 1, 100 do
-      local r = redis.call('XAUTOCLAIM', l[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', 1)
+    for round = 1, tonumber(ARGV[10]) do
+      local r = redis.call('XAUTOCLAIM', l[1], ARGV[1], ARGV[2], ARGV[3], cursors[i], 'COUNT', 1)
+      cursors[i] = r[1]
       for _, e in ipairs(r[2]) do
         if e then
           local got = take(l[1], l[2], e, true)
           if got then return got end
         end
       end
-      cursor = r[1]
-      if cursor == '0-0' then break end
+      if cursors[i] == '0-0' then break end
     end
+  else
+    cursors[i] = '0-0'
   end
 end
 for _, l in ipairs(lanes) do
@@ -120,7 +126,7 @@ for _, l in ipairs(lanes) do
     end
   end
 end
-return false
+return cursors
 ";
 
 /// Acknowledges under a lease: the first completes the job (XACK + XDEL, counters, expiry, a

@@ -1,0 +1,126 @@
+//! Waking the Redis queue's local waiters: one pub/sub subscription per instance to the queue's
+//! notification channel, dispatched to takers (per queue) and handle long polls (per job).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{redis_wire as wire, QueueName};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map operation, so a poisoned map is still consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
+pub struct Wakers {
+    /// Most queue names with a shared taker notification (`--max-queues`).
+    limit: usize,
+    takers: Mutex<HashMap<String, Arc<Notify>>>,
+    jobs: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+}
+
+impl Wakers {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            takers: Mutex::default(),
+            jobs: Mutex::default(),
+        }
+    }
+}
+
+impl Wakers {
+    pub fn taker(&self, queue: &QueueName) -> Arc<Notify> {
+        let mut takers = lock(&self.takers);
+        if let Some(notify) = takers.get(queue.as_str()) {
+            return notify.clone();
+        }
+        let notify = Arc::new(Notify::new());
+        // Bounded like the queues themselves: a taker on yet another name still works, on the
+        // fallback poll alone.
+        if takers.len() < self.limit {
+            takers.insert(queue.as_str().to_owned(), notify.clone());
+        }
+        notify
+    }
+
+    pub fn job(self: &Arc<Self>, key: String) -> JobWaiter {
+        let mut jobs = lock(&self.jobs);
+        let entry = jobs
+            .entry(key.clone())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        JobWaiter {
+            notify: entry.0.clone(),
+            wakers: self.clone(),
+            key,
+        }
+    }
+
+    pub fn dispatch(&self, message: &str) {
+        if let Some(queue) = message.strip_prefix("e ") {
+            if let Some(notify) = lock(&self.takers).get(queue) {
+                notify.notify_one();
+            }
+        } else if let Some(job) = message.strip_prefix("d ") {
+            if let Some((notify, _)) = lock(&self.jobs).get(job) {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// A registered handle waiter; unregisters on drop so the map holds only live waiters.
+pub struct JobWaiter {
+    pub notify: Arc<Notify>,
+    wakers: Arc<Wakers>,
+    key: String,
+}
+
+impl Drop for JobWaiter {
+    fn drop(&mut self) {
+        let mut jobs = lock(&self.wakers.jobs);
+        if let Some(entry) = jobs.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                jobs.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Follows the notification channel until cancelled, reconnecting after failures.
+pub async fn listen(client: redis::Client, wakers: Arc<Wakers>, stop: CancellationToken) {
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(wire::EVENTS).await?;
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
+                    wakers.dispatch(text);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "queue notifications interrupted; reconnecting");
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

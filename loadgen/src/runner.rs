@@ -80,6 +80,10 @@ pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
         if options.pattern.is_job() {
             defaults.push(("--workers", scenario.workers.to_string()));
             defaults.push(("--worker-queue", queue_name(&options)));
+        } else {
+            // Idle workers still ask their queue for work (on Redis, a script call every 250 ms):
+            // none in cells that measure something else.
+            defaults.push(("--workers", "0".to_owned()));
         }
         // A flag the user passes with --server-arg wins over the load generator's choice.
         let given = |flag: &str| {

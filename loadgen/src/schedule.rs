@@ -43,6 +43,14 @@ impl Schedule {
         Self::fixed(start_ns + phase, interval)
     }
 
+    /// A fixed schedule for member `index` of `count` senders sharing one rate: phases evenly spread
+    /// over the first interval, so together they send exactly `count / interval` per second (random
+    /// phases would make the total rate of a short window a matter of luck).
+    pub fn fixed_spread(start_ns: u64, interval: Duration, index: usize, count: usize) -> Self {
+        let phase = interval.as_nanos() as f64 * index as f64 / count.max(1) as f64;
+        Self::fixed(start_ns + phase as u64, interval)
+    }
+
     /// The next intended send time.
     pub fn next_send(&mut self) -> u64 {
         let now = self.next_ns;
@@ -66,6 +74,15 @@ mod tests {
         let mut s = Schedule::fixed(1_000, Duration::from_millis(10));
         let times: Vec<u64> = (0..3).map(|_| s.next_send()).collect();
         assert_eq!(times, vec![1_000, 10_001_000, 20_001_000]);
+    }
+
+    #[test]
+    fn spread_senders_share_the_rate_exactly() {
+        // 4 senders, each every 40 ms: together one send every 10 ms, from the start.
+        let firsts: Vec<u64> = (0..4)
+            .map(|i| Schedule::fixed_spread(0, Duration::from_millis(40), i, 4).next_send())
+            .collect();
+        assert_eq!(firsts, vec![0, 10_000_000, 20_000_000, 30_000_000]);
     }
 
     #[test]

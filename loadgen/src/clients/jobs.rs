@@ -64,7 +64,7 @@ fn is_premium(ctx: &ClientCtx) -> bool {
     ((id + 1.0) * share).floor() > (id * share).floor()
 }
 
-pub async fn run(mut ctx: ClientCtx, notify: Notify) {
+pub async fn run(ctx: ClientCtx, notify: Notify) {
     let Some(mut conn) = requests::open(&ctx).await else {
         return;
     };
@@ -81,7 +81,7 @@ pub async fn run(mut ctx: ClientCtx, notify: Notify) {
     }
     let scenario = ctx.shared.scenario.clone();
     let per_user = Duration::from_secs_f64(scenario.clients as f64 / scenario.rate);
-    let mut schedule = Schedule::fixed_with_random_phase(ctx.now_ns(), per_user, &mut ctx.rng);
+    let mut schedule = Schedule::fixed_spread(ctx.now_ns(), per_user, ctx.id, scenario.clients);
     let lane = if is_premium(&ctx) {
         "premium"
     } else {

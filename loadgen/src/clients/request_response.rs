@@ -20,14 +20,14 @@ impl Exchange for Hello {
     fn answer(&mut self, _: &ClientCtx, _: &Bytes, _: u64) {}
 }
 
-pub async fn run(mut ctx: ClientCtx) {
+pub async fn run(ctx: ClientCtx) {
     let Some(mut conn) = open_and_wait(&ctx).await else {
         return;
     };
     let scenario = ctx.shared.scenario.clone();
     let schedule = (!scenario.closed_loop).then(|| {
         let per_connection = Duration::from_secs_f64(scenario.clients as f64 / scenario.rate);
-        Schedule::fixed_with_random_phase(ctx.now_ns(), per_connection, &mut ctx.rng)
+        Schedule::fixed_spread(ctx.now_ns(), per_connection, ctx.id, scenario.clients)
     });
     request_loop(&ctx, &mut conn, schedule, &mut Hello).await;
 }

@@ -37,7 +37,7 @@ pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusP
 }
 
 /// Server CPU plus broker CPU per event (µs): what one delivered event costs the whole fleet.
-fn total_cpu(row: &SummaryRow) -> Option<f64> {
+pub fn total_cpu(row: &SummaryRow) -> Option<f64> {
     let server = row.server_cpu_us_per_event?;
     Some(server + row.broker_cpu_us_per_event.unwrap_or(0.0))
 }
@@ -52,6 +52,15 @@ fn bus_label(row: &SummaryRow) -> String {
             "servers"
         };
         format!("{}, {} {servers}", row.bus, row.instances)
+    }
+}
+
+/// `mem` or `redis×N`, for chart labels.
+pub fn short_label(row: &SummaryRow) -> String {
+    if is_in_process(row) {
+        "in-process".to_owned()
+    } else {
+        format!("{}×{}", row.bus, row.instances)
     }
 }
 

@@ -83,7 +83,7 @@ impl Display for ReportOutcome {
 }
 
 /// Renders `dir`'s charts (`latency.png`, `cost.png`, `scaling.png`, `frontier.png`,
-/// `memory.png`) and `REPORT.md` from its result files. Fails with a message naming the file
+/// `memory.png`, `bus.png`) and `REPORT.md` from its result files. Fails with a message naming the file
 /// when the directory, `summary.csv` or `run.json` is missing or corrupt; a chart without data
 /// (e.g. scaling with one client count) is skipped and the report says why.
 // The closures are needed: a generic `draw::<BitMapBackend<'_>>` is not general over the
@@ -186,6 +186,20 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
             "Peak server RSS divided by peak open connections, per cell. It includes the server's \
              baseline memory, so at small client counts it overstates what one connection costs; \
              with several client counts the findings give the marginal cost (the RSS slope)."
+                .to_owned()
+        },
+    )?;
+
+    let prepared = charts::bus::prepare(&data, &labeler);
+    renderer.chart(
+        charts::bus::FILE,
+        "In-process vs Redis bus",
+        prepared,
+        charts::bus::size,
+        |root, input| charts::bus::draw(root, input),
+        |_| {
+            "Each Redis cell (lighter bar) under its in-process twin: p99 delivery latency, and CPU \
+             per delivered event of all server instances plus Redis itself."
                 .to_owned()
         },
     )?;
@@ -414,7 +428,22 @@ mod tests {
     #[test]
     fn renders_every_chart_and_the_report_from_a_fixture() {
         let dir = TempDir::new("full");
-        write_fixture(&dir.0, &cells(&[100, 1000]));
+        let mut rows = cells(&[100, 1000]);
+        for pattern in ["sse", "long-poll"] {
+            let mut redis = rows
+                .iter()
+                .find(|r| r.pattern == pattern && r.clients == 1000)
+                .unwrap()
+                .clone();
+            redis.cell.push_str("-redis-x2");
+            redis.bus = "redis".into();
+            redis.instances = 2;
+            redis.p99_ms = redis.p99_ms.map(|p| p + 2.0);
+            redis.cross_instance_p99_ms = redis.p99_ms;
+            redis.broker_cpu_us_per_event = Some(12.0);
+            rows.push(redis);
+        }
+        write_fixture(&dir.0, &rows);
         let outcome = render_report(&dir.0).unwrap();
         let names: Vec<String> = outcome
             .written
@@ -429,6 +458,7 @@ mod tests {
                 "scaling.png",
                 "frontier.png",
                 "memory.png",
+                "bus.png",
                 "REPORT.md"
             ]
         );
@@ -453,6 +483,8 @@ mod tests {
             "![Latency percentiles](latency.png)",
             "![Trade-off frontier](frontier.png)",
             "![Server memory per connection](memory.png)",
+            "![In-process vs Redis bus](bus.png)",
+            "| sse | 1000 | redis, 2 servers |",
             "## Saturated or unreliable cells",
             "| short-poll-c1000-r20-p128-i0.5s | 5 of 60 publishes started more than 5 ms late |",
             "| short-poll 500ms ! | 1000 |",
@@ -508,8 +540,9 @@ mod tests {
         write_fixture(&dir.0, &cells(&[50]));
         let outcome = render_report(&dir.0).unwrap();
         assert!(!dir.0.join(scaling::FILE).exists());
-        assert_eq!(outcome.skipped.len(), 1);
+        assert_eq!(outcome.skipped.len(), 2);
         assert_eq!(outcome.skipped[0].0, scaling::FILE);
+        assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
         let report = read(&outcome.report());
         assert!(
             report.contains("Not drawn (scaling.png): the run has one client count (50)"),

@@ -1,6 +1,7 @@
 //! PNG charts drawn with plotters and an embedded font: shared styles, legend, markers, PNG writer.
 
 pub mod bars;
+pub mod bus;
 pub mod cost;
 pub mod frontier;
 pub mod latency;

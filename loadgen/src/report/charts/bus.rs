@@ -1,0 +1,118 @@
+//! `bus.png`: each Redis cell beside its in-process twin — p99 delivery latency and CPU per event
+//! (servers and Redis together).
+
+use plotters::{coord::Shift, prelude::*};
+
+use super::{
+    bars::{self, BarRow},
+    err,
+    palette::{pattern_color, shade},
+    text, TITLE,
+};
+use crate::report::{bus, cells::Labeler, load::RunData};
+
+pub const FILE: &str = "bus.png";
+
+/// One bar pair member: a cell on one bus.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    pub label: String,
+    pub color: RGBColor,
+    pub flagged: bool,
+    /// p99 ms, total CPU µs per event.
+    pub values: [Option<f64>; 2],
+}
+
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub bars: Vec<Bar>,
+}
+
+pub const PANELS: [(&str, &str); 2] = [
+    ("p99 delivery latency", "ms"),
+    ("CPU per delivered event: servers + Redis", "µs / event"),
+];
+
+pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
+    let pairs = bus::pairs(&data.rows, &data.scale_out_rows);
+    if pairs.is_empty() {
+        return Err(
+            "the run has no Redis cells (`commbench compare` adds them when redis-server \
+                    is installed)"
+                .to_owned(),
+        );
+    }
+    let mut bars = Vec::new();
+    // An in-process cell twinned with several Redis cells (instance counts) is drawn once.
+    let mut seen: Vec<&str> = Vec::new();
+    for pair in &pairs {
+        let cells = pair.memory.into_iter().chain([pair.redis]);
+        for row in cells {
+            if seen.contains(&row.cell.as_str()) {
+                continue;
+            }
+            seen.push(&row.cell);
+            let base = pattern_color(&row.pattern);
+            let on_redis = !bus::is_in_process(row);
+            bars.push(Bar {
+                label: format!("{} {}", labeler.cell(row), bus::short_label(row)),
+                color: if on_redis { shade(base, 0.45) } else { base },
+                flagged: crate::report::cells::is_flagged(row),
+                values: [row.p99_ms, bus::total_cpu(row)],
+            });
+        }
+    }
+    Ok(Input { bars })
+}
+
+pub fn size(input: &Input) -> (u32, u32) {
+    (1600, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+}
+
+pub fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    input: &Input,
+) -> Result<(), String> {
+    let title =
+        "In-process bus (1 server) vs Redis (N servers): the same pattern, clients and rate";
+    let root = root.titled(title, text(TITLE - 4)).map_err(err)?;
+    for (panel, (area, (name, unit))) in root.split_evenly((1, 2)).iter().zip(PANELS).enumerate() {
+        let rows: Vec<BarRow> = input
+            .bars
+            .iter()
+            .map(|bar| BarRow {
+                label: bar.label.clone(),
+                color: bar.color,
+                flagged: bar.flagged,
+                value: bar.values[panel],
+            })
+            .collect();
+        bars::draw_panel(area, name, unit, &rows)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::charts::test_util::ink;
+
+    #[test]
+    fn draws_both_panels() {
+        let bar = |label: &str, values: [Option<f64>; 2]| Bar {
+            label: label.into(),
+            color: pattern_color(label.split(' ').next().unwrap()),
+            flagged: false,
+            values,
+        };
+        let input = Input {
+            bars: vec![
+                bar("sse mem", [Some(3.0), Some(25.0)]),
+                bar("sse redis×2", [Some(3.2), Some(38.0)]),
+            ],
+        };
+        let (inked, distinct) = ink(size(&input), |root| draw(root, &input));
+        assert!(inked > 10_000, "{inked}");
+        assert!(distinct > 10, "{distinct}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use plotters::{coord::Shift, prelude::*};
 
-use super::{err, text, text_left, zero_range, AXIS, TICKS};
+use super::{err, text, text_left, zero_range, AXIS, TICKS, TITLE};
 use crate::report::fmt;
 
 /// One bar.
@@ -13,6 +13,39 @@ pub struct BarRow {
     pub flagged: bool,
     /// `None` draws `n/a` instead of a bar.
     pub value: Option<f64>,
+}
+
+/// One cell's bars across several panels (one value per panel).
+#[derive(Debug, Clone)]
+pub struct CellBars<const N: usize> {
+    pub label: String,
+    pub color: RGBColor,
+    pub flagged: bool,
+    pub values: [Option<f64>; N],
+}
+
+/// Draws `panels` (caption, unit) side by side under `title`, panel `i` showing every cell's
+/// `values[i]`.
+pub fn draw_panels<DB: DrawingBackend, const N: usize>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    panels: [(&str, &str); N],
+    cells: &[CellBars<N>],
+) -> Result<(), String> {
+    let root = root.titled(title, text(TITLE - 4)).map_err(err)?;
+    for (panel, (area, (name, unit))) in root.split_evenly((1, N)).iter().zip(panels).enumerate() {
+        let rows: Vec<BarRow> = cells
+            .iter()
+            .map(|cell| BarRow {
+                label: cell.label.clone(),
+                color: cell.color,
+                flagged: cell.flagged,
+                value: cell.values[panel],
+            })
+            .collect();
+        draw_panel(area, name, unit, &rows)?;
+    }
+    Ok(())
 }
 
 /// Pixels of height per bar (plus the axes), for sizing images.

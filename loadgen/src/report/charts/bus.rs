@@ -4,24 +4,15 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    bars::{self, BarRow},
-    err,
+    bars::{self, CellBars},
     palette::{pattern_color, shade},
-    text, TITLE,
 };
 use crate::report::{bus, cells::Labeler, load::RunData};
 
 pub const FILE: &str = "bus.png";
 
-/// One bar pair member: a cell on one bus.
-#[derive(Debug, Clone)]
-pub struct Bar {
-    pub label: String,
-    pub color: RGBColor,
-    pub flagged: bool,
-    /// p99 ms, total CPU µs per event.
-    pub values: [Option<f64>; 2],
-}
+/// One cell on one bus: p99 ms, total CPU µs per event.
+pub type Bar = CellBars<2>;
 
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -75,21 +66,7 @@ pub fn draw<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let title =
         "In-process bus (1 server) vs Redis (N servers): the same pattern, clients and rate";
-    let root = root.titled(title, text(TITLE - 4)).map_err(err)?;
-    for (panel, (area, (name, unit))) in root.split_evenly((1, 2)).iter().zip(PANELS).enumerate() {
-        let rows: Vec<BarRow> = input
-            .bars
-            .iter()
-            .map(|bar| BarRow {
-                label: bar.label.clone(),
-                color: bar.color,
-                flagged: bar.flagged,
-                value: bar.values[panel],
-            })
-            .collect();
-        bars::draw_panel(area, name, unit, &rows)?;
-    }
-    Ok(())
+    bars::draw_panels(root, title, PANELS, &input.bars)
 }
 
 #[cfg(test)]

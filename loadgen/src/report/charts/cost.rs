@@ -3,10 +3,8 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    bars::{self, BarRow},
-    err,
+    bars::{self, CellBars},
     palette::SeriesColors,
-    text, TITLE,
 };
 use crate::{
     output::SummaryRow,
@@ -18,15 +16,9 @@ use crate::{
 
 pub const FILE: &str = "cost.png";
 
-/// One cell's costs.
-#[derive(Debug, Clone)]
-pub struct Bar {
-    pub label: String,
-    pub color: RGBColor,
-    pub flagged: bool,
-    /// Requests, bytes, server CPU µs; per delivered event (request-response: per response).
-    pub values: [Option<f64>; 3],
-}
+/// One cell's costs: requests, bytes, server CPU µs; per delivered event (request-response: per
+/// response).
+pub type Bar = CellBars<3>;
 
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -82,21 +74,7 @@ pub fn draw<DB: DrawingBackend>(
         "Cost per delivered event at {} clients (request-response: per response; ! hollow = flagged cell)",
         input.clients
     );
-    let root = root.titled(&title, text(TITLE - 4)).map_err(err)?;
-    for (panel, (area, (name, unit))) in root.split_evenly((1, 3)).iter().zip(PANELS).enumerate() {
-        let rows: Vec<BarRow> = input
-            .bars
-            .iter()
-            .map(|bar| BarRow {
-                label: bar.label.clone(),
-                color: bar.color,
-                flagged: bar.flagged,
-                value: bar.values[panel],
-            })
-            .collect();
-        bars::draw_panel(area, name, unit, &rows)?;
-    }
-    Ok(())
+    bars::draw_panels(root, &title, PANELS, &input.bars)
 }
 
 #[cfg(test)]

@@ -307,3 +307,73 @@ async fn replay(enqueuer: Arc<Enqueuer>, stop: CancellationToken) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        queue::Lane,
+        redis_server::{RedisOptions, RedisServer},
+    };
+
+    #[tokio::test]
+    async fn a_replay_of_an_enqueue_that_was_applied_enqueues_nothing() {
+        let redis = RedisServer::start(RedisOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::default());
+        let stop = CancellationToken::new();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let link = Link::connect(client.clone(), metrics.redis.clone(), stop.clone())
+            .await
+            .unwrap();
+        let config = QueueConfig {
+            max_queues: 1,
+            max_queued_jobs: 10,
+            visibility_timeout: std::time::Duration::from_secs(30),
+            retention: std::time::Duration::from_secs(60),
+            normal_every: 4,
+        };
+        let limits = SpoolLimits {
+            events: 10,
+            bytes: 1000,
+        };
+        let enqueuer = Enqueuer::start(link, config, metrics.clone(), limits, stop.clone());
+        let pending = |id: &str, queue: &str| PendingJob {
+            queue: QueueName::parse(queue).unwrap(),
+            id: id.to_owned(),
+            secret: 7,
+            enqueued_at_us: 1,
+            job: NewJob {
+                lane: Lane::Normal,
+                work_ms: 0,
+                notify: None,
+                payload: None,
+            },
+        };
+        assert!(!enqueuer.submit(pending("a", "q")).await.unwrap().spooled);
+        // Its answer was "lost": the spooled copy finds the job instead of adding it again. A job
+        // for a second queue is beyond the queue limit: dropped and counted, not wedging the replay.
+        for job in [pending("a", "q"), pending("b", "other"), pending("c", "q")] {
+            enqueuer.lock().push(job, 1).unwrap();
+        }
+        assert!(enqueuer
+            .spooled(&QueueName::parse("q").unwrap(), "c")
+            .is_some());
+        assert_eq!(enqueuer.drain().await, 2);
+        assert!(enqueuer
+            .spooled(&QueueName::parse("q").unwrap(), "c")
+            .is_none());
+        let spool = &metrics.redis.enqueue_spool;
+        assert_eq!(spool.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let queue = QueueName::parse("q").unwrap();
+        let length: u64 = redis::cmd("XLEN")
+            .arg(wire::stream_key(&queue, Lane::Normal))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(length, 2, "a replay enqueued a duplicate");
+        stop.cancel();
+    }
+}

@@ -130,7 +130,7 @@ pub struct Metrics {
     rejected: [AtomicU64; REASONS],
     /// The message queue's counters (its own section below).
     pub queue: QueueMetrics,
-    /// Redis reconnects and the publish and enqueue spools, shared with the bus and queue that update them.
+    /// Redis reconnects and the publish and enqueue spools, shared with the bus and the queue.
     pub redis: std::sync::Arc<RedisCounters>,
 }
 

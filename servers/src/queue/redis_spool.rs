@@ -12,7 +12,7 @@ use super::{redis_wire as wire, JobState, JobView, NewJob, QueueConfig, QueueErr
 use crate::{
     bus::redis::link::{Backoff, Conn, Link},
     metrics::Metrics,
-    spool::{Spool, SpoolFull, SpoolLimits},
+    spool::{Spool, SpoolLimits},
 };
 
 /// Most spooled enqueues replayed in one pipeline.
@@ -120,7 +120,7 @@ impl Enqueuer {
         }
         let view = pending.view(true);
         let size = pending.size();
-        self.lock().push(pending, size).map_err(full)?;
+        self.lock().push(pending, size)?;
         self.wake.notify_one();
         Ok(view)
     }
@@ -248,7 +248,12 @@ impl Enqueuer {
                                 replayed += 1;
                             }
                             Err(error) => {
-                                tracing::warn!(queue = pending.queue.as_str(), job = pending.id, %error, "dropping a spooled job Redis refused");
+                                tracing::warn!(
+                                    queue = pending.queue.as_str(),
+                                    job = pending.id,
+                                    %error,
+                                    "dropping a spooled job Redis refused"
+                                );
                                 spool.dropped();
                             }
                         }
@@ -267,7 +272,12 @@ impl Enqueuer {
                         tokio::time::sleep(backoff.next_wait()).await;
                         continue;
                     }
-                    tracing::warn!(queue = batch[0].queue.as_str(), job = batch[0].id, %error, "dropping a spooled job Redis keeps refusing");
+                    tracing::warn!(
+                        queue = batch[0].queue.as_str(),
+                        job = batch[0].id,
+                        %error,
+                        "dropping a spooled job Redis keeps refusing"
+                    );
                     self.lock().dropped();
                     refusals = 0;
                     single = single.saturating_sub(1);
@@ -279,10 +289,6 @@ impl Enqueuer {
 
 fn unavailable(error: &RedisError) -> QueueError {
     QueueError::Unavailable(format!("redis: {error}"))
-}
-
-fn full(error: SpoolFull) -> QueueError {
-    QueueError::SpoolFull(error)
 }
 
 /// Drains the spool whenever something is spooled; logs each recovery with its count.

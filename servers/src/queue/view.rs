@@ -69,7 +69,7 @@ pub struct JobView {
     /// Where the completion is announced; not part of the JSON.
     #[serde(skip)]
     pub notify: Option<TopicName>,
-    /// Accepted into the Redis queue's outage spool, not yet in Redis; only the enqueue answer says so.
+    /// Held in the Redis queue's outage spool, not yet in Redis; only the enqueue answer says so.
     #[serde(skip)]
     pub spooled: bool,
 }

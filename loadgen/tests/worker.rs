@@ -1,7 +1,7 @@
 //! `commbench worker` processes against `commbench serve`: two workers share a queue, one is killed
 //! (SIGKILL) mid-run, and every job still completes — its jobs are redelivered after the visibility
 //! timeout — with redeliveries and duplicates counted consistently; the survivor stops cleanly on
-//! SIGTERM and reports what it processed.
+//! SIGTERM and reports what it processed. On Redis, a worker also rides out a Redis restart.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -143,6 +143,79 @@ async fn a_killed_worker_loses_no_job_on_the_redis_backend() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     killed_worker_scenario(&["--bus", redis.url()]).await;
+}
+
+/// Enqueues `count` jobs and answers their ids; each answer must be 202 (spooled or not).
+async fn enqueue_jobs(target: &Target, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let (status, body) = call(
+            target,
+            Method::POST,
+            "/queues/jobs/jobs",
+            json!({"work_ms": 10}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// Long-polls until the job is done; fails after `deadline`.
+async fn wait_done(target: &Target, id: &str, deadline: Instant) -> Value {
+    loop {
+        let path = format!("/queues/jobs/jobs/{id}?wait_ms=5000");
+        let (status, job) = call(target, Method::GET, &path, Value::Null).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "done" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never finished: {job}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resumes_after_redis_restarts() {
+    let mut redis = RedisServer::start(RedisOptions { durable: true })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = [
+        "--workers",
+        "0",
+        "--visibility-timeout",
+        "1s",
+        "--bus",
+        redis.url(),
+    ];
+    let (mut server, target) = start_server(&args).await;
+    let mut worker = start_worker(&target, "w");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in enqueue_jobs(&target, 5).await {
+        wait_done(&target, &id, deadline).await;
+    }
+
+    redis.kill();
+    // Enqueues are spooled while Redis is down; the worker's takes fail (503) and are retried.
+    let mut ids = enqueue_jobs(&target, 10).await;
+    within("redis to restart", Duration::from_secs(10), redis.restart())
+        .await
+        .unwrap();
+    ids.extend(enqueue_jobs(&target, 5).await);
+    // Only the worker process takes jobs: each one done proves it resumed.
+    for id in &ids {
+        wait_done(&target, id, deadline).await;
+    }
+    let counts = stats(&target).await;
+    assert_eq!(
+        (counts["submitted"].as_u64(), counts["completed"].as_u64()),
+        (Some(20), Some(20)),
+        "{counts}"
+    );
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited");
+    let _ = worker.start_kill();
+    drop(server.stdin.take());
+    let _ = within("the server to exit", Duration::from_secs(20), server.wait()).await;
 }
 
 async fn killed_worker_scenario(extra: &[&str]) {

@@ -61,11 +61,15 @@ impl AppState {
         let bus = RedisBus::connect_with(&url, config.bus_config(), options)
             .await
             .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
+        // The queue rides the bus's link: one connection, one reconnect loop, shared counters.
+        let queue = RedisQueue::new(
+            bus.link(),
+            config.queue_config(),
+            metrics.clone(),
+            config.spool_limits(),
+        );
         let mut state = Self::with_bus(config, Arc::new(bus));
         state.metrics = metrics;
-        let queue = RedisQueue::connect(&url, state.config.queue_config(), state.metrics.clone())
-            .await
-            .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
         state.queue = Arc::new(queue);
         Ok(state)
     }

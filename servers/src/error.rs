@@ -76,6 +76,7 @@ impl AppError {
                 QueueError::BadLease { .. } => RejectReason::BadMessage,
                 QueueError::LeaseMismatch { .. } => RejectReason::LeaseMismatch,
                 QueueError::Unavailable(_) => RejectReason::Unavailable,
+                QueueError::SpoolFull(_) => RejectReason::SpoolFull,
             },
             AppError::SpoolFull(_) => RejectReason::SpoolFull,
         }
@@ -98,9 +99,9 @@ impl AppError {
             }
             AppError::Queue(e) => match e {
                 QueueError::QueueLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
-                QueueError::QueueFull { .. } | QueueError::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                QueueError::QueueFull { .. }
+                | QueueError::Unavailable(_)
+                | QueueError::SpoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueueError::UnknownJob { .. } => StatusCode::NOT_FOUND,
                 QueueError::BadLease { .. } => StatusCode::BAD_REQUEST,
                 QueueError::LeaseMismatch { .. } => StatusCode::CONFLICT,

@@ -130,7 +130,7 @@ pub struct Metrics {
     rejected: [AtomicU64; REASONS],
     /// The message queue's counters (its own section below).
     pub queue: QueueMetrics,
-    /// The Redis bus's reconnects and publish spool, shared with the bus that updates them.
+    /// Redis reconnects and the publish and enqueue spools, shared with the bus and the queue.
     pub redis: std::sync::Arc<RedisCounters>,
 }
 
@@ -147,11 +147,12 @@ pub struct SpoolCounters {
     pub bytes: AtomicI64,
 }
 
-/// What the Redis bus counts about outages.
+/// What the Redis bus and queue count about outages.
 #[derive(Debug, Default)]
 pub struct RedisCounters {
     pub reconnect_attempts: AtomicU64,
     pub publish_spool: std::sync::Arc<SpoolCounters>,
+    pub enqueue_spool: std::sync::Arc<SpoolCounters>,
 }
 
 impl Metrics {
@@ -279,57 +280,67 @@ impl Metrics {
         out
     }
 
-    /// The Redis section: reconnects and the outage spool, labelled by spool so others can join.
+    /// The Redis section: reconnects and the outage spools, labelled by spool (publish, enqueue).
     fn render_redis(&self, out: &mut String) {
-        let (redis, load) = (&self.redis, |c: &AtomicU64| c.load(Relaxed) as i64);
-        let spool = &redis.publish_spool;
+        let redis = &self.redis;
         family(
             out,
             "commbench_redis_reconnect_attempts_total",
             "counter",
             "Attempts to reconnect to Redis after it became unreachable.",
-            [("", load(&redis.reconnect_attempts))],
+            [("", redis.reconnect_attempts.load(Relaxed) as i64)],
         );
-        let families = [
+        let spools = [
+            ("publish", &*redis.publish_spool),
+            ("enqueue", &*redis.enqueue_spool),
+        ];
+        type Read = fn(&SpoolCounters) -> i64;
+        let families: [(&str, &str, &str, Read); 6] = [
             (
                 "commbench_spool_spooled_total{spool}",
                 "counter",
                 "Items held in the outage spool.",
-                load(&spool.spooled),
+                |s| s.spooled.load(Relaxed) as i64,
             ),
             (
                 "commbench_spool_replayed_total{spool}",
                 "counter",
                 "Spooled items delivered once the broker returned.",
-                load(&spool.replayed),
+                |s| s.replayed.load(Relaxed) as i64,
             ),
             (
                 "commbench_spool_rejected_total{spool}",
                 "counter",
                 "Items refused (503) because the spool was full.",
-                load(&spool.rejected),
+                |s| s.rejected.load(Relaxed) as i64,
             ),
             (
                 "commbench_spool_dropped_total{spool}",
                 "counter",
                 "Spooled items the broker refused for good on replay.",
-                load(&spool.dropped),
+                |s| s.dropped.load(Relaxed) as i64,
             ),
             (
                 "commbench_spool_depth{spool}",
                 "gauge",
                 "Items waiting in the outage spool.",
-                spool.depth.load(Relaxed),
+                |s| s.depth.load(Relaxed),
             ),
             (
                 "commbench_spool_bytes{spool}",
                 "gauge",
                 "Bytes waiting in the outage spool.",
-                spool.bytes.load(Relaxed),
+                |s| s.bytes.load(Relaxed),
             ),
         ];
-        for (name, kind, help, value) in families {
-            family(out, name, kind, help, [("publish", value)]);
+        for (name, kind, help, read) in families {
+            family(
+                out,
+                name,
+                kind,
+                help,
+                spools.map(|(label, s)| (label, read(s))),
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The message queue on the Redis backend (a real private `redis-server`): the core scenarios of
-//! `queue.rs`, two instances as competing consumers of one queue, and 503 when Redis is gone.
+//! `queue.rs`, two instances as competing consumers of one queue, and 503 (or a spooled enqueue)
+//! when Redis is gone. Kill-and-restart recovery is in `queue_outage.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,8 +13,10 @@ use commbench_servers::{
     redis_server::{RedisOptions, RedisServer},
     ServerConfig, ServerHandle,
 };
-use common::{client, get, poll, within, STEP};
-use queue_api::{ack, ack_raw, drain, enqueue, enqueue_raw, lanes, stats, status, take};
+use common::{client, get, poll, post, within, STEP};
+use queue_api::{
+    ack, ack_raw, drain, enqueue, enqueue_answer, enqueue_raw, lanes, stats, status, take,
+};
 use serde_json::json;
 
 async fn start_redis() -> RedisServer {
@@ -196,16 +199,31 @@ async fn two_instances_compete_for_one_queue_and_finish_each_job_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_is_503_unavailable() {
+async fn redis_down_is_503_unavailable_except_enqueue_which_spools() {
     let mut redis = start_redis().await;
     let server = instance(&redis, |_| {}).await;
     let (http, base) = (client(), server.url());
     let id = enqueue(&http, &base, "q", json!({})).await;
     redis.kill();
-    enqueue_raw(&http, &base, "q", json!({}))
+    let answer = enqueue_answer(&http, &base, "q", json!({"lane": "premium"})).await;
+    assert_eq!(answer["spooled"], true, "{answer}");
+    let spooled = answer["id"].as_str().unwrap();
+    // The spooled job answers for itself; everything that needs Redis is a 503 at once.
+    assert_eq!(
+        status(&http, &base, "q", spooled, "").await["status"],
+        "queued"
+    );
+    get(&http, &format!("{base}/queues/q/jobs/{id}"))
         .await
         .assert_error(503, "unavailable");
-    get(&http, &format!("{base}/queues/q/jobs/{id}"))
+    post(
+        &http,
+        &format!("{base}/queues/q/take?wait_ms=0"),
+        Vec::new(),
+    )
+    .await
+    .assert_error(503, "unavailable");
+    get(&http, &format!("{base}/queues/q/stats"))
         .await
         .assert_error(503, "unavailable");
 }

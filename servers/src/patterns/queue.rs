@@ -95,7 +95,8 @@ fn new_job(body: &[u8], max_work_ms: u64) -> Result<NewJob, AppError> {
     })
 }
 
-/// `POST /queues/{queue}/jobs` → 202 with `Location` and `{"id","queue","lane","status"}`.
+/// `POST /queues/{queue}/jobs` → 202 with `Location` and `{"id","queue","lane","status"}`, plus
+/// `"spooled": true` when Redis is unreachable and the job waits in this instance's outage spool.
 async fn enqueue(
     State(state): State<AppState>,
     ValidPath(raw): ValidPath<String>,
@@ -106,12 +107,15 @@ async fn enqueue(
     let job = new_job(&body, state.config.max_work_ms)?;
     let view = state.queue.enqueue(&queue, job).await?;
     let location = format!("/queues/{}/jobs/{}", queue, view.id);
-    let body = json!({
+    let mut body = json!({
         "id": view.id,
         "queue": view.queue,
         "lane": view.lane,
         "status": view.status,
     });
+    if view.spooled {
+        body["spooled"] = true.into();
+    }
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],

@@ -147,6 +147,7 @@ impl QueueState {
             completed_at_us: record.completed_us,
             queue_wait_us: None,
             notify: record.notify.clone(),
+            spooled: false,
         }
         .with_wait()
     }

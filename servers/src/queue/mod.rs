@@ -6,6 +6,7 @@ mod ids;
 mod lane;
 mod memory;
 mod redis;
+mod redis_spool;
 mod redis_wake;
 pub(crate) mod redis_wire;
 mod view;
@@ -54,6 +55,9 @@ pub enum QueueError {
     LeaseMismatch { id: String, lease: String },
     #[error("the queue backend is unavailable: {0}")]
     Unavailable(String),
+    /// Redis is unreachable and the enqueue outage spool is full.
+    #[error("{0}")]
+    SpoolFull(#[from] crate::spool::SpoolFull),
 }
 
 /// The job queue every route and worker shares. Async and fallible so a networked broker fits behind it.

@@ -1,7 +1,9 @@
 //! The Redis queue backend: Streams with one consumer group (see `redis_wire.rs` for keys and the
 //! scripts). Enqueue, take and ack are one Lua script each. Waiting takers and handle long polls wake
 //! on a pub/sub notification from any instance, with a bounded fallback poll (also how idle takers
-//! notice expired leases, which are reclaimed by the next take).
+//! notice expired leases, which are reclaimed by the next take). Commands go over the bus's
+//! self-recovering [`Link`]: while Redis is down they answer 503 at once, except enqueues, which are
+//! spooled and replayed in order (`redis_spool.rs`).
 
 use std::{
     collections::HashMap,
@@ -10,43 +12,47 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Script, Value};
+use redis::{RedisError, Script, Value};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 
 use super::{
+    redis_spool::{Enqueuer, PendingJob},
     redis_wake::{listen, Wakers},
     redis_wire as wire,
     view::LaneCounts,
     AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy, Lease, NewJob, QueueConfig, QueueError,
     QueueName, QueueStats, Taken,
 };
-use crate::metrics::Metrics;
-
-/// Bound on connecting and on every command, so a stalled Redis becomes a 503, not a hang.
-const TIMEOUT: Duration = Duration::from_secs(5);
+use crate::{
+    bus::{
+        redis::link::{Conn, Link},
+        BusError,
+    },
+    metrics::Metrics,
+    spool::SpoolLimits,
+};
 /// Idle takers retry this often (expired leases are only reclaimed by a take).
 const TAKE_POLL: Duration = Duration::from_millis(250);
 /// XAUTOCLAIM calls (each scanning up to 10 pending entries) per lane per take.
 const CLAIM_ROUNDS: usize = 4;
 /// Handle long polls re-read the status this often in case a notification was missed.
 const STATUS_POLL: Duration = Duration::from_secs(1);
-/// Unfinished jobs' hashes expire after this, so an abandoned queue cannot hold memory forever.
-const UNFINISHED_TTL_S: u64 = 7 * 86_400;
 
 /// [`JobQueue`] over a Redis server shared by every instance. Stats are global (from Redis); the
 /// lane policy's state and the Prometheus counters are per instance.
 pub struct RedisQueue {
-    connection: MultiplexedConnection,
+    link: Arc<Link>,
     config: QueueConfig,
     ids: IdGen,
     metrics: Arc<Metrics>,
-    enqueue: Script,
+    enqueuer: Arc<Enqueuer>,
     take: Script,
     ack: Script,
     locals: Mutex<HashMap<QueueName, Local>>,
     wakers: Arc<Wakers>,
-    _listener: DropGuard,
+    /// Ends the notification listener and the enqueue replay when the queue is dropped.
+    _tasks: DropGuard,
 }
 
 /// This instance's state of one queue: its lane policy and where each lane's PEL scan resumes.
@@ -61,7 +67,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn unavailable(error: redis::RedisError) -> QueueError {
+fn unavailable(error: RedisError) -> QueueError {
     QueueError::Unavailable(format!("redis: {error}"))
 }
 
@@ -70,39 +76,45 @@ fn malformed(what: &str, value: &Value) -> QueueError {
 }
 
 impl RedisQueue {
-    /// Connects to `url` and starts following the notification channel.
-    pub async fn connect(
-        url: &str,
+    /// A queue over `link` (shared with the Redis bus, so one task reconnects both); starts following
+    /// the notification channel and the enqueue spool's replay. `spool` bounds the enqueue spool.
+    pub(crate) fn new(
+        link: Arc<Link>,
         config: QueueConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await
-            .map_err(unavailable)?;
+        spool: SpoolLimits,
+    ) -> Self {
         let wakers = Arc::new(Wakers::new(config.max_queues));
-        let stop = CancellationToken::new();
-        tokio::spawn(listen(client, wakers.clone(), stop.clone()));
-        Ok(Self {
-            connection,
+        // A child of the link's token: the tasks also end if the bus (and its link) stops first.
+        let stop = link.stop().child_token();
+        tokio::spawn(listen(link.client().clone(), wakers.clone(), stop.clone()));
+        let enqueuer = Enqueuer::start(link.clone(), config, metrics.clone(), spool, stop.clone());
+        Self {
+            link,
             config,
             ids: IdGen::new(),
             metrics,
-            enqueue: Script::new(wire::ENQUEUE),
+            enqueuer,
             take: Script::new(wire::TAKE),
             ack: Script::new(wire::ACK),
             locals: Mutex::new(HashMap::new()),
             wakers,
-            _listener: stop.drop_guard(),
+            _tasks: stop.drop_guard(),
+        }
+    }
+
+    /// The link's connection, or 503 at once while Redis is down (the link is reconnecting).
+    fn connection(&self) -> Result<Conn, QueueError> {
+        self.link.get().map_err(|error| match error {
+            BusError::Unavailable(detail) => QueueError::Unavailable(detail),
+            other => QueueError::Unavailable(other.to_string()),
         })
     }
 
-    fn connection(&self) -> MultiplexedConnection {
-        self.connection.clone()
+    /// Reports a failed command to the link, which retires the connection on an outage.
+    fn failed(&self, conn: &Conn, error: RedisError) -> QueueError {
+        self.link.failed(conn, &error);
+        unavailable(error)
     }
 
     /// The lane this instance's policy prefers and the lanes' scan cursors, in that lane order.
@@ -149,6 +161,7 @@ impl RedisQueue {
     /// One take attempt (the script), without waiting.
     async fn try_take(&self, queue: &QueueName) -> Result<Option<Taken>, QueueError> {
         let (first, [cursor1, cursor2]) = self.plan(queue);
+        let conn = self.connection()?;
         let reply: Value = self
             .take
             .key(wire::stream_key(queue, first))
@@ -164,9 +177,9 @@ impl RedisQueue {
             .arg(cursor1)
             .arg(cursor2)
             .arg(CLAIM_ROUNDS)
-            .invoke_async(&mut self.connection())
+            .invoke_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         let Value::Array(items) = &reply else {
             return Err(malformed("take", &reply));
         };
@@ -210,12 +223,18 @@ impl RedisQueue {
         Ok(Some(taken))
     }
 
+    /// The job's status: from this instance's enqueue spool while it waits there, else from Redis.
+    /// The spool is looked at first because a replay removes a job only after Redis holds it.
     async fn read_job(&self, queue: &QueueName, id: &str) -> Result<JobView, QueueError> {
+        if let Some(view) = self.enqueuer.spooled(queue, id) {
+            return Ok(view);
+        }
+        let conn = self.connection()?;
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(format!("{}{id}", wire::job_prefix(queue)))
-            .query_async(&mut self.connection())
+            .query_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         wire::job_view(queue, id, &hash).ok_or_else(|| QueueError::UnknownJob {
             queue: queue.as_str().to_owned(),
             id: id.to_owned(),
@@ -226,60 +245,16 @@ impl RedisQueue {
 #[async_trait]
 impl JobQueue for RedisQueue {
     async fn enqueue(&self, queue: &QueueName, job: NewJob) -> Result<JobView, QueueError> {
-        // The id is made here, so a later local spool can accept the job while Redis is down.
+        // The id is made here, so the spool can accept (and answer for) the job while Redis is down.
         let (id, secret) = self.ids.next();
-        let enqueued_at_us = super::now_us();
-        let code: i64 = self
-            .enqueue
-            .key(wire::NAMES_KEY)
-            .key(wire::stream_key(queue, job.lane))
-            .key(wire::stats_key(queue))
-            .key(format!("{}{id}", wire::job_prefix(queue)))
-            .arg(queue.as_str())
-            .arg(self.config.max_queues)
-            .arg(self.config.max_queued_jobs)
-            .arg(wire::GROUP)
-            .arg(job.lane.label())
-            .arg(&id)
-            .arg(job.work_ms)
-            .arg(job.notify.as_ref().map_or("", |t| t.as_str()))
-            .arg(job.payload.as_deref().unwrap_or(""))
-            .arg(if job.payload.is_some() { "1" } else { "0" })
-            .arg(enqueued_at_us)
-            .arg(format!("{secret:016x}"))
-            .arg(UNFINISHED_TTL_S)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        match code {
-            0 => {}
-            -1 => {
-                return Err(QueueError::QueueLimit {
-                    limit: self.config.max_queues,
-                })
-            }
-            _ => {
-                return Err(QueueError::QueueFull {
-                    queue: queue.as_str().to_owned(),
-                    limit: self.config.max_queued_jobs,
-                })
-            }
-        }
-        self.metrics.queue.submitted(job.lane);
-        Ok(JobView {
+        let pending = PendingJob {
+            queue: queue.clone(),
             id,
-            queue: queue.as_str().to_owned(),
-            lane: job.lane,
-            status: super::JobState::Queued,
-            attempts: 0,
-            completions: 0,
-            work_ms: job.work_ms,
-            enqueued_at_us,
-            started_at_us: None,
-            completed_at_us: None,
-            queue_wait_us: None,
-            notify: job.notify,
-        })
+            secret,
+            enqueued_at_us: super::now_us(),
+            job,
+        };
+        self.enqueuer.submit(pending).await
     }
 
     async fn status(&self, queue: &QueueName, id: &str) -> Result<JobView, QueueError> {
@@ -345,6 +320,7 @@ impl JobQueue for RedisQueue {
         let parsed = Lease::parse(lease).ok_or_else(|| QueueError::BadLease {
             lease: lease.to_owned(),
         })?;
+        let conn = self.connection()?;
         let reply: Value = self
             .ack
             .key(format!("{}{id}", wire::job_prefix(queue)))
@@ -358,9 +334,9 @@ impl JobQueue for RedisQueue {
             .arg(self.config.retention.as_secs().max(1))
             .arg(queue.as_str())
             .arg(id)
-            .invoke_async(&mut self.connection())
+            .invoke_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         let Value::Array(items) = &reply else {
             return Err(malformed("ack", &reply));
         };
@@ -392,11 +368,12 @@ impl JobQueue for RedisQueue {
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
+        let conn = self.connection()?;
         let hash: HashMap<String, i64> = redis::cmd("HGETALL")
             .arg(wire::stats_key(queue))
-            .query_async(&mut self.connection())
+            .query_async(&mut conn.inner.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(&conn, e))?;
         let get = |name: &str| hash.get(name).copied().unwrap_or(0).max(0) as u64;
         Ok(QueueStats {
             queue: queue.as_str().to_owned(),

@@ -31,10 +31,12 @@ pub fn job_prefix(queue: &QueueName) -> String {
 }
 
 /// Claims the queue name, refuses a full queue, appends the job to its lane and writes its hash.
-/// Returns 0, -1 at the queue limit, -2 when the queue is full.
+/// Returns 0, 1 when the job already exists (a replay of an enqueue whose answer was lost), -1 at the
+/// queue limit, -2 when the queue is full.
 /// KEYS: names, stream, stats, job. ARGV: queue, max queues, max unfinished, group, lane, id,
 /// work_ms, notify ('' = none), payload, has payload ('1'/'0'), now µs, secret, ttl s.
 pub const ENQUEUE: &str = r"
+if redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
   if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
   redis.call('SADD', KEYS[1], ARGV[1])
@@ -211,6 +213,7 @@ pub fn job_view(queue: &QueueName, id: &str, hash: &HashMap<String, String>) -> 
             completed_at_us: number("completed"),
             queue_wait_us: None,
             notify: hash.get("notify").and_then(|t| TopicName::parse(t).ok()),
+            spooled: false,
         }
         .with_wait(),
     )

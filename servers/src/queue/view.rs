@@ -69,6 +69,9 @@ pub struct JobView {
     /// Where the completion is announced; not part of the JSON.
     #[serde(skip)]
     pub notify: Option<TopicName>,
+    /// Held in the Redis queue's outage spool, not yet in Redis; only the enqueue answer says so.
+    #[serde(skip)]
+    pub spooled: bool,
 }
 
 impl JobView {

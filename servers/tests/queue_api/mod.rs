@@ -18,6 +18,14 @@ pub async fn enqueue_raw(http: &reqwest::Client, base: &str, queue: &str, body: 
 
 /// Enqueues and checks the 202 answer; returns the job id.
 pub async fn enqueue(http: &reqwest::Client, base: &str, queue: &str, body: Value) -> String {
+    enqueue_answer(http, base, queue, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Enqueues and checks the 202 answer; returns the answer (`spooled` tells an outage-spooled job).
+pub async fn enqueue_answer(http: &reqwest::Client, base: &str, queue: &str, body: Value) -> Value {
     let reply = enqueue_raw(http, base, queue, body.clone()).await;
     assert_eq!(reply.status, 202, "enqueue {body}: {}", reply.text());
     let answer = reply.json();
@@ -30,7 +38,7 @@ pub async fn enqueue(http: &reqwest::Client, base: &str, queue: &str, body: Valu
         reply.header("location"),
         Some(format!("/queues/{queue}/jobs/{id}"))
     );
-    id
+    answer
 }
 
 pub async fn status(

@@ -66,7 +66,7 @@ pub struct Conn {
     pub inner: MultiplexedConnection,
 }
 
-/// The shared connection of one bus instance.
+/// The shared connection of one server instance (its Redis bus and queue).
 pub struct Link {
     client: redis::Client,
     current: Mutex<Option<Conn>>,
@@ -123,7 +123,10 @@ impl Link {
         {
             *current = None;
             self.up.send_replace(false);
-            tracing::warn!(%error, "redis is unreachable: spooling publishes and reconnecting");
+            tracing::warn!(
+                %error,
+                "redis is unreachable: spooling publishes and enqueues, reconnecting"
+            );
             self.broken.notify_one();
         }
         true
@@ -140,6 +143,11 @@ impl Link {
 
     pub fn stop(&self) -> &CancellationToken {
         &self.stop
+    }
+
+    /// The client, for connections of their own (e.g. a pub/sub subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     pub fn counters(&self) -> &RedisCounters {

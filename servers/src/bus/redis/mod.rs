@@ -7,7 +7,7 @@
 //! followers resume where they left off (`hub.rs`); reads answer 503 meanwhile.
 
 mod hub;
-mod link;
+pub(crate) mod link;
 mod publish;
 pub(crate) mod wire;
 
@@ -103,6 +103,12 @@ impl RedisBus {
             claim: Script::new(wire::CLAIM_TOPIC),
             stop,
         })
+    }
+
+    /// The shared, self-recovering connection, so the Redis queue rides the same link (one set of
+    /// reconnects). Its recovery task ends when this bus is dropped.
+    pub(crate) fn link(&self) -> Arc<link::Link> {
+        self.link.clone()
     }
 
     async fn head(&self, topic: &TopicName) -> Result<u64, BusError> {

@@ -9,10 +9,7 @@ mod queue_api;
 
 use std::time::Duration;
 
-use commbench_servers::{
-    redis_server::{RedisOptions, RedisServer},
-    ServerConfig, ServerHandle,
-};
+use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
 use common::{client, get, post, wait_until, within, STEP};
 use queue_api::{ack, drain, enqueue, enqueue_answer, stats, status};
 use serde_json::{json, Value};
@@ -26,12 +23,6 @@ const REJECTED: &str = "commbench_spool_rejected_total{spool=\"enqueue\"}";
 const DROPPED: &str = "commbench_spool_dropped_total{spool=\"enqueue\"}";
 const DEPTH: &str = "commbench_spool_depth{spool=\"enqueue\"}";
 const RECONNECTS: &str = "commbench_redis_reconnect_attempts_total";
-
-async fn durable_redis() -> RedisServer {
-    RedisServer::start(RedisOptions { durable: true })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = common::test_config();
@@ -85,7 +76,7 @@ const OUTAGE_EACH: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run_loses_no_job() {
-    let mut redis = durable_redis().await;
+    let mut redis = common::start_redis(true).await;
     // A short visibility timeout so a job whose ack was lost in the outage comes back soon.
     let tweak = |c: &mut ServerConfig| {
         c.workers = 2;
@@ -188,7 +179,7 @@ async fn redis_killed_and_restarted_mid_run_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_enqueue_spool_is_a_503_and_what_it_held_is_replayed_in_order() {
-    let mut redis = durable_redis().await;
+    let mut redis = common::start_redis(true).await;
     let a = instance(&redis, |c| {
         c.workers = 0;
         c.spool_events = 3;

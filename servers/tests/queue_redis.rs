@@ -9,21 +9,12 @@ mod queue_api;
 
 use std::time::Duration;
 
-use commbench_servers::{
-    redis_server::{RedisOptions, RedisServer},
-    ServerConfig, ServerHandle,
-};
+use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
 use common::{client, get, poll, post, within, STEP};
 use queue_api::{
     ack, ack_raw, drain, enqueue, enqueue_answer, enqueue_raw, lanes, stats, status, take,
 };
 use serde_json::json;
-
-async fn start_redis() -> RedisServer {
-    RedisServer::start(RedisOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = common::test_config();
@@ -37,7 +28,7 @@ async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_take_ack_and_refusals_on_redis() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let server = instance(&redis, |c| c.max_queued_jobs = 2).await;
     let (http, base) = (client(), server.url());
     let id = enqueue(
@@ -98,7 +89,7 @@ async fn enqueue_take_ack_and_refusals_on_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn premium_order_with_the_starvation_guard_on_redis() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let server = instance(&redis, |c| c.normal_every = 3).await;
     let (http, base) = (client(), server.url());
     for _ in 0..4 {
@@ -113,7 +104,7 @@ async fn premium_order_with_the_starvation_guard_on_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_is_redelivered_across_instances_and_counted_on_redis() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let tweak = |c: &mut ServerConfig| c.visibility_timeout = Duration::from_millis(300);
     let (a, b) = (instance(&redis, tweak).await, instance(&redis, tweak).await);
     let http = client();
@@ -160,7 +151,7 @@ async fn an_expired_lease_is_redelivered_across_instances_and_counted_on_redis()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_compete_for_one_queue_and_finish_each_job_once() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let tweak = |c: &mut ServerConfig| c.workers = 2;
     let (a, b) = (instance(&redis, tweak).await, instance(&redis, tweak).await);
     let http = client();
@@ -200,7 +191,7 @@ async fn two_instances_compete_for_one_queue_and_finish_each_job_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_unavailable_except_enqueue_which_spools() {
-    let mut redis = start_redis().await;
+    let mut redis = common::start_redis(false).await;
     let server = instance(&redis, |_| {}).await;
     let (http, base) = (client(), server.url());
     let id = enqueue(&http, &base, "q", json!({})).await;

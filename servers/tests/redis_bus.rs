@@ -10,7 +10,7 @@ use std::{net::TcpListener, time::Duration};
 use bytes::Bytes;
 use commbench_servers::{
     bus::{Bus, Delivery, MemoryBusConfig, RedisBus},
-    redis_server::{RedisOptions, RedisServer},
+    redis_server::RedisServer,
     topic::TopicName,
     ServerConfig, ServerHandle,
 };
@@ -19,13 +19,6 @@ use common::{
     ws_connect_url, ws_event, ws_subscribe, STEP,
 };
 use futures_util::StreamExt;
-
-/// A private `redis-server` for one test (the library's launcher, panicking with its install hint).
-async fn start_redis() -> RedisServer {
-    RedisServer::start(RedisOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = common::test_config();
@@ -57,7 +50,7 @@ async fn unreachable_redis_is_a_clear_startup_error() {
 
 #[tokio::test]
 async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let (a, b) = pair(&redis).await;
     let http = client();
     let mut got = Vec::new();
@@ -78,7 +71,7 @@ async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
 
 #[tokio::test]
 async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let (a, b) = pair(&redis).await;
     let http = client();
     assert_eq!(publish(&http, &a.url(), "t", "old").await, 1);
@@ -104,7 +97,7 @@ async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
 
 #[tokio::test]
 async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let (a, b) = pair(&redis).await;
     let http = client();
     for i in 1..=3 {
@@ -136,7 +129,7 @@ async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
 
 #[tokio::test]
 async fn b_resumes_from_a_cursor_after_a_is_gone() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let (a, b) = pair(&redis).await;
     let http = client();
     let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url()), &[]).await;
@@ -198,7 +191,7 @@ impl Drop for ServerProcess {
 
 #[tokio::test]
 async fn clients_of_a_killed_instance_resume_on_another_with_nothing_lost_or_repeated() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let mut a = ServerProcess::start(&redis);
     let b = instance(&redis, |_| {}).await;
     let http = client();
@@ -238,7 +231,7 @@ async fn clients_of_a_killed_instance_resume_on_another_with_nothing_lost_or_rep
 
 #[tokio::test]
 async fn topic_limit_holds_across_instances() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let a = instance(&redis, |c| c.max_topics = 2).await;
     let b = instance(&redis, |c| c.max_topics = 2).await;
     let http = client();
@@ -254,7 +247,7 @@ async fn topic_limit_holds_across_instances() {
 
 #[tokio::test]
 async fn trimmed_history_answers_with_a_gap() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let a = instance(&redis, |c| c.history = 3).await;
     let b = instance(&redis, |c| c.history = 3).await;
     let http = client();
@@ -269,7 +262,7 @@ async fn trimmed_history_answers_with_a_gap() {
 
 #[tokio::test]
 async fn redis_going_away_spools_publishes_and_reads_are_a_503_not_a_hang() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let a = instance(&redis, |_| {}).await;
     let http = client();
     publish(&http, &a.url(), "t", "x").await;
@@ -297,7 +290,7 @@ fn topic(name: &str) -> TopicName {
 
 #[tokio::test]
 async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let waiting = RedisBus::connect(redis.url(), bus_config(8)).await.unwrap();
     let publishing = RedisBus::connect(redis.url(), bus_config(8)).await.unwrap();
     let quick = waiting
@@ -332,7 +325,7 @@ async fn waiting_never_claims_a_topic_and_wakes_on_a_publish_elsewhere() {
 
 #[tokio::test]
 async fn slow_subscriber_is_cut_off_with_lagged() {
-    let redis = start_redis().await;
+    let redis = common::start_redis(false).await;
     let bus = RedisBus::connect(redis.url(), bus_config(4)).await.unwrap();
     let mut sub = bus.subscribe(&topic("t"), None).await.unwrap();
     assert_eq!((sub.after, sub.head), (0, 0));

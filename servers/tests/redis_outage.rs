@@ -8,10 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use commbench_servers::{
-    redis_server::{RedisOptions, RedisServer},
-    ServerConfig, ServerHandle,
-};
+use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
 use common::{
     client, get, poll, post, publish, seqs, sse_open, sse_subscribe, wait_until, within,
     ws_connect, ws_event, ws_subscribe, STEP,
@@ -19,12 +16,6 @@ use common::{
 
 /// Recovery waits on backoff (capped near 2.5 s) on a loaded machine: be generous, still bounded.
 const RECOVERY: Duration = Duration::from_secs(30);
-
-async fn durable_redis() -> RedisServer {
-    RedisServer::start(RedisOptions { durable: true })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = common::test_config();
@@ -74,7 +65,7 @@ async fn wait_replayed(server: &ServerHandle, count: i64) {
 
 #[tokio::test]
 async fn redis_killed_and_restarted_mid_run_loses_nothing() {
-    let mut redis = durable_redis().await;
+    let mut redis = common::start_redis(true).await;
     let a = instance(&redis, |_| {}).await;
     let b = instance(&redis, |_| {}).await;
     let http = client();
@@ -141,7 +132,7 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
 
 #[tokio::test]
 async fn a_full_spool_is_a_503_and_what_it_held_is_replayed() {
-    let mut redis = durable_redis().await;
+    let mut redis = common::start_redis(true).await;
     let a = instance(&redis, |c| c.spool_events = 3).await;
     let http = client();
     assert_eq!(publish(&http, &a.url(), "t", "p1").await, 1);
@@ -180,7 +171,7 @@ async fn a_full_spool_is_a_503_and_what_it_held_is_replayed() {
 
 #[tokio::test]
 async fn new_subscriptions_during_an_outage_are_a_clear_503() {
-    let mut redis = durable_redis().await;
+    let mut redis = common::start_redis(true).await;
     let a = instance(&redis, |_| {}).await;
     let http = client();
     publish(&http, &a.url(), "t", "p1").await;

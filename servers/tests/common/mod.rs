@@ -557,3 +557,12 @@ pub fn raw_text_frame(bytes: &'static [u8]) -> Message {
         true,
     ))
 }
+
+/// A private `redis-server` for one test, durable (append-only, fsync always) when it will be killed
+/// and restarted; panics with the install hint when `redis-server` is missing.
+pub async fn start_redis(durable: bool) -> commbench_servers::redis_server::RedisServer {
+    use commbench_servers::redis_server::{RedisOptions, RedisServer};
+    RedisServer::start(RedisOptions { durable })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}

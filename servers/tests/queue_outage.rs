@@ -10,7 +10,7 @@ mod queue_api;
 use std::time::Duration;
 
 use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
-use common::{client, get, post, wait_until, within, STEP};
+use common::{client, get, metric, post, wait_until, within, STEP};
 use queue_api::{ack, drain, enqueue, enqueue_answer, stats, status};
 use serde_json::{json, Value};
 
@@ -25,21 +25,7 @@ const DEPTH: &str = "commbench_spool_depth{spool=\"enqueue\"}";
 const RECONNECTS: &str = "commbench_redis_reconnect_attempts_total";
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
-    let mut config = common::test_config();
-    config.bus = Some(redis.url().to_owned());
-    tweak(&mut config);
-    config.validate().unwrap();
-    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
-        .await
-        .unwrap()
-}
-
-/// The value of one metric line (`name` includes any labels), or 0 when absent.
-fn metric(server: &ServerHandle, name: &str) -> i64 {
-    let text = server.state.metrics.render();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    common::redis_instance(redis, tweak).await
 }
 
 /// Enqueues expecting the outage spool: 202, `queued`, `"spooled": true`; returns the id.

@@ -16,14 +16,13 @@ use queue_api::{
 };
 use serde_json::json;
 
+/// A server on `redis` without in-server workers (the tests take and ack themselves).
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
-    let mut config = common::test_config();
-    config.bus = Some(redis.url().to_owned());
-    config.workers = 0;
-    tweak(&mut config);
-    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
-        .await
-        .unwrap()
+    common::redis_instance(redis, |config| {
+        config.workers = 0;
+        tweak(config);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,12 +21,7 @@ use common::{
 use futures_util::StreamExt;
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
-    let mut config = common::test_config();
-    config.bus = Some(redis.url().to_owned());
-    tweak(&mut config);
-    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
-        .await
-        .unwrap()
+    common::redis_instance(redis, tweak).await
 }
 
 async fn pair(redis: &RedisServer) -> (ServerHandle, ServerHandle) {

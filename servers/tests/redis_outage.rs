@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
 use common::{
-    client, get, poll, post, publish, seqs, sse_open, sse_subscribe, wait_until, within,
+    client, get, metric, poll, post, publish, seqs, sse_open, sse_subscribe, wait_until, within,
     ws_connect, ws_event, ws_subscribe, STEP,
 };
 
@@ -18,21 +18,7 @@ use common::{
 const RECOVERY: Duration = Duration::from_secs(30);
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
-    let mut config = common::test_config();
-    config.bus = Some(redis.url().to_owned());
-    tweak(&mut config);
-    config.validate().unwrap();
-    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
-        .await
-        .unwrap()
-}
-
-/// The value of one metric line (`name` includes any labels), or 0 when absent.
-fn metric(server: &ServerHandle, name: &str) -> i64 {
-    let text = server.state.metrics.render();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    common::redis_instance(redis, tweak).await
 }
 
 const SPOOLED: &str = "commbench_spool_spooled_total{spool=\"publish\"}";

@@ -566,3 +566,25 @@ pub async fn start_redis(durable: bool) -> commbench_servers::redis_server::Redi
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A server on `redis` (its bus, and its queue), with `tweak` applied to the test configuration.
+pub async fn redis_instance(
+    redis: &commbench_servers::redis_server::RedisServer,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> ServerHandle {
+    let mut config = test_config();
+    config.bus = Some(redis.url().to_owned());
+    tweak(&mut config);
+    config.validate().unwrap();
+    within("a Redis-backed server", STEP, ServerHandle::spawn(config))
+        .await
+        .unwrap()
+}
+
+/// The value of one line of the server's metrics (`name` includes any labels), or 0 when absent.
+pub fn metric(server: &ServerHandle, name: &str) -> i64 {
+    let text = server.state.metrics.render();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}

@@ -56,11 +56,20 @@ pub fn render_table(cells: &[CellResult]) -> String {
         out.push_str(text.trim_end());
         out.push('\n');
     }
-    if rows
-        .iter()
-        .any(|r| r.latency_metric.as_deref() == Some("round_trip"))
-    {
-        out.push_str("(latency: publish → delivery; request-response: round trip)\n");
+    let metric = |name: &str| {
+        rows.iter()
+            .any(|r| r.latency_metric.as_deref() == Some(name))
+    };
+    if metric("round_trip") || metric("job_result") {
+        out.push_str(
+            "(latency: publish → delivery; request-response: round trip; job-*: submit → result \
+             known)\n",
+        );
+    }
+    for row in &rows {
+        if let Some(line) = detail_line(row) {
+            let _ = writeln!(out, "  {}: {line}", row.cell);
+        }
     }
     for row in &rows {
         if !row.complete {
@@ -75,6 +84,37 @@ pub fn render_table(cells: &[CellResult]) -> String {
         }
     }
     out
+}
+
+/// What the table's columns leave out: the cross-instance hop and Redis's own cost for scale-out cells,
+/// queue waits and redeliveries for job cells.
+fn detail_line(row: &SummaryRow) -> Option<String> {
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
+    let mut parts = Vec::new();
+    if row.instances > 1 || row.bus != "memory" {
+        parts.push(format!(
+            "{} instances on {}, cross-instance p99 {}",
+            row.instances,
+            row.bus,
+            ms(row.cross_instance_p99_ms)
+        ));
+        if let (Some(cpu), Some(rss)) = (row.broker_cpu_us_per_event, row.broker_peak_rss_bytes) {
+            parts.push(format!(
+                "Redis {cpu:.1} µs/ev, {:.1} MiB",
+                rss as f64 / 1_048_576.0
+            ));
+        }
+    }
+    if row.pattern.starts_with("job-") {
+        parts.push(format!(
+            "queue wait p99 premium {} / normal {}, redelivered {}, duplicated {}",
+            ms(row.queue_wait_premium_p99_ms),
+            ms(row.queue_wait_normal_p99_ms),
+            row.jobs_redelivered.unwrap_or(0),
+            row.jobs_duplicated.unwrap_or(0)
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn row_cells(row: &SummaryRow) -> [String; 16] {
@@ -161,6 +201,22 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].contains(" 64.0 "), "{table}");
+    }
+
+    #[test]
+    fn scale_out_cells_show_the_hop_and_the_broker() {
+        let mut cell = sample_cell(PatternName::Sse, true);
+        cell.spec.bus = crate::scenario::BusKind::Redis;
+        cell.spec.instances = 3;
+        cell.broker = Some(crate::result::ProcessUsage {
+            cpu_s: 1.5,
+            peak_rss_bytes: 8 << 20,
+        });
+        let table = render_table(&[cell]);
+        assert!(
+            table.contains("3 instances on redis, cross-instance p99 -; Redis 1.0 µs/ev, 8.0 MiB"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -14,16 +14,29 @@ use tokio::sync::broadcast;
 
 use super::{
     link::{Backoff, Link, TIMEOUT},
+    recent::Recent,
     wire,
 };
-use crate::{event::SharedEvent, topic::TopicName};
+use crate::{bus::ReadBatch, event::SharedEvent, topic::TopicName};
 
 /// How long one blocking XREAD waits before the task checks whether anyone still listens.
 const BLOCK: Duration = Duration::from_secs(1);
 /// Most entries one XREAD returns, so a burst is handed on in bounded pieces.
 const BATCH: usize = 512;
 
-type HubMap = HashMap<TopicName, broadcast::Sender<SharedEvent>>;
+/// One followed topic: the live fan-out and the newest events handed on.
+#[derive(Clone)]
+struct Hub {
+    sender: broadcast::Sender<SharedEvent>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+type HubMap = HashMap<TopicName, Hub>;
+
+fn lock_recent(recent: &Mutex<Recent>) -> std::sync::MutexGuard<'_, Recent> {
+    // Each critical section is one push or one copy out, so a poisoned window is still consistent.
+    recent.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The followed topics of one instance; at most `limit` at once, so memory stays bounded.
 pub struct Hubs {
@@ -50,7 +63,15 @@ impl Hubs {
 
     /// A receiver of the topic's live events, if the topic is already followed.
     pub fn existing(&self, topic: &TopicName) -> Option<broadcast::Receiver<SharedEvent>> {
-        lock(&self.map).get(topic).map(broadcast::Sender::subscribe)
+        lock(&self.map).get(topic).map(|hub| hub.sender.subscribe())
+    }
+
+    /// A read answered from the newest events this instance's follower handed on, when they cover it
+    /// (see [`Recent::read`]); `None` when the topic is not followed or Redis must answer.
+    pub fn read_recent(&self, topic: &TopicName, after: u64, limit: usize) -> Option<ReadBatch> {
+        let recent = lock(&self.map).get(topic)?.recent.clone();
+        let answer = lock_recent(&recent).read(after, limit);
+        answer
     }
 
     /// A receiver of every event after `head`, starting a follower task at `head` when the topic is
@@ -59,19 +80,23 @@ impl Hubs {
     /// `limit` topics.
     pub fn follow(&self, topic: &TopicName, head: u64) -> Option<broadcast::Receiver<SharedEvent>> {
         let mut map = lock(&self.map);
-        if let Some(sender) = map.get(topic) {
-            return Some(sender.subscribe());
+        if let Some(hub) = map.get(topic) {
+            return Some(hub.sender.subscribe());
         }
         if map.len() >= self.limit {
             return None;
         }
         let (sender, receiver) = broadcast::channel(self.capacity);
-        map.insert(topic.clone(), sender.clone());
+        let hub = Hub {
+            sender,
+            recent: Arc::new(Mutex::new(Recent::new(head, self.capacity))),
+        };
+        map.insert(topic.clone(), hub.clone());
         tokio::spawn(run(
             self.map.clone(),
             topic.clone(),
             head,
-            sender,
+            hub,
             self.link.clone(),
         ));
         Some(receiver)
@@ -81,13 +106,8 @@ impl Hubs {
 /// Follows the stream from `last` until nobody listens or the bus stops. A Redis failure never ends
 /// the subscriptions: the task reconnects with backoff (each attempt counted) and resumes after
 /// `last`, so subscribers get every event once, in order, when Redis returns.
-async fn run(
-    map: Arc<Mutex<HubMap>>,
-    topic: TopicName,
-    mut last: u64,
-    sender: broadcast::Sender<SharedEvent>,
-    link: Arc<Link>,
-) {
+async fn run(map: Arc<Mutex<HubMap>>, topic: TopicName, mut last: u64, hub: Hub, link: Arc<Link>) {
+    let sender = &hub.sender;
     let key = wire::stream_key(&topic);
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = Backoff::new();
@@ -122,7 +142,7 @@ async fn run(
                 }
                 failing = true;
                 connection = None;
-                if leave_if_unheard(&map, &topic, &sender) {
+                if leave_if_unheard(&map, &topic, sender) {
                     return;
                 }
                 tokio::select! {
@@ -141,19 +161,24 @@ async fn run(
             backoff.reset();
         }
         if events.is_empty() {
-            if leave_if_unheard(&map, &topic, &sender) {
+            if leave_if_unheard(&map, &topic, sender) {
                 return;
             }
             continue;
         }
         for event in events {
             last = event.seq;
+            // Into the window before the broadcast, so a woken reader finds it there.
+            lock_recent(&hub.recent).push(event.clone());
             // No receiver right now is fine: the next idle round removes the follower.
             let _ = sender.send(event);
         }
     }
     let mut map = lock(&map);
-    if map.get(&topic).is_some_and(|s| s.same_channel(&sender)) {
+    if map
+        .get(&topic)
+        .is_some_and(|h| h.sender.same_channel(sender))
+    {
         map.remove(&topic);
     }
 }
@@ -186,7 +211,10 @@ fn leave_if_unheard(
     if sender.receiver_count() > 0 {
         return false;
     }
-    if map.get(topic).is_some_and(|s| s.same_channel(sender)) {
+    if map
+        .get(topic)
+        .is_some_and(|h| h.sender.same_channel(sender))
+    {
         map.remove(topic);
     }
     true

@@ -9,6 +9,7 @@
 mod hub;
 pub(crate) mod link;
 mod publish;
+mod recent;
 pub(crate) mod wire;
 
 use std::{sync::Arc, time::Duration};
@@ -162,6 +163,11 @@ impl Bus for RedisBus {
         after: u64,
         limit: usize,
     ) -> Result<ReadBatch, BusError> {
+        // A followed topic's newest events are already here (a woken long poll re-reads exactly
+        // those): no round trip.
+        if let Some(batch) = self.hubs.read_recent(topic, after, limit) {
+            return Ok(batch);
+        }
         // The stream never holds more than `history_events`, so that bounds an unlimited read; one
         // more than asked tells whether there is more.
         let count = limit.min(self.config.history_events).saturating_add(1);

@@ -128,7 +128,7 @@ pub async fn run(ctx: ClientCtx, notify: Notify) {
             }
             Err(error) => {
                 counters.dropped_sends.fetch_add(1, Relaxed);
-                if !recover(&ctx, &mut conn, &error).await {
+                if !requests::recover(&ctx, &mut conn, &error).await {
                     return;
                 }
                 continue;
@@ -148,29 +148,10 @@ pub async fn run(ctx: ClientCtx, notify: Notify) {
             Ok(view) => completed(&ctx, &view, intended),
             Err(error) => {
                 counters.events_lost.fetch_add(1, Relaxed);
-                if !recover(&ctx, &mut conn, &error).await {
+                if !requests::recover(&ctx, &mut conn, &error).await {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Counts the error; reopens the connection when it is gone. False when the user must give up.
-async fn recover(ctx: &ClientCtx, conn: &mut HttpConn, error: &ClientError) -> bool {
-    ctx.error(error);
-    if !matches!(error, ClientError::Request(_)) {
-        return true;
-    }
-    match HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await {
-        Ok(fresh) => {
-            *conn = fresh;
-            ctx.recorder().counters.reconnects.fetch_add(1, Relaxed);
-            true
-        }
-        Err(error) => {
-            ctx.error(&error);
-            false
         }
     }
 }

@@ -6,7 +6,11 @@ use bytes::Bytes;
 use http::Method;
 
 use super::{ClientCtx, Phase};
-use crate::{http::HttpConn, record::Metric, schedule::Schedule};
+use crate::{
+    http::{ClientError, HttpConn},
+    record::Metric,
+    schedule::Schedule,
+};
 
 /// One request as an exchange asks for it.
 pub struct Ask {
@@ -116,24 +120,33 @@ pub async fn request_loop(
         match answer {
             Ok(body) => exchange.answer(ctx, &body, now),
             Err(error) => {
-                ctx.error(&error);
-                if matches!(error, crate::http::ClientError::Request(_)) {
-                    // The connection is gone; reconnect once, or give up on this client.
-                    match HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await {
-                        Ok(fresh) => {
-                            *conn = fresh;
-                            ctx.recorder()
-                                .counters
-                                .reconnects
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(error) => {
-                            ctx.error(&error);
-                            return;
-                        }
-                    }
+                if !recover(ctx, conn, &error).await {
+                    return;
                 }
             }
+        }
+    }
+}
+
+/// Counts the error and, when the connection is gone, reconnects once (counted). False when the
+/// client must give up.
+pub async fn recover(ctx: &ClientCtx, conn: &mut HttpConn, error: &ClientError) -> bool {
+    ctx.error(error);
+    if !matches!(error, ClientError::Request(_)) {
+        return true;
+    }
+    match HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await {
+        Ok(fresh) => {
+            *conn = fresh;
+            ctx.recorder()
+                .counters
+                .reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        Err(error) => {
+            ctx.error(&error);
+            false
         }
     }
 }

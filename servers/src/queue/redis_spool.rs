@@ -317,22 +317,12 @@ async fn replay(enqueuer: Arc<Enqueuer>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        queue::Lane,
-        redis_server::{RedisOptions, RedisServer},
-    };
+    use crate::{bus::redis::link::test_link, queue::Lane};
 
     #[tokio::test]
     async fn a_replay_of_an_enqueue_that_was_applied_enqueues_nothing() {
-        let redis = RedisServer::start(RedisOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
         let metrics = Arc::new(Metrics::default());
-        let stop = CancellationToken::new();
-        let client = redis::Client::open(redis.url()).unwrap();
-        let link = Link::connect(client.clone(), metrics.redis.clone(), stop.clone())
-            .await
-            .unwrap();
+        let (_redis, client, link, stop) = test_link(metrics.redis.clone()).await;
         let config = QueueConfig {
             max_queues: 1,
             max_queued_jobs: 10,

@@ -236,6 +236,29 @@ async fn recover(link: Arc<Link>) {
     }
 }
 
+/// A link to a private `redis-server` for unit tests: the server (alive while the caller holds it), a
+/// client of it, the link, and the token that stops the link's recovery task.
+#[cfg(test)]
+pub(crate) async fn test_link(
+    counters: Arc<RedisCounters>,
+) -> (
+    crate::redis_server::RedisServer,
+    redis::Client,
+    Arc<Link>,
+    CancellationToken,
+) {
+    use crate::redis_server::{RedisOptions, RedisServer};
+    let redis = RedisServer::start(RedisOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = redis::Client::open(redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let stop = CancellationToken::new();
+    let link = Link::connect(client.clone(), counters, stop.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (redis, client, link, stop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

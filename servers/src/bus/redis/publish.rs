@@ -272,25 +272,13 @@ async fn replay(publisher: Arc<Publisher>) {
 
 #[cfg(test)]
 mod tests {
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
-    use crate::{
-        metrics::RedisCounters,
-        redis_server::{RedisOptions, RedisServer},
-    };
+    use crate::{bus::redis::link::test_link, metrics::RedisCounters};
 
     #[tokio::test]
     async fn a_replay_of_a_publish_that_was_applied_appends_nothing() {
-        let redis = RedisServer::start(RedisOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
         let counters = Arc::new(RedisCounters::default());
-        let stop = CancellationToken::new();
-        let client = redis::Client::open(redis.url()).unwrap();
-        let link = Link::connect(client.clone(), counters.clone(), stop.clone())
-            .await
-            .unwrap();
+        let (_redis, client, link, stop) = test_link(counters.clone()).await;
         let config = MemoryBusConfig {
             history_events: 100,
             history_bytes: usize::MAX,

@@ -26,6 +26,7 @@ use crate::{
     metrics::{Metrics, RejectReason},
     patterns,
     queue::{JobQueue, MemoryQueue, RedisQueue},
+    redis::link::Link,
 };
 
 /// What every handler can reach.
@@ -52,18 +53,19 @@ impl AppState {
         let Some(url) = config.bus.clone() else {
             return Ok(Self::new(config));
         };
-        // The bus counts reconnects and its spool into the server's metrics.
-        let metrics = Arc::new(Metrics::default());
-        let options = crate::bus::RedisBusOptions {
-            spool: config.spool_limits(),
-            counters: metrics.redis.clone(),
+        let unreachable = |e: redis::RedisError| {
+            io::Error::other(format!("cannot reach Redis at {url}: redis: {e}"))
         };
-        let bus = RedisBus::connect_with(&url, config.bus_config(), options)
+        // The link counts reconnects and both spools into the server's metrics.
+        let metrics = Arc::new(Metrics::default());
+        let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+        let link = Link::connect(client, metrics.redis.clone())
             .await
-            .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
-        // The queue rides the bus's link: one connection, one reconnect loop, shared counters.
+            .map_err(unreachable)?;
+        // The bus and the queue share the link: one connection, one reconnect loop.
+        let bus = RedisBus::over(link.clone(), config.bus_config(), config.spool_limits());
         let queue = RedisQueue::new(
-            bus.link(),
+            link,
             config.queue_config(),
             metrics.clone(),
             config.spool_limits(),

@@ -88,17 +88,38 @@ impl AppState {
         }
     }
 
-    /// Publishes through the bus and counts it; every publishing route goes through here.
+    /// Publishes through the bus and counts it. Every publishing route goes through here or through
+    /// [`publish_or_spool`](Self::publish_or_spool), so `commbench_events_published_total` counts each
+    /// appended publish once, whichever pattern made it.
     pub async fn publish(
         &self,
         topic: &crate::topic::TopicName,
         payload: bytes::Bytes,
     ) -> Result<u64, crate::bus::BusError> {
         let seq = self.bus.publish(topic, payload).await?;
+        self.count_published();
+        Ok(seq)
+    }
+
+    /// Like [`publish`](Self::publish), but while the Redis bus cannot reach Redis the event may be
+    /// spooled instead (`POST /publish`, the one route that can answer 202). A spooled event counts in
+    /// the spool's metrics when it is replayed, not here.
+    pub async fn publish_or_spool(
+        &self,
+        topic: &crate::topic::TopicName,
+        payload: bytes::Bytes,
+    ) -> Result<crate::bus::Published, crate::bus::PublishError> {
+        let published = self.bus.publish_or_spool(topic, payload).await?;
+        if let crate::bus::Published::Appended(_) = published {
+            self.count_published();
+        }
+        Ok(published)
+    }
+
+    fn count_published(&self) {
         self.metrics
             .events_published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(seq)
     }
 }
 

@@ -136,7 +136,7 @@ pub struct Metrics {
     pub redis: std::sync::Arc<RedisCounters>,
 }
 
-/// Counters of one outage spool (`spool.rs`), updated by the spool itself.
+/// Counters of one outage spool (`spool/`), updated by the spool itself.
 #[derive(Debug, Default)]
 pub struct SpoolCounters {
     pub spooled: AtomicU64,

@@ -26,6 +26,7 @@ use crate::{
     metrics::{Metrics, RejectReason},
     patterns,
     queue::{JobQueue, MemoryQueue, RedisQueue},
+    redis::link::Link,
 };
 
 /// What every handler can reach.
@@ -52,18 +53,19 @@ impl AppState {
         let Some(url) = config.bus.clone() else {
             return Ok(Self::new(config));
         };
-        // The bus counts reconnects and its spool into the server's metrics.
-        let metrics = Arc::new(Metrics::default());
-        let options = crate::bus::RedisBusOptions {
-            spool: config.spool_limits(),
-            counters: metrics.redis.clone(),
+        let unreachable = |e: redis::RedisError| {
+            io::Error::other(format!("cannot reach Redis at {url}: redis: {e}"))
         };
-        let bus = RedisBus::connect_with(&url, config.bus_config(), options)
+        // The link counts reconnects and both spools into the server's metrics.
+        let metrics = Arc::new(Metrics::default());
+        let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+        let link = Link::connect(client, metrics.redis.clone())
             .await
-            .map_err(|e| io::Error::other(format!("cannot reach Redis at {url}: {e}")))?;
-        // The queue rides the bus's link: one connection, one reconnect loop, shared counters.
+            .map_err(unreachable)?;
+        // The bus and the queue share the link: one connection, one reconnect loop.
+        let bus = RedisBus::over(link.clone(), config.bus_config(), config.spool_limits());
         let queue = RedisQueue::new(
-            bus.link(),
+            link,
             config.queue_config(),
             metrics.clone(),
             config.spool_limits(),
@@ -86,17 +88,38 @@ impl AppState {
         }
     }
 
-    /// Publishes through the bus and counts it; every publishing route goes through here.
+    /// Publishes through the bus and counts it. Every publishing route goes through here or through
+    /// [`publish_or_spool`](Self::publish_or_spool), so `commbench_events_published_total` counts each
+    /// appended publish once, whichever pattern made it.
     pub async fn publish(
         &self,
         topic: &crate::topic::TopicName,
         payload: bytes::Bytes,
     ) -> Result<u64, crate::bus::BusError> {
         let seq = self.bus.publish(topic, payload).await?;
+        self.count_published();
+        Ok(seq)
+    }
+
+    /// Like [`publish`](Self::publish), but while the Redis bus cannot reach Redis the event may be
+    /// spooled instead (`POST /publish`, the one route that can answer 202). A spooled event counts in
+    /// the spool's metrics when it is replayed, not here.
+    pub async fn publish_or_spool(
+        &self,
+        topic: &crate::topic::TopicName,
+        payload: bytes::Bytes,
+    ) -> Result<crate::bus::Published, crate::bus::PublishError> {
+        let published = self.bus.publish_or_spool(topic, payload).await?;
+        if let crate::bus::Published::Appended(_) = published {
+            self.count_published();
+        }
+        Ok(published)
+    }
+
+    fn count_published(&self) {
         self.metrics
             .events_published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(seq)
     }
 }
 

@@ -64,11 +64,13 @@ pub struct ServerConfig {
     #[arg(long, default_value = "50000", value_parser = max_connections)]
     pub max_connections: usize,
 
-    /// Simulated work time of a job created with POST /jobs (0s..=10m).
+    /// Simulated work time of a job created with POST /jobs, the handle long-poll demo (0s..=10m);
+    /// message-queue jobs carry their own `work_ms`.
     #[arg(long, default_value = "100ms", value_parser = job_work)]
     pub job_work: Duration,
 
-    /// Jobs remembered at once (pending and finished); finished ones are forgotten oldest first (1..=1M).
+    /// POST /jobs handle long-poll demo: jobs remembered at once (pending and finished); finished ones
+    /// are forgotten oldest first (1..=1M).
     #[arg(long, default_value = "10000", value_parser = max_jobs)]
     pub max_jobs: usize,
 

@@ -32,6 +32,7 @@ pub enum AppError {
     NotFound(String),
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// `POST /jobs` (long polling on a handle) while every remembered job is still pending.
     #[error("{0}")]
     JobLimit(String),
     #[error("{0}")]

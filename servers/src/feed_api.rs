@@ -1,7 +1,5 @@
 //! The feed's own routes, shared by every pattern: publish, metrics and a health check.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use axum::{
     extract::State,
     http::{header, StatusCode},
@@ -32,9 +30,8 @@ async fn publish(
     Topic(topic): Topic,
     Body(payload): Body,
 ) -> Result<Response, AppError> {
-    match state.bus.publish_or_spool(&topic, payload).await? {
+    match state.publish_or_spool(&topic, payload).await? {
         Published::Appended(seq) => {
-            state.metrics.events_published.fetch_add(1, Relaxed);
             Ok(Json(json!({ "topic": topic.as_str(), "seq": seq })).into_response())
         }
         Published::Spooled { depth } => Ok((

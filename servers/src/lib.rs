@@ -4,6 +4,7 @@
 //! [`app::ServerHandle::spawn`]; patterns live in `patterns/`, the feed behind [`bus::Bus`].
 
 pub mod app;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod counted_io;
@@ -15,13 +16,15 @@ pub mod listener;
 pub mod metrics;
 pub mod patterns;
 pub mod queue;
-pub mod redis_cleanup;
-pub mod redis_server;
+pub mod redis;
 pub mod spool;
 pub mod topic;
 pub mod units;
 pub mod ws_close;
 
+/// The paths the load generator, the benches and the integration tests use for the private
+/// `redis-server` launcher and the post-run tidy (both live in `redis/`).
+pub use self::redis::{cleanup as redis_cleanup, server as redis_server};
 pub use app::{run, AppState, ServerHandle};
 pub use config::ServerConfig;
 

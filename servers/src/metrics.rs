@@ -12,7 +12,8 @@ pub enum PatternKind {
     RequestResponse,
     ShortPoll,
     LongPoll,
-    Jobs,
+    /// Long polling on a job handle (`/jobs`), not the message queue (`Queue`).
+    HandlePoll,
     Sse,
     WebSocket,
     GraphQl,
@@ -24,7 +25,7 @@ impl PatternKind {
         PatternKind::RequestResponse,
         PatternKind::ShortPoll,
         PatternKind::LongPoll,
-        PatternKind::Jobs,
+        PatternKind::HandlePoll,
         PatternKind::Sse,
         PatternKind::WebSocket,
         PatternKind::GraphQl,
@@ -36,7 +37,8 @@ impl PatternKind {
             PatternKind::RequestResponse => "request_response",
             PatternKind::ShortPoll => "short_poll",
             PatternKind::LongPoll => "long_poll",
-            PatternKind::Jobs => "jobs",
+            // The label predates the name: dashboards and tests read `pattern="jobs"`.
+            PatternKind::HandlePoll => "jobs",
             PatternKind::Sse => "sse",
             PatternKind::WebSocket => "websocket",
             PatternKind::GraphQl => "graphql",
@@ -134,7 +136,7 @@ pub struct Metrics {
     pub redis: std::sync::Arc<RedisCounters>,
 }
 
-/// Counters of one outage spool (`spool.rs`), updated by the spool itself.
+/// Counters of one outage spool (`spool/`), updated by the spool itself.
 #[derive(Debug, Default)]
 pub struct SpoolCounters {
     pub spooled: AtomicU64,

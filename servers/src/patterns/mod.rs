@@ -2,7 +2,7 @@
 //! (feed, bus, limits, errors, metrics, config) lives outside this folder.
 
 pub mod graphql;
-mod jobs;
+mod handle_poll;
 mod long_poll;
 mod queue;
 mod request_response;
@@ -23,7 +23,7 @@ pub const ALL: &[PatternRoutes] = &[
     request_response::routes,
     short_poll::routes,
     long_poll::routes,
-    jobs::routes,
+    handle_poll::routes,
     sse::routes,
     ws::routes,
     graphql::routes,

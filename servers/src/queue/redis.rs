@@ -1,9 +1,9 @@
 //! The Redis queue backend: Streams with one consumer group (see `redis_wire.rs` for keys and the
 //! scripts). Enqueue, take and ack are one Lua script each. Waiting takers and handle long polls wake
 //! on a pub/sub notification from any instance, with a bounded fallback poll (also how idle takers
-//! notice expired leases, which are reclaimed by the next take). Commands go over the bus's
-//! self-recovering [`Link`]: while Redis is down they answer 503 at once, except enqueues, which are
-//! spooled and replayed in order (`redis_spool.rs`).
+//! notice expired leases, which are reclaimed by the next take). Commands go over the self-recovering
+//! [`Link`] the queue shares with the Redis bus: while Redis is down they answer 503 at once, except
+//! enqueues, which are spooled and replayed in order (`redis_spool.rs`).
 
 use std::{
     collections::HashMap,
@@ -18,20 +18,21 @@ use tokio_util::sync::DropGuard;
 
 use super::{
     redis_spool::{Enqueuer, PendingJob},
-    redis_wake::{listen, Wakers},
+    redis_wake::Wakers,
     redis_wire as wire,
     view::LaneCounts,
     AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy, Lease, NewJob, QueueConfig, QueueError,
     QueueName, QueueStats, Taken,
 };
 use crate::{
-    bus::{
-        redis::link::{Conn, Link},
-        BusError,
-    },
     metrics::Metrics,
+    redis::{
+        link::{Conn, LinkDown, LinkShare},
+        pubsub,
+    },
     spool::SpoolLimits,
 };
+
 /// Idle takers retry this often (expired leases are only reclaimed by a take).
 const TAKE_POLL: Duration = Duration::from_millis(250);
 /// XAUTOCLAIM calls (each scanning up to 10 pending entries) per lane per take.
@@ -42,7 +43,8 @@ const STATUS_POLL: Duration = Duration::from_secs(1);
 /// [`JobQueue`] over a Redis server shared by every instance. Stats are global (from Redis); the
 /// lane policy's state and the Prometheus counters are per instance.
 pub struct RedisQueue {
-    link: Arc<Link>,
+    /// Shared with the Redis bus (see `AppState::connect`).
+    link: LinkShare,
     config: QueueConfig,
     ids: IdGen,
     metrics: Arc<Metrics>,
@@ -67,6 +69,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl From<LinkDown> for QueueError {
+    fn from(down: LinkDown) -> Self {
+        QueueError::Unavailable(down.to_string())
+    }
+}
+
 fn unavailable(error: RedisError) -> QueueError {
     QueueError::Unavailable(format!("redis: {error}"))
 }
@@ -79,16 +87,21 @@ impl RedisQueue {
     /// A queue over `link` (shared with the Redis bus, so one task reconnects both); starts following
     /// the notification channel and the enqueue spool's replay. `spool` bounds the enqueue spool.
     pub(crate) fn new(
-        link: Arc<Link>,
+        link: LinkShare,
         config: QueueConfig,
         metrics: Arc<Metrics>,
         spool: SpoolLimits,
     ) -> Self {
         let wakers = Arc::new(Wakers::new(config.max_queues));
-        // A child of the link's token: the tasks also end if the bus (and its link) stops first.
-        let stop = link.stop().child_token();
-        tokio::spawn(listen(link.client().clone(), wakers.clone(), stop.clone()));
-        let enqueuer = Enqueuer::start(link.clone(), config, metrics.clone(), spool, stop.clone());
+        let stop = link.child_stop();
+        let dispatch = wakers.clone();
+        tokio::spawn(pubsub::follow(
+            link.client().clone(),
+            wire::EVENTS,
+            move |message| dispatch.dispatch(message),
+            stop.clone(),
+        ));
+        let enqueuer = Enqueuer::start(link.link(), config, metrics.clone(), spool, stop.clone());
         Self {
             link,
             config,
@@ -105,10 +118,7 @@ impl RedisQueue {
 
     /// The link's connection, or 503 at once while Redis is down (the link is reconnecting).
     fn connection(&self) -> Result<Conn, QueueError> {
-        self.link.get().map_err(|error| match error {
-            BusError::Unavailable(detail) => QueueError::Unavailable(detail),
-            other => QueueError::Unavailable(other.to_string()),
-        })
+        Ok(self.link.get()?)
     }
 
     /// Reports a failed command to the link, which retires the connection on an outage.

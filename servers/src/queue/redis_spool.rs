@@ -1,24 +1,20 @@
 //! The Redis queue's enqueue path with an outage spool: a job that cannot reach Redis waits in a
-//! bounded FIFO (its id is made locally, so it can be answered 202 at once) and one task replays it,
-//! in order, when the link is up again. While anything waits, new enqueues queue behind it.
+//! bounded FIFO (its id is made locally, so it can be answered 202 at once) and is replayed in order
+//! (by the generic [`Replayer`]) when the link is up again. While anything waits, new enqueues queue
+//! behind it.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use redis::{RedisError, Script, ScriptInvocation};
-use tokio::sync::Notify;
+use redis::{Script, ScriptInvocation};
 use tokio_util::sync::CancellationToken;
 
 use super::{redis_wire as wire, JobState, JobView, NewJob, QueueConfig, QueueError, QueueName};
 use crate::{
-    bus::redis::link::{Backoff, Conn, Link},
     metrics::Metrics,
-    spool::{Spool, SpoolLimits},
+    redis::link::Link,
+    spool::{Failure, Outcome, Replay, Replayer, SpoolLimits},
 };
 
-/// Most spooled enqueues replayed in one pipeline.
-const REPLAY_BATCH: usize = 64;
-/// Tries of one spooled job Redis keeps refusing with an error (not an answer) before it is dropped.
-const MAX_REFUSALS: u32 = 5;
 /// Unfinished jobs' hashes expire after this, so an abandoned queue cannot hold memory forever.
 const UNFINISHED_TTL_S: u64 = 7 * 86_400;
 
@@ -62,22 +58,13 @@ impl PendingJob {
     }
 }
 
-/// Why an enqueue did not reach Redis.
-enum Failure {
-    /// Redis is unreachable (the link is retiring the connection): spool and replay.
-    Outage,
-    /// Redis answered with an error (not a refusal code): spooling would not help a direct enqueue.
-    Refused(RedisError),
-}
-
 /// The enqueue side of one Redis queue instance.
 pub struct Enqueuer {
     link: Arc<Link>,
     script: Script,
     config: QueueConfig,
     metrics: Arc<Metrics>,
-    spool: Mutex<Spool<PendingJob>>,
-    wake: Notify,
+    replayer: Replayer<PendingJob>,
 }
 
 impl Enqueuer {
@@ -89,54 +76,55 @@ impl Enqueuer {
         limits: SpoolLimits,
         stop: CancellationToken,
     ) -> Arc<Self> {
+        let enqueuer = Arc::new(Self::new(link, config, metrics, limits));
+        let replaying = enqueuer.clone();
+        tokio::spawn(async move { replaying.replayer.run(&*replaying, stop).await });
+        enqueuer
+    }
+
+    fn new(
+        link: Arc<Link>,
+        config: QueueConfig,
+        metrics: Arc<Metrics>,
+        limits: SpoolLimits,
+    ) -> Self {
         let counters = metrics.redis.enqueue_spool.clone();
-        let enqueuer = Arc::new(Self {
+        Self {
             link,
             script: Script::new(wire::ENQUEUE),
             config,
             metrics,
-            spool: Mutex::new(Spool::new(limits, counters)),
-            wake: Notify::new(),
-        });
-        tokio::spawn(replay(enqueuer.clone(), stop));
-        enqueuer
+            replayer: Replayer::new(limits, counters),
+        }
     }
 
     /// Enqueues now, or, when Redis is unreachable or earlier enqueues still wait, spools the job for
     /// an in-order replay (`spooled` in the answer). Refused when the spool is full, the queue is
     /// full or at the queue limit, or Redis answers with an error.
     pub async fn submit(&self, pending: PendingJob) -> Result<JobView, QueueError> {
-        if self.lock().is_empty() {
-            match self.apply(&pending).await {
+        if self.replayer.is_empty() {
+            match self.link.invoke(&self.invocation(&pending)).await {
                 Ok(code) => {
                     self.outcome(&pending, code)?;
                     self.metrics.queue.submitted(pending.job.lane);
                     return Ok(pending.view(false));
                 }
-                Err(Failure::Refused(error)) => return Err(unavailable(&error)),
-                // It may have been applied before the answer was lost: the replay finds out.
-                Err(Failure::Outage) => {}
+                Err(Failure::Refused(detail)) => return Err(QueueError::Unavailable(detail)),
+                // It may have been applied before the answer was lost: the replay finds out (the
+                // script always looks for the job id first).
+                Err(Failure::Outage { .. }) => {}
             }
         }
         let view = pending.view(true);
         let size = pending.size();
-        self.lock().push(pending, size)?;
-        self.wake.notify_one();
+        self.replayer.spool(pending, size)?;
         Ok(view)
     }
 
     /// The status of a job still waiting in the spool (always `queued`).
     pub fn spooled(&self, queue: &QueueName, id: &str) -> Option<JobView> {
-        let spool = self.lock();
-        if spool.is_empty() {
-            return None;
-        }
-        // A linear scan, but only while the (bounded) spool holds anything.
-        let found = spool
-            .oldest(usize::MAX)
-            .find(|p| p.id == id && p.queue == *queue)
-            .map(|p| p.view(true));
-        found
+        self.replayer
+            .find_map(|p| (p.id == id && p.queue == *queue).then(|| p.view(true)))
     }
 
     /// The script's answer as a result: 0 enqueued, 1 already there (an earlier attempt landed).
@@ -154,41 +142,6 @@ impl Enqueuer {
                 "unexpected Redis reply to enqueue: {other}"
             ))),
         }
-    }
-
-    fn connection(&self) -> Result<Conn, Failure> {
-        self.link.get().map_err(|_| Failure::Outage)
-    }
-
-    fn failure(&self, conn: &Conn, error: RedisError) -> Failure {
-        if self.link.failed(conn, &error) {
-            Failure::Outage
-        } else {
-            Failure::Refused(error)
-        }
-    }
-
-    async fn apply(&self, pending: &PendingJob) -> Result<i64, Failure> {
-        let conn = self.connection()?;
-        self.invocation(pending)
-            .invoke_async(&mut conn.inner.clone())
-            .await
-            .map_err(|error| self.failure(&conn, error))
-    }
-
-    /// Applies a batch in one pipeline, in order; one script answer per job.
-    async fn apply_batch(&self, batch: &[PendingJob]) -> Result<Vec<i64>, Failure> {
-        let conn = self.connection()?;
-        let invocations: Vec<_> = batch.iter().map(|p| self.invocation(p)).collect();
-        let mut pipe = redis::pipe();
-        // A pipeline does not load scripts on demand, and a restarted Redis has forgotten them.
-        pipe.load_script(&self.script).ignore();
-        for invocation in &invocations {
-            pipe.invoke_script(invocation);
-        }
-        pipe.query_async(&mut conn.inner.clone())
-            .await
-            .map_err(|error| self.failure(&conn, error))
     }
 
     fn invocation(&self, pending: &PendingJob) -> ScriptInvocation<'_> {
@@ -214,115 +167,51 @@ impl Enqueuer {
             .arg(UNFINISHED_TTL_S);
         invocation
     }
-
-    fn lock(&self) -> MutexGuard<'_, Spool<PendingJob>> {
-        // Every critical section is one spool operation, so a poisoned spool is still consistent.
-        self.spool.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Replays the spool front to back, in batches, until it is empty; returns how many were replayed.
-    /// Only this task removes items, so the spool's front is always the batch just applied.
-    async fn drain(&self) -> u64 {
-        let mut replayed = 0;
-        let mut backoff = Backoff::new();
-        // After a batch Redis refused with an error, go one at a time through it to find the culprit.
-        let mut single = 0usize;
-        let mut refusals = 0u32;
-        loop {
-            let size = if single > 0 { 1 } else { REPLAY_BATCH };
-            let batch: Vec<PendingJob> = self.lock().oldest(size).cloned().collect();
-            if batch.is_empty() {
-                return replayed;
-            }
-            match self.apply_batch(&batch).await {
-                Ok(codes) => {
-                    backoff.reset();
-                    refusals = 0;
-                    single = single.saturating_sub(batch.len());
-                    let mut spool = self.lock();
-                    for (pending, code) in batch.iter().zip(codes) {
-                        match self.outcome(pending, code) {
-                            Ok(()) => {
-                                spool.replayed();
-                                self.metrics.queue.submitted(pending.job.lane);
-                                replayed += 1;
-                            }
-                            Err(error) => {
-                                tracing::warn!(
-                                    queue = pending.queue.as_str(),
-                                    job = pending.id,
-                                    %error,
-                                    "dropping a spooled job Redis refused"
-                                );
-                                spool.dropped();
-                            }
-                        }
-                    }
-                }
-                Err(Failure::Outage) => {
-                    self.link.wait_up().await;
-                    // Paced, so a Redis that comes and goes is not hammered.
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-                // The script is idempotent per job id, so retrying the applied part is safe.
-                Err(Failure::Refused(_)) if batch.len() > 1 => single = batch.len(),
-                Err(Failure::Refused(error)) => {
-                    refusals += 1;
-                    if refusals < MAX_REFUSALS {
-                        tokio::time::sleep(backoff.next_wait()).await;
-                        continue;
-                    }
-                    tracing::warn!(
-                        queue = batch[0].queue.as_str(),
-                        job = batch[0].id,
-                        %error,
-                        "dropping a spooled job Redis keeps refusing"
-                    );
-                    self.lock().dropped();
-                    refusals = 0;
-                    single = single.saturating_sub(1);
-                }
-            }
-        }
-    }
 }
 
-fn unavailable(error: &RedisError) -> QueueError {
-    QueueError::Unavailable(format!("redis: {error}"))
-}
+/// The enqueue script returns early for a job id it already holds, so every replay is idempotent and
+/// needs no maybe-applied mark.
+impl Replay for Enqueuer {
+    type Item = PendingJob;
+    const NOUN: &'static str = "enqueue";
 
-/// Drains the spool whenever something is spooled; logs each recovery with its count.
-async fn replay(enqueuer: Arc<Enqueuer>, stop: CancellationToken) {
-    loop {
-        let replayed = tokio::select! {
-            () = stop.cancelled() => break,
-            () = enqueuer.wake.notified() => tokio::select! {
-                () = stop.cancelled() => break,
-                replayed = enqueuer.drain() => replayed,
-            },
-        };
-        if replayed > 0 {
-            tracing::info!(replayed, "replayed spooled enqueues to redis, in order");
-        }
+    /// One pipeline, one script answer per job; queue full and queue limit are refusals for good.
+    async fn apply_batch(&self, batch: &[PendingJob]) -> Result<Vec<Outcome>, Failure> {
+        let invocations: Vec<_> = batch.iter().map(|p| self.invocation(p)).collect();
+        let codes: Vec<i64> = self.link.invoke_batch(&self.script, &invocations).await?;
+        Ok(batch
+            .iter()
+            .zip(codes)
+            .map(|(pending, code)| match self.outcome(pending, code) {
+                Ok(()) => Outcome::Applied,
+                Err(error) => Outcome::Refused(error.to_string()),
+            })
+            .collect())
     }
-    let left = enqueuer.lock().len();
-    if left > 0 {
-        tracing::warn!(
-            left,
-            "shutting down with enqueues still spooled; they are not enqueued"
-        );
+
+    async fn wait_up(&self) {
+        self.link.wait_up().await;
+    }
+
+    /// Counted where a direct enqueue is: when Redis takes it.
+    fn applied(&self, pending: &PendingJob) {
+        self.metrics.queue.submitted(pending.job.lane);
+    }
+
+    fn describe(pending: &PendingJob) -> String {
+        format!("job {} in queue `{}`", pending.id, pending.queue.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{bus::redis::link::test_link, queue::Lane};
+    use crate::{queue::Lane, redis::link::test_link};
 
     #[tokio::test]
     async fn a_replay_of_an_enqueue_that_was_applied_enqueues_nothing() {
         let metrics = Arc::new(Metrics::default());
-        let (_redis, client, link, stop) = test_link(metrics.redis.clone()).await;
+        let (_redis, client, link) = test_link(metrics.redis.clone()).await;
         let config = QueueConfig {
             max_queues: 1,
             max_queued_jobs: 10,
@@ -334,7 +223,8 @@ mod tests {
             events: 10,
             bytes: 1000,
         };
-        let enqueuer = Enqueuer::start(link, config, metrics.clone(), limits, stop.clone());
+        // No replay task: the test drains the spool itself.
+        let enqueuer = Enqueuer::new(link.link(), config, metrics.clone(), limits);
         let pending = |id: &str, queue: &str| PendingJob {
             queue: QueueName::parse(queue).unwrap(),
             id: id.to_owned(),
@@ -351,12 +241,12 @@ mod tests {
         // Its answer was "lost": the spooled copy finds the job instead of adding it again. A job
         // for a second queue is beyond the queue limit: dropped and counted, not wedging the replay.
         for job in [pending("a", "q"), pending("b", "other"), pending("c", "q")] {
-            enqueuer.lock().push(job, 1).unwrap();
+            enqueuer.replayer.spool(job, 1).unwrap();
         }
         assert!(enqueuer
             .spooled(&QueueName::parse("q").unwrap(), "c")
             .is_some());
-        assert_eq!(enqueuer.drain().await, 2);
+        assert_eq!(enqueuer.replayer.drain(&enqueuer).await, 2);
         assert!(enqueuer
             .spooled(&QueueName::parse("q").unwrap(), "c")
             .is_none());
@@ -370,6 +260,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(length, 2, "a replay enqueued a duplicate");
-        stop.cancel();
     }
 }

@@ -1,17 +1,14 @@
-//! Waking the Redis queue's local waiters: one pub/sub subscription per instance to the queue's
-//! notification channel, dispatched to takers (per queue) and handle long polls (per job).
+//! Waking the Redis queue's local waiters: the queue's notification channel (followed once per
+//! instance with `redis/pubsub.rs`) is dispatched to takers (per queue) and handle long polls (per job).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
-use futures_util::StreamExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use super::{redis_wire as wire, QueueName};
+use super::QueueName;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single map operation, so a poisoned map is still consistent.
@@ -92,35 +89,6 @@ impl Drop for JobWaiter {
             if entry.1 == 0 {
                 jobs.remove(&self.key);
             }
-        }
-    }
-}
-
-/// Follows the notification channel until cancelled, reconnecting after failures.
-pub async fn listen(client: redis::Client, wakers: Arc<Wakers>, stop: CancellationToken) {
-    loop {
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(wire::EVENTS).await?;
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) {
-                    wakers.dispatch(text);
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            result = session => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "queue notifications interrupted; reconnecting");
-                }
-            }
-            () = stop.cancelled() => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = stop.cancelled() => return,
         }
     }
 }

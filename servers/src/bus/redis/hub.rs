@@ -11,13 +11,16 @@ use std::{
 
 use redis::{aio::MultiplexedConnection, Value};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use super::{
-    link::{Backoff, Link, TIMEOUT},
-    recent::Recent,
-    wire,
+use super::{recent::Recent, wire};
+use crate::{
+    backoff::Backoff,
+    bus::ReadBatch,
+    event::SharedEvent,
+    redis::link::{Link, TIMEOUT},
+    topic::TopicName,
 };
-use crate::{bus::ReadBatch, event::SharedEvent, topic::TopicName};
 
 /// How long one blocking XREAD waits before the task checks whether anyone still listens.
 const BLOCK: Duration = Duration::from_secs(1);
@@ -44,6 +47,8 @@ pub struct Hubs {
     limit: usize,
     capacity: usize,
     link: Arc<Link>,
+    /// The bus's token: followers end when the bus is dropped.
+    stop: CancellationToken,
 }
 
 fn lock(map: &Mutex<HubMap>) -> std::sync::MutexGuard<'_, HubMap> {
@@ -52,12 +57,13 @@ fn lock(map: &Mutex<HubMap>) -> std::sync::MutexGuard<'_, HubMap> {
 }
 
 impl Hubs {
-    pub fn new(limit: usize, capacity: usize, link: Arc<Link>) -> Self {
+    pub fn new(limit: usize, capacity: usize, link: Arc<Link>, stop: CancellationToken) -> Self {
         Self {
             map: Arc::new(Mutex::new(HashMap::new())),
             limit,
             capacity,
             link,
+            stop,
         }
     }
 
@@ -98,6 +104,7 @@ impl Hubs {
             head,
             hub,
             self.link.clone(),
+            self.stop.clone(),
         ));
         Some(receiver)
     }
@@ -106,13 +113,20 @@ impl Hubs {
 /// Follows the stream from `last` until nobody listens or the bus stops. A Redis failure never ends
 /// the subscriptions: the task reconnects with backoff (each attempt counted) and resumes after
 /// `last`, so subscribers get every event once, in order, when Redis returns.
-async fn run(map: Arc<Mutex<HubMap>>, topic: TopicName, mut last: u64, hub: Hub, link: Arc<Link>) {
+async fn run(
+    map: Arc<Mutex<HubMap>>,
+    topic: TopicName,
+    mut last: u64,
+    hub: Hub,
+    link: Arc<Link>,
+    stop: CancellationToken,
+) {
     let sender = &hub.sender;
     let key = wire::stream_key(&topic);
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = Backoff::new();
     let mut failing = false;
-    while !link.stop().is_cancelled() {
+    while !stop.is_cancelled() {
         let reply = match connection.as_mut() {
             Some(connection) => read(connection, &key, last)
                 .await
@@ -146,12 +160,15 @@ async fn run(map: Arc<Mutex<HubMap>>, topic: TopicName, mut last: u64, hub: Hub,
                     return;
                 }
                 tokio::select! {
-                    () = link.stop().cancelled() => break,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff.next_wait()) => {}
                 }
                 // While the shared link is down, it alone probes Redis: no connect storm from
                 // every followed topic.
-                link.wait_up().await;
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = link.wait_up() => {}
+                }
                 continue;
             }
         };

@@ -3,11 +3,11 @@
 //! Publishing is one Lua script (claim the topic, INCR the counter, XADD `{seq}-0`), so sequence
 //! numbers are per topic, strictly increasing and the same on every instance. Each instance follows a
 //! topic's stream with one task and fans events out like the in-process bus. When Redis becomes
-//! unreachable, connections recover with backoff (`link.rs`), `POST /publish` spools (`publish.rs`) and
-//! followers resume where they left off (`hub.rs`); reads answer 503 meanwhile.
+//! unreachable, the shared connection recovers with backoff (`crate::redis::link`), `POST /publish`
+//! spools (`publish.rs`) and followers resume where they left off (`hub.rs`); reads answer 503
+//! meanwhile.
 
 mod hub;
-pub(crate) mod link;
 mod publish;
 mod recent;
 pub(crate) mod wire;
@@ -24,7 +24,13 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Bus, BusError, Delivery, Gap, MemoryBusConfig, PublishError, Published, ReadBatch, Subscription,
 };
-use crate::{event::SharedEvent, metrics::RedisCounters, spool::SpoolLimits, topic::TopicName};
+use crate::{
+    event::SharedEvent,
+    metrics::RedisCounters,
+    redis::link::{Conn, Link, LinkDown, LinkShare},
+    spool::SpoolLimits,
+    topic::TopicName,
+};
 
 /// How often a waiter polls when this instance cannot follow one more topic.
 const FALLBACK_POLL: Duration = Duration::from_millis(50);
@@ -53,17 +59,24 @@ impl Default for RedisBusOptions {
 /// [`Bus`] over a Redis server shared by every instance. `--history-bytes` does not apply: the
 /// stream is bounded by `--history` events.
 pub struct RedisBus {
-    link: Arc<link::Link>,
+    /// Shared with the Redis queue when the server runs both (see `AppState::connect`).
+    link: LinkShare,
     config: MemoryBusConfig,
     publisher: Arc<publish::Publisher>,
     claim: Script,
     hubs: hub::Hubs,
-    /// Ends the recovery, replay and follower tasks when the bus is dropped.
+    /// Ends the replay and follower tasks when the bus is dropped.
     stop: CancellationToken,
 }
 
 fn unavailable(error: redis::RedisError) -> BusError {
     BusError::Unavailable(format!("redis: {error}"))
+}
+
+impl From<LinkDown> for BusError {
+    fn from(down: LinkDown) -> Self {
+        BusError::Unavailable(down.to_string())
+    }
 }
 
 impl Drop for RedisBus {
@@ -86,30 +99,36 @@ impl RedisBus {
         options: RedisBusOptions,
     ) -> Result<Self, BusError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let stop = CancellationToken::new();
-        let link = link::Link::connect(client, options.counters.clone(), stop.clone())
+        let link = Link::connect(client, options.counters.clone())
             .await
             .map_err(unavailable)?;
+        Ok(Self::over(link, config, options.spool))
+    }
+
+    /// A bus over an already connected link (reconnects are counted where the link counts them;
+    /// spooled publishes in the link's `publish_spool` counters).
+    pub(crate) fn over(link: LinkShare, config: MemoryBusConfig, spool: SpoolLimits) -> Self {
+        let stop = link.child_stop();
         let publisher = publish::Publisher::start(
-            link.clone(),
+            link.link(),
             config,
-            options.spool,
-            options.counters.publish_spool.clone(),
+            spool,
+            link.counters().publish_spool.clone(),
+            stop.clone(),
         );
-        Ok(Self {
-            hubs: hub::Hubs::new(config.max_topics, config.subscriber_buffer, link.clone()),
+        Self {
+            hubs: hub::Hubs::new(
+                config.max_topics,
+                config.subscriber_buffer,
+                link.link(),
+                stop.clone(),
+            ),
             link,
             config,
             publisher,
             claim: Script::new(wire::CLAIM_TOPIC),
             stop,
-        })
-    }
-
-    /// The shared, self-recovering connection, so the Redis queue rides the same link (one set of
-    /// reconnects). Its recovery task ends when this bus is dropped.
-    pub(crate) fn link(&self) -> Arc<link::Link> {
-        self.link.clone()
+        }
     }
 
     async fn head(&self, topic: &TopicName) -> Result<u64, BusError> {
@@ -123,7 +142,7 @@ impl RedisBus {
     }
 
     /// Reports a failed command to the link (which retires the connection on an outage).
-    fn failed(&self, conn: &link::Conn, error: redis::RedisError) -> BusError {
+    fn failed(&self, conn: &Conn, error: redis::RedisError) -> BusError {
         self.link.failed(conn, &error);
         unavailable(error)
     }

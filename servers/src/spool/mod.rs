@@ -1,8 +1,12 @@
-//! A bounded FIFO that holds work while a broker is unreachable, to be replayed in order later.
+//! A bounded FIFO that holds work while a broker is unreachable, and its in-order replay (`replay.rs`).
 //!
 //! Generic over the item so bus publishes and queue enqueues share it. Bounded by both a count and a
 //! byte budget: a full spool refuses (the caller answers 503) rather than dropping anything silently.
 //! Counting goes to [`SpoolCounters`] so `/metrics` shows spooled, replayed, rejected and the depth.
+
+mod replay;
+
+pub use replay::{Failure, Outcome, Replay, Replayer, MAX_REFUSALS, REPLAY_BATCH};
 
 use std::{
     collections::VecDeque,

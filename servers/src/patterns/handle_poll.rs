@@ -1,5 +1,9 @@
 //! Long polling on a handle: `POST /jobs` → 202 with a job id; the job finishes after simulated work;
 //! `GET /jobs/{id}?wait_ms={t}` answers once the job is done or the wait ends, status in the body.
+//!
+//! A self-contained demo of the pattern (its own bounded job table, `--job-work`, `--max-jobs`; no
+//! workers, lanes or broker). The message queue, whose jobs workers take and acknowledge, is
+//! `/queues` (`queue/` and `patterns/queue.rs`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -120,7 +124,7 @@ async fn create(
     Extension(store): Extension<Arc<JobStore>>,
     ValidQuery(query): ValidQuery<CreateQuery>,
 ) -> Result<Response, AppError> {
-    state.metrics.request(PatternKind::Jobs);
+    state.metrics.request(PatternKind::HandlePoll);
     let work = wait_from(
         query.work_ms,
         state.config.job_work,
@@ -160,7 +164,7 @@ async fn status(
     ValidPath(id): ValidPath<String>,
     ValidQuery(query): ValidQuery<StatusQuery>,
 ) -> Result<Json<JobView>, AppError> {
-    state.metrics.request(PatternKind::Jobs);
+    state.metrics.request(PatternKind::HandlePoll);
     let id: u64 = id
         .parse()
         .map_err(|_| AppError::BadQuery(format!("job id `{id}` is not a number")))?;
@@ -174,7 +178,7 @@ async fn status(
         .get(id)
         .ok_or_else(|| AppError::NotFound(format!("no job {id} (never created, or forgotten)")))?;
     if *status.borrow() == JobStatus::Pending && !wait.is_zero() {
-        let _held = state.metrics.active(PatternKind::Jobs);
+        let _held = state.metrics.active(PatternKind::HandlePoll);
         tokio::select! {
             _ = tokio::time::timeout(wait, status.wait_for(|s| *s == JobStatus::Done)) => {}
             () = state.shutdown.cancelled() => {}
@@ -182,7 +186,7 @@ async fn status(
     }
     let current = *status.borrow();
     if current == JobStatus::Done {
-        state.metrics.delivered(PatternKind::Jobs, 1);
+        state.metrics.delivered(PatternKind::HandlePoll, 1);
     }
     Ok(Json(JobView {
         id,

@@ -1,17 +1,21 @@
 //! The shared Redis connection and its recovery: handed out while Redis answers; once a command fails
 //! because Redis is unreachable, one background task reconnects with jittered exponential backoff, so
-//! a restarted Redis is picked up again (a `MultiplexedConnection` never reconnects by itself).
+//! a restarted Redis is picked up again (a `MultiplexedConnection` never reconnects by itself). One
+//! link per server instance, owned jointly by its Redis bus and Redis queue ([`LinkShare`]).
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::Duration,
 };
 
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, RedisError};
+use redis::{
+    aio::MultiplexedConnection, AsyncConnectionConfig, FromRedisValue, RedisError, Script,
+    ScriptInvocation,
+};
 use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::{bus::BusError, metrics::RedisCounters};
+use crate::{backoff::Backoff, metrics::RedisCounters, spool::Failure};
 
 /// Bound on connecting and on every ordinary command, so a stalled Redis becomes a 503 (or a spooled
 /// publish), never a hang.
@@ -19,33 +23,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle healthy link checks that Redis still answers, so an outage is noticed (and
 /// logged) and a restart picked up even when no request happens to fail.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
-
-/// Exponential backoff with jitter: 50 ms doubling to a 2 s cap, each wait ±25 %, so instances that
-/// lost Redis together do not reconnect in lockstep.
-#[derive(Debug)]
-pub struct Backoff {
-    delay: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const CAP: Duration = Duration::from_secs(2);
-
-    pub fn new() -> Self {
-        Self { delay: Self::FIRST }
-    }
-
-    pub fn reset(&mut self) {
-        self.delay = Self::FIRST;
-    }
-
-    /// The next wait; the delay after it doubles.
-    pub fn next_wait(&mut self) -> Duration {
-        let wait = self.delay.mul_f64(0.75 + fastrand::f64() * 0.5);
-        self.delay = (self.delay * 2).min(Self::CAP);
-        wait
-    }
-}
 
 /// True for failures that mean "Redis is not reachable right now" (refused, dropped, timed out,
 /// still loading its data after a restart), as opposed to a command Redis refused.
@@ -58,6 +35,11 @@ pub fn is_outage(error: &RedisError) -> bool {
         || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
+/// Redis is unreachable right now; the link is already reconnecting, so callers answer 503 at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("redis is unreachable; reconnecting with backoff")]
+pub struct LinkDown;
+
 /// A handed-out connection and the generation it belongs to, so a failure only retires the
 /// connection it happened on.
 #[derive(Clone)]
@@ -66,7 +48,8 @@ pub struct Conn {
     pub inner: MultiplexedConnection,
 }
 
-/// The shared connection of one server instance (its Redis bus and queue).
+/// The shared connection of one server instance (its Redis bus and queue). Background tasks hold it
+/// as `Arc<Link>`; what keeps it running is a [`LinkShare`].
 pub struct Link {
     client: redis::Client,
     current: Mutex<Option<Conn>>,
@@ -77,14 +60,43 @@ pub struct Link {
     stop: CancellationToken,
 }
 
+/// One owner's share of a [`Link`] (the Redis bus holds one, the Redis queue another): the link and
+/// its recovery task run until the last share is dropped, whoever drops last.
+#[derive(Clone)]
+pub struct LinkShare {
+    link: Arc<Link>,
+    _running: Arc<DropGuard>,
+}
+
+impl LinkShare {
+    /// The link itself, for the owner's background tasks (holding it does not keep the link running:
+    /// those tasks end on their owner's [`child_stop`](Self::child_stop) token).
+    pub fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
+    /// A token for one owner's tasks: cancelled when the link stops; the owner cancels it when it is
+    /// dropped, so its tasks end with it.
+    pub fn child_stop(&self) -> CancellationToken {
+        self.link.stop.child_token()
+    }
+}
+
+impl std::ops::Deref for LinkShare {
+    type Target = Link;
+    fn deref(&self) -> &Link {
+        &self.link
+    }
+}
+
 impl Link {
     /// Connects now (an unreachable Redis at startup is an error) and starts the recovery task, which
-    /// ends when `stop` is cancelled.
+    /// ends when the last [`LinkShare`] is dropped.
     pub async fn connect(
         client: redis::Client,
         counters: Arc<RedisCounters>,
-        stop: CancellationToken,
-    ) -> Result<Arc<Self>, RedisError> {
+    ) -> Result<LinkShare, RedisError> {
+        let stop = CancellationToken::new();
         let first = open_checked(&client).await?;
         let link = Arc::new(Self {
             client,
@@ -99,15 +111,16 @@ impl Link {
             stop,
         });
         tokio::spawn(recover(link.clone()));
-        Ok(link)
+        Ok(LinkShare {
+            _running: Arc::new(link.stop.clone().drop_guard()),
+            link,
+        })
     }
 
-    /// The current connection, or `Unavailable` at once while Redis is down (the recovery task is
+    /// The current connection, or [`LinkDown`] at once while Redis is down (the recovery task is
     /// already reconnecting, so a request never waits for it).
-    pub fn get(&self) -> Result<Conn, BusError> {
-        self.lock().clone().ok_or_else(|| {
-            BusError::Unavailable("redis is unreachable; reconnecting with backoff".into())
-        })
+    pub fn get(&self) -> Result<Conn, LinkDown> {
+        self.lock().clone().ok_or(LinkDown)
     }
 
     /// Reports a failed command on `conn`. Returns whether it was an outage; if so the connection is
@@ -132,17 +145,13 @@ impl Link {
         true
     }
 
-    /// Resolves once Redis answers again (at once when it does), or when the bus stops.
+    /// Resolves once Redis answers again (at once when it does), or when the link stops.
     pub async fn wait_up(&self) {
         let mut up = self.up.subscribe();
         tokio::select! {
             _ = up.wait_for(|up| *up) => {}
             () = self.stop.cancelled() => {}
         }
-    }
-
-    pub fn stop(&self) -> &CancellationToken {
-        &self.stop
     }
 
     /// The client, for connections of their own (e.g. a pub/sub subscription).
@@ -167,6 +176,50 @@ impl Link {
             .await
     }
 
+    /// Runs one script invocation on the current connection; a failure says whether Redis was
+    /// unreachable (the connection is then retired) or refused the command.
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, Failure> {
+        let conn = self.get().map_err(not_sent)?;
+        invocation
+            .invoke_async(&mut conn.inner.clone())
+            .await
+            .map_err(|error| self.failure(&conn, &error))
+    }
+
+    /// Runs invocations of `script` in one pipeline, in order; one answer each.
+    pub async fn invoke_batch<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        invocations: &[ScriptInvocation<'_>],
+    ) -> Result<Vec<T>, Failure> {
+        let conn = self.get().map_err(not_sent)?;
+        let mut pipe = redis::pipe();
+        // A pipeline does not load scripts on demand, and a restarted Redis has forgotten them.
+        pipe.load_script(script).ignore();
+        for invocation in invocations {
+            pipe.invoke_script(invocation);
+        }
+        pipe.query_async(&mut conn.inner.clone())
+            .await
+            .map_err(|error| self.failure(&conn, &error))
+    }
+
+    /// Classifies a command's failure on `conn` (retiring the connection on an outage).
+    fn failure(&self, conn: &Conn, error: &RedisError) -> Failure {
+        let detail = format!("redis: {error}");
+        if self.failed(conn, error) {
+            Failure::Outage {
+                attempted: true,
+                detail,
+            }
+        } else {
+            Failure::Refused(detail)
+        }
+    }
+
     fn install(&self, inner: MultiplexedConnection) {
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
         *self.lock() = Some(Conn { generation, inner });
@@ -176,6 +229,13 @@ impl Link {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
         // Every critical section is one assignment or clone, so a poisoned lock is still consistent.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn not_sent(down: LinkDown) -> Failure {
+    Failure::Outage {
+        attempted: false,
+        detail: down.to_string(),
     }
 }
 
@@ -237,44 +297,18 @@ async fn recover(link: Arc<Link>) {
 }
 
 /// A link to a private `redis-server` for unit tests: the server (alive while the caller holds it), a
-/// client of it, the link, and the token that stops the link's recovery task.
+/// client of it, and a share of the link (which stops when it is dropped).
 #[cfg(test)]
 pub(crate) async fn test_link(
     counters: Arc<RedisCounters>,
-) -> (
-    crate::redis_server::RedisServer,
-    redis::Client,
-    Arc<Link>,
-    CancellationToken,
-) {
-    use crate::redis_server::{RedisOptions, RedisServer};
+) -> (super::server::RedisServer, redis::Client, LinkShare) {
+    use super::server::{RedisOptions, RedisServer};
     let redis = RedisServer::start(RedisOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let client = redis::Client::open(redis.url()).unwrap_or_else(|e| panic!("{e}"));
-    let stop = CancellationToken::new();
-    let link = Link::connect(client.clone(), counters, stop.clone())
+    let link = Link::connect(client.clone(), counters)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    (redis, client, link, stop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_with_bounded_jitter() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
-        assert!(
-            waits[0] >= Duration::from_micros(37_500) && waits[0] <= Duration::from_micros(62_500)
-        );
-        assert!(waits[1] >= Duration::from_millis(75) && waits[1] <= Duration::from_millis(125));
-        for wait in &waits[6..] {
-            assert!(*wait >= Duration::from_millis(1500) && *wait <= Duration::from_millis(2500));
-        }
-        backoff.reset();
-        assert!(backoff.next_wait() <= Duration::from_micros(62_500));
-    }
+    (redis, client, link)
 }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod counted_io;
@@ -13,6 +14,7 @@ pub mod event;
 pub mod extract;
 pub mod feed_api;
 pub mod listener;
+pub mod log;
 pub mod metrics;
 pub mod patterns;
 pub mod queue;

@@ -1,0 +1,84 @@
+//! Append-only logs on a broker, the primitive both RabbitMQ (a stream queue per log) and Kafka (a
+//! single-partition topic per log) offer: records appended in order and confirmed, each with an
+//! offset from 0 that every reader sees the same, read from any offset the broker still holds. The
+//! log bus (`bus/log/`) and the log queue's job records (`queue/log/`) are written once against
+//! [`LogBroker`]; `rabbitmq.rs` and `kafka.rs` adapt the two brokers.
+
+pub mod kafka;
+pub mod rabbitmq;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// One record as read back: its offset, the id it was appended with and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub offset: u64,
+    pub id: String,
+    pub payload: Bytes,
+}
+
+/// Why a log operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The broker is unreachable or stalled; `attempted` when a write was sent and so may have been
+    /// applied before its answer was lost.
+    #[error("{detail}")]
+    Unavailable { attempted: bool, detail: String },
+    /// The log does not exist (nothing was ever appended to it).
+    #[error("no log `{0}` on the broker")]
+    Missing(String),
+    /// The broker answered the request with an error.
+    #[error("{0}")]
+    Refused(String),
+    /// The log ends before an offset it had confirmed: the broker lost records (restarted without its
+    /// data); `end` is where it ends now.
+    #[error("log `{log}` was reset by the broker (it now ends at offset {end}): records it had confirmed are gone")]
+    Reset { log: String, end: u64 },
+}
+
+impl LogError {
+    pub fn down(detail: impl Into<String>) -> Self {
+        LogError::Unavailable {
+            attempted: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A broker holding named append-only logs.
+#[async_trait]
+pub trait LogBroker: Send + Sync + 'static {
+    /// The broker kind, for messages (`rabbitmq`, `kafka`).
+    fn kind(&self) -> &'static str;
+
+    /// Creates the log unless it exists (idempotent, safe to race from several instances).
+    async fn create(&self, log: &str) -> Result<(), LogError>;
+
+    /// Appends `records` (id, payload) in order and returns once the broker has confirmed them all.
+    async fn append(&self, log: &str, records: &[(String, Bytes)]) -> Result<(), LogError>;
+
+    /// The log's end: one past the newest record's offset (0 when empty), or [`LogError::Missing`].
+    async fn end(&self, log: &str) -> Result<u64, LogError>;
+
+    /// A reader of the log from `offset` on (from the oldest record held, if that is later).
+    async fn reader(&self, log: &str, offset: u64) -> Result<Box<dyn LogReader>, LogError>;
+
+    /// Resolves once the broker is reachable again (at once when it is).
+    async fn wait_up(&self);
+}
+
+/// Reads one log in order.
+#[async_trait]
+pub trait LogReader: Send {
+    /// The next records, waiting up to `wait` for at least one; empty when none came in time.
+    async fn next(&mut self, wait: Duration) -> Result<Vec<Entry>, LogError>;
+}
+
+/// A log name for a commbench topic or queue: `cb.{kind}.{name}` (names are `[A-Za-z0-9_-]`, valid in
+/// both brokers' naming rules).
+pub fn log_name(kind: &str, name: &str) -> String {
+    format!("cb.{kind}.{name}")
+}

@@ -1,0 +1,293 @@
+//! Logs on RabbitMQ: one durable stream queue per log (`x-queue-type: stream`), appended to through the
+//! default exchange with publisher confirms (mandatory, so a missing stream is reported, not dropped)
+//! and read with a consumer from an `x-stream-offset`. One connection per server instance, replaced in
+//! the background with backoff when it drops (`link.rs`).
+//!
+//! RabbitMQ 3.10 tells an AMQP 0.9.1 client neither the offset a publish got nor where a stream ends
+//! (`queue.declare-ok` counts 0 messages for a stream). The end is read from the stream itself: a
+//! consumer at `last` gets the newest chunk, whose last record is the newest. So that an existing
+//! stream is never empty, its creator (one instance, chosen by an exclusive lock queue) appends a
+//! *genesis* record first; offsets seen through [`LogBroker`] are the stream's minus one.
+
+mod link;
+
+use std::{sync::Arc, time::Duration};
+
+use amqprs::{
+    channel::{
+        BasicAckArguments, BasicConsumeArguments, BasicQosArguments, Channel,
+        QueueDeclareArguments, QueueDeleteArguments,
+    },
+    FieldTable, FieldValue,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use link::RabbitLink;
+
+use super::{Entry, LogBroker, LogError, LogReader};
+use crate::metrics::RedisCounters;
+
+/// The id of a stream's first record, which no reader hands on.
+const GENESIS: &str = "cb-genesis";
+/// Credit of a stream consumer (RabbitMQ requires a prefetch for streams); bounds what is buffered.
+const PREFETCH: u16 = 512;
+/// How long reading the newest chunk may take before the broker counts as stalled.
+const END_WAIT: Duration = Duration::from_secs(3);
+/// After the first record of the newest chunk, the rest of it arrives back to back; this much
+/// silence ends the chunk.
+const CHUNK_QUIET: Duration = Duration::from_millis(15);
+/// Most records one [`LogReader::next`] hands on.
+const BATCH: usize = 512;
+
+/// [`LogBroker`] over a RabbitMQ node.
+pub struct RabbitLog {
+    link: Arc<RabbitLink>,
+}
+
+impl RabbitLog {
+    /// Connects to `url` (`amqp://host:port`, user and password `guest` unless given); an unreachable
+    /// broker at startup is an error (later outages are survived).
+    pub async fn connect(url: &str, counters: Arc<RedisCounters>) -> Result<Self, LogError> {
+        Ok(Self {
+            link: RabbitLink::connect(url, counters).await?,
+        })
+    }
+
+    /// The connection, shared with the RabbitMQ queue when the server runs both.
+    pub fn link(&self) -> Arc<RabbitLink> {
+        self.link.clone()
+    }
+
+    /// The stream's end counting the genesis record (0: missing or, for a moment, empty).
+    async fn raw_end(&self, log: &str) -> Result<u64, LogError> {
+        let channel = self.link.channel().await?;
+        let result = newest_end(&self.link, &channel, log).await;
+        let _ = channel.close().await;
+        result
+    }
+
+    async fn create_locked(&self, log: &str) -> Result<(), LogError> {
+        let lock = format!("cb.lock.{log}");
+        let channel = self.link.channel().await?;
+        let locked = channel
+            .queue_declare(
+                QueueDeclareArguments::new(&lock)
+                    .exclusive(true)
+                    .auto_delete(true)
+                    .finish(),
+            )
+            .await;
+        if locked.is_err() {
+            // Another instance creates it: wait for its genesis record.
+            let deadline = tokio::time::Instant::now() + END_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                match self.raw_end(log).await {
+                    Ok(end) if end > 0 => return Ok(()),
+                    Ok(_) | Err(LogError::Missing(_)) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            return Err(LogError::down(format!(
+                "stream `{log}` is being created by another instance and did not appear"
+            )));
+        }
+        let result = async {
+            channel
+                .queue_declare(
+                    QueueDeclareArguments::new(log)
+                        .durable(true)
+                        .arguments(stream_arguments())
+                        .finish(),
+                )
+                .await
+                .map_err(|e| self.link.failed(&e))?;
+            if newest_end(&self.link, &channel, log).await? == 0 {
+                self.link
+                    .publish(log, &[(GENESIS.to_owned(), Bytes::new())])
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = channel.queue_delete(QueueDeleteArguments::new(&lock)).await;
+        let _ = channel.close().await;
+        result
+    }
+}
+
+fn stream_arguments() -> FieldTable {
+    let mut arguments = FieldTable::new();
+    insert(&mut arguments, "x-queue-type", text("stream"));
+    arguments
+}
+
+fn text(value: &str) -> FieldValue {
+    FieldValue::S(value.try_into().unwrap_or_default())
+}
+
+fn insert(table: &mut FieldTable, key: &str, value: FieldValue) {
+    if let Ok(key) = key.try_into() {
+        table.insert(key, value);
+    }
+}
+
+/// A consumer on `log` from `offset` (a number, or `"last"`), acknowledging manually.
+/// A consume the broker refuses on an open connection is one on a missing stream (it closes the
+/// channel with 404).
+async fn consume(
+    link: &RabbitLink,
+    channel: &Channel,
+    log: &str,
+    offset: FieldValue,
+) -> Result<mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>, LogError> {
+    channel
+        .basic_qos(BasicQosArguments::new(0, PREFETCH, false))
+        .await
+        .map_err(|e| link.failed(&e))?;
+    let mut arguments = FieldTable::new();
+    insert(&mut arguments, "x-stream-offset", offset);
+    let consumed = channel
+        .basic_consume_rx(
+            BasicConsumeArguments::new(log, "")
+                .manual_ack(true)
+                .arguments(arguments)
+                .finish(),
+        )
+        .await;
+    match consumed {
+        Ok((_tag, receiver)) => Ok(receiver),
+        Err(error) => match link.failed(&error) {
+            LogError::Refused(_) => Err(LogError::Missing(log.to_owned())),
+            outage => Err(outage),
+        },
+    }
+}
+
+/// One past the newest record's offset, read from the newest chunk; 0 when no record arrived within
+/// [`END_WAIT`] (an empty stream: only while it is being created).
+async fn newest_end(link: &RabbitLink, channel: &Channel, log: &str) -> Result<u64, LogError> {
+    let mut receiver = consume(link, channel, log, text("last")).await?;
+    let mut end = 0;
+    let mut wait = END_WAIT;
+    while let Ok(Some(message)) = tokio::time::timeout(wait, receiver.recv()).await {
+        if let Some(offset) = stream_offset(&message) {
+            end = end.max(offset + 1);
+        }
+        wait = CHUNK_QUIET;
+    }
+    Ok(end)
+}
+
+fn stream_offset(message: &amqprs::channel::ConsumerMessage) -> Option<u64> {
+    let headers = message.basic_properties.as_ref()?.headers()?;
+    match headers.get(&"x-stream-offset".try_into().ok()?)? {
+        FieldValue::l(offset) => u64::try_from(*offset).ok(),
+        FieldValue::I(offset) => u64::try_from(*offset).ok(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl LogBroker for RabbitLog {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn create(&self, log: &str) -> Result<(), LogError> {
+        match self.raw_end(log).await {
+            Ok(end) if end > 0 => Ok(()),
+            Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn append(&self, log: &str, records: &[(String, Bytes)]) -> Result<(), LogError> {
+        self.link.publish(log, records).await
+    }
+
+    async fn end(&self, log: &str) -> Result<u64, LogError> {
+        match self.raw_end(log).await? {
+            0 => Ok(0),
+            end => Ok(end - 1),
+        }
+    }
+
+    async fn reader(&self, log: &str, offset: u64) -> Result<Box<dyn LogReader>, LogError> {
+        let channel = self.link.channel().await?;
+        let raw = i64::try_from(offset + 1).unwrap_or(i64::MAX);
+        let receiver = consume(&self.link, &channel, log, FieldValue::l(raw)).await?;
+        Ok(Box::new(RabbitReader { channel, receiver }))
+    }
+
+    async fn wait_up(&self) {
+        self.link.wait_up().await;
+    }
+}
+
+/// A stream consumer; deliveries are acknowledged batch by batch, which returns their credit.
+struct RabbitReader {
+    channel: Channel,
+    receiver: mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
+}
+
+impl Drop for RabbitReader {
+    fn drop(&mut self) {
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let _ = channel.close().await;
+        });
+    }
+}
+
+#[async_trait]
+impl LogReader for RabbitReader {
+    async fn next(&mut self, wait: Duration) -> Result<Vec<Entry>, LogError> {
+        let gone = || LogError::down("rabbitmq: the stream consumer ended (connection lost)");
+        let first = match tokio::time::timeout(wait, self.receiver.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(gone()),
+            Ok(Some(message)) => message,
+        };
+        let mut messages = vec![first];
+        while messages.len() < BATCH {
+            match self.receiver.try_recv() {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        let last_tag = messages
+            .iter()
+            .filter_map(|m| m.deliver.as_ref().map(|d| d.delivery_tag()))
+            .max();
+        if let Some(tag) = last_tag {
+            self.channel
+                .basic_ack(BasicAckArguments::new(tag, true))
+                .await
+                .map_err(|e| LogError::down(format!("rabbitmq: {e}")))?;
+        }
+        let mut entries = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Some(raw) = stream_offset(&message) else {
+                continue;
+            };
+            let id = message
+                .basic_properties
+                .as_ref()
+                .and_then(|p| p.message_id().cloned())
+                .unwrap_or_default();
+            if raw == 0 || id == GENESIS {
+                continue;
+            }
+            entries.push(Entry {
+                offset: raw - 1,
+                id,
+                payload: Bytes::from(message.content.unwrap_or_default()),
+            });
+        }
+        Ok(entries)
+    }
+}

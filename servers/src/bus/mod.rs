@@ -1,6 +1,7 @@
 //! The bus: how events are published, stored as bounded history and fanned out to subscribers.
 //! Patterns talk only to this trait, so a Redis-backed bus can replace the in-process one.
 
+mod log;
 mod memory;
 pub(crate) mod redis;
 
@@ -15,6 +16,7 @@ use futures_util::Stream;
 use serde::Serialize;
 
 pub use self::redis::{RedisBus, RedisBusOptions};
+pub use log::LogBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
 
 use crate::{event::SharedEvent, topic::TopicName};

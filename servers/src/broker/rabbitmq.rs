@@ -110,6 +110,19 @@ impl RabbitServer {
         self.vm_pid
     }
 
+    /// Every process it runs (start script, VM, epmd), for a watchdog that outlives the owner.
+    pub fn pids(&self) -> Vec<u32> {
+        let children = [&self.script, &self.epmd];
+        let mut pids: Vec<u32> = children.iter().filter_map(|c| c.as_ref().map(Child::id)).collect();
+        pids.extend(self.vm_pid);
+        pids
+    }
+
+    /// Its directory (mnesia, logs, config).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Kills the node (SIGKILL), keeping its directory (and what it stored) and its `epmd`.
     pub fn kill(&mut self) {
         if let Some(pid) = self.vm_pid.take() {

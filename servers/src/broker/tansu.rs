@@ -97,6 +97,11 @@ impl TansuServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Its working directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Kills the broker (SIGKILL); with memory storage everything it held is lost.
     pub fn kill(&mut self) {
         process::kill(&mut self.child);

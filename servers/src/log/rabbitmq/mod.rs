@@ -26,6 +26,11 @@ use tokio::sync::mpsc;
 
 pub use link::RabbitLink;
 
+/// Checks an `amqp://[user:password@]host:port` URL.
+pub fn check_url(url: &str) -> Result<(), String> {
+    link::connection_arguments(url).map(|_| ())
+}
+
 use super::{Entry, LogBroker, LogError, LogReader};
 use crate::metrics::RedisCounters;
 

@@ -4,6 +4,7 @@
 //! log bus (`bus/log/`) and the log queue's job records (`queue/log/`) are written once against
 //! [`LogBroker`]; `rabbitmq.rs` and `kafka.rs` adapt the two brokers.
 
+pub mod follow;
 pub mod kafka;
 pub mod rabbitmq;
 

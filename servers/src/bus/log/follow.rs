@@ -14,15 +14,15 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backoff::Backoff,
     bus::{BusError, MemoryBus},
-    log::{log_name, LogBroker, LogError},
+    log::{
+        follow::{follow, Sink},
+        log_name, Entry, LogBroker, LogError,
+    },
     metrics::RedisCounters,
     topic::TopicName,
 };
 
-/// How long one read waits on the broker before the follower looks at the stop token again.
-const READ_WAIT: Duration = Duration::from_secs(1);
 /// Publish ids remembered per followed topic, so a replayed publish can be found instead of appended
 /// twice.
 pub const DEDUPE_WINDOW: usize = 1000;
@@ -126,7 +126,19 @@ impl Followers {
             ids: Mutex::new(VecDeque::new()),
         });
         map.insert(topic.clone(), follower.clone());
-        tokio::spawn(self.clone().run(topic.clone(), start, follower.clone()));
+        let sink = TopicSink {
+            topic: topic.clone(),
+            follower: follower.clone(),
+            followers: self.clone(),
+        };
+        tokio::spawn(follow(
+            self.broker.clone(),
+            topic_log(topic),
+            start,
+            sink,
+            self.counters.clone(),
+            self.stop.clone(),
+        ));
         Ok(follower)
     }
 
@@ -140,109 +152,42 @@ impl Followers {
     pub fn forget(&self, id: &str) {
         lock(&self.waiters).remove(id);
     }
+}
 
-    /// Reads the log from `next` until the bus stops, handing every record on in order.
-    async fn run(self: Arc<Self>, topic: TopicName, mut next: u64, follower: Arc<Follower>) {
-        let log = topic_log(&topic);
-        let mut backoff = Backoff::new();
-        let mut failing = false;
-        while !self.stop.is_cancelled() {
-            let opened = tokio::select! {
-                () = self.stop.cancelled() => return,
-                opened = self.broker.reader(&log, next) => opened,
-            };
-            let mut reader = match opened {
-                Ok(reader) => reader,
-                Err(error) => {
-                    if !self.failed(&topic, &follower, &mut next, &error, &mut failing) {
-                        return;
-                    }
-                    self.pause(&mut backoff).await;
-                    continue;
-                }
-            };
-            loop {
-                let read = tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    read = reader.next(READ_WAIT) => read,
-                };
-                let entries = match read {
-                    Ok(entries) => entries,
-                    Err(error) => {
-                        if !self.failed(&topic, &follower, &mut next, &error, &mut failing) {
-                            return;
-                        }
-                        break;
-                    }
-                };
-                if failing {
-                    tracing::info!(topic = topic.as_str(), next, "log follower resumed");
-                    failing = false;
-                    backoff.reset();
-                }
-                for entry in entries {
-                    let seq = follower.seq_at(entry.offset);
-                    next = entry.offset + 1;
-                    if let Err(error) = self.local.append_at(&topic, seq, entry.payload) {
-                        tracing::warn!(topic = topic.as_str(), %error, "cannot hold a followed event");
-                    }
-                    {
-                        let mut ids = lock(&follower.ids);
-                        ids.push_back((entry.id.clone(), seq));
-                        if ids.len() > DEDUPE_WINDOW {
-                            ids.pop_front();
-                        }
-                    }
-                    if let Some(waiter) = lock(&self.waiters).remove(&entry.id) {
-                        let _ = waiter.send(seq);
-                    }
-                    follower.progress.send_replace(seq);
+/// Hands a topic's records to the local bus under their sequence numbers, and their publishers.
+struct TopicSink {
+    topic: TopicName,
+    follower: Arc<Follower>,
+    followers: Arc<Followers>,
+}
+
+impl Sink for TopicSink {
+    fn records(&mut self, entries: Vec<Entry>) {
+        let topic = &self.topic;
+        for entry in entries {
+            let seq = self.follower.seq_at(entry.offset);
+            if let Err(error) = self.followers.local.append_at(topic, seq, entry.payload) {
+                tracing::warn!(topic = topic.as_str(), %error, "cannot hold a followed event");
+            }
+            {
+                let mut ids = lock(&self.follower.ids);
+                ids.push_back((entry.id.clone(), seq));
+                if ids.len() > DEDUPE_WINDOW {
+                    ids.pop_front();
                 }
             }
-            self.pause(&mut backoff).await;
+            if let Some(waiter) = lock(&self.followers.waiters).remove(&entry.id) {
+                let _ = waiter.send(seq);
+            }
+            self.follower.progress.send_replace(seq);
         }
     }
 
-    /// Handles a failed read; false when the follower should end (the bus stopped).
-    fn failed(
-        &self,
-        topic: &TopicName,
-        follower: &Follower,
-        next: &mut u64,
-        error: &LogError,
-        failing: &mut bool,
-    ) -> bool {
-        match error {
-            // The broker lost the log (restarted without its data): numbering goes on after the last
-            // event this instance handed on, so no sequence number is used twice here.
-            LogError::Reset { .. } => {
-                let head = *follower.progress.borrow();
-                follower.base.store(head, Relaxed);
-                tracing::warn!(topic = topic.as_str(), head, %error, "log reset: numbering continues after the last event seen");
-                *next = 0;
-            }
-            LogError::Missing(_) if *next > 0 => {
-                let head = *follower.progress.borrow();
-                follower.base.store(head, Relaxed);
-                tracing::warn!(topic = topic.as_str(), head, "log gone from the broker: numbering continues after the last event seen");
-                *next = 0;
-            }
-            LogError::Missing(_) => {}
-            _ => {
-                if !*failing {
-                    tracing::warn!(topic = topic.as_str(), %error, next, "log follower lost the broker; retrying with backoff, subscribers stay connected");
-                }
-                *failing = true;
-                self.counters.reconnect_attempts.fetch_add(1, Relaxed);
-            }
-        }
-        !self.stop.is_cancelled()
-    }
-
-    async fn pause(&self, backoff: &mut Backoff) {
-        tokio::select! {
-            () = self.stop.cancelled() => {}
-            () = tokio::time::sleep(backoff.next_wait()) => {}
-        }
+    /// The broker lost the topic's log: numbering goes on after the last event this instance handed
+    /// on, so no sequence number is used twice here (instances that were behind may differ).
+    fn reset(&mut self, error: &LogError) {
+        let head = *self.follower.progress.borrow();
+        self.follower.base.store(head, Relaxed);
+        tracing::warn!(topic = self.topic.as_str(), head, %error, "topic log reset: numbering continues after the last event seen");
     }
 }

@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bus::{Bus, LogBus, MemoryBus, RedisBus},
     config::{BrokerKind, ServerConfig},
-    log::{kafka::KafkaLog, rabbitmq::RabbitLog, LogBroker},
     error::AppError,
     feed_api,
     listener::{ConnInfo, CountingListener},
+    log::{kafka::KafkaLog, rabbitmq::RabbitLog, LogBroker},
     metrics::{Metrics, RejectReason},
     patterns,
-    queue::{JobQueue, MemoryQueue, RedisQueue},
+    queue::{ClaimLanes, JobQueue, Lanes, LogQueue, MemoryQueue, RabbitLanes, RedisQueue},
     redis::link::Link,
 };
 
@@ -94,27 +94,39 @@ impl AppState {
         let unreachable = |e: crate::log::LogError| {
             io::Error::other(format!("cannot reach the broker at {url}: {e}"))
         };
-        let broker: Arc<dyn LogBroker> = match BrokerKind::of_url(url) {
-            Some(BrokerKind::RabbitMq) => Arc::new(
-                RabbitLog::connect(url, counters.clone())
+        let queue_config = config.queue_config();
+        // The broker's own way of handing jobs to workers: RabbitMQ lane queues, or Kafka claims.
+        let (broker, lanes): (Arc<dyn LogBroker>, Arc<dyn Lanes>) = match BrokerKind::of_url(url) {
+            Some(BrokerKind::RabbitMq) => {
+                let rabbit = RabbitLog::connect(url, counters.clone())
                     .await
-                    .map_err(unreachable)?,
-            ),
-            _ => Arc::new(
-                KafkaLog::connect(url, counters.clone())
+                    .map_err(unreachable)?;
+                let lanes = RabbitLanes::new(rabbit.link(), queue_config.visibility_timeout);
+                (Arc::new(rabbit), Arc::new(lanes))
+            }
+            _ => {
+                let kafka = KafkaLog::connect(url, counters.clone())
                     .await
-                    .map_err(unreachable)?,
-            ),
+                    .map_err(unreachable)?;
+                (Arc::new(kafka), Arc::new(ClaimLanes))
+            }
         };
         let bus = LogBus::new(
-            broker,
+            broker.clone(),
             config.bus_config(),
             config.spool_limits(),
             counters,
         );
+        let queue = LogQueue::new(
+            broker,
+            lanes,
+            queue_config,
+            metrics.clone(),
+            config.spool_limits(),
+        );
         let mut state = Self::with_bus(config, Arc::new(bus));
-        state.metrics = metrics.clone();
-        state.queue = Arc::new(MemoryQueue::new(state.config.queue_config(), metrics));
+        state.metrics = metrics;
+        state.queue = queue;
         Ok(state)
     }
 

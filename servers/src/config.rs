@@ -255,7 +255,9 @@ fn bus_url(text: &str) -> Result<String, String> {
     };
     match BrokerKind::of_url(text) {
         Some(BrokerKind::Redis) if text.len() > "redis://".len() => Ok(text.to_owned()),
-        Some(BrokerKind::RabbitMq) => crate::log::rabbitmq::check_url(text).map(|()| text.to_owned()),
+        Some(BrokerKind::RabbitMq) => {
+            crate::log::rabbitmq::check_url(text).map(|()| text.to_owned())
+        }
         Some(BrokerKind::Kafka) => crate::log::kafka::bootstrap(text).map(|_| text.to_owned()),
         _ => Err(wrong()),
     }
@@ -446,7 +448,9 @@ mod tests {
         }
         let err = parse(&["--bus", "http://x"]).err().unwrap_or_default();
         assert!(
-            err.contains("redis://host:port") && err.contains("amqp://") && err.contains("kafka://"),
+            err.contains("redis://host:port")
+                && err.contains("amqp://")
+                && err.contains("kafka://"),
             "{err}"
         );
     }

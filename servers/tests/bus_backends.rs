@@ -53,7 +53,10 @@ async fn shared_sequence_numbers_and_polls_see_every_instance(backend: Backend) 
         assert_eq!(batch["head"], 10);
         assert_eq!(batch["events"][3]["data"], "p3");
         let batch = poll(&http, &servers.url(i), topic, "after=4&limit=3").await;
-        assert_eq!((seqs(&batch), &batch["more"]), (vec![5, 6, 7], &true.into()));
+        assert_eq!(
+            (seqs(&batch), &batch["more"]),
+            (vec![5, 6, 7], &true.into())
+        );
     }
     let ahead = get(&http, &format!("{}/poll/{topic}?after=11", servers.url(1))).await;
     ahead.assert_error(400, "cursor_ahead");
@@ -68,7 +71,10 @@ async fn a_long_poll_on_one_instance_is_answered_by_a_publish_on_another(backend
     assert_eq!(publish(&http, &servers.url(0), topic, "old").await, 1);
     let waiter = {
         let http = http.clone();
-        let url = format!("{}/longpoll/{topic}?after=1&timeout_ms=20000", servers.url(1));
+        let url = format!(
+            "{}/longpoll/{topic}?after=1&timeout_ms=20000",
+            servers.url(1)
+        );
         tokio::spawn(async move { get(&http, &url).await })
     };
     let metrics = servers.server(1).state.metrics.clone();
@@ -132,7 +138,10 @@ async fn a_client_resumes_from_its_cursor_on_another_instance(backend: Backend) 
     }
     drop((sse, ws));
     for i in 6..=8 {
-        assert_eq!(publish(&http, &servers.url(1), topic, format!("p{i}")).await, i);
+        assert_eq!(
+            publish(&http, &servers.url(1), topic, format!("p{i}")).await,
+            i
+        );
     }
     let url = format!("{}/sse/{topic}", servers.url(1));
     let (mut sse, hello) = sse_subscribe(&http, &url, &[("last-event-id", "2")]).await;

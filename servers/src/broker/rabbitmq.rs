@@ -113,7 +113,10 @@ impl RabbitServer {
     /// Every process it runs (start script, VM, epmd), for a watchdog that outlives the owner.
     pub fn pids(&self) -> Vec<u32> {
         let children = [&self.script, &self.epmd];
-        let mut pids: Vec<u32> = children.iter().filter_map(|c| c.as_ref().map(Child::id)).collect();
+        let mut pids: Vec<u32> = children
+            .iter()
+            .filter_map(|c| c.as_ref().map(Child::id))
+            .collect();
         pids.extend(self.vm_pid);
         pids
     }

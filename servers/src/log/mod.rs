@@ -49,6 +49,21 @@ impl LogError {
     }
 }
 
+/// How a log failure counts for the outage spool's replay.
+impl From<LogError> for crate::spool::Failure {
+    fn from(error: LogError) -> Self {
+        use crate::spool::Failure;
+        match error {
+            LogError::Unavailable { attempted, detail } => Failure::Outage { attempted, detail },
+            LogError::Reset { .. } => Failure::Outage {
+                attempted: false,
+                detail: error.to_string(),
+            },
+            LogError::Missing(_) | LogError::Refused(_) => Failure::Refused(error.to_string()),
+        }
+    }
+}
+
 /// A broker holding named append-only logs.
 #[async_trait]
 pub trait LogBroker: Send + Sync + 'static {

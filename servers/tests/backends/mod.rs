@@ -219,8 +219,18 @@ pub async fn instances(
 /// Expands behaviour tests, each an `async fn(Backend)` in the including file, into one test per
 /// backend: `suite!(name, name, …)` makes `memory::name`, `redis::name`, `rabbitmq::name`,
 /// `kafka::name`.
+/// `suite!(brokers: name, …)` does the same for the three broker backends only (behaviours that
+/// need a second process, which the in-process backend does not have).
 #[macro_export]
 macro_rules! suite {
+    (brokers: $($test:ident),+ $(,)?) => {
+        mod brokers {
+            $crate::suite!(@backend redis, Redis, $($test),+);
+            $crate::suite!(@backend rabbitmq, RabbitMq, $($test),+);
+            $crate::suite!(@backend kafka, Kafka, $($test),+);
+            use super::*;
+        }
+    };
     ($($test:ident),+ $(,)?) => {
         $crate::suite!(@backend memory, Memory, $($test),+);
         $crate::suite!(@backend redis, Redis, $($test),+);

@@ -110,7 +110,11 @@ impl Followers {
 
     /// The topic's follower, started at `end` − history (`end`: the log's end, read just now) when
     /// the topic is not followed yet; refused at the limit.
-    pub fn follow(self: &Arc<Self>, topic: &TopicName, end: u64) -> Result<Arc<Follower>, BusError> {
+    pub fn follow(
+        self: &Arc<Self>,
+        topic: &TopicName,
+        end: u64,
+    ) -> Result<Arc<Follower>, BusError> {
         let mut map = lock(&self.map);
         if let Some(follower) = map.get(topic) {
             return Ok(follower.clone());

@@ -49,17 +49,6 @@ pub struct Publisher {
     next_id: AtomicU64,
 }
 
-pub(super) fn failure(error: LogError) -> Failure {
-    match error {
-        LogError::Unavailable { attempted, detail } => Failure::Outage { attempted, detail },
-        LogError::Reset { .. } => Failure::Outage {
-            attempted: false,
-            detail: error.to_string(),
-        },
-        LogError::Missing(_) | LogError::Refused(_) => Failure::Refused(error.to_string()),
-    }
-}
-
 impl Publisher {
     pub fn new(
         broker: Arc<dyn LogBroker>,
@@ -169,7 +158,9 @@ impl Publisher {
             .ok_or_else(|| Publish::log(LogError::down("the topic's follower stopped")))?;
         if pending.maybe_applied {
             if let Ok(end) = self.broker.end(&topic_log(&pending.topic)).await {
-                follower.caught_up(follower.seq_at(end.saturating_sub(1)), CATCH_UP).await;
+                follower
+                    .caught_up(follower.seq_at(end.saturating_sub(1)), CATCH_UP)
+                    .await;
             }
             if let Some(seq) = follower.seq_of(&pending.id) {
                 return Ok(seq);
@@ -218,7 +209,7 @@ pub enum Publish {
 
 impl Publish {
     fn log(error: LogError) -> Self {
-        Publish::Failed(failure(error))
+        Publish::Failed(error.into())
     }
 }
 
@@ -256,6 +247,10 @@ impl Replay for Publisher {
     }
 
     fn describe(pending: &Pending) -> String {
-        format!("publish {} to topic `{}`", pending.id, pending.topic.as_str())
+        format!(
+            "publish {} to topic `{}`",
+            pending.id,
+            pending.topic.as_str()
+        )
     }
 }

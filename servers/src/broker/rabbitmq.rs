@@ -192,25 +192,21 @@ impl RabbitServer {
             .map_err(spawn)?;
         self.script = Some(child);
         let (port, pid_file) = (self.port, dir.join("pid"));
-        process::wait_ready(WHAT, port, READY_WITHIN, &mut self.script, || async move {
-            let args = amqprs::connection::OpenConnectionArguments::new(
-                "127.0.0.1",
-                port,
-                "guest",
-                "guest",
-            );
-            let connection = amqprs::connection::Connection::open(&args)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = connection.close().await;
-            Ok(())
-        })
-        .await?;
+        process::wait_ready(WHAT, port, READY_WITHIN, &mut self.script, || ready(port)).await?;
         self.vm_pid = std::fs::read_to_string(pid_file)
             .ok()
             .and_then(|text| text.trim().parse().ok());
         Ok(())
     }
+}
+
+/// Ready: the node accepts an AMQP connection.
+async fn ready(port: u16) -> Result<(), String> {
+    use amqprs::connection::{Connection, OpenConnectionArguments};
+    let args = OpenConnectionArguments::new("127.0.0.1", port, "guest", "guest");
+    let connection = Connection::open(&args).await.map_err(|e| e.to_string())?;
+    let _ = connection.close().await;
+    Ok(())
 }
 
 impl Drop for RabbitServer {

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Entry, LogBroker, LogError};
 use crate::{backoff::Backoff, metrics::RedisCounters};
 
+/// How often an idle follower checks that its log was not made again (see [`LogBroker::identity`]).
+const IDENTITY_EVERY: Duration = Duration::from_secs(1);
 /// How long one read waits on the broker before the follower looks at the stop token again.
 const READ_WAIT: Duration = Duration::from_secs(1);
 
@@ -37,11 +39,38 @@ pub async fn follow(
 ) {
     let mut backoff = Backoff::new();
     let mut failing = false;
+    // The log's identity once it holds records; a different one after a failure means the broker
+    // made the log again (a restart without its data), even if the new log is already long.
+    let mut identity: Option<String> = None;
     while !stop.is_cancelled() {
+        if next > 0 {
+            match broker.identity(&log).await {
+                Ok(Some(now)) if identity.as_ref().is_some_and(|known| *known != now) => {
+                    let error = LogError::Reset {
+                        log: log.clone(),
+                        end: 0,
+                    };
+                    sink.reset(&error);
+                    identity = Some(now);
+                    next = 0;
+                }
+                Ok(now) => identity = identity.or(now),
+                // Unsure whether this is still the log it was: read nothing until that is known.
+                Err(_) if identity.is_some() => {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff.next_wait()) => {}
+                    }
+                    continue;
+                }
+                Err(_) => {}
+            }
+        }
         let opened = tokio::select! {
             () = stop.cancelled() => return,
             opened = broker.reader(&log, next) => opened,
         };
+        let mut checked = tokio::time::Instant::now();
         let failure = match opened {
             Ok(mut reader) => loop {
                 let read = tokio::select! {
@@ -49,6 +78,27 @@ pub async fn follow(
                     read = reader.next(READ_WAIT) => read,
                 };
                 match read {
+                    // Idle: now and then make sure this is still the log it was (a broker that lost
+                    // it may have reconnected under the reader and made it again, shorter).
+                    Ok(entries)
+                        if entries.is_empty()
+                            && identity.is_some()
+                            && checked.elapsed() >= IDENTITY_EVERY =>
+                    {
+                        checked = tokio::time::Instant::now();
+                        let seen = broker.identity(&log).await;
+                        tracing::debug!(log, ?seen, ?identity, "identity check");
+                        if let Ok(Some(now)) = seen {
+                            if identity.as_ref() != Some(&now) {
+                                sink.reset(&LogError::Reset {
+                                    log: log.clone(),
+                                    end: 0,
+                                });
+                                (next, identity) = (0, None);
+                                break None;
+                            }
+                        }
+                    }
                     Ok(entries) => {
                         if failing {
                             tracing::info!(log, next, "log follower resumed");
@@ -57,6 +107,17 @@ pub async fn follow(
                         }
                         if let Some(last) = entries.last() {
                             next = last.offset + 1;
+                            if identity.is_none() {
+                                // Read from the start: the first record is the identity (the same
+                                // form `LogBroker::identity` answers); else ask the broker.
+                                identity = match entries.first() {
+                                    Some(first) if first.offset == 0 => {
+                                        Some(format!("0:{}", first.id))
+                                    }
+                                    _ => broker.identity(&log).await.ok().flatten(),
+                                };
+                                checked = tokio::time::Instant::now();
+                            }
                             sink.records(entries);
                         }
                     }
@@ -68,11 +129,11 @@ pub async fn follow(
         match failure {
             Some(error @ LogError::Reset { .. }) => {
                 sink.reset(&error);
-                next = 0;
+                (next, identity) = (0, None);
             }
             Some(error @ LogError::Missing(_)) if next > 0 => {
                 sink.reset(&error);
-                next = 0;
+                (next, identity) = (0, None);
             }
             // Not created yet: look again after a pause.
             Some(LogError::Missing(_)) | None => {}

@@ -29,12 +29,18 @@ use crate::{backoff::Backoff, metrics::RedisCounters};
 const DEADLINE: Duration = Duration::from_secs(2);
 /// Most bytes one fetch returns.
 const FETCH_BYTES: i32 = 1 << 20;
+/// Longest a fetch is held on the broker. tansu (0.6) answers a held fetch by polling its storage,
+/// sleeping half the remaining wait in between, and does not wake when a record arrives, so a long
+/// hold is that much delivery latency; a short one costs idle requests instead (20/s per follower).
+const FETCH_WAIT: Duration = Duration::from_millis(50);
 /// The record header holding the id a record was appended with.
 const ID_HEADER: &str = "cb-id";
 
 /// [`LogBroker`] over a Kafka-protocol broker.
 pub struct KafkaLog {
+    /// Produce, offsets and admin calls; never a held fetch (see [`KafkaLog::reader`]).
     client: Client,
+    address: String,
     partitions: Mutex<HashMap<String, Arc<PartitionClient>>>,
     counters: Arc<RedisCounters>,
 }
@@ -78,6 +84,42 @@ fn classify(error: KafkaError, log: &str, attempted: bool) -> LogError {
     }
 }
 
+/// Bounds one call: rskafka retries inside (connection, metadata, request), each loop with its own
+/// deadline, so the sum is capped here; a call past it is an outage (it may have been applied).
+async fn bounded<T>(
+    log: &str,
+    attempted: bool,
+    call: impl std::future::Future<Output = Result<T, KafkaError>>,
+) -> Result<T, LogError> {
+    match tokio::time::timeout(DEADLINE, call).await {
+        Ok(result) => result.map_err(|e| classify(e, log, attempted)),
+        Err(_) => Err(LogError::Unavailable {
+            attempted,
+            detail: format!("kafka: no answer within {DEADLINE:?}"),
+        }),
+    }
+}
+
+/// A client (one connection to the broker) that gives up after [`DEADLINE`].
+async fn client(address: &str) -> Result<Client, LogError> {
+    let backoff = BackoffConfig {
+        init_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(500),
+        base: 2.0,
+        deadline: Some(DEADLINE),
+    };
+    tokio::time::timeout(
+        DEADLINE * 2,
+        ClientBuilder::new(vec![address.to_owned()])
+            .client_id("commbench")
+            .backoff_config(backoff)
+            .build(),
+    )
+    .await
+    .map_err(|_| LogError::down("kafka: connecting timed out"))?
+    .map_err(|e| classify(e, "", false))
+}
+
 fn out_of_range(error: &KafkaError) -> bool {
     matches!(
         error,
@@ -92,24 +134,10 @@ impl KafkaLog {
     /// Connects to `url` (`kafka://host:port`); an unreachable broker at startup is an error.
     pub async fn connect(url: &str, counters: Arc<RedisCounters>) -> Result<Self, LogError> {
         let address = bootstrap(url).map_err(LogError::Refused)?;
-        let backoff = BackoffConfig {
-            init_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
-            base: 2.0,
-            deadline: Some(DEADLINE),
-        };
-        let client = tokio::time::timeout(
-            DEADLINE * 2,
-            ClientBuilder::new(vec![address])
-                .client_id("commbench")
-                .backoff_config(backoff)
-                .build(),
-        )
-        .await
-        .map_err(|_| LogError::down("kafka: connecting timed out"))?
-        .map_err(|e| classify(e, "", false))?;
+        let client = client(&address).await?;
         Ok(Self {
             client,
+            address,
             partitions: Mutex::new(HashMap::new()),
             counters,
         })
@@ -119,11 +147,13 @@ impl KafkaLog {
         if let Some(client) = self.lock().get(log) {
             return Ok(client.clone());
         }
-        let client = self
-            .client
-            .partition_client(log, 0, UnknownTopicHandling::Error)
-            .await
-            .map_err(|e| classify(e, log, false))?;
+        let client = bounded(
+            log,
+            false,
+            self.client
+                .partition_client(log, 0, UnknownTopicHandling::Error),
+        )
+        .await?;
         let client = Arc::new(client);
         self.lock().insert(log.to_owned(), client.clone());
         Ok(client)
@@ -140,9 +170,12 @@ impl KafkaLog {
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn failed(&self, log: &str, error: KafkaError, attempted: bool) -> LogError {
-        self.forget(log);
-        classify(error, log, attempted)
+    /// Passes a call's result on, forgetting the log's partition client after a failure.
+    fn settle<T>(&self, log: &str, result: Result<T, LogError>) -> Result<T, LogError> {
+        if result.is_err() {
+            self.forget(log);
+        }
+        result
     }
 }
 
@@ -160,13 +193,19 @@ impl LogBroker for KafkaLog {
             .client
             .controller_client()
             .map_err(|e| classify(e, log, false))?;
-        match controller.create_topic(log, 1, 1, 5_000).await {
-            Ok(()) => Ok(()),
-            Err(KafkaError::ServerError {
+        let created =
+            tokio::time::timeout(DEADLINE, controller.create_topic(log, 1, 1, 5_000)).await;
+        match created {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(KafkaError::ServerError {
                 protocol_error: ProtocolError::TopicAlreadyExists,
                 ..
-            }) => Ok(()),
-            Err(error) => Err(classify(error, log, true)),
+            })) => Ok(()),
+            Ok(Err(error)) => Err(classify(error, log, true)),
+            Err(_) => Err(LogError::Unavailable {
+                attempted: true,
+                detail: format!("kafka: creating `{log}` got no answer within {DEADLINE:?}"),
+            }),
         }
     }
 
@@ -183,24 +222,33 @@ impl LogBroker for KafkaLog {
                 timestamp: now,
             })
             .collect();
-        partition
-            .produce(records, Compression::NoCompression)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.failed(log, e, true))
+        let produced = bounded(
+            log,
+            true,
+            partition.produce(records, Compression::NoCompression),
+        )
+        .await;
+        self.settle(log, produced).map(|_| ())
     }
 
     async fn end(&self, log: &str) -> Result<u64, LogError> {
         let partition = self.partition(log).await?;
-        partition
-            .get_offset(OffsetAt::Latest)
-            .await
-            .map(|end| end.max(0) as u64)
-            .map_err(|e| self.failed(log, e, false))
+        let end = bounded(log, false, partition.get_offset(OffsetAt::Latest)).await;
+        self.settle(log, end).map(|end| end.max(0) as u64)
     }
 
+    /// On a connection of its own: a broker answers the requests of one connection in order, so a
+    /// fetch held open for new records would hold up every publish behind it (tansu does exactly
+    /// that), and one follower's wait would hold up the others.
     async fn reader(&self, log: &str, offset: u64) -> Result<Box<dyn LogReader>, LogError> {
-        let partition = self.partition(log).await?;
+        let client = client(&self.address).await?;
+        let partition = bounded(
+            log,
+            false,
+            client.partition_client(log, 0, UnknownTopicHandling::Error),
+        )
+        .await?;
+        let partition = Arc::new(partition);
         Ok(Box::new(KafkaReader {
             partition,
             log: log.to_owned(),
@@ -208,10 +256,34 @@ impl LogBroker for KafkaLog {
         }))
     }
 
+    async fn identity(&self, log: &str) -> Result<Option<String>, LogError> {
+        let partition = self.partition(log).await?;
+        let earliest = bounded(log, false, partition.get_offset(OffsetAt::Earliest)).await;
+        let earliest = self.settle(log, earliest)?;
+        let fetched = bounded(
+            log,
+            false,
+            partition.fetch_records(earliest, 1..FETCH_BYTES, 0),
+        )
+        .await;
+        let (records, _) = self.settle(log, fetched)?;
+        Ok(records.first().map(|first| {
+            let id = first
+                .record
+                .headers
+                .get(ID_HEADER)
+                .map(|id| String::from_utf8_lossy(id).into_owned());
+            format!("{}:{}", first.offset, id.unwrap_or_default())
+        }))
+    }
+
     /// Probes the broker with a metadata request per backoff step (each counted) until it answers.
     async fn wait_up(&self) {
         let mut backoff = Backoff::new();
-        while self.client.list_topics().await.is_err() {
+        while !matches!(
+            tokio::time::timeout(DEADLINE, self.client.list_topics()).await,
+            Ok(Ok(_))
+        ) {
             self.counters.reconnect_attempts.fetch_add(1, Relaxed);
             tokio::time::sleep(backoff.next_wait()).await;
         }
@@ -227,19 +299,32 @@ struct KafkaReader {
 #[async_trait]
 impl LogReader for KafkaReader {
     async fn next(&mut self, wait: Duration) -> Result<Vec<Entry>, LogError> {
-        let max_wait = wait.as_millis().min(i32::MAX as u128) as i32;
+        let max_wait = wait.min(FETCH_WAIT).as_millis() as i32;
         let offset = i64::try_from(self.next).unwrap_or(i64::MAX);
-        let fetched = self
-            .partition
-            .fetch_records(offset, 1..FETCH_BYTES, max_wait)
-            .await;
+        let fetched = match tokio::time::timeout(
+            wait + DEADLINE,
+            self.partition
+                .fetch_records(offset, 1..FETCH_BYTES, max_wait),
+        )
+        .await
+        {
+            Ok(fetched) => fetched,
+            Err(_) => return Err(LogError::down("kafka: a fetch got no answer")),
+        };
         let (records, _high_watermark) = match fetched {
             Ok(fetched) => fetched,
             Err(error) if out_of_range(&error) => {
                 // Before the oldest record held: start there (the caller sees the jump). Beyond the
                 // end: the broker lost records it had confirmed (a restart without its data).
-                let earliest = self.partition.get_offset(OffsetAt::Earliest).await;
-                let latest = self.partition.get_offset(OffsetAt::Latest).await;
+                let earliest =
+                    tokio::time::timeout(DEADLINE, self.partition.get_offset(OffsetAt::Earliest))
+                        .await;
+                let latest =
+                    tokio::time::timeout(DEADLINE, self.partition.get_offset(OffsetAt::Latest))
+                        .await;
+                let (Ok(earliest), Ok(latest)) = (earliest, latest) else {
+                    return Err(LogError::down("kafka: no answer about the log's bounds"));
+                };
                 return match (earliest, latest) {
                     (Ok(earliest), _) if (earliest.max(0) as u64) > self.next => {
                         self.next = earliest as u64;

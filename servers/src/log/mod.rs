@@ -84,6 +84,13 @@ pub trait LogBroker: Send + Sync + 'static {
 
     /// Resolves once the broker is reachable again (at once when it is).
     async fn wait_up(&self);
+
+    /// What tells this incarnation of the log from a later one: for a broker that can lose a log
+    /// and make it again (Kafka on memory storage), its oldest record's offset and id; `None` when the
+    /// log is empty or the broker keeps what it confirmed.
+    async fn identity(&self, _log: &str) -> Result<Option<String>, LogError> {
+        Ok(None)
+    }
 }
 
 /// Reads one log in order.
@@ -91,6 +98,41 @@ pub trait LogBroker: Send + Sync + 'static {
 pub trait LogReader: Send {
     /// The next records, waiting up to `wait` for at least one; empty when none came in time.
     async fn next(&mut self, wait: Duration) -> Result<Vec<Entry>, LogError>;
+}
+
+/// Looks for a record appended with `id` among the newest `window` records of `log`, asking the
+/// broker (not a follower, which may not have seen the log's latest incarnation yet); its offset.
+pub async fn find_id(
+    broker: &dyn LogBroker,
+    log: &str,
+    id: &str,
+    window: u64,
+) -> Result<Option<u64>, LogError> {
+    let end = match broker.end(log).await {
+        Ok(end) => end,
+        Err(LogError::Missing(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut next = end.saturating_sub(window);
+    if next >= end {
+        return Ok(None);
+    }
+    let mut reader = broker.reader(log, next).await?;
+    while next < end {
+        let entries = reader.next(Duration::from_secs(2)).await?;
+        if entries.is_empty() {
+            return Err(LogError::down(format!(
+                "the broker did not hand out records {next}..{end} of `{log}`"
+            )));
+        }
+        for entry in entries {
+            if entry.id == id {
+                return Ok(Some(entry.offset));
+            }
+            next = entry.offset + 1;
+        }
+    }
+    Ok(None)
 }
 
 /// A log name for a commbench topic or queue: `cb.{kind}.{name}` (names are `[A-Za-z0-9_-]`, valid in

@@ -15,10 +15,10 @@ use std::{
 
 use bytes::Bytes;
 
-use super::follow::{topic_log, Followers};
+use super::follow::{topic_log, Followers, DEDUPE_WINDOW};
 use crate::{
     bus::{BusError, PublishError, Published},
-    log::{LogBroker, LogError},
+    log::{find_id, LogBroker, LogError},
     metrics::SpoolCounters,
     spool::{Failure, Outcome, Replay, Replayer, SpoolLimits},
     topic::TopicName,
@@ -157,13 +157,27 @@ impl Publisher {
             .get(&pending.topic)
             .ok_or_else(|| Publish::log(LogError::down("the topic's follower stopped")))?;
         if pending.maybe_applied {
-            if let Ok(end) = self.broker.end(&topic_log(&pending.topic)).await {
-                follower
-                    .caught_up(follower.seq_at(end.saturating_sub(1)), CATCH_UP)
-                    .await;
-            }
-            if let Some(seq) = follower.seq_of(&pending.id) {
-                return Ok(seq);
+            let log = topic_log(&pending.topic);
+            let found = find_id(&*self.broker, &log, &pending.id, DEDUPE_WINDOW as u64)
+                .await
+                .map_err(Publish::log)?;
+            if found.is_some() {
+                // Applied before its answer was lost: its sequence number is what this instance's
+                // follower gives it once it gets there.
+                let deadline = tokio::time::Instant::now() + SEQ_WAIT;
+                while tokio::time::Instant::now() < deadline {
+                    if let Some(seq) = follower.seq_of(&pending.id) {
+                        return Ok(seq);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                return Err(Publish::Failed(Failure::Outage {
+                    attempted: true,
+                    detail: format!(
+                        "publish {} is in the log but this instance has not caught up",
+                        pending.id
+                    ),
+                }));
             }
         }
         let seq = self.followers.expect(&pending.id);

@@ -4,7 +4,7 @@
 //! It also owns the publishing channel, in confirm mode, with the bookkeeping of outstanding confirms.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{atomic::Ordering::Relaxed, Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -34,6 +34,8 @@ pub struct RabbitLink {
     up: watch::Sender<bool>,
     broken: Notify,
     counters: Arc<RedisCounters>,
+    /// Why the broker closed a channel (reply text), by channel id, until someone asks.
+    closes: Arc<Mutex<HashMap<u16, String>>>,
     stop: CancellationToken,
     _running: DropGuard,
 }
@@ -103,6 +105,7 @@ impl RabbitLink {
             up: watch::Sender::new(true),
             broken: Notify::new(),
             counters,
+            closes: Arc::default(),
             _running: stop.clone().drop_guard(),
             stop,
         });
@@ -125,11 +128,28 @@ impl RabbitLink {
             .open_channel(None)
             .await
             .map_err(|e| self.failed(&e))?;
+        lock(&self.closes).remove(&channel.channel_id());
+        let events = ChannelEvents {
+            confirms: None,
+            closes: Some(self.closes.clone()),
+        };
         channel
-            .register_callback(ChannelEvents::default())
+            .register_callback(events)
             .await
             .map_err(|e| self.failed(&e))?;
         Ok(channel)
+    }
+
+    /// Why the broker closed `channel`, if it did (its reply text, e.g. `NOT_FOUND - no queue …`).
+    /// The close arrives on its own: a caller that just saw an operation fail waits a moment for it.
+    pub async fn close_reason(&self, channel: &Channel) -> Option<String> {
+        for _ in 0..10 {
+            if let Some(reason) = lock(&self.closes).remove(&channel.channel_id()) {
+                return Some(reason);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
     }
 
     /// Reports a failed operation: an outage when the connection is gone (it is then replaced in the
@@ -246,6 +266,7 @@ async fn open(args: &OpenConnectionArguments) -> Result<Session, LogError> {
     channel
         .register_callback(ChannelEvents {
             confirms: Some(confirms.clone()),
+            closes: None,
         })
         .await
         .map_err(down)?;
@@ -325,10 +346,10 @@ impl ConnectionCallback for ConnectionEvents {
     async fn secret_updated(&mut self, _: &Connection) {}
 }
 
-/// Confirms and returns for the publishing channel; nothing for the others.
-#[derive(Default)]
+/// Confirms and returns for the publishing channel; why the broker closed them for the others.
 struct ChannelEvents {
     confirms: Option<Arc<Mutex<Confirms>>>,
+    closes: Option<Arc<Mutex<HashMap<u16, String>>>>,
 }
 
 impl ChannelEvents {
@@ -354,10 +375,13 @@ impl ChannelEvents {
 impl ChannelCallback for ChannelEvents {
     async fn close(
         &mut self,
-        _: &Channel,
+        channel: &Channel,
         close: CloseChannel,
     ) -> Result<(), amqprs::error::Error> {
         tracing::debug!(code = close.reply_code(), text = %close.reply_text(), "rabbitmq closed a channel");
+        if let Some(closes) = &self.closes {
+            lock(closes).insert(channel.channel_id(), close.reply_text().clone());
+        }
         if let Some(confirms) = &self.confirms {
             // Outstanding confirms will never come: their waiters see the sender dropped.
             lock(confirms).pending.clear();

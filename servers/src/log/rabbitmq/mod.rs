@@ -43,6 +43,8 @@ const END_WAIT: Duration = Duration::from_secs(3);
 /// After the first record of the newest chunk, the rest of it arrives back to back; this much
 /// silence ends the chunk.
 const CHUNK_QUIET: Duration = Duration::from_millis(15);
+/// Tries of a stream declare the node refuses (see [`RabbitLog::create`]).
+const CREATE_TRIES: u32 = 10;
 /// Most records one [`LogReader::next`] hands on.
 const BATCH: usize = 512;
 
@@ -101,6 +103,10 @@ impl RabbitLog {
             )));
         }
         let result = async {
+            // Existing but unreadable (after a restart RabbitMQ 3.10 may leave a stream `down or
+            // inaccessible` until it is declared again) is not missing: declared again, never given
+            // a second genesis.
+            let existed = self.exists(log).await?;
             channel
                 .queue_declare(
                     QueueDeclareArguments::new(log)
@@ -110,15 +116,41 @@ impl RabbitLog {
                 )
                 .await
                 .map_err(|e| self.link.failed(&e))?;
-            if newest_end(&self.link, &channel, log).await? == 0 {
-                self.link
-                    .publish(log, &[(GENESIS.to_owned(), Bytes::new())])
-                    .await?;
+            if existed {
+                return Ok(());
             }
+            // Under the lock, after finding the stream missing or empty: the genesis goes first. (No
+            // consumer here: RabbitMQ 3.10 may fail the whole connection, 541, on a consume of a
+            // stream declared a moment ago.)
+            self.link
+                .publish(log, &[(GENESIS.to_owned(), Bytes::new())])
+                .await?;
             Ok(())
         }
         .await;
         let _ = channel.queue_delete(QueueDeleteArguments::new(&lock)).await;
+        let _ = channel.close().await;
+        result
+    }
+}
+
+impl RabbitLog {
+    /// Whether the queue exists (a passive declare, on a channel of its own: a 404 closes it).
+    async fn exists(&self, name: &str) -> Result<bool, LogError> {
+        let channel = self.link.channel().await?;
+        let declared = channel
+            .queue_declare(QueueDeclareArguments::new(name).passive(true).finish())
+            .await;
+        let result = match declared {
+            Ok(_) => Ok(true),
+            Err(error) => match self.link.failed(&error) {
+                LogError::Refused(detail) => match self.link.close_reason(&channel).await {
+                    Some(reason) if reason.contains("no queue") => Ok(false),
+                    reason => Err(LogError::down(reason.unwrap_or(detail))),
+                },
+                outage => Err(outage),
+            },
+        };
         let _ = channel.close().await;
         result
     }
@@ -166,9 +198,36 @@ async fn consume(
     match consumed {
         Ok((_tag, receiver)) => Ok(receiver),
         Err(error) => match link.failed(&error) {
-            LogError::Refused(_) => Err(LogError::Missing(log.to_owned())),
+            // Only `no queue` is a missing stream; `home node … is down or inaccessible` (a stream
+            // still starting after a restart) passes.
+            LogError::Refused(detail) => match link.close_reason(channel).await {
+                Some(reason) if reason.contains("no queue") => {
+                    Err(LogError::Missing(log.to_owned()))
+                }
+                Some(reason) if reason.contains("down or inaccessible") => {
+                    revive(link, log).await;
+                    Err(LogError::down(reason))
+                }
+                reason => Err(LogError::down(reason.unwrap_or(detail))),
+            },
             outage => Err(outage),
         },
+    }
+}
+
+/// Declares an existing stream again: after a restart RabbitMQ 3.10 can leave a stream `down or
+/// inaccessible` to consumers until it is declared (which restarts its member).
+async fn revive(link: &RabbitLink, log: &str) {
+    if let Ok(channel) = link.channel().await {
+        let _ = channel
+            .queue_declare(
+                QueueDeclareArguments::new(log)
+                    .durable(true)
+                    .arguments(stream_arguments())
+                    .finish(),
+            )
+            .await;
+        let _ = channel.close().await;
     }
 }
 
@@ -202,11 +261,23 @@ impl LogBroker for RabbitLog {
         "rabbitmq"
     }
 
+    /// A node that has just started may refuse to declare a stream until its stream coordinator
+    /// is up (the channel is closed with an internal error): tried a few times before giving up.
     async fn create(&self, log: &str) -> Result<(), LogError> {
-        match self.raw_end(log).await {
-            Ok(end) if end > 0 => Ok(()),
-            Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
-            Err(error) => Err(error),
+        let mut tries = 0;
+        loop {
+            let created = match self.raw_end(log).await {
+                Ok(end) if end > 0 => Ok(()),
+                Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
+                Err(error) => Err(error),
+            };
+            match created {
+                Err(LogError::Refused(_)) if tries < CREATE_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
         }
     }
 

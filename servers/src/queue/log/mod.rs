@@ -43,6 +43,8 @@ use crate::{
 
 /// How long a record may take to come back through this instance's follower.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// Syncs before a job unknown here is answered 404 (see `known_slot`).
+const UNKNOWN_TRIES: usize = 4;
 /// Handle long polls and idle takers look again this often (expired takes are noticed so).
 const POLL: Duration = Duration::from_millis(250);
 
@@ -262,23 +264,33 @@ impl LogQueue {
         }
     }
 
-    /// Appends `record` to the slot's job log and waits until this instance applied it; what it did.
-    pub async fn record(&self, slot: &Slot, record: &JobRecord) -> Result<Applied, LogError> {
-        let id = format!(
+    /// Appends `record` to the slot's job log (making the log when it is missing); its record id.
+    async fn append(&self, slot: &Slot, record: &JobRecord, id: String) -> Result<(), LogError> {
+        let payload = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
+        let records = [(id, payload)];
+        match self.broker.append(&slot.log, &records).await {
+            Err(LogError::Missing(_)) => {
+                self.broker.create(&slot.log).await?;
+                self.broker.append(&slot.log, &records).await
+            }
+            other => other,
+        }
+    }
+
+    fn record_id(&self) -> String {
+        format!(
             "{}-r{}",
             self.ids.instance(),
             self.next_record.fetch_add(1, Relaxed)
-        );
+        )
+    }
+
+    /// Appends `record` to the slot's job log and waits until this instance applied it; what it did.
+    pub async fn record(&self, slot: &Slot, record: &JobRecord) -> Result<Applied, LogError> {
+        let id = self.record_id();
         let (sender, applied) = oneshot::channel();
         lock(&slot.waiters).insert(id.clone(), sender);
-        let payload = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
-        let records = [(id.clone(), payload)];
-        let mut appended = self.broker.append(&slot.log, &records).await;
-        if let Err(LogError::Missing(_)) = appended {
-            self.broker.create(&slot.log).await?;
-            appended = self.broker.append(&slot.log, &records).await;
-        }
-        if let Err(error) = appended {
+        if let Err(error) = self.append(slot, record, id.clone()).await {
             lock(&slot.waiters).remove(&id);
             return Err(error);
         }
@@ -346,7 +358,10 @@ impl LogQueue {
             })?;
         }
         if !(check && known(&slot)) {
-            self.record(&slot, &JobRecord::Enqueued(pending.info.clone()))
+            // Confirmed is enough: the table learns it through the follower (a status read that
+            // finds nothing here catches up first).
+            let record = JobRecord::Enqueued(pending.info.clone());
+            self.append(&slot, &record, self.record_id())
                 .await
                 .map_err(Failure::from)?;
         }
@@ -362,8 +377,16 @@ impl LogQueue {
             id: id.to_owned(),
         };
         let slot = self.slot(queue)?;
-        if slot.table().info(id).is_none() {
+        // RabbitMQ's end is read from the stream's newest chunk, which can come short of a record
+        // confirmed a moment ago: a job unknown here is looked for a few times before it is a 404.
+        for _ in 0..UNKNOWN_TRIES {
+            if slot.table().info(id).is_some() {
+                break;
+            }
             self.sync(&slot).await?;
+            if slot.table().info(id).is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         if slot.table().info(id).is_none() {
             if let Some(view) = self.spooled(queue, id) {

@@ -1,5 +1,7 @@
-//! Taking jobs on RabbitMQ: each lane is a durable quorum queue (`cb.q.{queue}.{premium|normal}`)
-//! holding the jobs (published with confirms after their enqueue record). Each instance consumes both
+//! Taking jobs on RabbitMQ: each lane is a durable classic queue (`cb.q.{queue}.{premium|normal}`)
+//! holding the jobs as persistent messages (published with confirms after their enqueue record).
+//! Classic, not quorum: one node replicates nothing, and RabbitMQ 3.10 fails the whole connection
+//! (541) on a consume of a quorum queue whose Raft member has not started yet. Each instance consumes both
 //! lanes with a prefetch and manual acks; a take chooses between the deliveries it holds by the lane
 //! policy (two queues, so the starvation guard holds: one queue with priorities would hand out
 //! premium first for as long as premium jobs keep coming), records the take in the job log and hands
@@ -18,7 +20,6 @@ use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicNackArguments, BasicQosArguments, Channel,
     QueueDeclareArguments,
 };
-use amqprs::{FieldTable, FieldValue};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -67,7 +68,7 @@ struct Consumers {
     in_flight: Mutex<HashMap<(String, u32), (Delivery, tokio::time::Instant)>>,
 }
 
-/// [`Lanes`] on RabbitMQ quorum queues.
+/// [`Lanes`] on RabbitMQ queues.
 pub struct RabbitLanes {
     link: Arc<RabbitLink>,
     declared: Mutex<HashSet<String>>,
@@ -98,17 +99,8 @@ impl RabbitLanes {
             return Ok(());
         }
         let channel = self.link.channel().await?;
-        let mut arguments = FieldTable::new();
-        if let Ok(key) = "x-queue-type".try_into() {
-            arguments.insert(key, FieldValue::S("quorum".try_into().unwrap_or_default()));
-        }
         let declared = channel
-            .queue_declare(
-                QueueDeclareArguments::new(name)
-                    .durable(true)
-                    .arguments(arguments)
-                    .finish(),
-            )
+            .queue_declare(QueueDeclareArguments::new(name).durable(true).finish())
             .await;
         let _ = channel.close().await;
         declared.map_err(|e| self.link.failed(&e))?;

@@ -1,9 +1,9 @@
 //! Each broker killed (SIGKILL) mid-run and restarted, from the same tests: publishes and enqueues are
 //! spooled (202) and replayed in order once it is back, open SSE and WebSocket streams see every event
 //! once, reads that need the broker are a 503 meanwhile, a full spool is a 503, and it is all counted.
-//! Redis (append-only, fsync always) and RabbitMQ come back with their data; tansu (memory storage)
-//! comes back empty, so its logs are made again and numbering goes on after the last event the
-//! instances saw.
+//! Redis (append-only, fsync always) comes back with its data; tansu (memory storage) comes back
+//! empty, so its logs are made again and numbering goes on after the last event the instances saw.
+//! RabbitMQ is not in this suite yet (see `backends::suite!`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -203,7 +203,7 @@ async fn jobs_enqueued_while_the_broker_is_down_are_replayed_and_done_once(backe
 }
 
 suite!(
-    brokers: the_broker_killed_and_restarted_mid_run_loses_no_event,
+    restartable: the_broker_killed_and_restarted_mid_run_loses_no_event,
     a_full_spool_is_a_503_and_what_it_held_is_replayed,
     jobs_enqueued_while_the_broker_is_down_are_replayed_and_done_once,
 );

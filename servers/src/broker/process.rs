@@ -24,8 +24,19 @@ pub enum BrokerError {
     },
 }
 
-/// A free 127.0.0.1 port (free now; the broker binds it a moment later).
+/// A free 127.0.0.1 port (free now; the broker binds it a moment later), below the kernel's
+/// ephemeral range and bindable without `SO_REUSEADDR`: a port a load test's client connections
+/// left in TIME_WAIT binds with reuse (as `TcpListener::bind` does) but not for a broker that checks
+/// without it (RabbitMQ refuses its distribution port then).
 pub fn free_port() -> std::io::Result<u16> {
+    for _ in 0..200 {
+        let port = fastrand::u16(20_000..32_000);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(false)?;
+        if socket.bind(([127, 0, 0, 1], port).into()).is_ok() {
+            return Ok(port);
+        }
+    }
     TcpListener::bind("127.0.0.1:0")?
         .local_addr()
         .map(|addr| addr.port())

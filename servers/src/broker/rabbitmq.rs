@@ -128,7 +128,13 @@ impl RabbitServer {
 
     /// Kills the node (SIGKILL), keeping its directory (and what it stored) and its `epmd`.
     pub fn kill(&mut self) {
-        if let Some(pid) = self.vm_pid.take() {
+        // The pid file, when the node got as far as writing it but not as far as answering.
+        let pid = self.vm_pid.take().or_else(|| {
+            std::fs::read_to_string(self.dir.join("pid"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+        });
+        if let Some(pid) = pid {
             process::kill_pid(pid);
         }
         process::kill(&mut self.script);
@@ -186,8 +192,9 @@ impl RabbitServer {
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
             .env("RABBITMQ_PID_FILE", dir.join("pid"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Whatever the node says before its log is open (why it did not start) lands here.
+            .stdout(output(dir)?)
+            .stderr(output(dir)?)
             .spawn()
             .map_err(spawn)?;
         self.script = Some(child);
@@ -198,6 +205,16 @@ impl RabbitServer {
             .and_then(|text| text.trim().parse().ok());
         Ok(())
     }
+}
+
+/// The node's console output, appended to `out.log` in its directory.
+fn output(dir: &Path) -> Result<Stdio, BrokerError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("out.log"))
+        .map(Stdio::from)
+        .map_err(|e| BrokerError::Dir(dir.to_owned(), e))
 }
 
 /// Ready: the node accepts an AMQP connection.

@@ -112,10 +112,13 @@ pub async fn follow(
                                 // form `LogBroker::identity` answers); else ask the broker.
                                 identity = match entries.first() {
                                     Some(first) if first.offset == 0 => {
-                                        Some(format!("0:{}", first.id))
+                                        broker.identity_of_first(first)
                                     }
-                                    _ => broker.identity(&log).await.ok().flatten(),
+                                    _ => None,
                                 };
+                                if identity.is_none() {
+                                    identity = broker.identity(&log).await.ok().flatten();
+                                }
                                 checked = tokio::time::Instant::now();
                             }
                             sink.records(entries);

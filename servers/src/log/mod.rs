@@ -91,6 +91,12 @@ pub trait LogBroker: Send + Sync + 'static {
     async fn identity(&self, _log: &str) -> Result<Option<String>, LogError> {
         Ok(None)
     }
+
+    /// The identity of a log whose first record (offset 0) is `first`, when the broker's identity
+    /// is that record (Kafka); `None` when only [`identity`](Self::identity) can tell.
+    fn identity_of_first(&self, first: &Entry) -> Option<String> {
+        Some(format!("{}:{}", first.offset, first.id))
+    }
 }
 
 /// Reads one log in order.

@@ -34,7 +34,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 use super::{Entry, LogBroker, LogError, LogReader};
 use crate::metrics::RedisCounters;
 
-/// The id of a stream's first record, which no reader hands on.
+/// The id prefix of a stream's first record, which no reader hands on; a random suffix tells one
+/// incarnation of a stream from the next ([`LogBroker::identity`]).
 const GENESIS: &str = "cb-genesis";
 /// Credit of a stream consumer (RabbitMQ requires a prefetch for streams); bounds what is buffered.
 const PREFETCH: u16 = 512;
@@ -43,6 +44,9 @@ const END_WAIT: Duration = Duration::from_secs(3);
 /// After the first record of the newest chunk, the rest of it arrives back to back; this much
 /// silence ends the chunk.
 const CHUNK_QUIET: Duration = Duration::from_millis(15);
+/// How RabbitMQ 3.10 says a durable stream exists but cannot be used: after a SIGKILL and restart it
+/// stays so (its member is not restarted), which counts as a stream the broker lost.
+const DOWN: &str = "down or inaccessible";
 /// Tries of a stream declare the node refuses (see [`RabbitLog::create`]).
 const CREATE_TRIES: u32 = 10;
 /// Most records one [`LogReader::next`] hands on.
@@ -107,6 +111,25 @@ impl RabbitLog {
             // inaccessible` until it is declared again) is not missing: declared again, never given
             // a second genesis.
             let existed = self.exists(log).await?;
+            if existed {
+                // Existing but unusable: the broker lost it; delete it and make it again (readers
+                // notice the new genesis and number on after what they saw, as after Kafka's loss).
+                match self.raw_end(log).await {
+                    Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
+                        tracing::warn!(
+                            log,
+                            "stream lost by rabbitmq after a restart; making it again"
+                        );
+                        channel
+                            .queue_delete(QueueDeleteArguments::new(log))
+                            .await
+                            .map_err(|e| self.link.failed(&e))?;
+                    }
+                    Ok(end) if end > 0 => return Ok(()),
+                    Ok(_) => {}
+                    Err(error) => return Err(error),
+                }
+            }
             channel
                 .queue_declare(
                     QueueDeclareArguments::new(log)
@@ -116,14 +139,17 @@ impl RabbitLog {
                 )
                 .await
                 .map_err(|e| self.link.failed(&e))?;
-            if existed {
-                return Ok(());
-            }
             // Under the lock, after finding the stream missing or empty: the genesis goes first. (No
             // consumer here: RabbitMQ 3.10 may fail the whole connection, 541, on a consume of a
             // stream declared a moment ago.)
             self.link
-                .publish(log, &[(GENESIS.to_owned(), Bytes::new())])
+                .publish(
+                    log,
+                    &[(
+                        format!("{GENESIS}-{:016x}", fastrand::u64(..)),
+                        Bytes::new(),
+                    )],
+                )
                 .await?;
             Ok(())
         }
@@ -204,30 +230,10 @@ async fn consume(
                 Some(reason) if reason.contains("no queue") => {
                     Err(LogError::Missing(log.to_owned()))
                 }
-                Some(reason) if reason.contains("down or inaccessible") => {
-                    revive(link, log).await;
-                    Err(LogError::down(reason))
-                }
                 reason => Err(LogError::down(reason.unwrap_or(detail))),
             },
             outage => Err(outage),
         },
-    }
-}
-
-/// Declares an existing stream again: after a restart RabbitMQ 3.10 can leave a stream `down or
-/// inaccessible` to consumers until it is declared (which restarts its member).
-async fn revive(link: &RabbitLink, log: &str) {
-    if let Ok(channel) = link.channel().await {
-        let _ = channel
-            .queue_declare(
-                QueueDeclareArguments::new(log)
-                    .durable(true)
-                    .arguments(stream_arguments())
-                    .finish(),
-            )
-            .await;
-        let _ = channel.close().await;
     }
 }
 
@@ -269,6 +275,9 @@ impl LogBroker for RabbitLog {
             let created = match self.raw_end(log).await {
                 Ok(end) if end > 0 => Ok(()),
                 Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
+                Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
+                    self.create_locked(log).await
+                }
                 Err(error) => Err(error),
             };
             match created {
@@ -301,6 +310,31 @@ impl LogBroker for RabbitLog {
 
     async fn wait_up(&self) {
         self.link.wait_up().await;
+    }
+
+    /// A stream's identity is its genesis record, which readers never see.
+    fn identity_of_first(&self, _first: &Entry) -> Option<String> {
+        None
+    }
+
+    /// The id of the stream's genesis record (random per creation).
+    async fn identity(&self, log: &str) -> Result<Option<String>, LogError> {
+        let channel = self.link.channel().await?;
+        let first = async {
+            let mut receiver = consume(&self.link, &channel, log, FieldValue::l(0)).await?;
+            match tokio::time::timeout(END_WAIT, receiver.recv()).await {
+                Ok(Some(message)) => Ok(message
+                    .basic_properties
+                    .as_ref()
+                    .and_then(|p| p.message_id().cloned())
+                    .map(|id| format!("0:{id}"))),
+                Ok(None) => Err(LogError::down("rabbitmq: the consumer ended")),
+                Err(_) => Ok(None),
+            }
+        }
+        .await;
+        let _ = channel.close().await;
+        first
     }
 }
 
@@ -355,7 +389,7 @@ impl LogReader for RabbitReader {
                 .as_ref()
                 .and_then(|p| p.message_id().cloned())
                 .unwrap_or_default();
-            if raw == 0 || id == GENESIS {
+            if raw == 0 || id.starts_with(GENESIS) {
                 continue;
             }
             entries.push(Entry {

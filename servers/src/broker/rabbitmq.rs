@@ -176,6 +176,8 @@ impl RabbitServer {
             hint: install_hint(),
         })?;
         let child = Command::new(script)
+            // An Erlang crash dump lands in the working directory: the node's own.
+            .current_dir(dir)
             .env("HOME", dir.join("home"))
             .env(
                 "RABBITMQ_NODENAME",

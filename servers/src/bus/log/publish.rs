@@ -47,6 +47,16 @@ pub struct Publisher {
     created: Mutex<HashSet<TopicName>>,
     instance: u64,
     next_id: AtomicU64,
+    /// Claims in progress, striped by topic.
+    claiming: [tokio::sync::Mutex<()>; CLAIM_STRIPES],
+}
+
+/// Stripes of the claim lock (see [`Publisher::claim`]).
+const CLAIM_STRIPES: usize = 64;
+
+fn stripe_of(topic: &TopicName) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(topic.as_str()) as usize % CLAIM_STRIPES
 }
 
 impl Publisher {
@@ -63,6 +73,7 @@ impl Publisher {
             created: Mutex::new(HashSet::new()),
             instance: fastrand::u64(..),
             next_id: AtomicU64::new(0),
+            claiming: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
@@ -132,6 +143,19 @@ impl Publisher {
         if known && self.followers.get(topic).is_some() {
             return Ok(());
         }
+        // One claim of a topic at a time here: a hundred clients subscribing to a new topic at
+        // once make one stream, not a hundred racing creators (RabbitMQ fails the whole connection
+        // on some of those races).
+        let stripe = self.claiming[stripe_of(topic)].lock().await;
+        let known = self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic);
+        if known && self.followers.get(topic).is_some() {
+            return Ok(());
+        }
+        let _stripe = stripe;
         let log = topic_log(topic);
         let end = match self.broker.end(&log).await {
             Ok(end) => end,

@@ -91,8 +91,17 @@ impl RabbitLog {
             )
             .await;
         if locked.is_err() {
-            // Another instance creates it: wait for its genesis record.
+            // Another instance creates it: wait until the stream exists, give its creator a moment
+            // for the genesis (a consume of a stream declared an instant ago can fail the whole
+            // connection), then wait for the genesis itself.
             let deadline = tokio::time::Instant::now() + END_WAIT;
+            while !self.exists(log).await? {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             while tokio::time::Instant::now() < deadline {
                 match self.raw_end(log).await {
                     Ok(end) if end > 0 => return Ok(()),

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod http;
 pub mod net;
 pub mod output;
+pub mod pattern;
 pub mod procstat;
 pub mod progress;
 pub mod publisher;

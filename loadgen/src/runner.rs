@@ -18,17 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clients::notify_topic,
-    clients::{client_for, ClientCtx, Phase, RunShared},
+    clients::{ClientCtx, Phase, RunShared},
     clock::RunClock,
     collector::Collector,
     fleet::{CellKeys, Fleet, FleetError},
     net::SourceAddrs,
+    pattern::{Kind, Pattern, RateOf},
     procstat::{cpu_seconds, RssPeaks},
     progress::Progress,
     publisher,
     record::{new_histogram, CounterSnapshot, Recorder},
     result::{CellResult, CellSpec, ProcessUsage},
-    scenario::{PatternName, Scenario},
+    scenario::Scenario,
 };
 
 /// Histogram shards: enough that concurrent clients rarely share one.
@@ -37,7 +38,7 @@ const SHARDS: usize = 64;
 /// How one cell is run.
 pub struct CellOptions {
     pub scenario: Arc<Scenario>,
-    pub pattern: PatternName,
+    pub pattern: Pattern,
     pub index: usize,
     pub run_id: String,
     pub dir: PathBuf,
@@ -185,7 +186,7 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
         .map(|target| SourceAddrs::for_target(target.addr))
         .collect();
     let instances = fleet.targets.len();
-    let client = client_for(options.pattern);
+    let client = options.pattern.client();
     let mut clients = tokio::task::JoinSet::new();
     let ramp_started = Instant::now();
     for id in 0..scenario.clients {
@@ -314,9 +315,9 @@ async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, Run
         cpu_s: end_cpu.loadgen.unwrap_or(0.0) - start_cpu.loadgen.unwrap_or(0.0),
         peak_rss_bytes: rss.peak(std::process::id()).await,
     };
-    let achieved_rate = match options.pattern {
-        PatternName::RequestResponse | PatternName::PollUrl => counters.requests as f64 / window,
-        _ => counters.published as f64 / window,
+    let achieved_rate = match options.pattern.about().rate_of {
+        RateOf::Requests => counters.requests as f64 / window,
+        RateOf::Publishes => counters.published as f64 / window,
     };
     let mut result = CellResult {
         spec,
@@ -424,12 +425,12 @@ async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     lag
 }
 
-fn cell_spec(scenario: &Scenario, pattern: PatternName) -> CellSpec {
+fn cell_spec(scenario: &Scenario, pattern: Pattern) -> CellSpec {
     let polls = pattern.polls_on_interval();
     CellSpec {
         pattern,
         clients: scenario.clients,
-        rate: if pattern == PatternName::RequestResponse && scenario.closed_loop {
+        rate: if pattern.kind() == Kind::Request && scenario.closed_loop {
             0.0
         } else {
             scenario.rate
@@ -479,8 +480,7 @@ fn warnings(result: &CellResult, scenario: &Scenario, ready: usize) -> Vec<Strin
     }
     let target = result.spec.rate;
     let open_loop = target > 0.0
-        && (result.spec.pattern.counts_loss()
-            || result.spec.pattern == PatternName::RequestResponse);
+        && (result.spec.pattern.counts_loss() || result.spec.pattern.kind() == Kind::Request);
     if open_loop && result.complete && result.achieved_rate < target * 0.95 {
         warnings.push(format!(
             "achieved {:.1}/s of the {target}/s target: the target rate was not sustained",

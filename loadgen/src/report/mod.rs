@@ -295,6 +295,7 @@ impl Renderer<'_> {
 mod tests {
     use super::*;
     use crate::output::SummaryRow;
+    use crate::pattern::Pattern;
     use cells::fixture::row;
     use charts::test_util::png_size;
     use hdrhistogram::Histogram;
@@ -345,13 +346,13 @@ mod tests {
         for &clients in client_counts {
             let scale = clients as f64 / 100.0;
             let events = 200 * clients;
-            let mut sse = row("sse", clients, None);
+            let mut sse = row(Pattern::Sse, clients, None);
             sse.p99_ms = Some(5.0 + scale);
-            let mut ws = row("ws", clients, None);
+            let mut ws = row(Pattern::Ws, clients, None);
             ws.server_cpu_us_per_event = Some(55.0);
             ws.bytes_per_event = Some(175.0);
             ws.p99_ms = Some(6.0 + scale);
-            let mut long = row("long-poll", clients, None);
+            let mut long = row(Pattern::LongPoll, clients, None);
             long.requests = events;
             long.requests_per_event = Some(1.0);
             long.bytes_up = 88 * events;
@@ -361,7 +362,7 @@ mod tests {
             long.p99_ms = Some(12.0 + scale);
             rows.extend([sse, ws, long]);
             for interval in [0.5, 1.0] {
-                let mut poll = row("short-poll", clients, Some(interval));
+                let mut poll = row(Pattern::ShortPoll, clients, Some(interval));
                 poll.requests = (clients as f64 * 10.0 / interval) as u64;
                 poll.requests_per_event = Some(poll.requests as f64 / events as f64);
                 poll.bytes_up = 67 * poll.requests;
@@ -375,7 +376,7 @@ mod tests {
                 poll.p99_ms = Some(interval * 990.0 + 2.0);
                 rows.push(poll);
             }
-            let mut rr = row("request-response", clients, None);
+            let mut rr = row(Pattern::RequestResponse, clients, None);
             rr.requests = 200 * clients;
             rr.requests_per_event = Some(1.0);
             rr.bytes_per_event = Some(167.0);
@@ -389,7 +390,7 @@ mod tests {
         if let Some(last) = rows
             .iter_mut()
             .rev()
-            .find(|r| r.pattern == "short-poll" && r.interval_s == Some(0.5))
+            .find(|r| r.pattern == Pattern::ShortPoll && r.interval_s == Some(0.5))
         {
             last.warnings = "5 of 60 publishes started more than 5 ms late".into();
         }
@@ -429,7 +430,7 @@ mod tests {
     fn renders_every_chart_and_the_report_from_a_fixture() {
         let dir = TempDir::new("full");
         let mut rows = cells(&[100, 1000]);
-        for pattern in ["sse", "long-poll"] {
+        for pattern in [Pattern::Sse, Pattern::LongPoll] {
             let mut redis = rows
                 .iter()
                 .find(|r| r.pattern == pattern && r.clients == 1000)
@@ -516,7 +517,7 @@ mod tests {
         let sentence =
             "short polling at 1s used 1× the server CPU per delivered event of SSE (40 vs 40 µs)";
         assert!(before.contains(sentence), "{before}");
-        for row in rows.iter_mut().filter(|r| r.pattern == "short-poll") {
+        for row in rows.iter_mut().filter(|r| r.pattern == Pattern::ShortPoll) {
             row.server_cpu_us_per_event = row.server_cpu_us_per_event.map(|v| v * 2.0);
             row.mean_ms = row.mean_ms.map(|v| v * 1.5);
         }

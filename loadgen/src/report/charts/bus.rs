@@ -43,7 +43,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
                 continue;
             }
             seen.push(&row.cell);
-            let base = pattern_color(&row.pattern);
+            let base = pattern_color(row.pattern);
             let on_redis = !bus::is_in_process(row);
             bars.push(Bar {
                 label: format!("{} {}", labeler.cell(row), bus::short_label(row)),
@@ -78,7 +78,7 @@ mod tests {
     fn draws_both_panels() {
         let bar = |label: &str, values: [Option<f64>; 2]| Bar {
             label: label.into(),
-            color: pattern_color(label.split(' ').next().unwrap()),
+            color: pattern_color(label.split(' ').next().unwrap().parse().unwrap()),
             flagged: false,
             values,
         };

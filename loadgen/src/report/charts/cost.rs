@@ -86,7 +86,7 @@ mod tests {
     fn draws_three_panels_of_bars() {
         let bar = |label: &str, values: [Option<f64>; 3], flagged: bool| Bar {
             label: label.into(),
-            color: pattern_color(label.split(' ').next().unwrap()),
+            color: pattern_color(label.split(' ').next().unwrap().parse().unwrap()),
             flagged,
             values,
         };

@@ -7,10 +7,13 @@ use plotters::{
 };
 
 use super::{err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE};
-use crate::report::{
-    cells::{self, Labeler, FEED, POLLERS},
-    fmt,
-    load::RunData,
+use crate::{
+    pattern::Pattern,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "frontier.png";
@@ -20,7 +23,7 @@ pub const SIZE: (u32, u32) = (1300, 850);
 #[derive(Debug, Clone)]
 pub struct Point {
     pub label: String,
-    pub pattern: String,
+    pub pattern: Pattern,
     pub color: RGBColor,
     pub flagged: bool,
     pub x: f64,
@@ -54,12 +57,12 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
     let clients = *cells::client_counts(&data.rows).last().ok_or("no cells")?;
     let rows: Vec<_> = cells::at_clients(&data.rows, clients)
         .into_iter()
-        .filter(|r| FEED.contains(&r.pattern.as_str()) && r.p99_ms.is_some_and(|p| p > 0.0))
+        .filter(|r| r.pattern.uses_feed() && r.p99_ms.is_some_and(|p| p > 0.0))
         .collect();
     if rows.is_empty() {
         return Err(format!(
             "no feed pattern ({}) at {clients} clients has a p99 latency",
-            FEED.join(", ")
+            Pattern::names_where(Pattern::uses_feed)
         ));
     }
     let cost = if rows
@@ -80,7 +83,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
             .filter(|x| *x > 0.0)?;
             Some(Point {
                 label: labeler.cell(r),
-                pattern: r.pattern.clone(),
+                pattern: r.pattern,
                 color: colors.of(r, labeler),
                 flagged: cells::is_flagged(r),
                 x,
@@ -171,7 +174,10 @@ pub fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     // A poller's intervals form a curve: join them in interval order.
-    for poller in POLLERS {
+    let pollers = Pattern::ALL
+        .into_iter()
+        .filter(|p| p.uses_feed() && p.polls_on_interval());
+    for poller in pollers {
         let polls: Vec<(f64, f64)> = input
             .points
             .iter()
@@ -247,8 +253,8 @@ mod tests {
     fn draws_labelled_points() {
         let point = |label: &str, pattern: &str, x: f64, y: f64| Point {
             label: label.into(),
-            pattern: pattern.into(),
-            color: pattern_color(pattern),
+            pattern: pattern.parse().unwrap(),
+            color: pattern_color(pattern.parse().unwrap()),
             flagged: label.ends_with('!'),
             x,
             p99_ms: y,

@@ -188,7 +188,7 @@ mod tests {
     fn draws_spectra() {
         let curve = |label: &str, scale: f64, flagged: bool| Curve {
             label: label.into(),
-            color: pattern_color(label),
+            color: pattern_color(label.parse().unwrap()),
             flagged,
             points: [1.0_f64, 2.0, 10.0, 100.0, 1000.0]
                 .iter()

@@ -171,7 +171,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::{
+        pattern::Pattern,
+        report::charts::{palette::pattern_color, test_util::ink},
+    };
 
     #[test]
     fn draws_lines_even_for_one_client_count() {
@@ -180,12 +183,12 @@ mod tests {
             lines: vec![
                 Line {
                     label: "sse".into(),
-                    color: pattern_color("sse"),
+                    color: pattern_color(Pattern::Sse),
                     points: vec![(50.0, 284.0, false)],
                 },
                 Line {
                     label: "ws".into(),
-                    color: pattern_color("ws"),
+                    color: pattern_color(Pattern::Ws),
                     points: vec![(50.0, 399.0, true)],
                 },
             ],

@@ -6,10 +6,13 @@ use super::{
     draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text, zero_range,
     LegendEntry, AXIS, TICKS, TITLE,
 };
-use crate::report::{
-    cells::{self, Labeler},
-    fmt,
-    load::RunData,
+use crate::{
+    pattern::Kind,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "scaling.png";
@@ -51,7 +54,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
         .filter_map(|(label, rows)| {
             let first = *rows.first()?;
             Some(Line {
-                label: if first.pattern == "request-response" {
+                label: if first.pattern.kind() == Kind::Request {
                     format!("{label} (round trip)")
                 } else {
                     label
@@ -190,7 +193,7 @@ mod tests {
     fn draws_two_panels() {
         let line = |label: &str, base: f64| Line {
             label: label.into(),
-            color: pattern_color(label),
+            color: pattern_color(label.parse().unwrap()),
             points: [100.0, 1000.0, 5000.0]
                 .iter()
                 .map(|c| Point {

@@ -13,7 +13,7 @@ pub(crate) mod request_response;
 mod requests;
 pub(crate) mod short_poll;
 pub(crate) mod sse;
-mod sse_parse;
+mod sse_stream;
 pub(crate) mod sse_url;
 pub(crate) mod ws;
 mod ws_conn;

@@ -1,40 +1,17 @@
 //! SSE: one held `GET /sse/{topic}` per client. The `subscribed` event gives the start cursor; on a
 //! dropped stream the client reconnects with `Last-Event-ID`, so loss is only what the server lost.
 
-use bytes::Bytes;
-use http::Method;
-use hyper::body::Incoming;
+use commbench_servers::event_stream::Parser;
 
 use super::{
     after_stream_end,
-    sse_parse::{read_chunk, SseParser},
+    sse_stream::{self, read_chunk},
     AfterEnd, ClientCtx, FeedReceiver, Phase,
 };
-use crate::{
-    http::{ClientError, HttpConn},
-    record::Metric,
-    wire,
-};
+use crate::{http::ClientError, wire};
 
 /// Largest SSE frame accepted before the stream is treated as broken.
 const MAX_FRAME: usize = 4 << 20;
-
-/// Opens the stream (resuming after `cursor` when given) and returns its body.
-pub(super) async fn open_stream(
-    ctx: &ClientCtx,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<Incoming, ClientError> {
-    let started = ctx.now_ns();
-    let mut conn = HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await?;
-    let response = conn.send(Method::GET, path, headers, Bytes::new()).await?;
-    if !response.status().is_success() {
-        return Err(ClientError::Status(response.status()));
-    }
-    let micros = ctx.now_ns().saturating_sub(started) / 1_000;
-    ctx.recorder().record(ctx.id, Metric::Connect, micros);
-    Ok(response.into_body())
-}
 
 pub async fn run(ctx: ClientCtx) {
     let path = format!("/sse/{}", ctx.topic());
@@ -49,7 +26,7 @@ pub async fn run(ctx: ClientCtx) {
         if let Some(cursor) = cursor.as_deref() {
             headers.push(("last-event-id", cursor));
         }
-        let mut body = match open_stream(&ctx, &path, &headers).await {
+        let mut body = match sse_stream::open(&ctx, &path, &headers).await {
             Ok(body) => body,
             Err(error) if receiver.is_none() => return ctx.mark_failed(&error),
             Err(error) => {
@@ -57,7 +34,7 @@ pub async fn run(ctx: ClientCtx) {
                 break 'connection;
             }
         };
-        let mut parser = SseParser::new(MAX_FRAME);
+        let mut parser = Parser::new(MAX_FRAME);
         loop {
             let more = tokio::select! {
                 more = read_chunk(&mut body, &mut parser, &ctx) => more,
@@ -75,22 +52,22 @@ pub async fn run(ctx: ClientCtx) {
             }
             let now = ctx.now_ns();
             while let Some(frame) = parser.next_frame() {
-                match (frame.event.as_deref(), &mut receiver) {
+                match (frame.dispatched_type(), &mut receiver) {
                     (Some("subscribed"), None) => {
-                        let after = wire::ws_notice(&frame.data)
+                        let after = wire::ws_notice(frame.data())
                             .and_then(|n| n.after)
                             .unwrap_or(0);
                         receiver = Some(FeedReceiver::new(after));
                         ctx.mark_ready();
                     }
                     (Some("gap"), Some(receiver)) => {
-                        if let Some(gap) = wire::ws_notice(&frame.data).and_then(|n| n.oldest) {
+                        if let Some(gap) = wire::ws_notice(frame.data()).and_then(|n| n.oldest) {
                             receiver.gap(gap);
                         }
                     }
                     (Some("lagged"), _) => ctx.recorder().counters.error("lagged_disconnect"),
-                    (None, Some(receiver)) if frame.id.is_some() => {
-                        match wire::event(frame.data.as_bytes()) {
+                    (Some("message"), Some(receiver)) => {
+                        match wire::event(frame.data().as_bytes()) {
                             Some(event) => {
                                 receiver.event(&ctx, event.seq, event.data.as_deref(), now)
                             }

@@ -15,6 +15,7 @@ pub(crate) mod short_poll;
 pub(crate) mod sse;
 mod sse_stream;
 pub(crate) mod sse_url;
+mod stream_feed;
 pub(crate) mod ws;
 mod ws_conn;
 mod ws_feed;
@@ -32,7 +33,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use feed::{after_stream_end, AfterEnd, FeedReceiver};
+pub use feed::FeedReceiver;
 pub use jobs::notify_topic;
 
 use crate::{

@@ -1,97 +1,89 @@
 //! SSE: one held `GET /sse/{topic}` per client. The `subscribed` event gives the start cursor; on a
 //! dropped stream the client reconnects with `Last-Event-ID`, so loss is only what the server lost.
 
-use commbench_servers::event_stream::Parser;
+use commbench_servers::event_stream::{Frame, Parser};
+use hyper::body::Incoming;
 
 use super::{
-    after_stream_end,
     sse_stream::{self, read_chunk},
-    AfterEnd, ClientCtx, FeedReceiver, Phase,
+    stream_feed::{self, Arrival, Flow, StreamProtocol},
+    ClientCtx,
 };
 use crate::{http::ClientError, wire};
 
 /// Largest SSE frame accepted before the stream is treated as broken.
 const MAX_FRAME: usize = 4 << 20;
 
-pub async fn run(ctx: ClientCtx) {
-    let path = format!("/sse/{}", ctx.topic());
-    let mut receiver: Option<FeedReceiver> = None;
-    let mut reconnects = 0;
-    let mut stop = std::pin::pin!(ctx.reached(Phase::Stop));
-    let mut drain = std::pin::pin!(ctx.reached(Phase::Drain));
-    let mut draining = false;
-    'connection: loop {
-        let cursor = receiver.as_ref().map(|r| r.cursor().to_string());
+/// commbench's event stream on `/sse/{topic}`.
+struct Sse {
+    path: String,
+}
+
+/// An open stream: its body and what has been read of it.
+struct Stream {
+    body: Incoming,
+    parser: Parser,
+}
+
+impl StreamProtocol for Sse {
+    type Stream = Stream;
+    /// A body chunk, already in the stream's parser.
+    type Item = ();
+    const UNCONFIRMED: &'static str = "stream ended before `subscribed`";
+
+    async fn open(
+        &mut self,
+        ctx: &ClientCtx,
+        cursor: Option<u64>,
+    ) -> Result<(Stream, Option<u64>), ClientError> {
+        let cursor = cursor.map(|c| c.to_string());
         let mut headers = vec![("accept", "text/event-stream")];
         if let Some(cursor) = cursor.as_deref() {
             headers.push(("last-event-id", cursor));
         }
-        let mut body = match sse_stream::open(&ctx, &path, &headers).await {
-            Ok(body) => body,
-            Err(error) if receiver.is_none() => return ctx.mark_failed(&error),
-            Err(error) => {
-                ctx.error(&error);
-                break 'connection;
-            }
-        };
-        let mut parser = Parser::new(MAX_FRAME);
-        loop {
-            let more = tokio::select! {
-                more = read_chunk(&mut body, &mut parser, &ctx) => more,
-                () = &mut stop => break 'connection,
-                () = &mut drain, if !draining => {
-                    draining = true;
-                    if receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-                        break 'connection;
-                    }
-                    continue;
-                }
-            };
-            if !more {
-                break;
-            }
-            let now = ctx.now_ns();
-            while let Some(frame) = parser.next_frame() {
-                match (frame.dispatched_type(), &mut receiver) {
-                    (Some("subscribed"), None) => {
-                        let after = wire::ws_notice(frame.data())
-                            .and_then(|n| n.after)
-                            .unwrap_or(0);
-                        receiver = Some(FeedReceiver::new(after));
-                        ctx.mark_ready();
-                    }
-                    (Some("gap"), Some(receiver)) => {
-                        if let Some(gap) = wire::ws_notice(frame.data()).and_then(|n| n.oldest) {
-                            receiver.gap(gap);
-                        }
-                    }
-                    (Some("lagged"), _) => ctx.recorder().counters.error("lagged_disconnect"),
-                    (Some("message"), Some(receiver)) => {
-                        match wire::event(frame.data().as_bytes()) {
-                            Some(event) => {
-                                receiver.event(&ctx, event.seq, event.data.as_deref(), now)
-                            }
-                            None => ctx.recorder().counters.error("bad_event"),
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if draining && receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-                break 'connection;
+        let body = sse_stream::open(ctx, &self.path, &headers).await?;
+        let parser = Parser::new(MAX_FRAME);
+        // The start cursor comes with the server's `subscribed` event.
+        Ok((Stream { body, parser }, None))
+    }
+
+    async fn read(stream: &mut Stream, ctx: &ClientCtx) -> Option<()> {
+        read_chunk(&mut stream.body, &mut stream.parser, ctx)
+            .await
+            .then_some(())
+    }
+
+    async fn handle(&mut self, stream: &mut Stream, (): (), mut arrival: Arrival<'_>) -> Flow {
+        while let Some(frame) = stream.parser.next_frame() {
+            take(&frame, &mut arrival);
+        }
+        Flow::Continue
+    }
+}
+
+/// One frame: the subscription notice, a gap, the lagged notice or an event.
+fn take(frame: &Frame, arrival: &mut Arrival<'_>) {
+    let ctx = arrival.ctx;
+    match (frame.dispatched_type(), arrival.receiver.as_mut()) {
+        (Some("subscribed"), _) => {
+            let after = wire::ws_notice(frame.data()).and_then(|n| n.after);
+            arrival.subscribed(after.unwrap_or(0));
+        }
+        (Some("gap"), Some(receiver)) => {
+            if let Some(gap) = wire::ws_notice(frame.data()).and_then(|n| n.oldest) {
+                receiver.gap(gap);
             }
         }
-        match after_stream_end(&ctx, receiver.as_ref(), &mut reconnects).await {
-            AfterEnd::Reconnect => {}
-            AfterEnd::Finish => break,
-            AfterEnd::NeverSubscribed => {
-                return ctx.mark_failed(&ClientError::Protocol(
-                    "stream ended before `subscribed`".into(),
-                ))
-            }
-        }
+        (Some("lagged"), _) => ctx.recorder().counters.error("lagged_disconnect"),
+        (Some("message"), Some(receiver)) => match wire::event(frame.data().as_bytes()) {
+            Some(event) => receiver.event(ctx, event.seq, event.data.as_deref(), arrival.now_ns),
+            None => ctx.recorder().counters.error("bad_event"),
+        },
+        _ => {}
     }
-    if let Some(receiver) = receiver {
-        receiver.finish(&ctx);
-    }
+}
+
+pub async fn run(ctx: ClientCtx) {
+    let path = format!("/sse/{}", ctx.topic());
+    stream_feed::run(ctx, Sse { path }).await;
 }

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod clock;
 pub mod collector;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod net;
 pub mod output;

@@ -8,7 +8,7 @@ mod run_json;
 mod summary;
 mod table;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::{
     fs,

@@ -5,11 +5,25 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    chart::Chart,
     palette::{pattern_color, shade},
 };
 use crate::report::{bus, cells::Labeler, load::RunData};
 
 pub const FILE: &str = "bus.png";
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "In-process vs Redis bus",
+    prepare: |c, _| prepare(c.data, c.labeler),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |_, _| {
+        "Each Redis cell (lighter bar) under its in-process twin: p99 delivery latency, and CPU \
+         per delivered event of all server instances plus Redis itself."
+            .to_owned()
+    },
+};
 
 /// One cell on one bus: p99 ms, total CPU µs per event.
 pub type Bar = CellBars<2>;

@@ -6,7 +6,9 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE};
+use super::{
+    chart::Chart, err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE,
+};
 use crate::{
     pattern::Pattern,
     report::{
@@ -18,6 +20,29 @@ use crate::{
 
 pub const FILE: &str = "frontier.png";
 pub const SIZE: (u32, u32) = (1300, 850);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Trade-off frontier",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let fallback = if input.cost == Cost::BytesPerEvent {
+            " (server CPU is missing for some cells, so bytes stand in for cost)"
+        } else {
+            ""
+        };
+        format!(
+            "One point per feed cell at {} clients: x = {}{fallback}, y = p99 delivery \
+             latency; both log scale, lower left is better. A poller's intervals (short-poll, \
+             graphql-poll) are joined by a dashed line; request-response is left out (it does \
+             not carry the feed). Hollow points and `!` labels are flagged cells.",
+            input.clients,
+            input.cost.axis()
+        )
+    },
+};
 
 /// One cell on the frontier.
 #[derive(Debug, Clone)]

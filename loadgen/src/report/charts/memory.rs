@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, BarRow},
+    chart::Chart,
     draw_legend, err, marker,
     palette::SeriesColors,
     text, zero_range, LegendEntry, AXIS, TICKS, TITLE,
@@ -16,6 +17,20 @@ use crate::report::{
 
 pub const FILE: &str = "memory.png";
 pub const SIZE: (u32, u32) = (1400, 800);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Server memory per connection",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |_, _| {
+        "Peak server RSS divided by peak open connections, per cell. It includes the server's \
+         baseline memory, so at small client counts it overstates what one connection costs; \
+         with several client counts the findings give the marginal cost (the RSS slope)."
+            .to_owned()
+    },
+};
 
 /// Image size: a line chart over client counts, or one panel of bars for a single client count.
 pub fn size(input: &Input) -> (u32, u32) {

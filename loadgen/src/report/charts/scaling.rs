@@ -3,8 +3,8 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text, zero_range,
-    LegendEntry, AXIS, TICKS, TITLE,
+    chart::Chart, draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text,
+    zero_range, LegendEntry, AXIS, TICKS, TITLE,
 };
 use crate::{
     pattern::Kind,
@@ -17,6 +17,22 @@ use crate::{
 
 pub const FILE: &str = "scaling.png";
 pub const SIZE: (u32, u32) = (1700, 750);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Scaling with clients",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let counts: Vec<String> = input.client_counts.iter().map(u64::to_string).collect();
+        format!(
+            "p99 latency (log scale) and server CPU (% of one core) against client count ({}), \
+             one line per pattern and per poll interval. Hollow markers are flagged cells.",
+            counts.join(", ")
+        )
+    },
+};
 
 /// One cell on a line.
 #[derive(Debug, Clone, Copy)]

@@ -511,8 +511,10 @@ fn model_finding(table: &ModelTable) -> String {
         })
         .collect();
     if table.rows.is_empty() {
-        "No polling cell (short-poll, long-poll, graphql-poll) to compare with the analytic model."
-            .to_owned()
+        format!(
+            "No polling cell ({}) to compare with the analytic model.",
+            super::model_table::modelled_patterns().join(", ")
+        )
     } else if deviating.is_empty() {
         format!(
             "All {} measured-vs-model comparisons of the polling cells are within {}.",

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     output::SummaryRow,
-    pattern::{Envelope, Kind},
+    pattern::{Envelope, Kind, Pattern},
 };
 
 /// One measured quantity next to its model value.
@@ -111,6 +111,15 @@ fn envelope(row: &SummaryRow) -> Option<Envelope> {
         Kind::FeedPoll(envelope) => Some(envelope),
         Kind::FeedPush | Kind::Request | Kind::Job | Kind::External => None,
     }
+}
+
+/// The patterns the model covers (those that poll the feed), in their listed order.
+pub fn modelled_patterns() -> Vec<&'static str> {
+    Pattern::ALL
+        .into_iter()
+        .filter(|p| matches!(p.kind(), Kind::FeedPoll(_)))
+        .map(Pattern::as_str)
+        .collect()
 }
 
 /// A fit's key: payload size and envelope.

@@ -35,14 +35,20 @@ pub const CHART: Chart<Input> = Chart {
         };
         format!(
             "One point per feed cell at {} clients: x = {}{fallback}, y = p99 delivery \
-             latency; both log scale, lower left is better. A poller's intervals (short-poll, \
-             graphql-poll) are joined by a dashed line; request-response is left out (it does \
-             not carry the feed). Hollow points and `!` labels are flagged cells.",
+             latency; both log scale, lower left is better. A poller's intervals ({}) are joined \
+             by a dashed line; request-response is left out (it does not carry the feed). Hollow \
+             points and `!` labels are flagged cells.",
             input.clients,
-            input.cost.axis()
+            input.cost.axis(),
+            Pattern::names_where(is_interval_poller)
         )
     },
 };
+
+/// A feed poller on an interval: its cells at several intervals form a curve.
+fn is_interval_poller(pattern: Pattern) -> bool {
+    pattern.uses_feed() && pattern.polls_on_interval()
+}
 
 /// One cell on the frontier.
 #[derive(Debug, Clone)]
@@ -199,10 +205,7 @@ pub fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     // A poller's intervals form a curve: join them in interval order.
-    let pollers = Pattern::ALL
-        .into_iter()
-        .filter(|p| p.uses_feed() && p.polls_on_interval());
-    for poller in pollers {
+    for poller in Pattern::ALL.into_iter().filter(|p| is_interval_poller(*p)) {
         let polls: Vec<(f64, f64)> = input
             .points
             .iter()

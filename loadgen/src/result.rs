@@ -8,13 +8,13 @@ use serde::Serialize;
 
 use crate::{
     record::{CounterSnapshot, Metric},
-    scenario::{BusKind, PatternName},
+    {pattern::Pattern, scenario::BusKind},
 };
 
 /// The parameters that identify a cell.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellSpec {
-    pub pattern: PatternName,
+    pub pattern: Pattern,
     pub clients: usize,
     /// Target publish (or request) rate per second; 0 for closed loop.
     pub rate: f64,

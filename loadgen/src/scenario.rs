@@ -6,155 +6,7 @@ use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
 use commbench_servers::units::{parse_bytes, parse_count, parse_duration};
 use serde::{Deserialize, Serialize};
 
-/// The patterns `commbench run` can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PatternName {
-    /// `GET /hello` against the commbench server, open-loop at `rate` or closed-loop.
-    RequestResponse,
-    ShortPoll,
-    LongPoll,
-    Sse,
-    Ws,
-    /// Short polling in GraphQL: the `events` query over `POST /graphql`.
-    GraphqlPoll,
-    /// A GraphQL subscription over `graphql-transport-ws` on `/graphql/ws`.
-    GraphqlSub,
-    /// Generic: GET any URL on an interval per client (external servers).
-    PollUrl,
-    /// Generic: hold an SSE stream on any URL, recording inter-arrival times.
-    SseUrl,
-    /// Generic: open a WebSocket to any URL, optionally send a message, record inter-arrival times.
-    WsUrl,
-    /// Message queue: users submit jobs and short-poll each job's status until it is done.
-    JobShortPoll,
-    /// Message queue: users long-poll the job handle (`?wait_ms=`) until it is done.
-    JobLongPoll,
-    /// Message queue: users hear the completion on their own topic over SSE.
-    JobSse,
-    /// Message queue: users hear the completion on their own topic over WebSocket.
-    JobWs,
-}
-
-impl PatternName {
-    pub const ALL: [PatternName; 14] = [
-        PatternName::RequestResponse,
-        PatternName::ShortPoll,
-        PatternName::LongPoll,
-        PatternName::Sse,
-        PatternName::Ws,
-        PatternName::GraphqlPoll,
-        PatternName::GraphqlSub,
-        PatternName::PollUrl,
-        PatternName::SseUrl,
-        PatternName::WsUrl,
-        PatternName::JobShortPoll,
-        PatternName::JobLongPoll,
-        PatternName::JobSse,
-        PatternName::JobWs,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PatternName::RequestResponse => "request-response",
-            PatternName::ShortPoll => "short-poll",
-            PatternName::LongPoll => "long-poll",
-            PatternName::Sse => "sse",
-            PatternName::Ws => "ws",
-            PatternName::GraphqlPoll => "graphql-poll",
-            PatternName::GraphqlSub => "graphql-sub",
-            PatternName::PollUrl => "poll-url",
-            PatternName::SseUrl => "sse-url",
-            PatternName::WsUrl => "ws-url",
-            PatternName::JobShortPoll => "job-short-poll",
-            PatternName::JobLongPoll => "job-long-poll",
-            PatternName::JobSse => "job-sse",
-            PatternName::JobWs => "job-ws",
-        }
-    }
-
-    /// Generic modes need `--target` and measure any server, not the commbench feed.
-    pub fn is_generic(self) -> bool {
-        matches!(
-            self,
-            PatternName::PollUrl | PatternName::SseUrl | PatternName::WsUrl
-        )
-    }
-
-    /// Patterns whose clients receive the feed's events (and so have loss/duplicate accounting).
-    pub fn uses_feed(self) -> bool {
-        matches!(
-            self,
-            PatternName::ShortPoll
-                | PatternName::LongPoll
-                | PatternName::Sse
-                | PatternName::Ws
-                | PatternName::GraphqlPoll
-                | PatternName::GraphqlSub
-        )
-    }
-
-    /// Patterns that ask on `--interval` (a study gives them one cell per interval).
-    pub fn polls_on_interval(self) -> bool {
-        matches!(
-            self,
-            PatternName::ShortPoll
-                | PatternName::GraphqlPoll
-                | PatternName::PollUrl
-                | PatternName::JobShortPoll
-        )
-    }
-
-    /// The message-queue patterns: users submit jobs at `rate` (in total) and wait for the results.
-    pub fn is_job(self) -> bool {
-        matches!(
-            self,
-            PatternName::JobShortPoll
-                | PatternName::JobLongPoll
-                | PatternName::JobSse
-                | PatternName::JobWs
-        )
-    }
-
-    /// Patterns with loss accounting: feed events by sequence number, or job results by job.
-    pub fn counts_loss(self) -> bool {
-        self.uses_feed() || self.is_job()
-    }
-}
-
-impl fmt::Display for PatternName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PatternName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let wanted = s.trim().to_ascii_lowercase();
-        let alias = match wanted.as_str() {
-            "rr" | "request_response" | "reqres" => "request-response",
-            "websocket" | "websockets" => "ws",
-            "short_poll" | "poll" => "short-poll",
-            "long_poll" | "longpoll" => "long-poll",
-            "graphql_poll" | "gql-poll" | "gql_poll" | "graphql-query" => "graphql-poll",
-            "graphql_sub"
-            | "gql-sub"
-            | "gql_sub"
-            | "graphql-subscription"
-            | "graphql_subscription"
-            | "graphql-ws" => "graphql-sub",
-            other => other,
-        };
-        PatternName::ALL
-            .into_iter()
-            .find(|p| p.as_str() == alias)
-            .ok_or_else(|| {
-                let names: Vec<_> = PatternName::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown pattern `{s}` (known: {})", names.join(", "))
-            })
-    }
-}
+use crate::pattern::{Kind, Pattern};
 
 /// How the publisher spaces events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +46,7 @@ impl fmt::Display for BusKind {
 /// A validated run description.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
-    pub patterns: Vec<PatternName>,
+    pub patterns: Vec<Pattern>,
     pub clients: usize,
     /// Events per second published (request-response: requests per second, 0 = closed loop).
     pub rate: f64,
@@ -454,7 +306,7 @@ impl RawScenario {
         let patterns = v.field("patterns", "sse", |t| {
             t.split(',')
                 .filter(|p| !p.trim().is_empty())
-                .map(PatternName::from_str)
+                .map(Pattern::from_str)
                 .collect::<Result<Vec<_>, _>>()
                 .and_then(|p| {
                     if p.is_empty() {
@@ -529,10 +381,10 @@ impl Scenario {
             detail,
         };
         if self.patterns.iter().any(|p| p.is_generic()) && self.target.is_none() {
+            let generic = Pattern::names_where(Pattern::is_generic);
             return Err(invalid(
                 "--pattern",
-                "poll-url, sse-url and ws-url drive someone else's server: give --target URL"
-                    .into(),
+                format!("{generic} drive someone else's server: give --target URL"),
             ));
         }
         if self.bus_url.is_some() {
@@ -562,7 +414,7 @@ impl Scenario {
                 "feed and job patterns need a publish (submit) rate above 0".into(),
             ));
         }
-        if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {
+        if self.rate == 0.0 && self.patterns.iter().any(|p| p.kind() == Kind::Request) {
             self.closed_loop = true;
         }
         if self.drain.is_zero() {
@@ -674,7 +526,7 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let s = RawScenario::default().validate().unwrap();
-        assert_eq!(s.patterns, vec![PatternName::Sse]);
+        assert_eq!(s.patterns, vec![Pattern::Sse]);
         assert_eq!(s.clients, 100);
         assert_eq!(s.drain, Duration::from_secs(2));
     }
@@ -724,7 +576,7 @@ mod tests {
         let mut flags = RawScenario::default();
         flags.set_flag("clients", "2k");
         let s = file.merge(flags).validate().unwrap();
-        assert_eq!(s.patterns, vec![PatternName::Sse, PatternName::Ws]);
+        assert_eq!(s.patterns, vec![Pattern::Sse, Pattern::Ws]);
         assert_eq!(s.clients, 2_000);
         assert_eq!(s.duration, Duration::from_secs(30));
         assert_eq!(s.rate, 5.0);
@@ -766,17 +618,17 @@ mod tests {
     #[test]
     fn graphql_patterns_have_names_and_aliases() {
         for (text, pattern) in [
-            ("graphql-poll", PatternName::GraphqlPoll),
-            ("GQL_POLL", PatternName::GraphqlPoll),
-            ("graphql-sub", PatternName::GraphqlSub),
-            ("graphql-subscription", PatternName::GraphqlSub),
+            ("graphql-poll", Pattern::GraphqlPoll),
+            ("GQL_POLL", Pattern::GraphqlPoll),
+            ("graphql-sub", Pattern::GraphqlSub),
+            ("graphql-subscription", Pattern::GraphqlSub),
         ] {
-            assert_eq!(text.parse::<PatternName>(), Ok(pattern), "{text}");
+            assert_eq!(text.parse::<Pattern>(), Ok(pattern), "{text}");
         }
-        let poll = PatternName::GraphqlPoll;
-        assert_eq!(poll.as_str().parse::<PatternName>(), Ok(poll));
+        let poll = Pattern::GraphqlPoll;
+        assert_eq!(poll.as_str().parse::<Pattern>(), Ok(poll));
         assert!(poll.uses_feed() && poll.polls_on_interval() && !poll.is_generic());
-        let sub = PatternName::GraphqlSub;
+        let sub = Pattern::GraphqlSub;
         assert!(sub.uses_feed() && !sub.polls_on_interval());
         assert_eq!(
             serde_json::to_value(sub).unwrap(),

@@ -13,7 +13,7 @@ use crate::{
     output,
     result::{CellResult, RunInfo},
     runner::{run_cell, CellOptions, RunError},
-    scenario::{PatternName, Scenario},
+    {pattern::Pattern, scenario::Scenario},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum SessionError {
 /// One cell to run: a pattern under a scenario's parameters.
 #[derive(Debug, Clone)]
 pub struct CellPlan {
-    pub pattern: PatternName,
+    pub pattern: Pattern,
     pub scenario: Arc<Scenario>,
 }
 

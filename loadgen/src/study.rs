@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::str::FromStr;
 
 use crate::{
-    scenario::{BusKind, PatternName, RawScenario, ScenarioError},
     session::CellPlan,
+    {
+        pattern::Pattern,
+        scenario::{BusKind, RawScenario, ScenarioError},
+    },
 };
 
 /// Fields a study may sweep (comma-separated on the command line, arrays in TOML).
@@ -65,10 +68,10 @@ pub fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
 /// client count so the report's scaling curves read left to right. Pollers get one cell per
 /// interval; other patterns one cell per combination.
 ///
-/// GraphQL polling is short polling in another envelope: when short-poll already sweeps the
-/// intervals, graphql-poll runs at the middle interval only (the one 1:1 comparison of the two
-/// envelopes), which keeps the default study near 5 minutes (27 cells instead of 33). Without
-/// short-poll in the study it sweeps every interval like any poller.
+/// A layered poller is another poller in a new envelope (GraphQL polling is short polling): when
+/// the poller underneath already sweeps the intervals, the layered one runs at the middle interval
+/// only (the one 1:1 comparison of the two envelopes), which keeps the default study near 5 minutes
+/// (27 cells instead of 33). Without the poller underneath it sweeps every interval like any poller.
 pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
     let mut combos = vec![study.clone()];
     for field in SWEPT {
@@ -93,14 +96,16 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
     let mut plans = Vec::new();
     for combo in &combos {
         let scenario = Arc::new(combo.validate()?);
-        let with_short_poll = scenario.patterns.contains(&PatternName::ShortPoll);
         let is_first_interval = is_interval(combo, intervals.first());
         let is_middle_interval = is_interval(combo, intervals.get(intervals.len() / 2));
         for pattern in &scenario.patterns {
-            let runs = match pattern {
-                PatternName::GraphqlPoll if with_short_poll => is_middle_interval,
-                p if p.polls_on_interval() => true,
-                _ => is_first_interval,
+            let swept_underneath = pattern
+                .layer()
+                .is_some_and(|layer| scenario.patterns.contains(&layer.over));
+            let runs = match (pattern.polls_on_interval(), swept_underneath) {
+                (true, true) => is_middle_interval,
+                (true, false) => true,
+                (false, _) => is_first_interval,
             };
             if runs {
                 plans.push(CellPlan {
@@ -163,7 +168,8 @@ fn job_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan
         return Err(ScenarioError::Invalid {
             origin: study.origin_of("job_patterns"),
             detail: format!(
-                "{other} is not a job pattern (job-short-poll, job-long-poll, job-sse, job-ws)"
+                "{other} is not a job pattern ({})",
+                Pattern::names_where(Pattern::is_job)
             ),
         });
     }
@@ -174,7 +180,7 @@ fn job_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan
 fn listed_patterns(
     study: &RawScenario,
     field: &'static str,
-) -> Result<Vec<PatternName>, ScenarioError> {
+) -> Result<Vec<Pattern>, ScenarioError> {
     let names = study.values_of(field).unwrap_or_default();
     let invalid = |detail: String| ScenarioError::Invalid {
         origin: study.origin_of(field),
@@ -183,7 +189,7 @@ fn listed_patterns(
     let patterns = names
         .iter()
         .filter(|p| p.as_str() != "none")
-        .map(|p| PatternName::from_str(p).map_err(invalid))
+        .map(|p| Pattern::from_str(p).map_err(invalid))
         .collect::<Result<Vec<_>, _>>()?;
     match patterns.iter().find(|p| p.is_generic()) {
         Some(generic) => Err(invalid(format!(
@@ -198,7 +204,7 @@ fn listed_patterns(
 fn at_middle_clients(
     study: &RawScenario,
     combos: &[RawScenario],
-    patterns: &[PatternName],
+    patterns: &[Pattern],
     adjust: impl Fn(&mut RawScenario),
 ) -> Result<Vec<CellPlan>, ScenarioError> {
     if patterns.is_empty() {
@@ -244,7 +250,7 @@ fn at_middle_clients(
 mod tests {
     use super::*;
 
-    fn count(plans: &[CellPlan], pattern: PatternName) -> usize {
+    fn count(plans: &[CellPlan], pattern: Pattern) -> usize {
         plans.iter().filter(|p| p.pattern == pattern).count()
     }
 
@@ -260,13 +266,13 @@ mod tests {
             .iter()
             .all(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory));
         // 9 in-process, 1 on Redis.
-        assert_eq!(count(&plans, PatternName::ShortPoll), 10);
-        assert_eq!(count(&plans, PatternName::Sse), 4);
-        assert_eq!(count(&plans, PatternName::GraphqlSub), 3);
-        assert_eq!(count(&plans, PatternName::GraphqlPoll), 3);
+        assert_eq!(count(&plans, Pattern::ShortPoll), 10);
+        assert_eq!(count(&plans, Pattern::Sse), 4);
+        assert_eq!(count(&plans, Pattern::GraphqlSub), 3);
+        assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
         assert!(plans
             .iter()
-            .filter(|p| p.pattern == PatternName::GraphqlPoll)
+            .filter(|p| p.pattern == Pattern::GraphqlPoll)
             .all(|p| p.scenario.interval == std::time::Duration::from_secs(1)));
         assert!(plans
             .windows(2)
@@ -296,10 +302,10 @@ mod tests {
         assert_eq!(
             names,
             [
-                PatternName::Sse,
-                PatternName::Ws,
-                PatternName::LongPoll,
-                PatternName::ShortPoll
+                Pattern::Sse,
+                Pattern::Ws,
+                Pattern::LongPoll,
+                Pattern::ShortPoll
             ]
         );
         assert!(redis
@@ -343,8 +349,8 @@ mod tests {
         given.set_flag("patterns", "graphql-poll,graphql-sub");
         given.set_flag("clients", "10");
         let plans = plans(&with_defaults(given, false)).unwrap();
-        assert_eq!(count(&plans, PatternName::GraphqlPoll), 3);
-        assert_eq!(count(&plans, PatternName::GraphqlSub), 1);
+        assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
+        assert_eq!(count(&plans, Pattern::GraphqlSub), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod counted_io;
 pub mod error;
 pub mod event;
+pub mod event_stream;
 pub mod extract;
 pub mod feed_api;
 pub mod listener;

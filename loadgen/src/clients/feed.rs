@@ -10,44 +10,6 @@ use crate::{
     wire::PollAnswer,
 };
 
-/// What a streaming feed client (SSE, WebSocket) does when its connection ended.
-pub enum AfterEnd {
-    /// Reconnect and resume after the cursor (counted, after a growing back-off).
-    Reconnect,
-    /// Done: the run is over, or reconnecting has failed too often.
-    Finish,
-    /// It ended before the server confirmed the subscription: the client failed to start.
-    NeverSubscribed,
-}
-
-/// Reconnects a stream client allows itself before giving up.
-const MAX_RECONNECTS: u32 = 10;
-
-/// Decides what a streaming client does after its connection ended, backing off before a reconnect.
-pub async fn after_stream_end(
-    ctx: &ClientCtx,
-    receiver: Option<&FeedReceiver>,
-    reconnects: &mut u32,
-) -> AfterEnd {
-    let Some(receiver) = receiver else {
-        return AfterEnd::NeverSubscribed;
-    };
-    let phase = ctx.shared.phase();
-    if phase == Phase::Stop || (phase == Phase::Drain && receiver.done(ctx)) {
-        return AfterEnd::Finish;
-    }
-    *reconnects += 1;
-    if *reconnects > MAX_RECONNECTS {
-        return AfterEnd::Finish;
-    }
-    ctx.recorder().counters.reconnects.fetch_add(1, Relaxed);
-    tokio::time::sleep(std::time::Duration::from_millis(
-        100 * u64::from(*reconnects),
-    ))
-    .await;
-    AfterEnd::Reconnect
-}
-
 pub struct FeedReceiver {
     tracker: SeqTracker,
     start_after: u64,

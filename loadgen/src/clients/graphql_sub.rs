@@ -9,8 +9,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     graphql_poll::{head, operation_start},
+    stream_feed::Arrival,
     ws_conn::{self, Socket},
-    ws_feed::{self, FeedProtocol, Step},
+    ws_feed::{self, FeedProtocol, Opened, Step},
     ClientCtx, FeedReceiver,
 };
 use crate::{
@@ -38,11 +39,7 @@ struct GraphqlWs {
 }
 
 impl FeedProtocol for GraphqlWs {
-    async fn subscribe(
-        &mut self,
-        ctx: &ClientCtx,
-        cursor: Option<u64>,
-    ) -> Result<(Socket, Option<u64>), ClientError> {
+    async fn subscribe(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
         let after = match cursor {
             Some(cursor) => cursor,
             // A subscription confirms no cursor, so the first start is the head, asked over HTTP
@@ -64,13 +61,8 @@ impl FeedProtocol for GraphqlWs {
         Ok((socket, Some(after)))
     }
 
-    fn message(
-        &mut self,
-        ctx: &ClientCtx,
-        message: Message,
-        receiver: Option<&mut FeedReceiver>,
-        now_ns: u64,
-    ) -> Step {
+    fn message(&mut self, message: Message, arrival: Arrival<'_>) -> Step {
+        let ctx = arrival.ctx;
         let counters = &ctx.recorder().counters;
         let text = match message {
             Message::Text(text) => text,
@@ -87,7 +79,12 @@ impl FeedProtocol for GraphqlWs {
         };
         match message.kind {
             "next" if message.id == Some(ID) => {
-                next(ctx, message.payload, receiver, now_ns);
+                next(
+                    ctx,
+                    message.payload,
+                    arrival.receiver.as_mut(),
+                    arrival.now_ns,
+                );
                 Step::Continue
             }
             "ping" => Step::Reply(r#"{"type":"pong"}"#.to_owned()),

@@ -1,23 +1,25 @@
 //! Simulated clients, one module per pattern behind one signature: `run(ClientCtx)`. Each client owns
-//! its connection(s), records into the shared recorder, and stops when the run tells it to.
+//! its connection(s), records into the shared recorder, and stops when the run tells it to. Each
+//! pattern's entry point is named in its row in `crate::pattern`; the other modules are shared pieces.
 
 mod feed;
-mod graphql_poll;
-mod graphql_sub;
+pub(crate) mod graphql_poll;
+pub(crate) mod graphql_sub;
 mod job_notify;
-mod jobs;
-mod long_poll;
-mod poll_url;
-mod request_response;
+pub(crate) mod jobs;
+pub(crate) mod long_poll;
+pub(crate) mod poll_url;
+pub(crate) mod request_response;
 mod requests;
-mod short_poll;
-mod sse;
-mod sse_parse;
-mod sse_url;
-mod ws;
+pub(crate) mod short_poll;
+pub(crate) mod sse;
+mod sse_stream;
+pub(crate) mod sse_url;
+mod stream_feed;
+pub(crate) mod ws;
 mod ws_conn;
 mod ws_feed;
-mod ws_url;
+pub(crate) mod ws_url;
 
 use std::{
     collections::HashMap,
@@ -31,12 +33,11 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use feed::{after_stream_end, AfterEnd, FeedReceiver};
+pub use feed::FeedReceiver;
 pub use jobs::notify_topic;
 
 use crate::{
-    clock::RunClock, http::ClientError, record::Recorder, scenario::PatternName,
-    scenario::Scenario, target::Target,
+    clock::RunClock, http::ClientError, record::Recorder, scenario::Scenario, target::Target,
 };
 
 /// Where the run is; clients watch it.
@@ -141,25 +142,5 @@ impl ClientCtx {
     }
 }
 
-/// The signature every pattern's client implements.
+/// The signature every pattern's client implements (named in the pattern's row, `crate::pattern`).
 pub type ClientFn = fn(ClientCtx) -> BoxFuture<'static, ()>;
-
-/// The client for a pattern. Adding a pattern = its module + one line here.
-pub fn client_for(pattern: PatternName) -> ClientFn {
-    match pattern {
-        PatternName::RequestResponse => |ctx| Box::pin(request_response::run(ctx)),
-        PatternName::ShortPoll => |ctx| Box::pin(short_poll::run(ctx)),
-        PatternName::LongPoll => |ctx| Box::pin(long_poll::run(ctx)),
-        PatternName::Sse => |ctx| Box::pin(sse::run(ctx)),
-        PatternName::Ws => |ctx| Box::pin(ws::run(ctx)),
-        PatternName::GraphqlPoll => |ctx| Box::pin(graphql_poll::run(ctx)),
-        PatternName::GraphqlSub => |ctx| Box::pin(graphql_sub::run(ctx)),
-        PatternName::PollUrl => |ctx| Box::pin(poll_url::run(ctx)),
-        PatternName::SseUrl => |ctx| Box::pin(sse_url::run(ctx)),
-        PatternName::WsUrl => |ctx| Box::pin(ws_url::run(ctx)),
-        PatternName::JobShortPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::ShortPoll)),
-        PatternName::JobLongPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::LongPoll)),
-        PatternName::JobSse => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Sse)),
-        PatternName::JobWs => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Ws)),
-    }
-}

@@ -3,9 +3,10 @@
 
 use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 
+use commbench_servers::event_stream::Parser;
+
 use super::{
-    sse::open_stream,
-    sse_parse::{read_chunk, SseParser},
+    sse_stream::{self, read_chunk},
     ClientCtx, Phase,
 };
 use crate::record::Metric;
@@ -18,7 +19,8 @@ pub async fn run(ctx: ClientCtx) {
     let mut ready = false;
     let mut last_event: Option<u64> = None;
     for attempt in 0u64..10 {
-        let mut body = match open_stream(&ctx, &path, &[("accept", "text/event-stream")]).await {
+        let headers = [("accept", "text/event-stream")];
+        let mut body = match sse_stream::open(&ctx, &path, &headers).await {
             Ok(body) => body,
             Err(error) if !ready => return ctx.mark_failed(&error),
             Err(error) => {
@@ -30,7 +32,7 @@ pub async fn run(ctx: ClientCtx) {
             ready = true;
             ctx.mark_ready();
         }
-        let mut parser = SseParser::new(MAX_FRAME);
+        let mut parser = Parser::new(MAX_FRAME);
         loop {
             let more = tokio::select! {
                 more = read_chunk(&mut body, &mut parser, &ctx) => more,
@@ -41,8 +43,8 @@ pub async fn run(ctx: ClientCtx) {
             }
             let now = ctx.now_ns();
             while let Some(frame) = parser.next_frame() {
-                if frame.data.is_empty() && frame.event.is_none() {
-                    continue; // a comment or heartbeat
+                if frame.dispatched_type().is_none() {
+                    continue; // a comment, a heartbeat, a frame without data
                 }
                 ctx.recorder()
                     .counters

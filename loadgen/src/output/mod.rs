@@ -8,7 +8,7 @@ mod run_json;
 mod summary;
 mod table;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::{
     fs,
@@ -102,9 +102,7 @@ fn symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        output::test_util::sample_cell, output::test_util::temp_path, scenario::PatternName,
-    };
+    use crate::{output::test_util::sample_cell, output::test_util::temp_path, pattern::Pattern};
 
     fn info(cells: &[CellResult]) -> RunInfo {
         RunInfo {
@@ -128,8 +126,8 @@ mod tests {
         let root = temp_path("run-files");
         let dir = root.join("20260101-000000");
         let cells = [
-            sample_cell(PatternName::Sse, true),
-            sample_cell(PatternName::RequestResponse, true),
+            sample_cell(Pattern::Sse, true),
+            sample_cell(Pattern::RequestResponse, true),
         ];
         write_run(&dir, &info(&cells), &cells).unwrap();
         let mut names: Vec<String> = fs::read_dir(&dir)

@@ -6,7 +6,11 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::OutputError;
-use crate::{record::Metric, result::CellResult, scenario::PatternName};
+use crate::{
+    pattern::{Kind, Pattern},
+    record::Metric,
+    result::CellResult,
+};
 
 /// One row of `summary.csv`. Empty cells (`None`) mean "does not apply": no samples for a latency,
 /// no sequence numbers for loss accounting, no process to measure for an external server, or a
@@ -16,7 +20,8 @@ pub struct SummaryRow {
     pub run_id: String,
     /// `CellSpec::name()`: the prefix of this cell's `.hgrm` and `.hlog` files.
     pub cell: String,
-    pub pattern: String,
+    /// Read back strictly: a name this build does not know fails the read, naming file and value.
+    pub pattern: Pattern,
     pub clients: u64,
     /// Target publish (request-response: request) rate; 0 = closed loop.
     pub rate_per_s: f64,
@@ -137,7 +142,7 @@ impl SummaryRow {
         Self {
             run_id: run_id.to_owned(),
             cell: spec.name(),
-            pattern: spec.pattern.to_string(),
+            pattern: spec.pattern,
             clients: spec.clients as u64,
             rate_per_s: spec.rate,
             payload_bytes: spec.payload as u64,
@@ -216,9 +221,11 @@ impl SummaryRow {
 /// The denominator of the per-event costs: messages received in the measured window (the same
 /// window as the byte and CPU counts); for request-response each response is the event.
 pub fn events_in_window(cell: &CellResult) -> u64 {
-    match cell.spec.pattern {
-        PatternName::RequestResponse => cell.counters.requests,
-        _ => cell.counters.events_received,
+    match cell.spec.pattern.kind() {
+        Kind::Request => cell.counters.requests,
+        Kind::FeedPush | Kind::FeedPoll(_) | Kind::Job | Kind::External => {
+            cell.counters.events_received
+        }
     }
 }
 
@@ -279,12 +286,12 @@ mod tests {
     #[test]
     fn csv_round_trips() {
         let path = temp_path("summary.csv");
-        let mut external = sample_cell(PatternName::Sse, true);
+        let mut external = sample_cell(Pattern::Sse, true);
         external.server = None;
         external.warnings = vec!["one, with comma".into(), "two \"quoted\"".into()];
         let cells = [
-            sample_cell(PatternName::Ws, true),
-            sample_cell(PatternName::RequestResponse, false),
+            sample_cell(Pattern::Ws, true),
+            sample_cell(Pattern::RequestResponse, false),
             external,
         ];
         write_summary(&path, "run-1", &cells).unwrap();
@@ -307,7 +314,7 @@ mod tests {
 
     #[test]
     fn per_event_columns_follow_their_inputs() {
-        let mut cell = sample_cell(PatternName::Sse, true);
+        let mut cell = sample_cell(Pattern::Sse, true);
         cell.counters.bytes_up = 1_000;
         cell.counters.bytes_down = 9_000;
         cell.counters.events_received = 100;
@@ -328,7 +335,7 @@ mod tests {
 
     #[test]
     fn latency_columns_are_milliseconds() {
-        let row = SummaryRow::from_cell("r", &sample_cell(PatternName::Sse, true));
+        let row = SummaryRow::from_cell("r", &sample_cell(Pattern::Sse, true));
         // sample_cell records 1..=1000 ms into Delivery.
         let p50 = row.p50_ms.unwrap();
         assert!((499.0..=501.0).contains(&p50), "p50 = {p50}");
@@ -343,5 +350,20 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(error.contains("bad-summary.csv"), "{error}");
         assert!(error.contains("missing field"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_pattern_names_the_file_and_the_value() {
+        let path = temp_path("future-summary.csv");
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(",sse,", ",carrier-pigeon,")).unwrap();
+        let error = read_summary(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(error.contains("future-summary.csv"), "{error}");
+        assert!(
+            error.contains("unknown pattern `carrier-pigeon`"),
+            "{error}"
+        );
     }
 }

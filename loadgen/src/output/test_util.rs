@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use crate::{
     record::{new_histogram, CounterSnapshot, Metric},
     result::{CellResult, CellSpec, ProcessUsage},
-    scenario::{BusKind, PatternName},
+    {pattern::Pattern, scenario::BusKind},
 };
 
 /// A unique path under the system temp directory; the test removes it.
@@ -14,14 +14,14 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 /// A cell whose headline histogram holds the values 1..=1000 ms (one sample each).
-pub fn sample_cell(pattern: PatternName, complete: bool) -> CellResult {
+pub fn sample_cell(pattern: Pattern, complete: bool) -> CellResult {
     let mut latency = new_histogram();
     for ms in 1..=1000 {
         latency.record(ms * 1000).unwrap();
     }
     let mut connect = new_histogram();
     connect.record(2_500).unwrap();
-    let headline = if pattern == PatternName::RequestResponse {
+    let headline = if pattern == Pattern::RequestResponse {
         Metric::RoundTrip
     } else {
         Metric::Delivery

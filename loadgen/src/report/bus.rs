@@ -175,9 +175,10 @@ pub fn section(out: &mut String, pairs: &[BusPair<'_>], labeler: &Labeler) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::Pattern;
     use crate::report::cells::fixture::row;
 
-    fn redis(pattern: &str) -> SummaryRow {
+    fn redis(pattern: Pattern) -> SummaryRow {
         let mut r = row(pattern, 1000, None);
         r.cell.push_str("-redis-x2");
         r.bus = "redis".into();
@@ -191,8 +192,8 @@ mod tests {
 
     #[test]
     fn pairs_and_findings_follow_the_numbers() {
-        let memory = vec![row("sse", 1000, None), row("ws", 100, None)];
-        let others = vec![redis("sse"), redis("ws")];
+        let memory = vec![row(Pattern::Sse, 1000, None), row(Pattern::Ws, 100, None)];
+        let others = vec![redis(Pattern::Sse), redis(Pattern::Ws)];
         let pairs = pairs(&memory, &others);
         assert_eq!(pairs.len(), 2);
         assert!(pairs[0].memory.is_some() && pairs[1].memory.is_none());

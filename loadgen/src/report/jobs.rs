@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use super::{cells::Labeler, fmt};
 use crate::output::SummaryRow;
 
-/// True for the job-submitter cells (`job-*` patterns).
+/// True for the job-submitter cells.
 pub fn is_job(row: &SummaryRow) -> bool {
-    row.pattern.starts_with("job-")
+    row.pattern.is_job()
 }
 
 fn per_job(row: &SummaryRow, value: f64) -> Option<f64> {
@@ -122,9 +122,10 @@ pub fn section(out: &mut String, rows: &[SummaryRow], labeler: &Labeler) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::Pattern;
     use crate::report::cells::fixture::row;
 
-    fn job(pattern: &str, p99: f64) -> SummaryRow {
+    fn job(pattern: Pattern, p99: f64) -> SummaryRow {
         let mut r = row(pattern, 100, None);
         r.p99_ms = Some(p99);
         r.queue_wait_premium_p50_ms = Some(1.0);
@@ -138,7 +139,10 @@ mod tests {
 
     #[test]
     fn findings_rank_patterns_and_name_lost_jobs() {
-        let mut rows = vec![job("job-short-poll", 600.0), job("job-sse", 30.0)];
+        let mut rows = vec![
+            job(Pattern::JobShortPoll, 600.0),
+            job(Pattern::JobSse, 30.0),
+        ];
         rows[0].events_lost = Some(3);
         rows[0].events_expected = Some(100);
         let labeler = Labeler::new(&rows);

@@ -188,10 +188,9 @@ fn charts_section(out: &mut String, charts: &[ChartStatus]) {
 fn model_section(out: &mut String, table: &ModelTable) {
     let _ = writeln!(out, "## Measured vs model (polling)\n");
     if table.rows.is_empty() {
-        let _ = writeln!(
-            out,
-            "No short-poll, long-poll or graphql-poll cell in this run.\n"
-        );
+        let mut names = super::model_table::modelled_patterns();
+        let last = names.pop().unwrap_or_default();
+        let _ = writeln!(out, "No {} or {last} cell in this run.\n", names.join(", "));
         return;
     }
     let _ = writeln!(

@@ -123,26 +123,29 @@ pub fn draw_panel<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::{
+        pattern::Pattern,
+        report::charts::{palette::pattern_color, test_util::ink},
+    };
 
     #[test]
     fn draws_bars_and_missing_values() {
         let rows = [
             BarRow {
                 label: "sse".into(),
-                color: pattern_color("sse"),
+                color: pattern_color(Pattern::Sse),
                 flagged: false,
                 value: Some(40.0),
             },
             BarRow {
                 label: "ws !".into(),
-                color: pattern_color("ws"),
+                color: pattern_color(Pattern::Ws),
                 flagged: true,
                 value: Some(55.0),
             },
             BarRow {
                 label: "poll-url".into(),
-                color: pattern_color("poll-url"),
+                color: pattern_color(Pattern::PollUrl),
                 flagged: false,
                 value: None,
             },

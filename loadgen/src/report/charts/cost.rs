@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    chart::Chart,
     palette::SeriesColors,
 };
 use crate::{
@@ -15,6 +16,22 @@ use crate::{
 };
 
 pub const FILE: &str = "cost.png";
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Cost per delivered event",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |c, _| {
+        format!(
+            "Requests, bytes on the wire (both directions, headers and framing included) and \
+             server CPU per delivered event at {} clients; request-response counts each \
+             response as its event. Hollow bars are flagged cells.",
+            c.clients
+        )
+    },
+};
 
 /// One cell's costs: requests, bytes, server CPU µs; per delivered event (request-response: per
 /// response).
@@ -86,7 +103,7 @@ mod tests {
     fn draws_three_panels_of_bars() {
         let bar = |label: &str, values: [Option<f64>; 3], flagged: bool| Bar {
             label: label.into(),
-            color: pattern_color(label.split(' ').next().unwrap()),
+            color: pattern_color(label.split(' ').next().unwrap().parse().unwrap()),
             flagged,
             values,
         };

@@ -6,21 +6,55 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE};
-use crate::report::{
-    cells::{self, Labeler, FEED, POLLERS},
-    fmt,
-    load::RunData,
+use super::{
+    chart::Chart, err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE,
+};
+use crate::{
+    pattern::Pattern,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "frontier.png";
 pub const SIZE: (u32, u32) = (1300, 850);
 
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Trade-off frontier",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let fallback = if input.cost == Cost::BytesPerEvent {
+            " (server CPU is missing for some cells, so bytes stand in for cost)"
+        } else {
+            ""
+        };
+        format!(
+            "One point per feed cell at {} clients: x = {}{fallback}, y = p99 delivery \
+             latency; both log scale, lower left is better. A poller's intervals ({}) are joined \
+             by a dashed line; request-response is left out (it does not carry the feed). Hollow \
+             points and `!` labels are flagged cells.",
+            input.clients,
+            input.cost.axis(),
+            Pattern::names_where(is_interval_poller)
+        )
+    },
+};
+
+/// A feed poller on an interval: its cells at several intervals form a curve.
+fn is_interval_poller(pattern: Pattern) -> bool {
+    pattern.uses_feed() && pattern.polls_on_interval()
+}
+
 /// One cell on the frontier.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub label: String,
-    pub pattern: String,
+    pub pattern: Pattern,
     pub color: RGBColor,
     pub flagged: bool,
     pub x: f64,
@@ -54,12 +88,12 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
     let clients = *cells::client_counts(&data.rows).last().ok_or("no cells")?;
     let rows: Vec<_> = cells::at_clients(&data.rows, clients)
         .into_iter()
-        .filter(|r| FEED.contains(&r.pattern.as_str()) && r.p99_ms.is_some_and(|p| p > 0.0))
+        .filter(|r| r.pattern.uses_feed() && r.p99_ms.is_some_and(|p| p > 0.0))
         .collect();
     if rows.is_empty() {
         return Err(format!(
             "no feed pattern ({}) at {clients} clients has a p99 latency",
-            FEED.join(", ")
+            Pattern::names_where(Pattern::uses_feed)
         ));
     }
     let cost = if rows
@@ -80,7 +114,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
             .filter(|x| *x > 0.0)?;
             Some(Point {
                 label: labeler.cell(r),
-                pattern: r.pattern.clone(),
+                pattern: r.pattern,
                 color: colors.of(r, labeler),
                 flagged: cells::is_flagged(r),
                 x,
@@ -171,7 +205,7 @@ pub fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     // A poller's intervals form a curve: join them in interval order.
-    for poller in POLLERS {
+    for poller in Pattern::ALL.into_iter().filter(|p| is_interval_poller(*p)) {
         let polls: Vec<(f64, f64)> = input
             .points
             .iter()
@@ -247,8 +281,8 @@ mod tests {
     fn draws_labelled_points() {
         let point = |label: &str, pattern: &str, x: f64, y: f64| Point {
             label: label.into(),
-            pattern: pattern.into(),
-            color: pattern_color(pattern),
+            pattern: pattern.parse().unwrap(),
+            color: pattern_color(pattern.parse().unwrap()),
             flagged: label.ends_with('!'),
             x,
             p99_ms: y,

@@ -3,8 +3,8 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    draw_legend, err, log_keys, log_range, palette::SeriesColors, text, LegendEntry, AXIS, TICKS,
-    TITLE,
+    chart::Chart, draw_legend, err, log_keys, log_range, palette::SeriesColors, text, LegendEntry,
+    AXIS, TICKS, TITLE,
 };
 use crate::report::{
     cells::{self, Labeler},
@@ -13,6 +13,24 @@ use crate::report::{
 
 pub const FILE: &str = "latency.png";
 pub const SIZE: (u32, u32) = (1400, 800);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Latency percentiles",
+    prepare: |c, notes| prepare(c.data, c.labeler, c.colors, notes),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |c, _| {
+        format!(
+            "Percentile spectrum of every cell at {} clients, the run's largest client \
+             count (scaling.png covers the others), from the cells' `.hgrm` files: delivery \
+             latency (publish → client) for the feed patterns, round trip for \
+             request-response. x is 1/(1 − percentile) on a log scale, y is log scale; dashed \
+             lines are flagged cells.",
+            c.clients
+        )
+    },
+};
 
 /// One cell's spectrum.
 #[derive(Debug, Clone)]
@@ -188,7 +206,7 @@ mod tests {
     fn draws_spectra() {
         let curve = |label: &str, scale: f64, flagged: bool| Curve {
             label: label.into(),
-            color: pattern_color(label),
+            color: pattern_color(label.parse().unwrap()),
             flagged,
             points: [1.0_f64, 2.0, 10.0, 100.0, 1000.0]
                 .iter()

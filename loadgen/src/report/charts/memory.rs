@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, BarRow},
+    chart::Chart,
     draw_legend, err, marker,
     palette::SeriesColors,
     text, zero_range, LegendEntry, AXIS, TICKS, TITLE,
@@ -16,6 +17,20 @@ use crate::report::{
 
 pub const FILE: &str = "memory.png";
 pub const SIZE: (u32, u32) = (1400, 800);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Server memory per connection",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |_, _| {
+        "Peak server RSS divided by peak open connections, per cell. It includes the server's \
+         baseline memory, so at small client counts it overstates what one connection costs; \
+         with several client counts the findings give the marginal cost (the RSS slope)."
+            .to_owned()
+    },
+};
 
 /// Image size: a line chart over client counts, or one panel of bars for a single client count.
 pub fn size(input: &Input) -> (u32, u32) {
@@ -171,7 +186,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::{
+        pattern::Pattern,
+        report::charts::{palette::pattern_color, test_util::ink},
+    };
 
     #[test]
     fn draws_lines_even_for_one_client_count() {
@@ -180,12 +198,12 @@ mod tests {
             lines: vec![
                 Line {
                     label: "sse".into(),
-                    color: pattern_color("sse"),
+                    color: pattern_color(Pattern::Sse),
                     points: vec![(50.0, 284.0, false)],
                 },
                 Line {
                     label: "ws".into(),
-                    color: pattern_color("ws"),
+                    color: pattern_color(Pattern::Ws),
                     points: vec![(50.0, 399.0, true)],
                 },
             ],

@@ -2,6 +2,7 @@
 
 pub mod bars;
 pub mod bus;
+pub mod chart;
 pub mod cost;
 pub mod frontier;
 pub mod latency;
@@ -270,6 +271,7 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::Pattern;
 
     #[test]
     fn ranges_have_headroom() {
@@ -293,13 +295,13 @@ mod tests {
         let entries = [
             LegendEntry {
                 label: "sse".into(),
-                color: palette::pattern_color("sse"),
+                color: palette::pattern_color(Pattern::Sse),
                 dashed: false,
                 marker: Some(false),
             },
             LegendEntry {
                 label: "short-poll 1s !".into(),
-                color: palette::pattern_color("short-poll"),
+                color: palette::pattern_color(Pattern::ShortPoll),
                 dashed: true,
                 marker: Some(true),
             },

@@ -3,17 +3,36 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text, zero_range,
-    LegendEntry, AXIS, TICKS, TITLE,
+    chart::Chart, draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text,
+    zero_range, LegendEntry, AXIS, TICKS, TITLE,
 };
-use crate::report::{
-    cells::{self, Labeler},
-    fmt,
-    load::RunData,
+use crate::{
+    pattern::Kind,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "scaling.png";
 pub const SIZE: (u32, u32) = (1700, 750);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Scaling with clients",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let counts: Vec<String> = input.client_counts.iter().map(u64::to_string).collect();
+        format!(
+            "p99 latency (log scale) and server CPU (% of one core) against client count ({}), \
+             one line per pattern and per poll interval. Hollow markers are flagged cells.",
+            counts.join(", ")
+        )
+    },
+};
 
 /// One cell on a line.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +70,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
         .filter_map(|(label, rows)| {
             let first = *rows.first()?;
             Some(Line {
-                label: if first.pattern == "request-response" {
+                label: if first.pattern.kind() == Kind::Request {
                     format!("{label} (round trip)")
                 } else {
                     label
@@ -190,7 +209,7 @@ mod tests {
     fn draws_two_panels() {
         let line = |label: &str, base: f64| Line {
             label: label.into(),
-            color: pattern_color(label),
+            color: pattern_color(label.parse().unwrap()),
             points: [100.0, 1000.0, 5000.0]
                 .iter()
                 .map(|c| Point {

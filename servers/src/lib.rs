@@ -17,6 +17,7 @@ pub mod patterns;
 pub mod queue;
 pub mod redis_cleanup;
 pub mod redis_server;
+pub mod socketio_wire;
 pub mod spool;
 pub mod topic;
 pub mod units;

@@ -17,10 +17,11 @@ pub enum PatternKind {
     WebSocket,
     GraphQl,
     Queue,
+    SocketIo,
 }
 
 impl PatternKind {
-    pub const ALL: [PatternKind; 8] = [
+    pub const ALL: [PatternKind; 9] = [
         PatternKind::RequestResponse,
         PatternKind::ShortPoll,
         PatternKind::LongPoll,
@@ -29,6 +30,7 @@ impl PatternKind {
         PatternKind::WebSocket,
         PatternKind::GraphQl,
         PatternKind::Queue,
+        PatternKind::SocketIo,
     ];
 
     pub fn label(self) -> &'static str {
@@ -41,6 +43,7 @@ impl PatternKind {
             PatternKind::WebSocket => "websocket",
             PatternKind::GraphQl => "graphql",
             PatternKind::Queue => "queue",
+            PatternKind::SocketIo => "socketio",
         }
     }
 }

@@ -94,8 +94,9 @@ pub struct RunArgs {
     #[arg(long, visible_alias = "study", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Patterns to run, one after another: request-response, short-poll, long-poll, sse, ws,
-    /// graphql-poll, graphql-sub; the message queue's job-short-poll, job-long-poll, job-sse, job-ws;
-    /// against --target also poll-url, sse-url, ws-url. Comma-separated or repeated. [default: sse]
+    /// graphql-poll, graphql-sub, socketio; the message queue's job-short-poll, job-long-poll,
+    /// job-sse, job-ws; against --target also poll-url, sse-url, ws-url. Comma-separated or
+    /// repeated. [default: sse]
     #[arg(long, short = 'p', value_name = "PATTERN")]
     pub pattern: Vec<String>,
     /// Simulated clients, each with its own connection (1..=200k). [default: 100]

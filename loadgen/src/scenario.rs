@@ -34,10 +34,13 @@ pub enum PatternName {
     JobSse,
     /// Message queue: users hear the completion on their own topic over WebSocket.
     JobWs,
+    /// Socket.IO (Engine.IO v4 over WebSocket) on `/socket.io/`: `subscribe`, events as `event`.
+    #[serde(rename = "socketio")]
+    SocketIo,
 }
 
 impl PatternName {
-    pub const ALL: [PatternName; 14] = [
+    pub const ALL: [PatternName; 15] = [
         PatternName::RequestResponse,
         PatternName::ShortPoll,
         PatternName::LongPoll,
@@ -52,6 +55,7 @@ impl PatternName {
         PatternName::JobLongPoll,
         PatternName::JobSse,
         PatternName::JobWs,
+        PatternName::SocketIo,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl PatternName {
             PatternName::JobLongPoll => "job-long-poll",
             PatternName::JobSse => "job-sse",
             PatternName::JobWs => "job-ws",
+            PatternName::SocketIo => "socketio",
         }
     }
 
@@ -91,6 +96,7 @@ impl PatternName {
                 | PatternName::Ws
                 | PatternName::GraphqlPoll
                 | PatternName::GraphqlSub
+                | PatternName::SocketIo
         )
     }
 
@@ -144,6 +150,7 @@ impl FromStr for PatternName {
             | "graphql-subscription"
             | "graphql_subscription"
             | "graphql-ws" => "graphql-sub",
+            "socket.io" | "socket-io" | "socket_io" => "socketio",
             other => other,
         };
         PatternName::ALL

@@ -11,6 +11,7 @@ mod poll_url;
 mod request_response;
 mod requests;
 mod short_poll;
+mod socketio;
 mod sse;
 mod sse_parse;
 mod sse_url;
@@ -161,5 +162,6 @@ pub fn client_for(pattern: PatternName) -> ClientFn {
         PatternName::JobLongPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::LongPoll)),
         PatternName::JobSse => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Sse)),
         PatternName::JobWs => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Ws)),
+        PatternName::SocketIo => |ctx| Box::pin(socketio::run(ctx)),
     }
 }

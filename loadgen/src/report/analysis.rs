@@ -18,6 +18,7 @@ pub fn prose_name(pattern: &str) -> &str {
         "short-poll" => "short polling",
         "graphql-poll" => "GraphQL polling",
         "graphql-sub" => "GraphQL subscriptions",
+        "socketio" => "Socket.IO",
         "request-response" => "request-response",
         other => other,
     }

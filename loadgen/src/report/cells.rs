@@ -6,15 +6,16 @@ use super::fmt;
 use crate::output::SummaryRow;
 
 /// The push patterns a frontier or comparison takes as the reference.
-pub const PUSH: [&str; 2] = ["sse", "ws"];
+pub const PUSH: [&str; 3] = ["sse", "ws", "socketio"];
 /// The patterns that deliver the shared feed (and so appear on the trade-off frontier).
-pub const FEED: [&str; 6] = [
+pub const FEED: [&str; 7] = [
     "short-poll",
     "long-poll",
     "sse",
     "ws",
     "graphql-poll",
     "graphql-sub",
+    "socketio",
 ];
 /// The patterns that poll on an interval and so have one line per interval.
 pub const POLLERS: [&str; 2] = ["short-poll", "graphql-poll"];
@@ -37,18 +38,19 @@ pub fn flag_reason(row: &SummaryRow) -> String {
     reasons.join("; ")
 }
 
-/// Display order of patterns: push first, then polling (each GraphQL form after its plain one),
-/// then the rest.
+/// Display order of patterns: push first (Socket.IO and GraphQL after the WebSocket they ride on),
+/// then polling (each GraphQL form after its plain one), then the rest.
 pub fn pattern_rank(pattern: &str) -> usize {
     match pattern {
         "sse" => 0,
         "ws" => 1,
-        "graphql-sub" => 2,
-        "long-poll" => 3,
-        "short-poll" => 4,
-        "graphql-poll" => 5,
-        "request-response" => 6,
-        _ => 7,
+        "socketio" => 2,
+        "graphql-sub" => 3,
+        "long-poll" => 4,
+        "short-poll" => 5,
+        "graphql-poll" => 6,
+        "request-response" => 7,
+        _ => 8,
     }
 }
 

@@ -27,6 +27,8 @@ pub fn pattern_color(pattern: &str) -> RGBColor {
         "job-long-poll" => RGBColor(255, 187, 120),
         "job-sse" => RGBColor(174, 199, 232),
         "job-ws" => RGBColor(152, 223, 138),
+        // Socket.IO's own near-black: tab10 is used up, and it stands apart from every hue above.
+        "socketio" => RGBColor(33, 33, 33),
         _ => RGBColor(47, 79, 79),
     }
 }

@@ -17,7 +17,10 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{app::AppState, error::AppError, extract::ValidQuery, metrics::PatternKind};
+use crate::{
+    app::AppState, error::AppError, extract::ValidQuery, metrics::PatternKind,
+    ws_close::small_buffers,
+};
 
 /// The path Socket.IO clients use by default (`path` option `/socket.io`, plus the trailing slash).
 pub const PATH: &str = "/socket.io/";
@@ -28,9 +31,6 @@ pub fn routes(_: &AppState) -> Router<AppState> {
         .route(PATH, get(upgrade).post(polling))
         .route("/socket.io", get(upgrade).post(polling))
 }
-
-/// Read buffer per socket: control packets are small; larger packets still arrive whole.
-const READ_BUFFER: usize = 8 << 10;
 
 /// The Engine.IO query. Other parameters (a client's `t` cache-buster, auth in the query) are
 /// ignored, as the reference server does.
@@ -97,13 +97,7 @@ async fn upgrade(
             rejection.body_text()
         ))
     })?;
-    let limit = state.config.max_body;
-    Ok(ws
-        // Small buffers for thousands of mostly idle sockets, as on /ws.
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(limit)
-        .max_frame_size(limit)
+    Ok(small_buffers(ws, state.config.max_body)
         .on_upgrade(move |socket| session::run(state, socket)))
 }
 

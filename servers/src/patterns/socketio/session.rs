@@ -6,7 +6,7 @@
 use std::{pin::pin, time::Duration};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::{stream, stream::BoxStream, SinkExt, StreamExt};
+use futures_util::{stream, stream::BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 use tokio::time::Instant;
@@ -19,18 +19,11 @@ use crate::{
     metrics::{PatternKind, RejectReason},
     socketio_wire::{self as wire, EnginePacket, Handshake, Packet, PacketType, MAIN_NAMESPACE},
     topic::TopicName,
-    ws_close::{close_for_read_error, send_close},
+    ws_close::{perform, text_or_step, Step},
 };
 
 pub(super) async fn run(state: AppState, socket: WebSocket) {
     Session::new(state).run(socket).await;
-}
-
-/// What the session does after one input.
-enum Step {
-    Send(Vec<Message>),
-    Close(u16, String),
-    Gone,
 }
 
 /// Close codes (RFC 6455) this server uses beyond those `ws_close` picks for read errors.
@@ -118,25 +111,9 @@ impl Session {
         let mut armed = self.deadline();
         let mut deadline = pin!(tokio::time::sleep_until(armed.unwrap_or_else(Instant::now)));
         loop {
-            match step {
-                Step::Send(messages) => {
-                    for message in messages {
-                        match tokio::time::timeout(config.send_timeout, sink.send(message)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return,
-                            Err(_) => {
-                                // The client stopped reading: it is a lagging subscriber.
-                                metrics.lagged_disconnect(PatternKind::SocketIo);
-                                return;
-                            }
-                        }
-                    }
-                }
-                Step::Close(code, reason) => {
-                    send_close(&mut sink, code, &reason).await;
-                    return;
-                }
-                Step::Gone => return,
+            let timeout = config.send_timeout;
+            if !perform(&mut sink, step, timeout, &metrics, PatternKind::SocketIo).await {
+                return;
             }
             if self.deadline() != armed {
                 armed = self.deadline();
@@ -198,24 +175,11 @@ impl Session {
     }
 
     async fn on_frame(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
-        let metrics = &self.state.metrics;
-        match message {
-            None | Some(Ok(Message::Close(_))) => Step::Gone,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Send(Vec::new()),
-            Some(Ok(Message::Binary(_))) => {
-                metrics.rejected(RejectReason::BadMessage);
-                Step::Close(
-                    CLOSE_UNSUPPORTED,
-                    "binary frames (Socket.IO binary attachments) are not accepted".into(),
-                )
-            }
-            Some(Ok(Message::Text(text))) => self.on_engine_packet(&text).await,
-            Some(Err(error)) => {
-                match close_for_read_error(error, self.state.config.max_body, metrics) {
-                    Some((code, reason)) => Step::Close(code, reason),
-                    None => Step::Gone,
-                }
-            }
+        let max_body = self.state.config.max_body;
+        let binary = "binary frames (Socket.IO binary attachments) are not accepted";
+        match text_or_step(message, max_body, &self.state.metrics, binary) {
+            Ok(text) => self.on_engine_packet(&text).await,
+            Err(step) => step,
         }
     }
 

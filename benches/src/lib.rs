@@ -1,6 +1,6 @@
 //! Client helpers shared by the criterion benches: an HTTP client tuned for loopback, a publish
 //! helper, an SSE frame reader (the shared `event_stream` parser over a `reqwest` byte stream),
-//! WebSocket and GraphQL subscribe helpers; plus
+//! WebSocket, GraphQL and Socket.IO subscribe helpers; plus
 //! [`register_report_font`], which every bench binary calls before criterion draws its report.
 //!
 //! Every helper returns [`Result`] with a boxed error so a bench can `expect` with context; none of
@@ -9,7 +9,10 @@
 use std::{net::SocketAddr, pin::Pin};
 
 use bytes::Bytes;
-use commbench_servers::event_stream::{Frame, Parser};
+use commbench_servers::{
+    event_stream::{Frame, Parser},
+    socketio_wire,
+};
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
@@ -256,9 +259,55 @@ pub async fn graphql_next_event(ws: &mut WsStream) -> Result<u64> {
 
 /// The next graphql-transport-ws message (JSON text), skipping WebSocket pings.
 async fn graphql_ws_message(ws: &mut WsStream) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&next_text(ws).await?)?)
+}
+
+/// Connects to `ws://{addr}/socket.io/` (Engine.IO v4 over WebSocket, Nagle off), connects to the
+/// main namespace and subscribes to `topic` live, waiting for the ack, after which every publish is
+/// guaranteed to arrive.
+pub async fn socketio_subscribe(addr: SocketAddr, topic: &str) -> Result<WsStream> {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(format!("expected the Engine.IO open packet, got {open}").into());
+    }
+    ws.send(Message::text("40")).await?;
+    let connected = next_text(&mut ws).await?;
+    if !connected.starts_with("40") {
+        return Err(format!("expected CONNECT, got {connected}").into());
+    }
+    let arg = serde_json::json!({ "topic": topic }).to_string();
+    let subscribe =
+        socketio_wire::event(socketio_wire::MAIN_NAMESPACE, Some(1), "subscribe", &[&arg]);
+    ws.send(Message::text(subscribe)).await?;
+    let ack = next_text(&mut ws).await?;
+    if !ack.starts_with("431[") {
+        return Err(format!("expected the subscribe ack, got {ack}").into());
+    }
+    Ok(ws)
+}
+
+/// The sequence number of the next `event` on a [`socketio_subscribe`] socket; anything else
+/// (a gap, an error, the end of the socket) is an error.
+pub async fn socketio_next_event(ws: &mut WsStream) -> Result<u64> {
+    let text = next_text(ws).await?;
+    let Ok(socketio_wire::EnginePacket::Message(data)) = socketio_wire::decode_engine(&text) else {
+        return Err(format!("expected an event, got {text}").into());
+    };
+    let packet = socketio_wire::decode_packet(data)?;
+    match (packet.event_name().as_deref(), packet.event_args().first()) {
+        (Some("event"), Some(event)) => json_u64(event.get().as_bytes(), "seq"),
+        _ => Err(format!("expected an event, got {text}").into()),
+    }
+}
+
+/// The next text frame (a graphql-transport-ws message, an Engine.IO packet), skipping WebSocket
+/// pings; any other frame or the end of the socket is an error.
+async fn next_text(ws: &mut WsStream) -> Result<String> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(other)) => return Err(format!("unexpected message {other:?}").into()),
             Some(Err(e)) => return Err(e.into()),

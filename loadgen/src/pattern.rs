@@ -26,6 +26,7 @@ pub enum Pattern {
     JobLongPoll,
     JobSse,
     JobWs,
+    SocketIo,
 }
 
 /// What a pattern's traffic is: which counters apply and what the report compares it with.
@@ -108,7 +109,7 @@ pub struct About {
 
 impl Pattern {
     /// Every pattern, in the order error messages and help text list them.
-    pub const ALL: [Pattern; 14] = [
+    pub const ALL: [Pattern; 15] = [
         Pattern::RequestResponse,
         Pattern::ShortPoll,
         Pattern::LongPoll,
@@ -123,6 +124,7 @@ impl Pattern {
         Pattern::JobLongPoll,
         Pattern::JobSse,
         Pattern::JobWs,
+        Pattern::SocketIo,
     ];
 
     /// The pattern's row.
@@ -133,7 +135,7 @@ impl Pattern {
                 aliases: &["rr", "request_response", "reqres"],
                 kind: Kind::Request,
                 interval: false,
-                rank: 6,
+                rank: 7,
                 prose: "request-response",
                 color: (127, 127, 127),
                 layer: None,
@@ -145,7 +147,7 @@ impl Pattern {
                 aliases: &["short_poll", "poll"],
                 kind: Kind::FeedPoll(FEED_BATCH),
                 interval: true,
-                rank: 4,
+                rank: 5,
                 prose: "short polling",
                 color: (214, 39, 40),
                 layer: None,
@@ -157,7 +159,7 @@ impl Pattern {
                 aliases: &["long_poll", "longpoll"],
                 kind: Kind::FeedPoll(FEED_BATCH),
                 interval: false,
-                rank: 3,
+                rank: 4,
                 prose: "long polling",
                 color: (255, 127, 14),
                 layer: None,
@@ -188,13 +190,30 @@ impl Pattern {
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::ws::run(ctx)),
             },
+            // Socket.IO (Engine.IO v4 over WebSocket) on `/socket.io/`: `subscribe`, events as `event`.
+            Pattern::SocketIo => About {
+                name: "socketio",
+                aliases: &["socket.io", "socket-io", "socket_io"],
+                kind: Kind::FeedPush,
+                interval: false,
+                rank: 2,
+                prose: "Socket.IO",
+                // Socket.IO's own near-black: tab10 is used up, and it stands apart from every hue.
+                color: (33, 33, 33),
+                layer: Some(Layer {
+                    over: Pattern::Ws,
+                    name: "Socket.IO",
+                }),
+                rate_of: RateOf::Publishes,
+                client: |ctx| Box::pin(clients::socketio::run(ctx)),
+            },
             // Short polling in GraphQL: the `events` query over `POST /graphql`.
             Pattern::GraphqlPoll => About {
                 name: "graphql-poll",
                 aliases: &["graphql_poll", "gql-poll", "gql_poll", "graphql-query"],
                 kind: Kind::FeedPoll(GRAPHQL_BATCH),
                 interval: true,
-                rank: 5,
+                rank: 6,
                 prose: "GraphQL polling",
                 color: (188, 189, 34),
                 layer: Some(Layer {
@@ -217,7 +236,7 @@ impl Pattern {
                 ],
                 kind: Kind::FeedPush,
                 interval: false,
-                rank: 2,
+                rank: 3,
                 prose: "GraphQL subscriptions",
                 color: (23, 190, 207),
                 layer: Some(Layer {
@@ -234,7 +253,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::External,
                 interval: true,
-                rank: 11,
+                rank: 12,
                 prose: "poll-url",
                 color: (148, 103, 189),
                 layer: None,
@@ -247,7 +266,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::External,
                 interval: false,
-                rank: 12,
+                rank: 13,
                 prose: "sse-url",
                 color: (140, 86, 75),
                 layer: None,
@@ -260,7 +279,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::External,
                 interval: false,
-                rank: 13,
+                rank: 14,
                 prose: "ws-url",
                 color: (227, 119, 194),
                 layer: None,
@@ -273,7 +292,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::Job,
                 interval: true,
-                rank: 8,
+                rank: 9,
                 prose: "job-short-poll",
                 color: (255, 152, 150),
                 layer: None,
@@ -286,7 +305,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::Job,
                 interval: false,
-                rank: 7,
+                rank: 8,
                 prose: "job-long-poll",
                 color: (255, 187, 120),
                 layer: None,
@@ -299,7 +318,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::Job,
                 interval: false,
-                rank: 9,
+                rank: 10,
                 prose: "job-sse",
                 color: (174, 199, 232),
                 layer: None,
@@ -312,7 +331,7 @@ impl Pattern {
                 aliases: &[],
                 kind: Kind::Job,
                 interval: false,
-                rank: 10,
+                rank: 11,
                 prose: "job-ws",
                 color: (152, 223, 138),
                 layer: None,
@@ -473,6 +492,7 @@ mod tests {
             Pattern::JobLongPoll => 11,
             Pattern::JobSse => 12,
             Pattern::JobWs => 13,
+            Pattern::SocketIo => 14,
         };
         for (i, pattern) in Pattern::ALL.into_iter().enumerate() {
             assert_eq!(position(pattern), i, "{pattern}");
@@ -538,7 +558,7 @@ mod tests {
         }
         assert!(help.starts_with(
             "Patterns to run, one after another: request-response, short-poll, long-poll, sse, \
-             ws, graphql-poll, graphql-sub; the message queue's job-short-poll, job-long-poll, \
+             ws, graphql-poll, graphql-sub, socketio; the message queue's job-short-poll, job-long-poll, \
              job-sse, job-ws; against --target also poll-url, sse-url, ws-url."
         ));
     }

@@ -21,7 +21,7 @@ pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 pub const DEFAULTS: [(&str, &str); 11] = [
     (
         "patterns",
-        "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub",
+        "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub,socketio",
     ),
     ("clients", "100,1000,5000"),
     ("rate", "50"),
@@ -257,9 +257,9 @@ mod tests {
     #[test]
     fn default_study_sweeps_clients_and_poll_intervals() {
         let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
-        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
         // 4 patterns on Redis and the 4 job patterns at 1000 clients.
-        assert_eq!(plans.len(), 35);
+        assert_eq!(plans.len(), 38);
         let jobs: Vec<_> = plans.iter().filter(|p| p.pattern.is_job()).collect();
         assert_eq!(jobs.len(), 4);
         assert!(jobs
@@ -269,6 +269,7 @@ mod tests {
         assert_eq!(count(&plans, Pattern::ShortPoll), 10);
         assert_eq!(count(&plans, Pattern::Sse), 4);
         assert_eq!(count(&plans, Pattern::GraphqlSub), 3);
+        assert_eq!(count(&plans, Pattern::SocketIo), 3);
         assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
         assert!(plans
             .iter()
@@ -282,9 +283,9 @@ mod tests {
     #[test]
     fn quick_study_is_smaller() {
         let plans = plans(&with_defaults(RawScenario::default(), true)).unwrap();
-        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
         // the 4 Redis cells and the 4 job cells.
-        assert_eq!(plans.len(), 24);
+        assert_eq!(plans.len(), 26);
     }
 
     fn on_redis(plans: &[CellPlan]) -> Vec<&CellPlan> {

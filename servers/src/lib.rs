@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod patterns;
 pub mod queue;
 pub mod redis;
+pub mod socketio_wire;
 pub mod spool;
 pub mod topic;
 pub mod units;

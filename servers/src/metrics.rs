@@ -18,10 +18,11 @@ pub enum PatternKind {
     WebSocket,
     GraphQl,
     Queue,
+    SocketIo,
 }
 
 impl PatternKind {
-    pub const ALL: [PatternKind; 8] = [
+    pub const ALL: [PatternKind; 9] = [
         PatternKind::RequestResponse,
         PatternKind::ShortPoll,
         PatternKind::LongPoll,
@@ -30,6 +31,7 @@ impl PatternKind {
         PatternKind::WebSocket,
         PatternKind::GraphQl,
         PatternKind::Queue,
+        PatternKind::SocketIo,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +45,7 @@ impl PatternKind {
             PatternKind::WebSocket => "websocket",
             PatternKind::GraphQl => "graphql",
             PatternKind::Queue => "queue",
+            PatternKind::SocketIo => "socketio",
         }
     }
 }

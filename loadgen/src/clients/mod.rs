@@ -12,6 +12,7 @@ pub(crate) mod poll_url;
 pub(crate) mod request_response;
 mod requests;
 pub(crate) mod short_poll;
+pub(crate) mod socketio;
 pub(crate) mod sse;
 mod sse_stream;
 pub(crate) mod sse_url;

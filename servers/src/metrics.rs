@@ -153,6 +153,8 @@ pub struct SpoolCounters {
 #[derive(Debug, Default)]
 pub struct RedisCounters {
     pub reconnect_attempts: AtomicU64,
+    /// Times this instance found that Redis had lost its data (its epoch key changed or vanished).
+    pub data_losses: AtomicU64,
     pub publish_spool: std::sync::Arc<SpoolCounters>,
     pub enqueue_spool: std::sync::Arc<SpoolCounters>,
 }
@@ -291,6 +293,13 @@ impl Metrics {
             "counter",
             "Attempts to reconnect to Redis after it became unreachable.",
             [("", redis.reconnect_attempts.load(Relaxed) as i64)],
+        );
+        family(
+            out,
+            "commbench_redis_data_losses_total",
+            "counter",
+            "Times Redis was found to have lost its data (restarted without persistence, flushed).",
+            [("", redis.data_losses.load(Relaxed) as i64)],
         );
         let spools = [
             ("publish", &*redis.publish_spool),

@@ -67,10 +67,11 @@ pub enum RejectReason {
     QueueFull,
     LeaseMismatch,
     SpoolFull,
+    JobLost,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -88,6 +89,7 @@ impl RejectReason {
         RejectReason::QueueFull,
         RejectReason::LeaseMismatch,
         RejectReason::SpoolFull,
+        RejectReason::JobLost,
     ];
 
     pub fn label(self) -> &'static str {
@@ -109,6 +111,7 @@ impl RejectReason {
             RejectReason::QueueFull => "queue_full",
             RejectReason::LeaseMismatch => "lease_mismatch",
             RejectReason::SpoolFull => "spool_full",
+            RejectReason::JobLost => "job_lost",
         }
     }
 }
@@ -367,6 +370,7 @@ pub struct QueueMetrics {
     completed: [AtomicU64; 2],
     redelivered: AtomicU64,
     duplicates: AtomicU64,
+    lost: AtomicU64,
     /// Jobs the in-server workers are processing now.
     pub workers_busy: AtomicI64,
 }
@@ -393,6 +397,11 @@ impl QueueMetrics {
 
     pub fn duplicate(&self) {
         self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    /// Jobs this instance had accepted that Redis lost, unfinished, with its data.
+    pub fn lost(&self, jobs: u64) {
+        self.lost.fetch_add(jobs, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -426,6 +435,12 @@ impl QueueMetrics {
                 "counter",
                 "Acknowledgements of jobs already completed (processed more than once).",
                 load(&self.duplicates),
+            ),
+            (
+                "commbench_jobs_lost_total",
+                "counter",
+                "Queue jobs this instance accepted that Redis lost, unfinished, with its data.",
+                load(&self.lost),
             ),
             (
                 "commbench_queue_workers_busy",

@@ -12,8 +12,8 @@ use std::{
 };
 
 use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, FromRedisValue, RedisError, Script,
-    ScriptInvocation,
+    aio::MultiplexedConnection, AsyncConnectionConfig, FromRedisValue, Pipeline, RedisError,
+    Script, ScriptInvocation,
 };
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -193,6 +193,14 @@ impl Link {
         let conn = self.get().map_err(not_sent)?;
         invocation
             .invoke_async(&mut conn.inner.clone())
+            .await
+            .map_err(|error| self.failure(&conn, &error))
+    }
+
+    /// Runs `pipe` on the current connection, classifying a failure like [`invoke`](Self::invoke).
+    pub async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
+        let conn = self.get().map_err(not_sent)?;
+        pipe.query_async(&mut conn.inner.clone())
             .await
             .map_err(|error| self.failure(&conn, &error))
     }

@@ -98,20 +98,23 @@ async fn expect_events(sse: &mut SseStream, ws: &mut Ws, seqs: std::ops::RangeIn
     }
 }
 
-#[tokio::test]
-async fn restarted_empty_numbering_continues_and_readers_get_a_gap_for_what_was_lost() {
-    let mut redis = common::start_redis(false).await;
-    let a = instance(&redis, |_| {}).await;
-    let b = instance(&redis, |_| {}).await;
+/// Two instances; `a` publishes `BEFORE` events, which live SSE and WebSocket subscribers on `b` have
+/// all received: everything Redis is about to lose.
+async fn watched_feed(redis: &RedisServer) -> (ServerHandle, ServerHandle, SseStream, Ws) {
+    let (a, b, mut sse, mut ws) = common::redis_pair_watching_t(redis).await;
     let http = client();
-    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t?after=0", b.url()), &[]).await;
-    let mut ws = ws_connect(&b).await;
-    ws_subscribe(&mut ws, "t", Some(0)).await;
     for seq in 1..=BEFORE {
         assert_eq!(publish(&http, &a.url(), "t", format!("p{seq}")).await, seq);
     }
-    // The live subscribers have everything Redis is about to lose.
     expect_events(&mut sse, &mut ws, 1..=BEFORE).await;
+    (a, b, sse, ws)
+}
+
+#[tokio::test]
+async fn restarted_empty_numbering_continues_and_readers_get_a_gap_for_what_was_lost() {
+    let mut redis = common::start_redis(false).await;
+    let (a, b, mut sse, mut ws) = watched_feed(&redis).await;
+    let http = client();
 
     redis.kill();
     for seq in BEFORE + 1..=BEFORE + SPOOLED {
@@ -143,6 +146,16 @@ async fn restarted_empty_numbering_continues_and_readers_get_a_gap_for_what_was_
     assert_eq!(batch["gap"], json!({ "after": 10, "oldest": BEFORE + 1 }));
     assert_eq!(seqs(&batch), (BEFORE + 1..=last).collect::<Vec<_>>());
     assert_eq!(batch["head"], last);
+    let held = get(
+        &http,
+        &format!("{}/longpoll/t?after=12&timeout_ms=5000", a.url()),
+    )
+    .await;
+    assert_eq!(held.status, 200, "{}", held.text());
+    assert_eq!(
+        held.json()["gap"],
+        json!({ "after": 12, "oldest": BEFORE + 1 })
+    );
     let batch = poll(&http, &a.url(), "t", &format!("after={BEFORE}")).await;
     assert!(batch["gap"].is_null(), "{batch}");
     assert_eq!(seqs(&batch)[0], BEFORE + 1);
@@ -196,11 +209,18 @@ async fn two_instances_noticing_the_loss_at_once_never_assign_one_number_twice()
     let http = client();
     let mut streams = Vec::new();
     for server in &servers {
-        streams.push(sse_subscribe(&http, &format!("{}/sse/t?after=0", server.url()), &[]).await.0);
+        streams.push(
+            sse_subscribe(&http, &format!("{}/sse/t?after=0", server.url()), &[])
+                .await
+                .0,
+        );
     }
     for seq in 1..=BEFORE {
         let server = &servers[seq as usize % 2];
-        assert_eq!(publish(&http, &server.url(), "t", format!("p{seq}")).await, seq);
+        assert_eq!(
+            publish(&http, &server.url(), "t", format!("p{seq}")).await,
+            seq
+        );
     }
     for stream in &mut streams {
         for seq in 1..=BEFORE {
@@ -240,16 +260,8 @@ async fn two_instances_noticing_the_loss_at_once_never_assign_one_number_twice()
 #[tokio::test]
 async fn a_live_subscriber_is_told_of_events_redis_lost_before_it_read_them() {
     let mut redis = common::start_redis(false).await;
-    let a = instance(&redis, |_| {}).await;
-    let b = instance(&redis, |_| {}).await;
+    let (a, _b, mut sse, mut ws) = watched_feed(&redis).await;
     let http = client();
-    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t?after=0", b.url()), &[]).await;
-    let mut ws = ws_connect(&b).await;
-    ws_subscribe(&mut ws, "t", Some(0)).await;
-    for seq in 1..=BEFORE {
-        assert_eq!(publish(&http, &a.url(), "t", format!("p{seq}")).await, seq);
-    }
-    expect_events(&mut sse, &mut ws, 1..=BEFORE).await;
 
     restart_empty(&mut redis).await;
     // A third instance had appended BEFORE+1..=BEFORE+5, which Redis lost before `b`'s follower read
@@ -281,10 +293,24 @@ async fn restarted_empty_under_enqueues_lost_jobs_are_counted_and_answered() {
     let http = client();
     let mut on_a = Vec::new();
     for i in 0..12 {
-        on_a.push(enqueue(&http, &a.url(), "jobs", json!({ "payload": format!("a{i}") })).await);
+        on_a.push(
+            enqueue(
+                &http,
+                &a.url(),
+                "jobs",
+                json!({ "payload": format!("a{i}") }),
+            )
+            .await,
+        );
     }
     for i in 0..5 {
-        enqueue(&http, &b.url(), "jobs", json!({ "payload": format!("b{i}") })).await;
+        enqueue(
+            &http,
+            &b.url(),
+            "jobs",
+            json!({ "payload": format!("b{i}") }),
+        )
+        .await;
     }
     // Three of a's jobs finish before the loss: two acknowledged through a, one through b (a learns
     // of it from the notification, or when it reads the status).
@@ -296,14 +322,22 @@ async fn restarted_empty_under_enqueues_lost_jobs_are_counted_and_answered() {
     }
     for id in &done {
         assert!(on_a.contains(id), "jobs are taken in order: {id}");
-        assert_eq!(status(&http, &a.url(), "jobs", id, "").await["status"], "done");
+        assert_eq!(
+            status(&http, &a.url(), "jobs", id, "").await["status"],
+            "done"
+        );
     }
 
     redis.kill();
     let mut spooled = Vec::new();
     for i in 0..4 {
-        let answer = enqueue_answer(&http, &a.url(), "jobs", json!({ "payload": format!("s{i}") }))
-            .await;
+        let answer = enqueue_answer(
+            &http,
+            &a.url(),
+            "jobs",
+            json!({ "payload": format!("s{i}") }),
+        )
+        .await;
         assert_eq!(answer["spooled"], true, "{answer}");
         spooled.push(answer["id"].as_str().unwrap().to_owned());
     }
@@ -329,7 +363,10 @@ async fn restarted_empty_under_enqueues_lost_jobs_are_counted_and_answered() {
     for id in &lost {
         let reply = get(&http, &format!("{}/queues/jobs/jobs/{id}", a.url())).await;
         let body = reply.assert_error(410, "job_lost");
-        assert!(body["detail"].as_str().unwrap().contains(id.as_str()), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(id.as_str()),
+            "{body}"
+        );
     }
     // A long poll on a lost job answers at once instead of waiting for a completion that never comes.
     let held = get(
@@ -339,12 +376,18 @@ async fn restarted_empty_under_enqueues_lost_jobs_are_counted_and_answered() {
     .await;
     held.assert_error(410, "job_lost");
     for id in &spooled {
-        assert_eq!(status(&http, &a.url(), "jobs", id, "").await["status"], "queued");
+        assert_eq!(
+            status(&http, &a.url(), "jobs", id, "").await["status"],
+            "queued"
+        );
     }
     // Finished jobs are forgotten with the rest of Redis's data, as after --queue-retention.
     let forgotten = get(&http, &format!("{}/queues/jobs/jobs/{}", a.url(), done[0])).await;
     forgotten.assert_error(404, "not_found");
-    assert_eq!(metric(&a, "commbench_rejected_total{reason=\"job_lost\"}"), 10);
+    assert_eq!(
+        metric(&a, "commbench_rejected_total{reason=\"job_lost\"}"),
+        10
+    );
     for server in [&a, &b] {
         assert_eq!(metric(server, LOSSES), 1);
     }

@@ -74,6 +74,7 @@ impl AppError {
                 QueueError::QueueLimit { .. } => RejectReason::QueueLimit,
                 QueueError::QueueFull { .. } => RejectReason::QueueFull,
                 QueueError::UnknownJob { .. } => RejectReason::NotFound,
+                QueueError::JobLost { .. } => RejectReason::JobLost,
                 QueueError::BadLease { .. } => RejectReason::BadMessage,
                 QueueError::LeaseMismatch { .. } => RejectReason::LeaseMismatch,
                 QueueError::Unavailable(_) => RejectReason::Unavailable,
@@ -104,6 +105,7 @@ impl AppError {
                 | QueueError::Unavailable(_)
                 | QueueError::SpoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueueError::UnknownJob { .. } => StatusCode::NOT_FOUND,
+                QueueError::JobLost { .. } => StatusCode::GONE,
                 QueueError::BadLease { .. } => StatusCode::BAD_REQUEST,
                 QueueError::LeaseMismatch { .. } => StatusCode::CONFLICT,
             },

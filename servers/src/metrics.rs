@@ -70,10 +70,11 @@ pub enum RejectReason {
     QueueFull,
     LeaseMismatch,
     SpoolFull,
+    JobLost,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -91,6 +92,7 @@ impl RejectReason {
         RejectReason::QueueFull,
         RejectReason::LeaseMismatch,
         RejectReason::SpoolFull,
+        RejectReason::JobLost,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +114,7 @@ impl RejectReason {
             RejectReason::QueueFull => "queue_full",
             RejectReason::LeaseMismatch => "lease_mismatch",
             RejectReason::SpoolFull => "spool_full",
+            RejectReason::JobLost => "job_lost",
         }
     }
 }
@@ -156,6 +159,8 @@ pub struct SpoolCounters {
 #[derive(Debug, Default)]
 pub struct RedisCounters {
     pub reconnect_attempts: AtomicU64,
+    /// Times this instance found that Redis had lost its data (its epoch key changed or vanished).
+    pub data_losses: AtomicU64,
     pub publish_spool: std::sync::Arc<SpoolCounters>,
     pub enqueue_spool: std::sync::Arc<SpoolCounters>,
 }
@@ -295,6 +300,13 @@ impl Metrics {
             "Attempts to reconnect to Redis after it became unreachable.",
             [("", redis.reconnect_attempts.load(Relaxed) as i64)],
         );
+        family(
+            out,
+            "commbench_redis_data_losses_total",
+            "counter",
+            "Times Redis was found to have lost its data (restarted without persistence, flushed).",
+            [("", redis.data_losses.load(Relaxed) as i64)],
+        );
         let spools = [
             ("publish", &*redis.publish_spool),
             ("enqueue", &*redis.enqueue_spool),
@@ -361,6 +373,7 @@ pub struct QueueMetrics {
     completed: [AtomicU64; 2],
     redelivered: AtomicU64,
     duplicates: AtomicU64,
+    lost: AtomicU64,
     /// Jobs the in-server workers are processing now.
     pub workers_busy: AtomicI64,
 }
@@ -387,6 +400,11 @@ impl QueueMetrics {
 
     pub fn duplicate(&self) {
         self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    /// Jobs this instance had accepted that Redis lost, unfinished, with its data.
+    pub fn lost(&self, jobs: u64) {
+        self.lost.fetch_add(jobs, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -420,6 +438,12 @@ impl QueueMetrics {
                 "counter",
                 "Acknowledgements of jobs already completed (processed more than once).",
                 load(&self.duplicates),
+            ),
+            (
+                "commbench_jobs_lost_total",
+                "counter",
+                "Queue jobs this instance accepted that Redis lost, unfinished, with its data.",
+                load(&self.lost),
             ),
             (
                 "commbench_queue_workers_busy",

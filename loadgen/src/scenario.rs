@@ -110,7 +110,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 25] = [
+pub const FIELDS: [&str; 27] = [
     "patterns",
     "clients",
     "rate",
@@ -136,6 +136,9 @@ pub const FIELDS: [&str; 25] = [
     "work",
     "workers",
     "premium",
+    // Read by `threshold::Thresholds::from_raw`, not by the scenario itself.
+    "fail_if",
+    "fail_if_missing",
 ];
 
 /// A scenario could not be read or is invalid.

@@ -547,6 +547,7 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            capacity: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

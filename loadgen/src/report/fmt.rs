@@ -20,6 +20,19 @@ pub fn num(value: f64) -> String {
     trim(format!("{value:.decimals$}"))
 }
 
+/// A count with a thousands suffix and about three significant digits: 512 → `512`,
+/// 6_200 → `6.2k`, 41_234 → `41.2k`, 1_500_000 → `1.5M`.
+pub fn count(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 999_500.0 {
+        format!("{}M", num(value / 1e6))
+    } else if magnitude >= 999.5 {
+        format!("{}k", num(value / 1e3))
+    } else {
+        num(value.round())
+    }
+}
+
 /// A ratio: `12.3×`.
 pub fn times(ratio: f64) -> String {
     format!("{}×", num(ratio))
@@ -97,6 +110,11 @@ mod tests {
         assert_eq!(num(-2.5), "-2.5");
         assert_eq!(num(f64::NAN), "-");
         assert_eq!(times(12.34), "12.3×");
+        assert_eq!(count(512.4), "512");
+        assert_eq!(count(6_200.0), "6.2k");
+        assert_eq!(count(41_234.0), "41.2k");
+        assert_eq!(count(999_999.0), "1M");
+        assert_eq!(count(1_500_000.0), "1.5M");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn render(parts: &ReportParts<'_>) -> String {
          below is computed from those files.\n"
     );
     run_section(&mut out, parts);
+    super::capacity::section(&mut out, &parts.data.capacity);
     let _ = writeln!(out, "## Findings\n");
     for finding in parts.findings {
         let _ = writeln!(out, "- {finding}");

@@ -2,6 +2,7 @@
 
 pub mod analysis;
 pub mod bus;
+pub mod capacity;
 pub mod cells;
 pub mod charts;
 mod error;
@@ -22,6 +23,7 @@ pub use error::ReportError;
 use self::{
     cells::Labeler,
     charts::{
+        capacity as capacity_chart,
         chart::{ChartContext, ReportChart},
         cost, frontier, latency, memory,
         palette::SeriesColors,
@@ -85,13 +87,14 @@ impl Display for ReportOutcome {
 }
 
 /// The report's charts, in the order `REPORT.md` shows them.
-const CHARTS: [&dyn ReportChart; 6] = [
+const CHARTS: [&dyn ReportChart; 7] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
     &frontier::CHART,
     &memory::CHART,
     &charts::bus::CHART,
+    &capacity_chart::CHART,
 ];
 
 /// Renders `dir`'s charts ([`CHARTS`]) and `REPORT.md` from its result files. Fails with a message

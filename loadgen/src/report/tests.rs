@@ -254,6 +254,10 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         rows.push(redis);
     }
     write_fixture(&dir.0, &rows);
+    // A capacity run's answer: re-rendered from capacity.csv like everything else.
+    let mut sse = crate::output::test_util::capacity_row(Pattern::Sse, None, 8_200, 0.2);
+    sse.run_id = "20260101-000000".into();
+    crate::output::write_capacity(&dir.0.join(crate::output::CAPACITY_FILE), &[sse]).unwrap();
     let outcome = render_report(&dir.0).unwrap();
     let names: Vec<String> = outcome
         .written
@@ -269,6 +273,7 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
             "frontier.png",
             "memory.png",
             "bus.png",
+            "capacity.png",
             "REPORT.md"
         ]
     );
@@ -294,6 +299,9 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         "![Trade-off frontier](frontier.png)",
         "![Server memory per connection](memory.png)",
         "![In-process vs Redis bus](bus.png)",
+        "![Capacity per server core at the goal](capacity.png)",
+        "## Capacity",
+        "- With p99 < 100 ms, one core of server CPU carried 41k SSE clients.",
         "| sse | 1000 | redis, 2 servers |",
         "## Saturated or unreliable cells",
         "| short-poll-c1000-r20-p128-i0.5s | 5 of 60 publishes started more than 5 ms late |",
@@ -352,9 +360,10 @@ fn one_client_count_skips_the_scaling_chart() {
     write_fixture(&dir.0, &cells(&[50]));
     let outcome = render_report(&dir.0).unwrap();
     assert!(!dir.0.join(scaling::FILE).exists());
-    assert_eq!(outcome.skipped.len(), 2);
+    assert_eq!(outcome.skipped.len(), 3);
     assert_eq!(outcome.skipped[0].0, scaling::FILE);
     assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
+    assert_eq!(outcome.skipped[2].0, charts::capacity::FILE);
     let report = read(&outcome.report());
     assert!(
         report.contains("Not drawn (scaling.png): the run has one client count (50)"),

@@ -2,6 +2,7 @@
 
 pub mod bars;
 pub mod bus;
+pub mod capacity;
 pub mod chart;
 pub mod cost;
 pub mod frontier;

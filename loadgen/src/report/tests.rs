@@ -415,6 +415,14 @@ fn errors_name_the_file() {
     assert!(error.contains("missing field"), "{error}");
 
     write_fixture(&dir.0, &cells(&[50]));
+    std::fs::write(dir.0.join("capacity.csv"), "run_id,pattern\nr,pigeon\n").unwrap();
+    let error = render_report(&dir.0).unwrap_err().to_string();
+    assert!(
+        error.contains("capacity.csv is corrupt") && error.contains("not a valid capacity file"),
+        "{error}"
+    );
+    std::fs::remove_file(dir.0.join("capacity.csv")).unwrap();
+
     std::fs::write(dir.0.join("run.json"), "{\"cells\": []}").unwrap();
     let error = render_report(&dir.0).unwrap_err().to_string();
     assert!(error.contains("run.json is corrupt"), "{error}");

@@ -226,6 +226,15 @@ impl RawScenario {
         );
     }
 
+    /// What was given over layers of built-in defaults (each layer over the ones before it).
+    pub fn over_defaults(self, layers: &[&[(&'static str, &str)]]) -> Self {
+        let mut base = RawScenario::default();
+        for (field, value) in layers.iter().flat_map(|layer| layer.iter()) {
+            base.set_default(field, value);
+        }
+        base.merge(self)
+    }
+
     /// Sets `field` to one element of the list it holds in `from`, keeping its origin.
     pub fn set_from(&mut self, field: &'static str, text: &str, from: &RawScenario) {
         let origin = from

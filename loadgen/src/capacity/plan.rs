@@ -163,7 +163,8 @@ impl Plan {
                 ),
             ));
         }
-        let base = with_defaults(given, args.quick);
+        let quick: &[_] = if args.quick { &QUICK } else { &[] };
+        let base = given.over_defaults(&[&DEFAULTS, quick]);
         let (start, max_clients, max_rate, precision) =
             if args.quick { QUICK_BOUNDS } else { BOUNDS };
         let default_max = if args.vary == Vary::Clients {
@@ -280,20 +281,6 @@ impl Plan {
         }
         json
     }
-}
-
-/// The defaults (quick ones first when asked) under what the user gave.
-fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
-    let mut base = RawScenario::default();
-    for (field, value) in DEFAULTS {
-        base.set_default(field, value);
-    }
-    if quick {
-        for (field, value) in QUICK {
-            base.set_default(field, value);
-        }
-    }
-    base.merge(given)
 }
 
 #[cfg(test)]

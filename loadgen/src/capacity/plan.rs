@@ -28,10 +28,10 @@ pub struct CapacityArgs {
     /// What to search: the most clients (at --rate) or the highest events/s (with --clients).
     #[arg(long, value_enum, default_value_t = Vary::Clients)]
     pub vary: Vary,
-    /// The first step, in clients or events/s. [default: 100; --quick: 250]
+    /// The first step, in clients or events/s. [default: 100; --quick: 1000]
     #[arg(long)]
     pub start: Option<String>,
-    /// The highest step. [default: 200k clients or 1M events/s; --quick: 8k clients or 20k events/s]
+    /// The highest step. [default: 200k clients or 1M events/s; --quick: 16k clients or 20k events/s]
     #[arg(long)]
     pub max: Option<String>,
     /// Bisect until the capacity is known within this fraction, 0.01..=1. [default: 0.1;
@@ -96,7 +96,7 @@ const QUICK: [(&str, &str); 3] = [("duration", "2s"), ("warmup", "1s"), ("ramp",
 
 /// The search bounds: (start, max for clients, max for rate, precision).
 const BOUNDS: (u64, u64, u64, f64) = (100, 200_000, 1_000_000, 0.1);
-const QUICK_BOUNDS: (u64, u64, u64, f64) = (250, 8_000, 20_000, 0.25);
+const QUICK_BOUNDS: (u64, u64, u64, f64) = (1_000, 16_000, 20_000, 0.25);
 
 /// A mistake in what was asked, found before anything ran.
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,10 @@ pub struct CapacityArgs {
     /// --quick: 0.25]
     #[arg(long)]
     pub precision: Option<String>,
+    /// A step that failed while the load generator warned is inconclusive: measure it again (one
+    /// lower, so its files keep their own name) up to this many times per search, 0..=5.
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
     /// Short steps, a coarse precision and a small maximum: about 2 minutes for three patterns.
     #[arg(long)]
     pub quick: bool,
@@ -132,6 +136,8 @@ pub struct Plan {
     pub start: u64,
     pub max: u64,
     pub precision: f64,
+    /// Inconclusive steps measured again, per search.
+    pub retries: u32,
     pub searches: Vec<SearchPlan>,
     pub thresholds: Thresholds,
     /// The steps' settings: the user's over the defaults, without the varied field.
@@ -197,12 +203,19 @@ impl Plan {
                     )
                 })?,
         };
+        if args.retries > 5 {
+            return Err(flag(
+                "--retries",
+                format!("{} is out of range (allowed 0..=5)", args.retries),
+            ));
+        }
         let mut plan = Plan {
             slo,
             vary: args.vary,
             start,
             max,
             precision,
+            retries: args.retries,
             searches: Vec::new(),
             thresholds,
             base,
@@ -278,6 +291,7 @@ impl Plan {
             fields.insert("start".into(), self.start.into());
             fields.insert("max".into(), self.max.into());
             fields.insert("precision".into(), self.precision.into());
+            fields.insert("retries".into(), self.retries.into());
         }
         json
     }
@@ -369,6 +383,7 @@ mod tests {
         assert!(refused(&["--max", "300k"]).contains("1..=200000"));
         assert!(refused(&["--start", "5k", "--max", "1k"]).contains("above --max"));
         assert!(refused(&["--precision", "2"]).starts_with("--precision:"));
+        assert!(refused(&["--retries", "9"]).starts_with("--retries:"));
         assert!(refused(&["-p", "job-sse"]).contains("not job-sse"));
         assert!(refused(&["-t", "http://127.0.0.1:1"]).starts_with("--target:"));
         assert!(refused(&["--duration", "0s"]).starts_with("--duration:"));

@@ -93,7 +93,9 @@ struct Trail {
     interrupted: bool,
 }
 
-/// One search: steps until [`Search`] is done, the step's resources checked before it runs.
+/// One search: steps until [`Search`] is done, each step's resources checked before it runs. A
+/// step that failed while the load generator warned is inconclusive: it is measured again (up to
+/// `--retries` times per search) one client (or event/s) lower, so its files keep a name of their own.
 async fn search_one(
     session: &mut Session,
     plan: &Plan,
@@ -116,8 +118,11 @@ async fn search_one(
     };
     let first = plan.cell(search, plan.start)?;
     let label = search_label(&first);
+    let unit = plan.vary.unit();
     let run_id = session.run_id().to_owned();
-    while let Some(value) = state.next() {
+    let mut retries = plan.retries;
+    let mut next = state.next();
+    while let Some(value) = next {
         if options.interrupt.is_cancelled() {
             trail.interrupted = true;
             break;
@@ -125,11 +130,9 @@ async fn search_one(
         let cell = plan.cell(search, value)?;
         if let Some((allowed, constraint, detail)) = resource_ceiling(plan, value, &cell, &trail) {
             trail.steps.push(format!("{value} {constraint} (not run)"));
-            note(
-                options,
-                &format!("{label}: {value} {} → {detail}", plan.vary.unit()),
-            );
+            note(options, &format!("{label}: {value} {unit} → {detail}"));
             state.cap(allowed, (constraint, detail));
+            next = state.next();
             continue;
         }
         trail.steps_run += 1;
@@ -149,8 +152,12 @@ async fn search_one(
             }
             Err(other) => return Err(other.into()),
         };
-        let unit = plan.vary.unit();
-        match verdict {
+        let again = if retries > 0 {
+            retry_at(&verdict, value, |v| trail.tried(v))
+        } else {
+            None
+        };
+        let (text, step) = match verdict {
             Verdict::Pass {
                 server_saturated,
                 harness,
@@ -173,25 +180,52 @@ async fn search_one(
                     step.push_str(" (server-cpu)");
                     state.cap(value, (Constraint::ServerCpu, saturated));
                 }
-                note(options, &format!("{label}: {text}"));
-                trail.steps.push(step);
+                next = state.next();
+                (text, step)
+            }
+            Verdict::Fail(_, detail) if again.is_some() => {
+                retries -= 1;
+                next = again;
+                (
+                    format!(
+                        "{value} {unit} inconclusive, harness: {detail}; measuring again at {}",
+                        value - 1
+                    ),
+                    format!("{value} harness (again at {})", value - 1),
+                )
             }
             Verdict::Fail(constraint, detail) => {
-                trail.steps.push(format!("{value} {constraint}"));
-                note(
-                    options,
-                    &format!("{label}: {value} {unit} failed, {constraint}: {detail}"),
-                );
+                let text = format!("{value} {unit} failed, {constraint}: {detail}");
+                let step = format!("{value} {constraint}");
                 if constraint == Constraint::Interrupted {
                     trail.interrupted = true;
-                    break;
+                    next = None;
+                } else {
+                    trail.failed.insert(value, (constraint, detail));
+                    state.record(value, false);
+                    next = state.next();
                 }
-                trail.failed.insert(value, (constraint, detail));
-                state.record(value, false);
+                (text, step)
             }
-        }
+        };
+        note(options, &format!("{label}: {text}"));
+        trail.steps.push(step);
     }
     Ok(row(&run_id, plan, search, &first, metric, &state, trail))
+}
+
+/// Where an inconclusive step is measured again: one lower (so its files keep their own name),
+/// unless that was measured already. Only a failure the harness may have caused is inconclusive.
+fn retry_at(verdict: &Verdict, value: u64, tried: impl Fn(u64) -> bool) -> Option<u64> {
+    let inconclusive = matches!(verdict, Verdict::Fail(Constraint::Harness, _));
+    (inconclusive && value > 1 && !tried(value - 1)).then(|| value - 1)
+}
+
+impl Trail {
+    /// Whether `value` was measured already.
+    fn tried(&self, value: u64) -> bool {
+        self.passed.contains_key(&value) || self.failed.contains_key(&value)
+    }
 }
 
 /// `sse`, `short-poll 1s`.
@@ -311,4 +345,24 @@ fn row(
 
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_harness_failure_is_measured_again_one_lower() {
+        let harness = Verdict::Fail(Constraint::Harness, "timers late".into());
+        assert_eq!(retry_at(&harness, 1_000, |_| false), Some(999));
+        assert_eq!(retry_at(&harness, 1_000, |v| v == 999), None);
+        assert_eq!(retry_at(&harness, 1, |_| false), None);
+        let slo = Verdict::Fail(Constraint::Slo, "p99 130 ms".into());
+        assert_eq!(retry_at(&slo, 1_000, |_| false), None);
+        let pass = Verdict::Pass {
+            server_saturated: None,
+            harness: Some("timers late".into()),
+        };
+        assert_eq!(retry_at(&pass, 1_000, |_| false), None);
+    }
 }

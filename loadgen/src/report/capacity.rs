@@ -54,7 +54,7 @@ fn prose(row: &CapacityRow) -> String {
 fn carried(row: &CapacityRow, amount: f64) -> String {
     let amount = fmt::count(amount);
     match (row.vary.as_str(), row.interval_s) {
-        ("rate", _) => format!("{amount} events/s over {}", prose(row)),
+        ("rate", _) => format!("{amount} published events/s over {}", prose(row)),
         (_, Some(_)) => format!("{amount} clients {}", prose(row)),
         (_, None) => format!("{amount} {} clients", prose(row)),
     }
@@ -285,7 +285,7 @@ mod tests {
         let text = sentences(&[ws]);
         assert_eq!(
             text[0],
-            "With p99 < 100 ms and 100 clients, one core of server CPU carried 12k events/s over \
+            "With p99 < 100 ms and 100 clients, one core of server CPU carried 12k published events/s over \
              WebSocket."
         );
     }

@@ -24,8 +24,10 @@ pub enum Command {
     /// report (CSV, histograms, charts, REPORT.md). Fields accept lists: `--clients 100,1000`.
     Compare(CompareArgs),
     /// Per pattern (and poll interval), the most clients (or events/s) one server carries within a
-    /// latency goal, with no loss, no errors and a load generator that keeps up: doubling steps,
-    /// then bisection. Writes capacity.csv, every step's files and the report.
+    /// latency goal with no loss and no errors: doubling steps, then bisection. Writes
+    /// capacity.csv, every step's files and the report. The run flags set the steps' other
+    /// parameters (defaults: the patterns short-poll,long-poll,sse,ws,graphql-sub,socketio, rate
+    /// 50 on 10 topics, interval 1s, duration 5s, warm-up 2s).
     Capacity(crate::capacity::CapacityArgs),
     /// Re-render the charts and REPORT.md of a results directory from its files alone.
     Report(ReportArgs),

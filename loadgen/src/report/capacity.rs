@@ -50,7 +50,7 @@ fn prose(row: &CapacityRow) -> String {
     }
 }
 
-/// `41.2k SSE clients`, `6.2k clients short polling every 1s`, `12k events/s over WebSocket`.
+/// `41.2k SSE clients`, `6.2k clients short polling every 1s`, `12k published events/s over WebSocket`.
 fn carried(row: &CapacityRow, amount: f64) -> String {
     let amount = fmt::count(amount);
     match (row.vary.as_str(), row.interval_s) {

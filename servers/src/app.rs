@@ -114,7 +114,8 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
-        ));
+        ))
+        .layer(middleware::from_fn(crate::conn_timeouts::mark_in_flight));
     if let Some(stall) = state.config.debug_stall {
         let started = tokio::time::Instant::now();
         router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -170,10 +171,15 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     // In-server queue workers end on the shutdown token.
     let _workers = crate::queue::workers::spawn(&state);
+    let timeouts = crate::conn_timeouts::ConnTimeouts {
+        header: state.config.header_timeout,
+        idle: state.config.idle_timeout,
+    };
     let listener = CountingListener::new(
         listener,
         state.metrics.clone(),
-        state.config.max_connections,
+        crate::fd_limit::fit_connections(state.config.max_connections),
+        timeouts,
     );
     let service = app(state).into_make_service_with_connect_info::<ConnInfo>();
     let serve = axum::serve(listener, service)

@@ -60,9 +60,25 @@ pub struct ServerConfig {
     #[arg(long, default_value = "64", value_parser = ws_max_subscriptions)]
     pub ws_max_subscriptions: usize,
 
-    /// Concurrent TCP connections; beyond it a connection gets 503 and is closed (1..=1M).
+    /// Concurrent TCP connections; beyond it a connection gets 503 and is closed (1..=1M). Lowered
+    /// at start-up to fit the open-file limit (which is first raised as far as the hard limit allows).
     #[arg(long, default_value = "50000", value_parser = max_connections)]
     pub max_connections: usize,
+
+    /// A request head must arrive complete within this long of its first byte (of connecting, for
+    /// a new connection); otherwise 408 and close (100ms..=1h).
+    #[arg(long, default_value = "10s", value_parser = conn_timeout)]
+    pub header_timeout: Duration,
+
+    /// A keep-alive connection with no request in progress is closed after this long (100ms..=1h).
+    /// Streams, WebSockets and held requests are in progress, never idle.
+    #[arg(long, default_value = "60s", value_parser = conn_timeout)]
+    pub idle_timeout: Duration,
+
+    /// A request body must arrive complete within this long once its handler reads it; otherwise
+    /// 408 `request_timeout` and close (100ms..=1h).
+    #[arg(long, default_value = "10s", value_parser = conn_timeout)]
+    pub body_timeout: Duration,
 
     /// Simulated work time of a job created with POST /jobs (0s..=10m).
     #[arg(long, default_value = "100ms", value_parser = job_work)]
@@ -164,6 +180,9 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(10),
             ws_max_subscriptions: 64,
             max_connections: 50_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
             job_work: Duration::from_millis(100),
             max_jobs: 10_000,
             max_queues: 64,
@@ -280,6 +299,9 @@ fn ws_max_subscriptions(t: &str) -> Result<usize, String> {
 }
 fn max_connections(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)
+}
+fn conn_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(100), Duration::from_secs(3600))
 }
 fn max_jobs(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)

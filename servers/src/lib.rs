@@ -6,10 +6,12 @@
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod conn_timeouts;
 pub mod counted_io;
 pub mod error;
 pub mod event;
 pub mod extract;
+pub mod fd_limit;
 pub mod feed_api;
 pub mod listener;
 pub mod metrics;

@@ -30,6 +30,7 @@ use crate::{
     app::AppState,
     bus::{BusError, Delivery},
     error::{error_json, AppError},
+    extract::json_object,
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
     ws_close::{close_for_read_error, send_close},
@@ -232,7 +233,7 @@ impl Session {
                     "binary messages are not accepted; send JSON text".into(),
                 )
             }
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(&text) {
+            Some(Ok(Message::Text(text))) => match json_object::<Control>(text.as_bytes()) {
                 Ok(control) => self.on_control(control).await,
                 Err(error) => self.error(
                     RejectReason::BadMessage,

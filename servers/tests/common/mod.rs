@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod child;
+
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;

@@ -20,7 +20,7 @@ use futures_util::{stream::BoxStream, StreamExt};
 use crate::{
     app::AppState,
     error::AppError,
-    extract::Body,
+    extract::{json_object, Body},
     metrics::{Metrics, PatternKind, RejectReason},
 };
 
@@ -109,7 +109,7 @@ async fn query(
     Body(body): Body,
 ) -> Result<HttpResponse, AppError> {
     state.metrics.request(PatternKind::GraphQl);
-    let request: Request = serde_json::from_slice(&body).map_err(|e| {
+    let request: Request = json_object(&body).map_err(|e| {
         AppError::BadBody(format!(
             "the body is not a GraphQL request ({{\"query\": …, \"variables\": …}}): {e}"
         ))

@@ -1,0 +1,421 @@
+//! Connection timeouts below HTTP, so idle and slow sockets cannot hold the connection cap: a
+//! request head must arrive within `--header-timeout`, and a keep-alive connection with nothing in
+//! progress is closed after `--idle-timeout`. The HTTP layer marks requests in flight (until their
+//! response body is done) and upgrades in the connection's [`Activity`]; while anything is in flight
+//! — a long poll, an SSE stream, a WebSocket — nothing times out here.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{
+            AtomicBool, AtomicU64, AtomicUsize,
+            Ordering::{AcqRel, Acquire, Release},
+        },
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request},
+    http::StatusCode,
+    middleware::Next,
+    response::Response,
+};
+use futures_util::task::AtomicWaker;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep},
+};
+
+use crate::{
+    error::raw_error_response,
+    listener::ConnInfo,
+    metrics::{Metrics, RejectReason},
+};
+
+/// The two socket-level timeouts (`--header-timeout`, `--idle-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnTimeouts {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+/// What the HTTP layer tells a connection's socket: how many requests are in flight, and whether
+/// the connection was upgraded (a WebSocket is never idle in the HTTP sense).
+#[derive(Debug, Default)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// Requests ever begun: one may begin and end between two reads of the socket.
+    begun: AtomicU64,
+    upgraded: AtomicBool,
+    /// The socket's task, woken when the last request in flight ends so its idle deadline starts.
+    idle_again: AtomicWaker,
+}
+
+impl Activity {
+    /// Marks one request in flight until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, AcqRel);
+        self.begun.fetch_add(1, AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// The connection now carries another protocol for good.
+    pub fn upgrade(&self) {
+        self.upgraded.store(true, Release);
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Acquire) > 0 || self.upgraded.load(Acquire)
+    }
+}
+
+/// One request in flight on its connection; see [`Activity::begin`].
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, AcqRel) == 1 {
+            self.0.idle_again.wake();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests, before any byte of the next one.
+    Idle,
+    /// Reading a request head (or waiting for a new connection's first one).
+    Head,
+    /// A request is in flight, or the connection was upgraded.
+    Busy,
+}
+
+/// A socket whose reads (and stalled writes) fail once the deadline of its phase passes.
+pub struct Deadlined<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    timeouts: ConnTimeouts,
+    metrics: Arc<Metrics>,
+    phase: Phase,
+    /// `Activity::begun` when last observed.
+    seen_begun: u64,
+    /// When the current phase's time is up.
+    deadline: Instant,
+    /// Never later than `deadline`. Moving the deadline later does not touch the timer (a request
+    /// moves it twice); the timer fires early and is re-armed then.
+    timer: Pin<Box<Sleep>>,
+    expired: bool,
+}
+
+impl<S> Deadlined<S> {
+    /// A new connection owes its first request head within the header timeout.
+    pub fn new(
+        inner: S,
+        activity: Arc<Activity>,
+        timeouts: ConnTimeouts,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let deadline = Instant::now() + timeouts.header;
+        Self {
+            inner,
+            activity,
+            timeouts,
+            metrics,
+            phase: Phase::Head,
+            seen_begun: 0,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            expired: false,
+        }
+    }
+
+    fn set_deadline(&mut self, after: Duration) {
+        self.deadline = Instant::now() + after;
+        if self.deadline < self.timer.deadline() {
+            self.timer.as_mut().reset(self.deadline);
+        }
+    }
+
+    /// Moves the phase on after a read or write; `read_bytes` when the read brought bytes.
+    fn observe(&mut self, read_bytes: bool) {
+        let begun = self.activity.begun.load(Acquire);
+        if self.activity.busy() {
+            self.phase = Phase::Busy;
+            self.seen_begun = begun;
+            return;
+        }
+        if self.phase == Phase::Busy || begun != self.seen_begun {
+            self.seen_begun = begun;
+            self.phase = Phase::Idle;
+            self.set_deadline(self.timeouts.idle);
+        }
+        if read_bytes && self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.set_deadline(self.timeouts.header);
+        }
+    }
+
+    /// `Ready(error)` once the phase's deadline has passed; otherwise arranges a wake-up.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.phase == Phase::Busy {
+            self.activity.idle_again.register(cx.waker());
+            // The last request may have ended between the check and the registration.
+            self.observe(false);
+            if self.phase == Phase::Busy {
+                return Poll::Pending;
+            }
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= self.deadline {
+                break;
+            }
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
+        self.expired = true;
+        Poll::Ready(self.expire())
+    }
+
+    fn expire(&mut self) -> io::Error {
+        let what = match self.phase {
+            Phase::Head => {
+                self.metrics.rejected(RejectReason::RequestTimeout);
+                "no complete request head within the header timeout"
+            }
+            _ => {
+                self.metrics
+                    .idle_closed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                "idle longer than the idle timeout"
+            }
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Deadlined<S> {
+    /// Best effort: a client that was slow rather than hostile learns why it is cut off.
+    fn tell_head_timeout(&mut self, cx: &mut Context<'_>) {
+        let answer = raw_error_response(
+            "408 Request Timeout",
+            RejectReason::RequestTimeout,
+            &format!(
+                "the request head did not arrive within {:?} (--header-timeout)",
+                self.timeouts.header
+            ),
+        );
+        let _ = Pin::new(&mut self.inner).poll_write(cx, answer.as_bytes());
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Deadlined<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired {
+            return Poll::Ready(Err(timed_out()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read_bytes = buf.filled().len() > before;
+        self.observe(read_bytes);
+        if polled.is_ready() {
+            return polled;
+        }
+        let head = self.phase == Phase::Head;
+        match self.poll_expired(cx) {
+            Poll::Ready(error) => {
+                if head {
+                    self.tell_head_timeout(cx);
+                }
+                Poll::Ready(Err(error))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired {
+            return Poll::Ready(Err(timed_out()));
+        }
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            // A client that does not read the end of its answer holds the connection like an idle one.
+            Poll::Pending => {
+                self.observe(false);
+                self.poll_expired(cx).map(Err)
+            }
+            ready => ready,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired {
+            return Poll::Ready(Err(timed_out()));
+        }
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => {
+                self.observe(false);
+                self.poll_expired(cx).map(Err)
+            }
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Middleware: marks the request in flight on its connection until its response body is done (an
+/// SSE stream, a held long poll) and an upgrade for good, so the socket's timeouts never cut off
+/// work in progress.
+pub async fn mark_in_flight(request: Request, next: Next) -> Response {
+    let Some(ConnectInfo(info)) = request.extensions().get::<ConnectInfo<ConnInfo>>().cloned()
+    else {
+        return next.run(request).await;
+    };
+    let in_flight = info.activity.begin();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        info.activity.upgrade();
+    }
+    response.map(|inner| {
+        axum::body::Body::new(HeldBody {
+            inner,
+            _in_flight: in_flight,
+        })
+    })
+}
+
+/// A response body that keeps its request in flight until hyper drops it; everything else,
+/// the size hint included (it decides between `content-length` and chunking), is the inner body's.
+struct HeldBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn timeouts() -> ConnTimeouts {
+        ConnTimeouts {
+            header: Duration::from_millis(100),
+            idle: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_times_out_with_a_408() {
+        let (mut client, server) = duplex(4096);
+        let metrics = Arc::new(Metrics::default());
+        let mut socket = Deadlined::new(server, Arc::default(), timeouts(), metrics.clone());
+        client.write_all(b"G").await.unwrap_or_default();
+        let mut buf = [0u8; 16];
+        assert_eq!(socket.read(&mut buf).await.ok(), Some(1));
+        let error = socket.read(&mut buf).await.err();
+        assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        let mut answer = vec![0u8; 512];
+        let n = client.read(&mut answer).await.unwrap_or_default();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 408"));
+        assert_eq!(metrics.rejected_count(RejectReason::RequestTimeout), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_times_out_while_a_request_is_in_flight() {
+        let (mut client, server) = duplex(4096);
+        let activity = Arc::new(Activity::default());
+        let metrics = Arc::new(Metrics::default());
+        let mut socket = Deadlined::new(server, activity.clone(), timeouts(), metrics.clone());
+        let held = activity.begin();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "the read ended while a request was in flight"
+        );
+        // Once the request ends, the idle timeout runs (not the shorter header timeout).
+        drop(held);
+        let started = Instant::now();
+        let error = socket.read(&mut buf).await.err();
+        assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            metrics
+                .idle_closed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // An idle close is not an answer: the client sees only the end of the stream.
+        let mut answer = Vec::new();
+        drop(socket);
+        let _ = client.read_to_end(&mut answer).await;
+        assert!(answer.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upgraded_connection_never_times_out() {
+        let (_client, server) = duplex(4096);
+        let activity = Arc::new(Activity::default());
+        let mut socket = Deadlined::new(server, activity.clone(), timeouts(), Arc::default());
+        activity.upgrade();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buf)).await;
+        assert!(read.is_err(), "an upgraded connection timed out");
+    }
+}

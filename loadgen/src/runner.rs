@@ -76,6 +76,9 @@ pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
                 "--max-topics",
                 (scenario.topics + notify_topics + 16).to_string(),
             ),
+            // Clients open their connections during the ramp and may poll once an hour: the
+            // harness's own idle connections are not the hostile kind.
+            ("--idle-timeout", "1h".to_owned()),
         ];
         if options.pattern.is_job() {
             defaults.push(("--workers", scenario.workers.to_string()));

@@ -65,13 +65,13 @@ pub struct ServerConfig {
     #[arg(long, default_value = "50000", value_parser = max_connections)]
     pub max_connections: usize,
 
-    /// A request head must arrive complete within this long of its first byte (of connecting, for
-    /// a new connection); otherwise 408 and close (100ms..=1h).
+    /// A request head must arrive complete within this long of its first byte; otherwise 408 and
+    /// close (100ms..=1h).
     #[arg(long, default_value = "10s", value_parser = conn_timeout)]
     pub header_timeout: Duration,
 
-    /// A keep-alive connection with no request in progress is closed after this long (100ms..=1h).
-    /// Streams, WebSockets and held requests are in progress, never idle.
+    /// A connection with no request in progress (new, or kept alive between requests) is closed after
+    /// this long (100ms..=1h). Streams, WebSockets and held requests are in progress, never idle.
     #[arg(long, default_value = "60s", value_parser = conn_timeout)]
     pub idle_timeout: Duration,
 

@@ -1,6 +1,6 @@
 //! Connection timeouts below HTTP, so idle and slow sockets cannot hold the connection cap: a
-//! request head must arrive within `--header-timeout`, and a keep-alive connection with nothing in
-//! progress is closed after `--idle-timeout`. The HTTP layer marks requests in flight (until their
+//! request head must arrive complete within `--header-timeout` of its first byte, and a connection
+//! with nothing in progress (new, or kept alive between requests) is closed after `--idle-timeout`. The HTTP layer marks requests in flight (until their
 //! response body is done) and upgrades in the connection's [`Activity`]; while anything is in flight
 //! — a long poll, an SSE stream, a WebSocket — nothing times out here.
 
@@ -90,7 +90,7 @@ impl Drop for InFlight {
 enum Phase {
     /// Between requests, before any byte of the next one.
     Idle,
-    /// Reading a request head (or waiting for a new connection's first one).
+    /// Reading a request head, from its first byte.
     Head,
     /// A request is in flight, or the connection was upgraded.
     Busy,
@@ -114,20 +114,21 @@ pub struct Deadlined<S> {
 }
 
 impl<S> Deadlined<S> {
-    /// A new connection owes its first request head within the header timeout.
+    /// A new connection is idle until its first byte: a client may open its connection well
+    /// before its first request (a load generator ramping up thousands does).
     pub fn new(
         inner: S,
         activity: Arc<Activity>,
         timeouts: ConnTimeouts,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let deadline = Instant::now() + timeouts.header;
+        let deadline = Instant::now() + timeouts.idle;
         Self {
             inner,
             activity,
             timeouts,
             metrics,
-            phase: Phase::Head,
+            phase: Phase::Idle,
             seen_begun: 0,
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),

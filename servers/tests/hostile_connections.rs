@@ -201,7 +201,7 @@ async fn a_stalled_body_gets_408_and_a_huge_declared_body_413_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_file_limit_below_the_cap_lowers_the_cap_instead_of_hanging_clients() {
-    let server = ChildServer::start_with_open_files(256, &["--header-timeout", "3s"]).await;
+    let server = ChildServer::start_with_open_files(256, &["--idle-timeout", "3s"]).await;
     let fitted = 256 - commbench_servers::fd_limit::RESERVED;
     let said = format!("serving at most {fitted} connections");
     let told = common::eventually(STEP, || server.log().contains(&said)).await;
@@ -228,7 +228,7 @@ async fn an_open_file_limit_below_the_cap_lowers_the_cap_instead_of_hanging_clie
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(answer.contains("\"connection_limit\""), "{answer:?}");
 
-    // Once the header timeout frees the cap, legitimate requests get through.
+    // Once the idle timeout frees the cap, legitimate requests get through.
     hello_until_ok(&server.url(), STEP).await;
     drop(quiet);
     let log = server.log();

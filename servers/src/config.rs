@@ -80,6 +80,20 @@ pub struct ServerConfig {
     #[arg(long, default_value = "10s", value_parser = conn_timeout)]
     pub body_timeout: Duration,
 
+    /// Bytes of events one GraphQL answer may carry (4KiB..=64MiB); a page is cut there
+    /// (`more: true`) and further aliases get `response_too_large`.
+    #[arg(long, default_value = "1MiB", value_parser = graphql_max_response)]
+    pub graphql_max_response: usize,
+
+    /// GraphQL queries and mutations over HTTP executed at once; more wait their turn (1..=1024).
+    #[arg(long, default_value = "16", value_parser = graphql_concurrency)]
+    pub graphql_concurrency: usize,
+
+    /// How long a graphql-transport-ws client has to send `connection_init` (close 4408 after it)
+    /// (100ms..=1m).
+    #[arg(long, default_value = "3s", value_parser = graphql_init_timeout)]
+    pub graphql_init_timeout: Duration,
+
     /// Simulated work time of a job created with POST /jobs (0s..=10m).
     #[arg(long, default_value = "100ms", value_parser = job_work)]
     pub job_work: Duration,
@@ -183,6 +197,9 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
+            graphql_max_response: 1 << 20,
+            graphql_concurrency: 16,
+            graphql_init_timeout: Duration::from_secs(3),
             job_work: Duration::from_millis(100),
             max_jobs: 10_000,
             max_queues: 64,
@@ -302,6 +319,15 @@ fn max_connections(t: &str) -> Result<usize, String> {
 }
 fn conn_timeout(t: &str) -> Result<Duration, String> {
     duration_in(t, Duration::from_millis(100), Duration::from_secs(3600))
+}
+fn graphql_max_response(t: &str) -> Result<usize, String> {
+    bytes_in(t, 4 << 10, 64 << 20)
+}
+fn graphql_concurrency(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1024)
+}
+fn graphql_init_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(100), Duration::from_secs(60))
 }
 fn max_jobs(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)

@@ -1,10 +1,11 @@
 //! The edges every WebSocket route shares: which close a read error deserves, and sending a close
-//! frame (reason cut to the protocol's 123 bytes) without waiting long for a client that is gone.
+//! frame (reason cut to the protocol's 123 bytes) without waiting long for a client that is gone,
+//! then lingering for the client's own close so unread data does not reset the connection.
 
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
-use futures_util::{Sink, SinkExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use crate::metrics::{Metrics, RejectReason};
@@ -49,6 +50,28 @@ where
         Duration::from_secs(1),
         sink.send(Message::Close(Some(frame))),
     )
+    .await;
+}
+
+/// How long a closed socket keeps reading for the client's answering close frame.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, then reads (and drops) what the client still sends until its own close
+/// frame, for at most [`LINGER`]. Closing a socket with unread data in it resets the connection,
+/// and a client that was still sending (a flood) would lose the close frame and its reason.
+pub async fn close_gracefully<S, R>(sink: &mut S, incoming: &mut R, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    send_close(sink, code, reason).await;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = incoming.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
     .await;
 }
 

@@ -33,7 +33,7 @@ use crate::{
     extract::json_object,
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
-    ws_close::{close_for_read_error, send_close},
+    ws_close::{close_for_read_error, close_gracefully},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -213,7 +213,7 @@ impl Session {
                     }
                 }
                 Step::Close(code, reason) => {
-                    send_close(&mut sink, code, &reason).await;
+                    close_gracefully(&mut sink, &mut incoming, code, &reason).await;
                     return;
                 }
                 Step::Gone => return,

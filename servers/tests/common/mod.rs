@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod child;
+pub mod gql_ws;
 
 use std::{future::Future, time::Duration};
 

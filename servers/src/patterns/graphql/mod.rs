@@ -5,6 +5,7 @@ mod limits;
 mod schema;
 mod slots;
 mod socket;
+mod transport_ws;
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
-//! `GET /graphql/ws`: async-graphql's `graphql-transport-ws` engine driven by our own socket loop, so
-//! GraphQL sockets get the limits `/ws` has (message size, send timeout, heartbeat, shutdown close).
+//! `GET /graphql/ws`: the upgrade, and the legacy `graphql-ws` (subscriptions-transport-ws)
+//! protocol through async-graphql's engine driven by our own socket loop, so those sockets get the
+//! limits `/ws` has (message size, send timeout, heartbeat, shutdown close). `graphql-transport-ws`
+//! is served by `transport_ws.rs`.
 
 use std::{str::FromStr, sync::atomic::Ordering::Relaxed, time::Duration};
 
@@ -25,7 +27,7 @@ use crate::{
     app::AppState,
     error::AppError,
     metrics::{PatternKind, RejectReason},
-    ws_close::{close_for_read_error, send_close},
+    ws_close::{close_for_read_error, close_gracefully},
 };
 
 /// Read buffer per socket: client messages are small; larger ones still arrive whole.
@@ -66,7 +68,16 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(socket, state, executor, protocol)))
+        .on_upgrade(move |socket| async move {
+            match protocol {
+                WebSocketProtocols::GraphQLWS => {
+                    super::transport_ws::session(socket, state, executor).await
+                }
+                WebSocketProtocols::SubscriptionsTransportWS => {
+                    legacy_session(socket, state, executor, protocol).await
+                }
+            }
+        }))
 }
 
 /// What the loop does after one input.
@@ -78,7 +89,8 @@ enum Step {
     Gone,
 }
 
-async fn session(
+/// The legacy `graphql-ws` protocol, as async-graphql's engine speaks it.
+async fn legacy_session(
     socket: WebSocket,
     state: AppState,
     executor: Counted,
@@ -141,7 +153,7 @@ async fn session(
             },
             Step::Nothing => {}
             Step::Close(code, reason) => {
-                send_close(&mut sink, code, &reason).await;
+                close_gracefully(&mut sink, &mut incoming, code, &reason).await;
                 return;
             }
             Step::Gone => return,
@@ -150,14 +162,15 @@ async fn session(
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Sent {
+pub(super) enum Sent {
     Done,
     Failed,
     /// Not written within --send-timeout.
     Stalled,
 }
 
-async fn send(
+/// Sends one message, giving up after `limit` (a client that stopped reading).
+pub(super) async fn send(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     message: Message,
     limit: Duration,

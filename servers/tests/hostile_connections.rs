@@ -1,5 +1,5 @@
-//! Hostile connections: sockets that send a byte and go quiet, idle keep-alive connections, bodies
-//! that stall, and a server whose open-file limit is below its connection cap. None of them may
+//! Hostile connections: sockets that send a byte and go quiet, idle keep-alive connections, and a
+//! server whose open-file limit is below its connection cap. None of them may
 //! lock legitimate clients out; streams and held requests are never mistaken for idle.
 
 #![allow(clippy::unwrap_used)]
@@ -10,29 +10,10 @@ use std::time::{Duration, Instant};
 
 use commbench_servers::metrics::RejectReason;
 use common::{
-    child::ChildServer, client, get, publish, spawn_with, sse_subscribe, wait_until, within,
-    ws_connect, ws_subscribe, STEP,
+    child::ChildServer, client, get, publish, raw_http::read_until_closed, spawn_with,
+    sse_subscribe, wait_until, within, ws_connect, ws_subscribe, STEP,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-/// Reads until the server closes the connection; returns what it sent (maybe nothing).
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    let mut answer = Vec::new();
-    within("the server to close the connection", limit, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    answer
-}
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// `GET /hello` until it answers 200; returns how many answers were 503 before.
 async fn hello_until_ok(base: &str, limit: Duration) -> usize {
@@ -155,48 +136,6 @@ async fn idle_keep_alive_connections_close_but_streams_and_held_requests_do_not(
     publish(&http, &base, "t", "second").await;
     assert_eq!(sse.next_event().await["data"], "second");
     assert_eq!(common::ws_event(&mut ws).await["data"], "second");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_body_gets_408_and_a_huge_declared_body_413_at_once() {
-    let server = spawn_with(|c| c.body_timeout = Duration::from_millis(500)).await;
-
-    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
-    stalled
-        .write_all(b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stalled, STEP).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(answer.contains("\"request_timeout\""), "{answer:?}");
-    assert_eq!(
-        server
-            .state
-            .metrics
-            .rejected_count(RejectReason::RequestTimeout),
-        1
-    );
-
-    // Declares far more than --max-body and sends a few bytes: refused before waiting for more.
-    for declared in ["1000000000000", "18446744073709551613"] {
-        let mut huge = TcpStream::connect(server.addr).await.unwrap();
-        let head = format!(
-            "POST /queues/q/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n{{}}"
-        );
-        huge.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = within(
-            "the 413 answer",
-            Duration::from_secs(2),
-            huge.read(&mut answer),
-        )
-        .await
-        .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
-        assert!(answer.contains("\"payload_too_large\""), "{answer:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod gql_ws;
+pub mod raw_http;
 
 use std::{future::Future, time::Duration};
 

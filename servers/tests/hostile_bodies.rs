@@ -132,7 +132,7 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lengths_hyper_cannot_represent_are_refused_by_hyper_as_documented() {
+async fn heads_hyper_refuses_before_any_route_get_the_documented_status() {
     let server = spawn_default().await;
     // Above 2^64 − 3 hyper's parser answers before any route runs (the README's limits table):
     // 431 for the two largest u64 values, 400 beyond u64. Empty bodies, the connection closed, and
@@ -152,6 +152,20 @@ async fn lengths_hyper_cannot_represent_are_refused_by_hyper_as_documented() {
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{declared}: {answer:?}"
         );
+    }
+    // The same for a head over hyper's buffer (about 400 KiB) or with more than 100 headers: 431.
+    let long = format!(
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(512 << 10)
+    );
+    let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many = format!("GET /hello HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    for request in [long, many] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let _ = stream.write_all(request.as_bytes()).await;
+        let answer = read_until_closed(&mut stream, STEP).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     }
     let reply = common::get(&client(), &format!("{}/hello", server.url())).await;
     assert_eq!(reply.status, 200);

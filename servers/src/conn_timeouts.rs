@@ -251,6 +251,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Deadlined<S> {
     }
 }
 
+impl<S> Deadlined<S> {
+    /// A write that would block counts against the deadline: a client that does not read the end
+    /// of its answer holds the connection like an idle one.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            return polled;
+        }
+        self.observe(false);
+        self.poll_expired(cx).map(Err)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -260,14 +276,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         if self.expired {
             return Poll::Ready(Err(timed_out()));
         }
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            // A client that does not read the end of its answer holds the connection like an idle one.
-            Poll::Pending => {
-                self.observe(false);
-                self.poll_expired(cx).map(Err)
-            }
-            ready => ready,
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -278,13 +288,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         if self.expired {
             return Poll::Ready(Err(timed_out()));
         }
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => {
-                self.observe(false);
-                self.poll_expired(cx).map(Err)
-            }
-            ready => ready,
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -304,14 +309,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
 /// SSE stream, a held long poll) and an upgrade for good, so the socket's timeouts never cut off
 /// work in progress.
 pub async fn mark_in_flight(request: Request, next: Next) -> Response {
-    let Some(ConnectInfo(info)) = request.extensions().get::<ConnectInfo<ConnInfo>>().cloned()
+    let Some(activity) = request
+        .extensions()
+        .get::<ConnectInfo<ConnInfo>>()
+        .map(|info| info.0.activity.clone())
     else {
         return next.run(request).await;
     };
-    let in_flight = info.activity.begin();
+    let in_flight = activity.begin();
     let response = next.run(request).await;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        info.activity.upgrade();
+        activity.upgrade();
     }
     response.map(|inner| {
         axum::body::Body::new(HeldBody {

@@ -11,11 +11,10 @@ use std::time::Duration;
 use commbench_servers::metrics::RejectReason;
 use common::{
     client, post,
-    raw_http::{first_answer, read_until_closed},
+    raw_http::{first_answer, until_closed},
     spawn_default, spawn_with, within, ws_connect, ws_send, ws_text, STEP,
 };
 use serde_json::json;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// JSON that is not an object, or not JSON at all.
 const NOT_OBJECTS: [&str; 8] = [
@@ -91,13 +90,8 @@ async fn every_json_route_takes_only_its_documented_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408_and_the_connection_closes() {
     let server = spawn_with(|c| c.body_timeout = Duration::from_millis(500)).await;
-    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
-    stalled
-        .write_all(b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stalled, STEP).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let stalled = b"POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+    let answer = until_closed(server.addr, stalled).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("\"request_timeout\""), "{answer:?}");
     assert!(answer.contains("--body-timeout"), "{answer:?}");
@@ -142,12 +136,9 @@ async fn heads_hyper_refuses_before_any_route_get_the_documented_status() {
         ("18446744073709551614", "431"),
         ("99999999999999999999", "400"),
     ] {
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let request =
             format!("POST /publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\nab");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let answer = read_until_closed(&mut stream, STEP).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = until_closed(server.addr, request.as_bytes()).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{declared}: {answer:?}"
@@ -161,10 +152,7 @@ async fn heads_hyper_refuses_before_any_route_get_the_documented_status() {
     let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
     let many = format!("GET /hello HTTP/1.1\r\nHost: x\r\n{many}\r\n");
     for request in [long, many] {
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        let _ = stream.write_all(request.as_bytes()).await;
-        let answer = read_until_closed(&mut stream, STEP).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = until_closed(server.addr, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     }
     let reply = common::get(&client(), &format!("{}/hello", server.url())).await;

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use commbench_servers::metrics::RejectReason;
 use common::{
-    child::ChildServer, client, get, publish, raw_http::read_until_closed, spawn_with,
-    sse_subscribe, wait_until, within, ws_connect, ws_subscribe, STEP,
+    child::ChildServer,
+    client, get, publish,
+    raw_http::{read_until_closed, until_closed},
+    spawn_with, sse_subscribe, wait_until, within, ws_connect, ws_subscribe, STEP,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -109,12 +111,7 @@ async fn idle_keep_alive_connections_close_but_streams_and_held_requests_do_not(
     publish(&http, &base, "t", "first").await;
 
     // An idle keep-alive connection: one request, then nothing; closed without an answer.
-    let mut idle = TcpStream::connect(server.addr).await.unwrap();
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut idle, STEP).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = until_closed(server.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(answer.ends_with("ok"), "idle close sent more: {answer:?}");
     // (The pooled connection of the publish above idles out as well.)
@@ -158,12 +155,7 @@ async fn an_open_file_limit_below_the_cap_lowers_the_cap_instead_of_hanging_clie
     // A client arriving now (after the flood's own refusals are done) is answered: 503, the cap,
     // instead of hanging in the accept queue.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut late = TcpStream::connect(server.addr).await.unwrap();
-    late.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut late, STEP).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = until_closed(server.addr, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(answer.contains("\"connection_limit\""), "{answer:?}");
 

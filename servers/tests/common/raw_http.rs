@@ -26,6 +26,16 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u
     answer
 }
 
+/// Sends `request` as is on a new connection and reads everything the server sends until it closes
+/// the connection (bounded by [`STEP`](super::STEP)).
+pub async fn until_closed(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // A server that refuses early may close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let answer = read_until_closed(&mut stream, super::STEP).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Sends `request` as is on a new connection and reads the first answer, which must arrive within
 /// `limit` (a whole answer: its head and as many body bytes as its `content-length` says).
 pub async fn first_answer(addr: SocketAddr, request: &[u8], limit: Duration) -> String {

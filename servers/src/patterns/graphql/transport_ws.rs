@@ -20,15 +20,10 @@ use tokio_stream::StreamMap;
 use super::{
     limits,
     slots::SubscriptionSlots,
-    socket::{send, Sent},
+    socket::{Step, Wire},
     Counted,
 };
-use crate::{
-    app::AppState,
-    extract::json_object,
-    metrics::{PatternKind, RejectReason},
-    ws_close::{close_for_read_error, close_gracefully},
-};
+use crate::{app::AppState, extract::json_object, metrics::RejectReason};
 
 /// A client message, checked as the reference implementation's `validateMessage` checks it.
 #[derive(Debug)]
@@ -158,14 +153,6 @@ enum Out {
     End,
 }
 
-/// What the loop does after one input.
-enum Step {
-    Send(Message),
-    Nothing,
-    Close(u16, String),
-    Gone,
-}
-
 struct Session {
     state: AppState,
     executor: Counted,
@@ -178,7 +165,7 @@ struct Session {
 
 pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
     let slots = SubscriptionSlots::new(state.config.ws_max_subscriptions);
-    let open = slots.open();
+    let mut wire = Wire::new(socket, &state, slots.open());
     let mut data = Data::default();
     data.insert(slots);
     let mut session = Session {
@@ -189,10 +176,7 @@ pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
         acknowledged: false,
         operations: StreamMap::new(),
     };
-    let metrics = state.metrics.clone();
     let shutdown = state.shutdown.clone();
-    let send_timeout = state.config.send_timeout;
-    let (mut sink, mut incoming) = socket.split();
     let init_wait = tokio::time::sleep(state.config.graphql_init_timeout);
     let mut init_wait = std::pin::pin!(init_wait);
     let mut heartbeat = tokio::time::interval(state.config.heartbeat);
@@ -203,65 +187,38 @@ pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
                 // Subscriptions end on the same token: say so before the close.
                 let ids: Vec<String> = session.operations.keys().cloned().collect();
                 for id in ids {
-                    let complete = ServerMessage::Complete { id: &id }.text();
-                    if send(&mut sink, complete, send_timeout).await != Sent::Done {
+                    if !wire.deliver(ServerMessage::Complete { id: &id }.text()).await {
                         return;
                     }
                 }
                 Step::Close(1001, "server shutting down".into())
             }
             () = &mut init_wait, if !session.init_received => {
-                metrics.rejected(RejectReason::RequestTimeout);
+                state.metrics.rejected(RejectReason::RequestTimeout);
                 Step::Close(4408, "Connection initialisation timeout".into())
             }
-            message = incoming.next() => session.on_message(message),
+            message = wire.incoming.next() => match wire.message_bytes(message) {
+                Ok(bytes) => session.on_bytes(&bytes),
+                Err(step) => step,
+            },
             Some((id, out)) = session.operations.next(), if !session.operations.is_empty() => {
                 session.on_output(&id, out)
             }
             _ = heartbeat.tick() => Step::Send(Message::Ping(Bytes::new())),
         };
-        match step {
-            Step::Send(message) => match send(&mut sink, message, send_timeout).await {
-                Sent::Done => {}
-                Sent::Failed => return,
-                Sent::Stalled => {
-                    // The client stopped reading: a lagging subscriber, unless its subscriptions
-                    // already ended (a lag is counted where the subscription is cut off).
-                    if open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-                        metrics.lagged_disconnect(PatternKind::GraphQl);
-                    }
-                    return;
-                }
-            },
-            Step::Nothing => {}
-            Step::Close(code, reason) => {
-                // Subscriptions end (and free their slots) before the socket does.
-                session.operations.clear();
-                close_gracefully(&mut sink, &mut incoming, code, &reason).await;
-                return;
-            }
-            Step::Gone => return,
+        if let Step::Close(..) = step {
+            // Subscriptions end (and free their slots) before the socket does.
+            session.operations.clear();
+        }
+        if !wire.carry_out(step).await {
+            return;
         }
     }
 }
 
 impl Session {
-    fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
-        let bytes = match message {
-            None | Some(Ok(Message::Close(_))) => return Step::Gone,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Step::Nothing,
-            // The protocol is JSON text; a binary frame holding the same JSON is read the same way.
-            Some(Ok(Message::Text(text))) => Bytes::from(text),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Err(error)) => {
-                let metrics = &self.state.metrics;
-                return match close_for_read_error(error, self.state.config.max_body, metrics) {
-                    Some((code, reason)) => Step::Close(code, reason),
-                    None => Step::Gone,
-                };
-            }
-        };
-        match parse(&bytes) {
+    fn on_bytes(&mut self, bytes: &[u8]) -> Step {
+        match parse(bytes) {
             Ok(message) => self.on_client_message(message),
             Err(reason) => self.refuse(4400, reason),
         }

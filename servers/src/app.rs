@@ -22,7 +22,7 @@ use crate::{
     config::ServerConfig,
     error::AppError,
     feed_api,
-    listener::{ConnInfo, CountingListener},
+    listener::CountingListener,
     metrics::{Metrics, RejectReason},
     patterns,
     queue::{JobQueue, MemoryQueue, RedisQueue},
@@ -114,8 +114,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_rejections,
-        ))
-        .layer(middleware::from_fn(crate::conn_timeouts::mark_in_flight));
+        ));
     if let Some(stall) = state.config.debug_stall {
         let started = tokio::time::Instant::now();
         router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -181,7 +180,7 @@ pub async fn run(
         crate::fd_limit::fit_connections(state.config.max_connections),
         timeouts,
     );
-    let service = app(state).into_make_service_with_connect_info::<ConnInfo>();
+    let service = crate::conn_timeouts::PerConnection(app(state));
     let serve = axum::serve(listener, service)
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .into_future();

@@ -5,6 +5,7 @@
 //! — a long poll, an SSE stream, a WebSocket — nothing times out here.
 
 use std::{
+    convert::Infallible,
     future::Future,
     io,
     pin::Pin,
@@ -22,18 +23,19 @@ use std::{
 use axum::{
     extract::{ConnectInfo, Request},
     http::StatusCode,
-    middleware::Next,
     response::Response,
+    serve::IncomingStream,
+    Router,
 };
-use futures_util::task::AtomicWaker;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::{Instant, Sleep},
 };
+use tower_service::Service;
 
 use crate::{
     error::raw_error_response,
-    listener::ConnInfo,
+    listener::{ConnInfo, CountingListener},
     metrics::{Metrics, RejectReason},
 };
 
@@ -52,8 +54,6 @@ pub struct Activity {
     /// Requests ever begun: one may begin and end between two reads of the socket.
     begun: AtomicU64,
     upgraded: AtomicBool,
-    /// The socket's task, woken when the last request in flight ends so its idle deadline starts.
-    idle_again: AtomicWaker,
 }
 
 impl Activity {
@@ -80,9 +80,8 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, AcqRel) == 1 {
-            self.0.idle_again.wake();
-        }
+        // No wake-up: the answer is written after this, and the write arms the idle deadline.
+        self.0.in_flight.fetch_sub(1, AcqRel);
     }
 }
 
@@ -162,15 +161,13 @@ impl<S> Deadlined<S> {
         }
     }
 
-    /// `Ready(error)` once the phase's deadline has passed; otherwise arranges a wake-up.
+    /// `Ready(error)` once the phase's deadline has passed; otherwise arranges a wake-up for it.
+    /// Nothing expires while busy. Every read and write polls this, and a request's answer is
+    /// written after it stops being in flight, so the deadline of the next idle phase is armed by
+    /// that write: no wake-up is needed when a request ends.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if self.phase == Phase::Busy {
-            self.activity.idle_again.register(cx.waker());
-            // The last request may have ended between the check and the registration.
-            self.observe(false);
-            if self.phase == Phase::Busy {
-                return Poll::Pending;
-            }
+            return Poll::Pending;
         }
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
@@ -252,18 +249,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Deadlined<S> {
 }
 
 impl<S> Deadlined<S> {
-    /// A write that would block counts against the deadline: a client that does not read the end
-    /// of its answer holds the connection like an idle one.
-    fn after_write(
+    /// After a write or flush: arms the deadline once no request is in flight, and fails an
+    /// operation that would block past it — a client that does not read the end of its answer
+    /// holds the connection like an idle one. A completed operation stands; the next one fails.
+    fn after_write<T>(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        if polled.is_ready() {
-            return polled;
-        }
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         self.observe(false);
-        self.poll_expired(cx).map(Err)
+        match (self.poll_expired(cx), polled) {
+            (Poll::Ready(error), Poll::Pending) => Poll::Ready(Err(error)),
+            (_, polled) => polled,
+        }
     }
 }
 
@@ -297,7 +295,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.after_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -305,28 +304,96 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
     }
 }
 
-/// Middleware: marks the request in flight on its connection until its response body is done (an
-/// SSE stream, a held long poll) and an upgrade for good, so the socket's timeouts never cut off
-/// work in progress.
-pub async fn mark_in_flight(request: Request, next: Next) -> Response {
-    let Some(activity) = request
-        .extensions()
-        .get::<ConnectInfo<ConnInfo>>()
-        .map(|info| info.0.activity.clone())
-    else {
-        return next.run(request).await;
-    };
-    let in_flight = activity.begin();
-    let response = next.run(request).await;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        activity.upgrade();
+/// The router as `axum::serve` wants it: per connection, a [`Tracked`] router that knows the
+/// connection's [`ConnInfo`]. Cheaper than middleware: nothing is boxed per request.
+#[derive(Clone)]
+pub struct PerConnection(pub Router);
+
+impl Service<IncomingStream<'_, CountingListener>> for PerConnection {
+    type Response = Tracked;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Tracked, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    response.map(|inner| {
-        axum::body::Body::new(HeldBody {
-            inner,
-            _in_flight: in_flight,
-        })
-    })
+
+    fn call(&mut self, stream: IncomingStream<'_, CountingListener>) -> Self::Future {
+        std::future::ready(Ok(Tracked {
+            router: self.0.clone(),
+            info: Arc::new(stream.remote_addr().clone()),
+        }))
+    }
+}
+
+/// One connection's router: each request carries `ConnectInfo<Arc<ConnInfo>>` and is marked in
+/// flight on the connection until its answer is complete, so the socket's timeouts never cut off
+/// work in progress (a held long poll, an SSE stream); a 101 upgrade marks the connection for good.
+#[derive(Clone)]
+pub struct Tracked {
+    router: Router,
+    info: Arc<ConnInfo>,
+}
+
+impl Service<Request> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackedFuture<<Router as Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let in_flight = Some(self.info.activity.begin());
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(self.info.clone()));
+        TrackedFuture {
+            inner: self.router.call(request),
+            in_flight,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, and its mark of being in flight until the answer is complete.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for TrackedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        let Some(in_flight) = this.in_flight.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            in_flight.0.upgrade();
+        }
+        // A body already in memory is complete: what is left is writing it, which the socket's
+        // deadlines may bound. A body still being produced (SSE) keeps the request in flight.
+        if http_body::Body::size_hint(response.body())
+            .exact()
+            .is_some()
+        {
+            return Poll::Ready(Ok(response));
+        }
+        Poll::Ready(Ok(response.map(|inner| {
+            axum::body::Body::new(HeldBody {
+                inner,
+                _in_flight: in_flight,
+            })
+        })))
+    }
 }
 
 /// A response body that keeps its request in flight until hyper drops it; everything else,
@@ -415,6 +482,33 @@ mod tests {
         drop(socket);
         let _ = client.read_to_end(&mut answer).await;
         assert!(answer.is_empty());
+    }
+
+    /// As hyper does it: one task, its read already blocked while the request was in flight, then
+    /// the answer written. The write arms the idle deadline; no further read call is needed.
+    #[tokio::test(start_paused = true)]
+    async fn the_answer_written_after_a_request_arms_the_idle_deadline() {
+        let (_client, server) = duplex(4096);
+        let activity = Arc::new(Activity::default());
+        let mut socket = Deadlined::new(server, activity.clone(), timeouts(), Arc::default());
+        let mut held = Some(activity.begin());
+        let mut buf = [0u8; 16];
+        let started = Instant::now();
+        let read = std::future::poll_fn(|cx| {
+            let mut read_buf = ReadBuf::new(&mut buf);
+            if let Poll::Ready(result) = Pin::new(&mut socket).poll_read(cx, &mut read_buf) {
+                return Poll::Ready(result);
+            }
+            if let Some(request) = held.take() {
+                drop(request);
+                let _ = Pin::new(&mut socket).poll_write(cx, b"the answer");
+            }
+            Poll::Pending
+        });
+        let error = tokio::time::timeout(Duration::from_secs(5), read).await;
+        let kind = error.ok().and_then(|read| read.err()).map(|e| e.kind());
+        assert_eq!(kind, Some(io::ErrorKind::TimedOut));
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[tokio::test(start_paused = true)]

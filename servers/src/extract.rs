@@ -8,6 +8,8 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::{app::AppState, error::AppError, listener::ConnInfo, topic::TopicName};
@@ -45,7 +47,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnCloser {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let info = parts.extensions.get::<ConnectInfo<ConnInfo>>();
+        let info = parts.extensions.get::<ConnectInfo<Arc<ConnInfo>>>();
         Ok(ConnCloser(info.map(|i| i.0.closer.clone())))
     }
 }

@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use futures_util::FutureExt;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -121,7 +120,8 @@ impl AcceptLog {
     }
 }
 
-/// What a handler knows about its connection (as `ConnectInfo<ConnInfo>`): the peer, a switch
+/// What a handler knows about its connection (as `ConnectInfo<Arc<ConnInfo>>`, put on every request by
+/// `conn_timeouts::Tracked`): the peer, a switch
 /// that aborts the connection (for cutting off a subscriber that stopped reading), and the activity
 /// marks that keep the socket's idle timeout away while a request is in flight.
 #[derive(Debug, Clone)]
@@ -129,12 +129,6 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub closer: CancellationToken,
     pub activity: Arc<Activity>,
-}
-
-impl Connected<IncomingStream<'_, CountingListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 impl axum::serve::Listener for CountingListener {
@@ -339,5 +333,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_interval_and_counted_between() {
+        let mut log = AcceptLog::default();
+        let error = io::Error::other("EMFILE");
+        log.failed(&error);
+        let first = log.last;
+        assert!(first.is_some());
+        for _ in 0..100 {
+            log.failed(&error);
+        }
+        assert_eq!(log.last, first, "logged again within the interval");
+        assert_eq!(log.quiet, 100);
+    }
+
+    #[tokio::test]
+    async fn out_of_descriptors_a_waiting_client_is_answered_from_the_spare() {
+        let inner = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = inner.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::default());
+        let timeouts = ConnTimeouts {
+            header: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        };
+        let mut listener = CountingListener::new(inner, metrics.clone(), 10, timeouts);
+        let mut client = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The connection must be in the accept queue before the listener sheds it.
+        let mut shed = false;
+        for _ in 0..100 {
+            if listener.shed_one() {
+                shed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(shed, "nothing was shed");
+        assert!(
+            listener.spare.is_some(),
+            "the spare descriptor was not taken back"
+        );
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        assert_eq!(metrics.rejected_count(RejectReason::ConnectionLimit), 1);
     }
 }

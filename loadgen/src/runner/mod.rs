@@ -97,6 +97,9 @@ fn server_args(options: &CellOptions) -> Vec<String> {
             "--max-topics",
             (scenario.topics + notify_topics + 16).to_string(),
         ),
+        // Clients open their connections during the ramp and may poll once an hour: the
+        // harness's own idle connections are not the hostile kind.
+        ("--idle-timeout", "1h".to_owned()),
     ];
     if is_job {
         defaults.push(("--workers", scenario.workers.to_string()));

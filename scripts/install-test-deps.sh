@@ -9,6 +9,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 # The Redis bus tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The HTML report test loads REPORT.html in headless Chromium (driven by loadgen/tests/browser).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -19,6 +21,8 @@ fi
 
 # The peer tests start the Node peer (peers/node) and run the real socket.io-client.
 "$(dirname "$0")/install-peers.sh"
+# The HTML report test drives Chromium with playwright-core (never a downloaded browser).
+"$(dirname "$0")/npm-ci.sh" loadgen/tests/browser
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2

@@ -12,6 +12,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The GraphQL WebSocket tests drive the reference graphql-transport-ws client (npm graphql-ws).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The HTML report test loads REPORT.html in headless Chromium (driven by loadgen/tests/browser).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -22,15 +24,14 @@ fi
 
 # The peer tests start the Node peer (peers/node) and run the real socket.io-client.
 "$(dirname "$0")/install-peers.sh"
+# The HTML report test drives Chromium with playwright-core (never a downloaded browser).
+"$(dirname "$0")/npm-ci.sh" loadgen/tests/browser
+# The GraphQL WebSocket tests run the reference graphql-transport-ws client (npm graphql-ws).
+"$(dirname "$0")/npm-ci.sh" servers/tests/js
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
   exit 1
-fi
-# The reference clients, pinned by the committed package-lock.json; reinstalled only when it changed.
-js=servers/tests/js
-if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
-  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "test dependencies present"

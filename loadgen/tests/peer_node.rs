@@ -37,16 +37,7 @@ fn peer_dir() -> PathBuf {
 /// True when `node` runs; otherwise the test says why it is skipped. With node present the
 /// peer's packages must be installed: a missing `node_modules` fails with the command to run.
 fn node_ready(test: &str) -> bool {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        eprintln!("{test}: skipped, `node` is not installed (run {INSTALL})");
-        return false;
-    }
-    assert!(
-        peer_dir().join("node_modules/socket.io").is_dir(),
-        "peers/node/node_modules is missing: run {INSTALL}"
-    );
-    true
+    common::node_ready(test, INSTALL, "peers/node", "socket.io")
 }
 
 /// One `node server.js` on a free loopback port; killed if the test ends early.

@@ -20,6 +20,26 @@ pub async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     ServerHandle::spawn(config).await.unwrap()
 }
 
+/// True when `node` runs; otherwise says why `test` is skipped and what installs it. With node
+/// present the npm packages of `dir` (from the repository root) must be installed: a missing
+/// `node_modules/<package>` fails with the command to run.
+pub fn node_ready(test: &str, install: &str, dir: &str, package: &str) -> bool {
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        eprintln!("{test}: skipped, `node` is not installed (run {install})");
+        return false;
+    }
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir)
+        .join("node_modules");
+    assert!(
+        modules.join(package).is_dir(),
+        "{dir}/node_modules is missing: run {install}"
+    );
+    true
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("commbench-lg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

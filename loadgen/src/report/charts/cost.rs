@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
     chart::Chart,
     palette::SeriesColors,
 };
@@ -83,10 +84,7 @@ pub fn size(input: &Input) -> (u32, u32) {
     (1800, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Cost per delivered event at {} clients (request-response: per response; ! hollow = flagged cell)",
         input.clients

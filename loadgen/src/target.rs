@@ -29,10 +29,12 @@ pub enum TargetError {
     Spawn(String, std::io::Error),
     #[error("the embedded server did not report its address within {0:?}")]
     NoAddress(Duration),
-    #[error("the embedded server exited before it was ready ({0}); its error is printed above")]
+    #[error("the server exited before it was ready ({0}); its error is printed above")]
     Exited(String),
     #[error("target {0} is unreachable: {1}")]
     Unreachable(String, String),
+    #[error("`{0}` did not say it was ready within {1:?}")]
+    NotReady(String, Duration),
 }
 
 impl Target {
@@ -62,6 +64,21 @@ impl Target {
             authority,
             path,
         })
+    }
+
+    /// `path` under the target URL's path: `/api` + `/sse/t` = `/api/sse/t`; an empty `path` is
+    /// the target URL's own path and query.
+    pub fn join(&self, path: &str) -> String {
+        if path.is_empty() {
+            return self.path.clone();
+        }
+        let base = self
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/');
+        format!("{base}{path}")
     }
 
     /// Fails fast (within `timeout`) with a clear message when nothing listens at the target.

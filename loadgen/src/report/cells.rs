@@ -220,6 +220,7 @@ pub(crate) mod fixture {
             queue_wait_normal_p99_ms: None,
             jobs_redelivered: None,
             jobs_duplicated: None,
+            target: "commbench".into(),
         }
     }
 }

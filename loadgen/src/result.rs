@@ -115,4 +115,7 @@ pub struct RunInfo {
     pub target: String,
     pub scenario: serde_json::Value,
     pub cells: Vec<String>,
+    /// What the run left out and why (a peer that cannot start here, a cell whose target could
+    /// not be reached); the report lists them.
+    pub notes: Vec<String>,
 }

@@ -371,6 +371,50 @@ mod tests {
     }
 
     #[test]
+    fn results_written_before_the_target_column_still_load() {
+        let path = temp_path("old-summary.csv");
+        let mut peer = sample_cell(Pattern::Ws, true);
+        peer.spec.target = "node".into();
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true), peer]).unwrap();
+        let back = read_summary(&path).unwrap();
+        assert_eq!(
+            (back[0].target.as_str(), back[1].target.as_str()),
+            ("commbench", "node")
+        );
+        assert_eq!(back[1].cell, "ws-c1000-r50-p128-node");
+        // Drop the last column (`target`), as files from before target profiles lack it.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .map(|line| format!("{}\n", &line[..line.rfind(',').unwrap()]))
+            .collect();
+        assert!(old.lines().next().unwrap().ends_with("jobs_duplicated"));
+        std::fs::write(&path, old).unwrap();
+        let back = read_summary(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(back.iter().all(|r| r.target == "commbench"), "{back:?}");
+    }
+
+    #[test]
+    fn a_server_sending_its_own_events_has_inter_arrival_and_no_books() {
+        let mut cell = sample_cell(Pattern::SseUrl, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(row.latency_metric.as_deref(), Some("inter_arrival"));
+        assert!(row.p99_ms.is_some());
+        assert_eq!((row.events_expected, row.events_lost), (None, None));
+        let mut cell = sample_cell(Pattern::Sse, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(
+            (row.latency_metric.as_deref(), row.events_lost),
+            (Some("inter_arrival"), None)
+        );
+    }
+
+    #[test]
     fn an_unknown_pattern_names_the_file_and_the_value() {
         let path = temp_path("future-summary.csv");
         write_summary(&path, "r", &[sample_cell(Pattern::Sse, true)]).unwrap();

@@ -280,13 +280,15 @@ impl RawPoll {
                         |_| field.at("cursor", format!("`{name}` is not a header name")),
                     )?)
                 }
-                _ => return Err(field.at(
-                    "cursor",
-                    format!(
+                _ => {
+                    return Err(field.at(
+                        "cursor",
+                        format!(
                         "`{text}`: expected `none`, `json:/pointer` (e.g. `json:/events/-1/seq`) \
                              or `header:name`"
                     ),
-                )),
+                    ))
+                }
             },
         };
         let mut allowed = vec![Var::Topic, Var::Cursor];

@@ -134,8 +134,28 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.push(model_finding(table));
     let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
     out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::peers::findings(&data.rows, &data.peer_rows));
     out.extend(super::jobs::findings(&data.job_rows, labeler));
+    out.extend(inter_arrival_finding(data));
     out
+}
+
+/// Cells whose server sent its own events: what their latency columns mean instead.
+fn inter_arrival_finding(data: &RunData) -> Option<String> {
+    let cells: Vec<String> = data
+        .all_rows()
+        .filter(|r| r.latency_metric.as_deref() == Some("inter_arrival"))
+        .map(|r| format!("`{}`", r.cell))
+        .collect();
+    (!cells.is_empty()).then(|| {
+        format!(
+            "{} measured the time between messages (`latency_metric = inter_arrival`), not \
+             delivery latency: the server sends its own events rather than the published \
+             payloads, so neither delivery latency nor loss can be computed for {}.",
+            cells.join(", "),
+            if cells.len() == 1 { "it" } else { "them" }
+        )
+    })
 }
 
 fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
@@ -547,6 +567,7 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

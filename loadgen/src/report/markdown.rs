@@ -59,11 +59,13 @@ pub fn render(parts: &ReportParts<'_>) -> String {
     model_section(&mut out, parts.table);
     let pairs = super::bus::pairs(&parts.data.rows, &parts.data.scale_out_rows);
     super::bus::section(&mut out, &pairs, parts.labeler);
+    super::peers::section(&mut out, &parts.data.rows, &parts.data.peer_rows);
     super::jobs::section(&mut out, &parts.data.job_rows, parts.labeler);
     summary_section(&mut out, parts);
-    if !parts.notes.is_empty() {
+    let notes: Vec<&String> = meta.notes.iter().chain(parts.notes).collect();
+    if !notes.is_empty() {
         let _ = writeln!(out, "## Notes\n");
-        for note in parts.notes {
+        for note in notes {
             let _ = writeln!(out, "- {note}");
         }
         out.push('\n');
@@ -238,7 +240,8 @@ fn summary_section(out: &mut String, parts: &ReportParts<'_>) {
     let _ = writeln!(
         out,
         "## Summary table\n\nLatency: publish → delivery for the feed patterns, round trip for \
-         request-response. Per-event costs divide by events received in the measured window \
+         request-response, the time between messages for a server that sends its own events \
+         (`inter_arrival`). Per-event costs divide by events received in the measured window \
          (request-response: responses). CPU % is server CPU seconds ÷ measured seconds.\n"
     );
     let _ = writeln!(

@@ -11,6 +11,7 @@ pub mod load;
 pub mod markdown;
 pub mod model;
 pub mod model_table;
+pub mod peers;
 
 use std::{
     fmt::Display,
@@ -85,13 +86,14 @@ impl Display for ReportOutcome {
 }
 
 /// The report's charts, in the order `REPORT.md` shows them.
-const CHARTS: [&dyn ReportChart; 6] = [
+const CHARTS: [&dyn ReportChart; 7] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
     &frontier::CHART,
     &memory::CHART,
     &charts::bus::CHART,
+    &charts::peers::CHART,
 ];
 
 /// Renders `dir`'s charts ([`CHARTS`]) and `REPORT.md` from its result files. Fails with a message

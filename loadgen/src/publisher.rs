@@ -75,7 +75,10 @@ pub async fn publish(
         if intended_ns >= end_ns {
             break;
         }
+        // A publish already due when the window ends (the stop) is still sent: every cell
+        // publishes exactly the events its schedule puts before the end.
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(clock.instant_at(intended_ns).into()) => {}
             () = stop.cancelled() => break,
         }

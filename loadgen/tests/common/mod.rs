@@ -28,8 +28,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Runs `flags` (field, value) against `target` and returns the single cell's result.
 pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -> CellResult {
+    let mut with_target = vec![("target", target)];
+    with_target.extend_from_slice(flags);
+    let cells = run_cells(&with_target, name).await;
+    assert_eq!(cells.len(), 1);
+    cells.into_iter().next().unwrap()
+}
+
+/// Runs `flags` (field, value; a 500 ms warm-up unless given) and returns every cell's result.
+pub async fn run_cells(flags: &[(&'static str, &str)], name: &str) -> Vec<CellResult> {
     let mut raw = RawScenario::default();
-    raw.set_flag("target", target);
     raw.set_flag("warmup", "500ms");
     for (field, value) in flags {
         raw.set_flag(field, *value);
@@ -50,7 +58,6 @@ pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -
     .await
     .expect("run finished in time")
     .unwrap();
-    assert_eq!(outcome.cells.len(), 1);
     let _ = std::fs::remove_dir_all(&outcome.dir);
-    outcome.cells.into_iter().next().unwrap()
+    outcome.cells
 }

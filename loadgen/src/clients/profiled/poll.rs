@@ -3,7 +3,7 @@
 //! the next cursor where the profile says (a JSON pointer, a header, or none for a server that
 //! answers with its latest state). Every stamp in an answer is an event.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{atomic::Ordering::Relaxed, Arc};
 
 use bytes::Bytes;
 
@@ -19,12 +19,13 @@ use crate::{
         template::Values,
         PatternSpec,
     },
+    target::Target,
 };
 
 struct TemplatePoll {
     spec: PollSpec,
-    /// The URL under the target's path, and the values it is filled with.
-    base: String,
+    /// The URL is under the target's path; the values it is filled with.
+    target: Arc<Target>,
     topic: String,
     timeout_ms: u64,
     cursor: String,
@@ -42,7 +43,7 @@ impl Exchange for TemplatePoll {
             timeout_ms: self.timeout_ms,
             port: 0,
         };
-        format!("{}{}", self.base, self.spec.url.render(&values))
+        self.target.join(&self.spec.url.render(&values))
     }
 
     fn request(&self) -> Ask<'_> {
@@ -114,7 +115,7 @@ async fn start(ctx: &ClientCtx) -> Option<(crate::http::HttpConn, TemplatePoll)>
     };
     let values = values(ctx);
     let poll = TemplatePoll {
-        base: ctx.target.join(""),
+        target: ctx.target.clone(),
         topic: values.topic.to_owned(),
         timeout_ms: values.timeout_ms,
         cursor: spec.start_cursor.clone(),

@@ -248,10 +248,7 @@ async fn tiny_cell(pattern: &str, extra: &[(&'static str, &str)]) -> CellResult 
 
 /// Every published event reached every client, by stamp, none twice.
 fn every_event_once(cell: &CellResult) {
-    let c = &cell.counters;
-    assert!(c.events_expected >= 6 * 20, "{c:?}");
-    assert_eq!(c.events_delivered, c.events_expected, "{c:?}");
-    assert_eq!((c.events_lost, c.events_duplicated), (0, 0), "{c:?}");
+    common::every_event_once(cell, 6 * 20);
     assert!(cell.histograms.contains_key(&Metric::Delivery));
     assert!(!cell.histograms.contains_key(&Metric::InterArrival));
 }
@@ -331,6 +328,40 @@ fn every_event_once_of(cell: &CellResult, at_least: u64) {
         (0, 0, 0),
         "{c:?}"
     );
+}
+
+#[test]
+fn a_server_started_on_a_chosen_port_is_ready_when_its_url_answers() {
+    // commbench's server started by a profile of its own making: `{port}` in the command and the
+    // base URL, readiness by polling `/health` rather than reading a line.
+    let path = std::env::temp_dir().join(format!("commbench-port-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"name = "chosen-port"
+base_url = "http://127.0.0.1:{port}"
+[start]
+command = ["{commbench}", "serve", "--bind", "127.0.0.1:{port}"]
+ready_url = "/health"
+[publish]
+url = "/publish/{topic}"
+[patterns.sse]
+url = "/sse/{topic}"
+"#,
+    )
+    .unwrap();
+    let rows = run(&["-p", "sse", "--profile", path.to_str().unwrap()], "port");
+    let _ = std::fs::remove_file(&path);
+    let row = &rows["sse"];
+    assert_eq!(row.target, "chosen-port");
+    assert!(row.cell.ends_with("-chosen-port"), "{}", row.cell);
+    assert_eq!(row.events_delivered, row.events_expected);
+    assert_eq!(
+        (row.events_lost, row.errors),
+        (Some(0), 0),
+        "{}",
+        row.error_kinds
+    );
+    assert!(row.server_cpu_s.is_some());
 }
 
 fn commbench() -> Command {

@@ -19,7 +19,7 @@ use super::{
     template::{Template, Values, Var},
     Field,
 };
-use crate::target::{Target, TargetError};
+use crate::target::{ready_line, Target, TargetError};
 
 /// The `[start]` table as written.
 #[derive(Debug, Deserialize)]
@@ -280,47 +280,32 @@ impl ProfileServer {
             .spawn()
             .map_err(|e| TargetError::Spawn(shown.clone(), e))?;
         let pid = child.id().unwrap_or(0);
-        let stdout = child.stdout.take().ok_or_else(|| {
-            TargetError::Spawn(shown.clone(), std::io::ErrorKind::BrokenPipe.into())
-        })?;
-        let mut lines = BufReader::new(stdout).lines();
         let wait = spec.ready_timeout;
         let base = base_url.map(render);
-        let ready = tokio::time::timeout(wait, async {
-            match &spec.ready {
-                Readiness::Line(template) => {
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Some(found) = match_line(template, &line, base.as_deref()) {
-                            return Ok(found);
-                        }
-                    }
-                    // Standard output closed: the server is exiting.
-                    Err(())
+        let url = match &spec.ready {
+            Readiness::Line(template) => {
+                ready_line(&mut child, &shown, wait, |line| {
+                    match_line(template, line, base.as_deref())
+                })
+                .await?
+            }
+            Readiness::Url(path) => {
+                // Its output is not read for readiness: drain it from the start.
+                if let Some(stdout) = child.stdout.take() {
+                    let mut lines = BufReader::new(stdout).lines();
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
                 }
-                Readiness::Url(path) => match &base {
-                    Some(base) if poll_ready(base, path).await => Ok(base.clone()),
-                    _ => Err(()),
-                },
-            }
-        })
-        .await;
-        let url = match ready {
-            Ok(Ok(url)) => url,
-            Ok(Err(())) => {
-                let exited = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                let _ = child.kill().await;
-                return Err(match exited {
-                    Ok(Ok(status)) => TargetError::Exited(format!("`{shown}`: {status}")),
-                    _ => TargetError::NotReady(shown, wait),
-                });
-            }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(TargetError::NotReady(shown, wait));
+                let base = base.unwrap_or_default();
+                if !matches!(
+                    tokio::time::timeout(wait, poll_ready(&base, path)).await,
+                    Ok(true)
+                ) {
+                    let _ = child.kill().await;
+                    return Err(TargetError::NotReady(shown, wait));
+                }
+                base
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let target = Target::external(&url).await?;
         Ok(Self {
             child,

@@ -25,14 +25,6 @@ fn cell_name(row: &SummaryRow) -> String {
     name
 }
 
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -104,14 +96,6 @@ fn cost_comparison(row: &SummaryRow, reference: &SummaryRow) -> Vec<String> {
         ));
     }
     parts
-}
-
-fn join_and(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
 }
 
 fn p99(row: &SummaryRow) -> String {
@@ -197,7 +181,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 format!(
                     "{} used {}; p99 {} vs {}",
                     cell_name(other),
-                    join_and(&parts),
+                    fmt::join_and(&parts),
                     p99(other),
                     p99(reference)
                 )
@@ -217,7 +201,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             p99(reference)
         );
         if !others.is_empty() {
-            sentence.push_str(&format!(" {}.", capitalized(&others.join("; "))));
+            sentence.push_str(&format!(" {}.", fmt::capitalized(&others.join("; "))));
         }
         out.push(sentence);
         for poll in by(Pattern::ShortPoll) {
@@ -232,7 +216,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 "{}, {} used {} and had a p99 staleness of {} ({}: {}{slower}).",
                 next_context(),
                 cell_name(poll),
-                join_and(&parts),
+                fmt::join_and(&parts),
                 p99(poll),
                 cell_name(reference),
                 p99(reference)
@@ -250,7 +234,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 "{}, {} used {}{} requests per event: {}; p99 latency {} ({}: {}).",
                 next_context(),
                 long.pattern.prose(),
-                join_and(&parts),
+                fmt::join_and(&parts),
                 if parts.is_empty() { "" } else { ";" },
                 fmt::opt(long.requests_per_event),
                 p99(long),
@@ -270,7 +254,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             layer.name,
             cell_name(plain),
             cell_name(layered),
-            join_and(&parts),
+            fmt::join_and(&parts),
             p99(layered),
             p99(plain)
         ));

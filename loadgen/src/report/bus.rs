@@ -19,18 +19,12 @@ pub fn is_in_process(row: &SummaryRow) -> bool {
 
 /// Every cell that did not run in-process, paired with its in-process counterpart.
 pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
-    let same = |a: &SummaryRow, b: &SummaryRow| {
-        a.pattern == b.pattern
-            && a.clients == b.clients
-            && a.rate_per_s == b.rate_per_s
-            && a.payload_bytes == b.payload_bytes
-            && a.topics == b.topics
-            && a.interval_s == b.interval_s
-    };
     others
         .iter()
         .map(|redis| BusPair {
-            memory: memory.iter().find(|m| same(m, redis)),
+            memory: memory
+                .iter()
+                .find(|m| super::cells::same_workload(m, redis)),
             redis,
         })
         .collect()
@@ -147,10 +141,7 @@ pub fn section(out: &mut String, pairs: &[BusPair<'_>], labeler: &Labeler) {
                 continue;
             }
             shown.push(&row.cell);
-            let delivered = match (row.events_delivered, row.events_expected) {
-                (Some(d), Some(e)) => format!("{d}/{e}"),
-                _ => "-".to_owned(),
-            };
+            let delivered = super::cells::delivered(row);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -57,6 +57,25 @@ pub fn at_clients(rows: &[SummaryRow], clients: u64) -> Vec<&SummaryRow> {
     chosen
 }
 
+/// True when two cells ran the same workload: pattern, clients, rate, payload, topics, interval
+/// (they may differ in bus, instances or target).
+pub fn same_workload(a: &SummaryRow, b: &SummaryRow) -> bool {
+    a.pattern == b.pattern
+        && a.clients == b.clients
+        && a.rate_per_s == b.rate_per_s
+        && a.payload_bytes == b.payload_bytes
+        && a.topics == b.topics
+        && a.interval_s == b.interval_s
+}
+
+/// `delivered/expected`, or `-` for a cell without loss accounting.
+pub fn delivered(row: &SummaryRow) -> String {
+    match (row.events_delivered, row.events_expected) {
+        (Some(d), Some(e)) => format!("{d}/{e}"),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Server CPU as a percentage of one core over the measured window.
 pub fn cpu_percent(row: &SummaryRow) -> Option<f64> {
     let cpu = row.server_cpu_s?;

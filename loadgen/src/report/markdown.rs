@@ -252,10 +252,7 @@ fn summary_section(out: &mut String, parts: &ReportParts<'_>) {
     let mut rows: Vec<&SummaryRow> = parts.data.rows.iter().collect();
     cells::sort_rows(&mut rows);
     for row in rows {
-        let delivered = match (row.events_delivered, row.events_expected) {
-            (Some(d), Some(e)) => format!("{d}/{e}"),
-            _ => "-".to_owned(),
-        };
+        let delivered = cells::delivered(row);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::fmt;
+use super::{cells::same_workload, fmt};
 use crate::{output::SummaryRow, result::COMMBENCH};
 
 /// A peer's cell and commbench's cell of the same pattern, clients, rate, payload, topics and
@@ -25,18 +25,10 @@ pub fn split(rows: Vec<SummaryRow>) -> (Vec<SummaryRow>, Vec<SummaryRow>) {
 
 /// Every peer cell with commbench's twin, in display order (pattern, interval, clients, peer).
 pub fn pairs<'a>(commbench: &'a [SummaryRow], peers: &'a [SummaryRow]) -> Vec<PeerPair<'a>> {
-    let same = |a: &SummaryRow, b: &SummaryRow| {
-        a.pattern == b.pattern
-            && a.clients == b.clients
-            && a.rate_per_s == b.rate_per_s
-            && a.payload_bytes == b.payload_bytes
-            && a.topics == b.topics
-            && a.interval_s == b.interval_s
-    };
     let mut pairs: Vec<PeerPair<'a>> = peers
         .iter()
         .filter_map(|peer| {
-            let twin = commbench.iter().find(|c| same(c, peer))?;
+            let twin = commbench.iter().find(|c| same_workload(c, peer))?;
             Some(PeerPair {
                 commbench: twin,
                 peer,
@@ -52,14 +44,6 @@ pub fn pairs<'a>(commbench: &'a [SummaryRow], peers: &'a [SummaryRow]) -> Vec<Pe
             .then(a.peer.target.cmp(&b.peer.target))
     });
     pairs
-}
-
-/// `node` → `Node`.
-fn title(name: &str) -> String {
-    let mut chars = name.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    })
 }
 
 /// The pattern (and interval) as the sentences name it: `ws`, `short-poll 1s`.
@@ -116,9 +100,9 @@ fn comparison(pair: &PeerPair<'_>) -> Option<String> {
     let mut text = format!(
         "At {} clients {} `{}` used {}",
         p.clients,
-        title(&p.target),
+        fmt::capitalized(&p.target),
         pattern_label(p),
-        join_and(&parts)
+        fmt::join_and(&parts)
     );
     if let (Some(p50), Some(p99), Some(c50), Some(c99)) = (p.p50_ms, p.p99_ms, c.p50_ms, c.p99_ms) {
         let metric = p.latency_metric.as_deref().unwrap_or("latency");
@@ -140,14 +124,6 @@ fn comparison(pair: &PeerPair<'_>) -> Option<String> {
     }
     text.push('.');
     Some(text)
-}
-
-fn join_and(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
 }
 
 /// One sentence per pattern (and poll interval) at the largest client count both servers ran.
@@ -190,10 +166,7 @@ pub fn section(out: &mut String, commbench: &[SummaryRow], peers: &[SummaryRow])
                 continue;
             }
             shown.push(&row.cell);
-            let delivered = match (row.events_delivered, row.events_expected) {
-                (Some(d), Some(e)) => format!("{d}/{e}"),
-                _ => "-".to_owned(),
-            };
+            let delivered = super::cells::delivered(row);
             let flag = if super::cells::is_flagged(row) {
                 " !"
             } else {

@@ -61,3 +61,18 @@ pub async fn run_cells(flags: &[(&'static str, &str)], name: &str) -> Vec<CellRe
     let _ = std::fs::remove_dir_all(&outcome.dir);
     outcome.cells
 }
+
+/// Every event published to each client's topic reached it once: at least `at_least` expected,
+/// all delivered, none lost or duplicated, no error.
+pub fn every_event_once(cell: &CellResult, at_least: u64) {
+    let c = &cell.counters;
+    let what = cell.spec.name();
+    assert!(c.events_expected >= at_least, "{what}: {c:?}");
+    assert_eq!(c.events_delivered, c.events_expected, "{what}: {c:?}");
+    assert_eq!(
+        (c.events_lost, c.events_duplicated),
+        (0, 0),
+        "{what}: {c:?}"
+    );
+    assert_eq!(c.errors, 0, "{what}: {:?}", cell.errors);
+}

@@ -4,7 +4,7 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{values, ClientCtx};
+use super::{no_section, values, ClientCtx};
 use crate::{
     clients::{
         graphql_sub::{control, open},
@@ -13,7 +13,6 @@ use crate::{
         ws_feed::{self, FeedProtocol, Opened, Step},
         Accounting,
     },
-    http::ClientError,
     profile::PatternSpec,
     wire,
 };
@@ -65,9 +64,7 @@ fn subscribe_message(query: &str, variables: &str) -> String {
 
 pub async fn run(ctx: ClientCtx) {
     let Some(PatternSpec::GraphqlSub(spec)) = ctx.shared.spec() else {
-        return ctx.mark_failed(&ClientError::Protocol(
-            "the target profile has no GraphQL section for this pattern".into(),
-        ));
+        return no_section(&ctx, "GraphQL");
     };
     let values = values(&ctx);
     let protocol = TemplateGraphql {

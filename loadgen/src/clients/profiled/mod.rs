@@ -11,7 +11,15 @@ pub(crate) mod sse;
 pub(crate) mod ws;
 
 use super::ClientCtx;
-use crate::profile::template::Values;
+use crate::{http::ClientError, profile::template::Values};
+
+/// The client cannot run: the profile has no section of `kind` for its pattern (the scenario
+/// refuses such a profile, so only a hand-built scenario gets here).
+fn no_section(ctx: &ClientCtx, kind: &str) {
+    ctx.mark_failed(&ClientError::Protocol(format!(
+        "the target profile has no {kind} section for this pattern"
+    )));
+}
 
 /// The values a client's templates are filled with: its topic.
 fn values(ctx: &ClientCtx) -> Values<'_> {

@@ -7,7 +7,7 @@ use std::sync::{atomic::Ordering::Relaxed, Arc};
 
 use bytes::Bytes;
 
-use super::{header_refs, values, ClientCtx};
+use super::{header_refs, no_section, values, ClientCtx};
 use crate::{
     clients::{
         requests::{open, request_loop, Ask, Exchange},
@@ -101,9 +101,7 @@ impl Exchange for TemplatePoll {
 /// Opens the connection and starts the books; the client is subscribed from its first poll on.
 async fn start(ctx: &ClientCtx) -> Option<(crate::http::HttpConn, TemplatePoll)> {
     let Some(PatternSpec::Poll(spec)) = ctx.shared.spec() else {
-        ctx.mark_failed(&crate::http::ClientError::Protocol(
-            "the target profile has no poll section for this pattern".into(),
-        ));
+        no_section(ctx, "poll");
         return None;
     };
     let conn = open(ctx).await?;

@@ -6,7 +6,7 @@
 use commbench_servers::socketio_wire::{self as sio, PacketType};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{values, ClientCtx};
+use super::{no_section, values, ClientCtx};
 use crate::{
     clients::{
         socketio::{open, read_packet},
@@ -15,7 +15,6 @@ use crate::{
         ws_feed::{self, FeedProtocol, Opened, Step},
         Accounting,
     },
-    http::ClientError,
     profile::PatternSpec,
 };
 
@@ -81,9 +80,7 @@ impl FeedProtocol for TemplateSocketIo {
 
 pub async fn run(ctx: ClientCtx) {
     let Some(PatternSpec::SocketIo(spec)) = ctx.shared.spec() else {
-        return ctx.mark_failed(&ClientError::Protocol(
-            "the target profile has no Socket.IO section for this pattern".into(),
-        ));
+        return no_section(&ctx, "Socket.IO");
     };
     let values = values(&ctx);
     let args: Vec<String> = spec

@@ -5,7 +5,7 @@
 use commbench_servers::event_stream::Parser;
 use hyper::body::Incoming;
 
-use super::{header_refs, values, ClientCtx};
+use super::{header_refs, no_section, values, ClientCtx};
 use crate::{
     clients::{
         sse_stream::{self, read_chunk},
@@ -88,9 +88,7 @@ impl StreamProtocol for TemplateSse {
 
 pub async fn run(ctx: ClientCtx) {
     let Some(PatternSpec::Sse(spec)) = ctx.shared.spec() else {
-        return ctx.mark_failed(&ClientError::Protocol(
-            "the target profile has no SSE section for this pattern".into(),
-        ));
+        return no_section(&ctx, "SSE");
     };
     let protocol = TemplateSse {
         path: ctx.target.join(&spec.url.render(&values(&ctx))),

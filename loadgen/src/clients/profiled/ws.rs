@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{values, ClientCtx};
+use super::{no_section, values, ClientCtx};
 use crate::{
     clients::{
         stream_feed::Arrival,
@@ -78,9 +78,7 @@ async fn confirmed(socket: &mut Socket, text: &str) -> Result<(), ClientError> {
 
 pub async fn run(ctx: ClientCtx) {
     let Some(PatternSpec::WebSocket(spec)) = ctx.shared.spec() else {
-        return ctx.mark_failed(&ClientError::Protocol(
-            "the target profile has no WebSocket section for this pattern".into(),
-        ));
+        return no_section(&ctx, "WebSocket");
     };
     let values = values(&ctx);
     let protocol = TemplateWs {

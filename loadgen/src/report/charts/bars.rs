@@ -51,6 +51,11 @@ pub fn draw_panels<DB: DrawingBackend, const N: usize>(
 /// Pixels of height per bar (plus the axes), for sizing images.
 pub const ROW_HEIGHT: u32 = 46;
 
+/// The size of an image of `width` pixels showing `bars` bars per panel.
+pub fn size(width: u32, bars: usize) -> (u32, u32) {
+    (width, 200 + ROW_HEIGHT * bars as u32)
+}
+
 /// Draws `rows` in `area` with `caption` above and `unit` under the x axis.
 pub fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,

@@ -92,7 +92,7 @@ pub fn prepare(data: &RunData) -> Result<Input, String> {
 }
 
 pub fn size(input: &Input) -> (u32, u32) {
-    (2000, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(2000, input.bars.len())
 }
 
 pub fn draw<DB: DrawingBackend>(

@@ -140,7 +140,11 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         target: options
             .plans
             .first()
-            .and_then(|plan| plan.scenario.target.clone())
+            .and_then(|plan| {
+                let scenario = &plan.scenario;
+                let profile = scenario.profile.as_ref().map(|p| format!("profile {}", p.source));
+                scenario.target.clone().or(profile)
+            })
             .unwrap_or_else(|| "embedded".to_owned()),
         scenario: options.description,
         cells: cells.iter().map(|c| c.spec.name()).collect(),

@@ -241,6 +241,12 @@ impl RawProfile {
             .start
             .map(|s| s.check(dir, &Field::new("start")))
             .transpose()?;
+        if start.is_none() && base_url.as_ref().is_some_and(|t| t.uses(Var::Port)) {
+            return Err(top.at(
+                "base_url",
+                "`{port}` is a port the load generator picks for a server it starts: add [start]",
+            ));
+        }
         let announces = start
             .as_ref()
             .is_some_and(|s| matches!(&s.ready, start::Readiness::Line(t) if t.uses(Var::BaseUrl)));

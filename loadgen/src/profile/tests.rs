@@ -138,6 +138,8 @@ fn publish_start_and_base_url_are_checked() {
     );
     let err = check("base_url = \"http://x:1\"\n[publish]\nws = \"/ws\"");
     assert!(err.contains("`publish.message`"), "{err}");
+    let err = check("base_url = \"http://127.0.0.1:{port}\"");
+    assert!(err.contains("`base_url`: `{port}` is a port"), "{err}");
     let err = check("[start]\ncommand = [\"srv\"]");
     assert!(
         err.contains("`start.ready_line`: say how the server shows it is ready"),

@@ -142,7 +142,10 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             .first()
             .and_then(|plan| {
                 let scenario = &plan.scenario;
-                let profile = scenario.profile.as_ref().map(|p| format!("profile {}", p.source));
+                let profile = scenario
+                    .profile
+                    .as_ref()
+                    .map(|p| format!("profile {}", p.source));
                 scenario.target.clone().or(profile)
             })
             .unwrap_or_else(|| "embedded".to_owned()),

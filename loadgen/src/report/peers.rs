@@ -150,8 +150,10 @@ pub fn section(out: &mut String, commbench: &[SummaryRow], peers: &[SummaryRow])
         "## commbench beside its peers\n\nThe same cells against commbench's server and against \
          {} (started from its target profile; its CPU and RSS read from /proc like commbench's). \
          commbench's cells use its own clients, the peer's the profile-driven ones, which find \
-         each event by the stamp in its payload; latency is publish → delivery for both, bytes \
-         are counted on the socket. Per-event costs divide by events received.\n",
+         each event by the stamp in its payload; latency is publish → delivery for both \
+         (request-response: the round trip), bytes are counted on the socket. Per-event costs \
+         divide by events received; RSS per connection is the server's peak RSS over its peak \
+         connections, so it includes the process's own baseline.\n",
         names.join(", ")
     );
     let _ = writeln!(

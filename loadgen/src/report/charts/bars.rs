@@ -67,15 +67,21 @@ pub fn draw_panel<DB: DrawingBackend>(
     if n == 0 {
         return Ok(());
     }
-    // Room on the right for the value labels.
+    // Room on the right for the value labels, on the left for the longest cell label.
     let x_max = zero_range(rows.iter().filter_map(|r| r.value)) * 1.15;
+    let longest = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let label_area = (longest as u32 * 9 + 20).clamp(190, 400);
     // `0..n-1` segmented has n segments; slot i (from the bottom) holds row n − 1 − i, so the
     // first row is at the top.
     let mut chart = ChartBuilder::on(area)
         .caption(caption, text(AXIS + 1))
         .margin(15)
         .x_label_area_size(55)
-        .y_label_area_size(190)
+        .y_label_area_size(label_area)
         .build_cartesian_2d(0.0..x_max, (0..n - 1).into_segmented())
         .map_err(err)?;
     let label_of = |y: &SegmentValue<usize>| match y {

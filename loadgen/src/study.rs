@@ -498,6 +498,33 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_cannot_start_here_is_left_out_with_the_install_command() {
+        let path = std::env::temp_dir().join(format!("commbench-peer-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name = \"ghost\"\n[start]\ncommand = [\"no-such-server-cb\"]\n\
+             ready_line = \"up {base_url}\"\ninstall = \"scripts/install-ghost.sh\"\n\
+             [patterns.sse]\nurl = \"/s\"\n",
+        )
+        .unwrap();
+        let mut given = RawScenario::default();
+        given.set_flag("peers", path.display().to_string());
+        given.set_flag("patterns", "sse");
+        let study = with_defaults(given, true);
+        let main = plans(&study).unwrap();
+        let (all, notes) = with_peers(&study, main.clone()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(all.len(), main.len());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("the ghost peer's cells were left out")
+                && notes[0].contains("`no-such-server-cb` is not installed")
+                && notes[0].contains("scripts/install-ghost.sh"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
     fn a_bad_list_element_is_named() {
         let mut given = RawScenario::default();
         given.set_flag("clients", "10,lots");

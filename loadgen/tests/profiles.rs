@@ -364,6 +364,37 @@ url = "/sse/{topic}"
     assert!(row.server_cpu_s.is_some());
 }
 
+#[test]
+fn a_running_server_is_measured_through_its_pid() {
+    let mut server = commbench()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let pid = server.id().to_string();
+    let rows = run(
+        &["-p", "sse", "--target", &url, "--target-pid", &pid],
+        "pid",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let row = &rows["sse"];
+    assert_eq!(row.target, "external");
+    assert_eq!(row.events_delivered, row.events_expected);
+    assert!(row.server_cpu_s.is_some() && row.server_peak_rss_bytes > Some(1 << 20));
+}
+
 fn commbench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_commbench"))
 }

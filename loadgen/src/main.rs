@@ -49,7 +49,7 @@ async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let scenario = args.raw_scenario()?.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description).await?;
+    let outcome = measure(&args, plans, description, Vec::new()).await?;
     Ok(exit_code(&outcome))
 }
 
@@ -62,9 +62,12 @@ async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
         );
         study.set_flag("bus_patterns", "none");
     }
-    let plans = study::plans(&study)?;
+    let (plans, notes) = study::with_peers(&study, study::plans(&study)?)?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json()).await?;
+    let outcome = measure(&args.run, plans, study.to_json(), notes).await?;
     let code = exit_code(&outcome);
     report(&outcome.dir)?;
     Ok(code)
@@ -81,6 +84,7 @@ async fn measure(
     args: &RunArgs,
     plans: Vec<CellPlan>,
     description: serde_json::Value,
+    notes: Vec<String>,
 ) -> anyhow::Result<SessionOutcome> {
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
@@ -99,6 +103,7 @@ async fn measure(
         quiet: args.quiet,
         server_args: args.server_arg.clone(),
         interrupt,
+        notes,
     })
     .await?;
     println!("{}", output::render_table(&outcome.cells));

@@ -59,6 +59,8 @@ pub struct SessionOptions {
     pub quiet: bool,
     pub server_args: Vec<String>,
     pub interrupt: CancellationToken,
+    /// What was left out before the run (e.g. a peer that cannot start here), for `run.json`.
+    pub notes: Vec<String>,
 }
 
 pub struct SessionOutcome {
@@ -79,11 +81,13 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
     };
     std::fs::create_dir_all(&dir).map_err(|e| SessionError::CreateDir(dir.clone(), e))?;
     let mut cells = Vec::new();
+    let mut notes = options.notes.clone();
+    let mut skipped = 0;
     for (index, plan) in options.plans.iter().enumerate() {
         if options.interrupt.is_cancelled() {
             break;
         }
-        let cell = run_cell(CellOptions {
+        let measured = run_cell(CellOptions {
             scenario: plan.scenario.clone(),
             pattern: plan.pattern,
             index,
@@ -93,17 +97,35 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             server_args: options.server_args.clone(),
             interrupt: options.interrupt.clone(),
         })
-        .await
-        .map_err(|error| SessionError::Cell {
-            pattern: plan.pattern.to_string(),
-            error,
-        })?;
+        .await;
+        let cell = match measured {
+            Ok(cell) => cell,
+            // Someone else's server that cannot be started or reached costs its cell, not the
+            // run: the note says why. commbench's own server failing is a bug, and stops it.
+            Err(error) if plan.scenario.profiled(plan.pattern) => {
+                let note = format!(
+                    "{} against {}: not measured: {error}",
+                    plan.pattern,
+                    plan.scenario.target_name(plan.pattern)
+                );
+                eprintln!("note: {note}");
+                notes.push(note);
+                skipped += 1;
+                continue;
+            }
+            Err(error) => {
+                return Err(SessionError::Cell {
+                    pattern: plan.pattern.to_string(),
+                    error,
+                })
+            }
+        };
         if !options.quiet {
             eprintln!("{}", output::render_table(std::slice::from_ref(&cell)));
         }
         cells.push(cell);
     }
-    let complete = cells.len() == options.plans.len() && cells.iter().all(|c| c.complete);
+    let complete = cells.len() + skipped == options.plans.len() && cells.iter().all(|c| c.complete);
     let facts = output::machine_facts();
     let info = RunInfo {
         run_id: run_id.clone(),
@@ -118,10 +140,18 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         target: options
             .plans
             .first()
-            .and_then(|plan| plan.scenario.target.clone())
+            .and_then(|plan| {
+                let scenario = &plan.scenario;
+                let profile = scenario
+                    .profile
+                    .as_ref()
+                    .map(|p| format!("profile {}", p.source));
+                scenario.target.clone().or(profile)
+            })
             .unwrap_or_else(|| "embedded".to_owned()),
         scenario: options.description,
         cells: cells.iter().map(|c| c.spec.name()).collect(),
+        notes,
     };
     output::write_run(&dir, &info, &cells)
         .map_err(|e| SessionError::Write(dir.clone(), e.to_string()))?;

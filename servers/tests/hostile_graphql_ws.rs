@@ -41,7 +41,9 @@ async fn until_subscribed(server: &ServerHandle, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_violations_close_with_the_specified_codes() {
-    let server = spawn_with(|c| c.graphql_init_timeout = Duration::from_millis(300)).await;
+    // Long enough that every other check sends its first message well within it even on a busy
+    // machine (a late subscribe would be answered 4408 instead of 4401); the 4408 check waits it out.
+    let server = spawn_with(|c| c.graphql_init_timeout = Duration::from_secs(2)).await;
 
     // Subscribe before connection_init: 4401 Unauthorized.
     let mut ws = open(&server).await;

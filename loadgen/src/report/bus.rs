@@ -27,18 +27,12 @@ pub fn is_in_process(row: &SummaryRow) -> bool {
 
 /// Every cell that did not run in-process, paired with its in-process counterpart.
 pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
-    let same = |a: &SummaryRow, b: &SummaryRow| {
-        a.pattern == b.pattern
-            && a.clients == b.clients
-            && a.rate_per_s == b.rate_per_s
-            && a.payload_bytes == b.payload_bytes
-            && a.topics == b.topics
-            && a.interval_s == b.interval_s
-    };
     others
         .iter()
         .map(|redis| BusPair {
-            memory: memory.iter().find(|m| same(m, redis)),
+            memory: memory
+                .iter()
+                .find(|m| super::cells::same_workload(m, redis)),
             redis,
         })
         .collect()

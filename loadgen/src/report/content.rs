@@ -1,5 +1,5 @@
 //! What the report says, in order: run facts, computed findings, flagged cells, charts, measured vs
-//! model, the Redis and job sections, the summary table, notes — as one [`Document`] that both
+//! model, the Redis, peer and job sections, the summary table, notes — as one [`Document`] that both
 //! `REPORT.md` and `REPORT.html` are rendered from.
 
 use super::{
@@ -41,11 +41,20 @@ pub fn document(parts: &ReportParts<'_>) -> Document {
     model_section(&mut doc, parts.table);
     let pairs = super::bus::pairs(&parts.data.rows, &parts.data.scale_out_rows);
     super::bus::section(&mut doc, &pairs, parts.labeler);
+    super::peers::section(&mut doc, &parts.data.rows, &parts.data.peer_rows);
     super::jobs::section(&mut doc, &parts.data.job_rows, parts.labeler);
     summary_section(&mut doc, parts);
-    if !parts.notes.is_empty() {
+    let notes: Vec<String> = parts
+        .data
+        .meta
+        .notes
+        .iter()
+        .chain(parts.notes)
+        .cloned()
+        .collect();
+    if !notes.is_empty() {
         doc.section("Notes");
-        doc.list(parts.notes.to_vec());
+        doc.list(notes);
     }
     doc
 }
@@ -218,7 +227,8 @@ fn model_section(doc: &mut Document, table: &ModelTable) {
 fn summary_section(doc: &mut Document, parts: &ReportParts<'_>) {
     doc.section("Summary table");
     doc.paragraph(
-        "Latency: publish → delivery for the feed patterns, round trip for request-response. \
+        "Latency: publish → delivery for the feed patterns, round trip for request-response, the \
+         time between messages for a server that sends its own events (`inter_arrival`). \
          Per-event costs divide by events received in the measured window (request-response: \
          responses). CPU % is server CPU seconds ÷ measured seconds.",
     );

@@ -15,6 +15,7 @@ pub mod load;
 pub mod markdown;
 pub mod model;
 pub mod model_table;
+pub mod peers;
 
 use std::{
     fmt::Display,
@@ -105,13 +106,14 @@ impl Display for ReportOutcome {
 }
 
 /// The report's charts, in the order the report shows them.
-const CHARTS: [&dyn ReportChart; 6] = [
+const CHARTS: [&dyn ReportChart; 7] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
     &frontier::CHART,
     &memory::CHART,
     &charts::bus::CHART,
+    &charts::peers::CHART,
 ];
 
 /// Renders `dir`'s charts ([`CHARTS`]), `REPORT.md` and `REPORT.html` from its result files. Fails with a message

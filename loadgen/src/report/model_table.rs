@@ -371,6 +371,7 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
         }
     }
 

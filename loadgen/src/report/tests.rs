@@ -254,10 +254,27 @@ fn with_redis(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
     rows
 }
 
+/// `rows` plus the Node peer beside commbench's WebSocket and SSE cells at 1000 clients, as
+/// `compare --peers node` writes them.
+fn with_peers(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
+    for pattern in [Pattern::Ws, Pattern::Sse] {
+        let mut node = rows
+            .iter()
+            .find(|r| r.pattern == pattern && r.clients == 1000 && r.bus == "memory")
+            .unwrap()
+            .clone();
+        node.cell.push_str("-node");
+        node.target = "node".into();
+        node.server_cpu_us_per_event = node.server_cpu_us_per_event.map(|c| c * 2.5);
+        rows.push(node);
+    }
+    rows
+}
+
 #[test]
 fn renders_every_chart_and_the_report_from_a_fixture() {
     let dir = TempDir::new("full");
-    write_fixture(&dir.0, &with_redis(cells(&[100, 1000])));
+    write_fixture(&dir.0, &with_peers(with_redis(cells(&[100, 1000]))));
     let outcome = render_report(&dir.0).unwrap();
     let names: Vec<String> = outcome
         .written
@@ -273,6 +290,7 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
             "frontier.png",
             "memory.png",
             "bus.png",
+            "peers.png",
             "REPORT.md",
             "REPORT.html"
         ]
@@ -300,6 +318,11 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         "![Server memory per connection](memory.png)",
         "![In-process vs Redis bus](bus.png)",
         "| sse | 1000 | redis, 2 servers |",
+        "![commbench beside its peers](peers.png)",
+        "## commbench beside its peers",
+        "| ws | 1000 | node |",
+        "At 1000 clients Node `ws` used 2.5× the server CPU per delivered event of commbench's \
+         WebSocket (138 vs 55 µs)",
         "## Saturated or unreliable cells",
         "| short-poll-c1000-r20-p128-i0.5s | 5 of 60 publishes started more than 5 ms late |",
         "| short-poll 500ms ! | 1000 |",
@@ -431,9 +454,10 @@ fn one_client_count_skips_the_scaling_chart() {
     write_fixture(&dir.0, &cells(&[50]));
     let outcome = render_report(&dir.0).unwrap();
     assert!(!dir.0.join(scaling::FILE).exists());
-    assert_eq!(outcome.skipped.len(), 2);
+    assert_eq!(outcome.skipped.len(), 3);
     assert_eq!(outcome.skipped[0].0, scaling::FILE);
     assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
+    assert_eq!(outcome.skipped[2].0, charts::peers::FILE);
     let report = read(&outcome.report());
     assert!(
         report.contains("Not drawn (scaling.png): the run has one client count (50)"),

@@ -54,6 +54,11 @@ pub fn draw_panels<DB: ChartBackend, const N: usize>(
 /// Pixels of height per bar (plus the axes), for sizing images.
 pub const ROW_HEIGHT: u32 = 46;
 
+/// The size of an image of `width` pixels showing `bars` bars per panel.
+pub fn size(width: u32, bars: usize) -> (u32, u32) {
+    (width, 200 + ROW_HEIGHT * bars as u32)
+}
+
 /// Draws `rows` in `area` with `caption` above and `unit` under the x axis; hovering a row shows
 /// its value (SVG).
 pub fn draw_panel<DB: ChartBackend>(
@@ -66,15 +71,21 @@ pub fn draw_panel<DB: ChartBackend>(
     if n == 0 {
         return Ok(());
     }
-    // Room on the right for the value labels.
+    // Room on the right for the value labels, on the left for the longest cell label.
     let x_max = zero_range(rows.iter().filter_map(|r| r.value)) * 1.15;
+    let longest = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let label_area = (longest as u32 * 9 + 20).clamp(190, 400);
     // `0..n-1` segmented has n segments; slot i (from the bottom) holds row n − 1 − i, so the
     // first row is at the top.
     let mut chart = ChartBuilder::on(area)
         .caption(caption, text(AXIS + 1))
         .margin(15)
         .x_label_area_size(55)
-        .y_label_area_size(190)
+        .y_label_area_size(label_area)
         .build_cartesian_2d(0.0..x_max, (0..n - 1).into_segmented())
         .map_err(err)?;
     let label_of = |y: &SegmentValue<usize>| match y {

@@ -72,7 +72,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
 }
 
 pub fn size(input: &Input) -> (u32, u32) {
-    (1600, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1600, input.bars.len())
 }
 
 pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {

@@ -81,7 +81,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
 
 /// Image size: taller with more bars.
 pub fn size(input: &Input) -> (u32, u32) {
-    (1800, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1800, input.bars.len())
 }
 
 pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {

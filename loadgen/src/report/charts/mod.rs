@@ -10,6 +10,7 @@ pub mod frontier;
 pub mod latency;
 pub mod memory;
 pub mod palette;
+pub mod peers;
 pub mod scaling;
 
 use std::{fmt::Display, path::Path, sync::OnceLock};

@@ -54,6 +54,11 @@ pub struct CompareArgs {
     /// leaves them out. [default: job-short-poll,job-long-poll,job-sse,job-ws]
     #[arg(long, value_name = "PATTERNS")]
     pub job_patterns: Option<String>,
+    /// Peers to measure beside commbench's server: the same cells against each peer, started from
+    /// its profile (`node` = peers/node/profile.toml, or a profile's path); skipped with a note
+    /// when the peer cannot start here.
+    #[arg(long, value_name = "PEERS")]
+    pub peers: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -70,6 +75,9 @@ impl CompareArgs {
         }
         if let Some(patterns) = &self.job_patterns {
             raw.set_flag("job_patterns", patterns.clone());
+        }
+        if let Some(peers) = &self.peers {
+            raw.set_flag("peers", peers.clone());
         }
         Ok(raw)
     }
@@ -136,8 +144,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub closed_loop: bool,
     /// An already-running server (http://host:port[/path]); without it the embedded one is started.
+    /// With --profile it replaces the profile's base URL (and its server is not started).
     #[arg(long, short = 't')]
     pub target: Option<String>,
+    /// A target profile (TOML) describing someone else's server: how to start it or where it is,
+    /// how to publish to it, and how each pattern reaches it (examples in targets/).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// The process id of an already-running --target (or a --profile without [start]), whose CPU
+    /// and memory are then measured from /proc.
+    #[arg(long, value_name = "PID")]
+    pub target_pid: Option<String>,
     /// ws-url: a text message to send after connecting.
     #[arg(long)]
     pub ws_message: Option<String>,
@@ -211,6 +228,7 @@ impl RunArgs {
             ("arrival", &self.arrival),
             ("ramp", &self.ramp),
             ("target", &self.target),
+            ("target_pid", &self.target_pid),
             ("ws_message", &self.ws_message),
             ("drain", &self.drain),
             ("max_errors", &self.max_errors),
@@ -225,6 +243,9 @@ impl RunArgs {
             if let Some(value) = value {
                 flags.set_flag(field, value.clone());
             }
+        }
+        if let Some(profile) = &self.profile {
+            flags.set_flag("profile", profile.display().to_string());
         }
         if self.closed_loop {
             flags.set_flag("closed_loop", "true");

@@ -13,6 +13,7 @@ pub mod net;
 pub mod output;
 pub mod pattern;
 pub mod procstat;
+pub mod profile;
 pub mod progress;
 pub mod publisher;
 pub mod record;

@@ -67,7 +67,7 @@ async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     let scenario = raw.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description).await?;
+    let outcome = measure(&args, plans, description, Vec::new()).await?;
     let checked = check_summary(&thresholds, &outcome.dir)?;
     Ok(exit_code(outcome.complete, checked))
 }
@@ -83,9 +83,12 @@ async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
         );
         study.set_flag("bus_patterns", "none");
     }
-    let plans = study::plans(&study)?;
+    let (plans, notes) = study::with_peers(&study, study::plans(&study)?)?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json()).await?;
+    let outcome = measure(&args.run, plans, study.to_json(), notes).await?;
     report(&outcome.dir)?;
     let checked = check_summary(&thresholds, &outcome.dir)?;
     Ok(exit_code(outcome.complete, checked))
@@ -109,6 +112,7 @@ async fn capacity(args: CapacityArgs) -> anyhow::Result<std::process::ExitCode> 
             quiet: args.run.quiet,
             server_args: args.run.server_arg.clone(),
             interrupt: interrupt_on_ctrl_c(),
+            notes: Vec::new(),
         },
     )
     .await?;
@@ -152,6 +156,7 @@ async fn measure(
     args: &RunArgs,
     plans: Vec<CellPlan>,
     description: serde_json::Value,
+    notes: Vec<String>,
 ) -> anyhow::Result<SessionOutcome> {
     let outcome = run_session(SessionOptions {
         plans,
@@ -160,6 +165,7 @@ async fn measure(
         quiet: args.quiet,
         server_args: args.server_arg.clone(),
         interrupt: interrupt_on_ctrl_c(),
+        notes,
     })
     .await?;
     println!("{}", output::render_table(&outcome.cells));

@@ -59,6 +59,8 @@ pub struct SessionOptions {
     pub quiet: bool,
     pub server_args: Vec<String>,
     pub interrupt: CancellationToken,
+    /// What was left out before the run (e.g. a peer that cannot start here), for `run.json`.
+    pub notes: Vec<String>,
 }
 
 pub struct SessionOutcome {
@@ -70,13 +72,27 @@ pub struct SessionOutcome {
 /// Runs every pattern of the scenario and writes `summary.csv`, `run.json`, `.hgrm` and `.hlog` files.
 pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, SessionError> {
     let mut session = Session::open(&options)?;
+    let mut skipped = 0;
     for plan in &options.plans {
         if options.interrupt.is_cancelled() {
             break;
         }
-        session.run(plan).await?;
+        match session.run(plan).await {
+            Ok(_) => {}
+            // Someone else's server that cannot be started or reached costs its cell, not the
+            // run: the note says why. commbench's own server failing is a bug, and stops it.
+            Err(SessionError::Cell { error, .. }) if plan.scenario.profiled(plan.pattern) => {
+                session.note(format!(
+                    "{} against {}: not measured: {error}",
+                    plan.pattern,
+                    plan.scenario.target_name(plan.pattern)
+                ));
+                skipped += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
-    let all_ran = session.cells.len() == options.plans.len();
+    let all_ran = session.cells.len() + skipped == options.plans.len();
     session.finish(options.description, all_ran)
 }
 
@@ -93,7 +109,11 @@ pub struct Session {
     interrupt: CancellationToken,
     /// What run.json names as the target: the first plan's, or the embedded server.
     target: Option<String>,
+    /// Cells started so far, measured or not: each one's names on a shared server are its own.
+    started_cells: usize,
     cells: Vec<CellResult>,
+    /// What was left out (e.g. a peer that cannot start here), for `run.json`.
+    notes: Vec<String>,
 }
 
 impl Session {
@@ -120,8 +140,10 @@ impl Session {
             target: options
                 .plans
                 .first()
-                .and_then(|plan| plan.scenario.target.clone()),
+                .and_then(|plan| target_of(&plan.scenario)),
+            started_cells: 0,
             cells: Vec::new(),
+            notes: options.notes.clone(),
         })
     }
 
@@ -135,15 +157,23 @@ impl Session {
         &self.run_id
     }
 
+    /// Records (and prints) what the run left out, for `run.json`'s notes.
+    pub fn note(&mut self, note: String) {
+        eprintln!("note: {note}");
+        self.notes.push(note);
+    }
+
     /// Measures one cell (its `.hlog` files land in the run directory) and keeps its result.
     pub async fn run(&mut self, plan: &CellPlan) -> Result<&CellResult, SessionError> {
         if self.target.is_none() {
-            self.target.clone_from(&plan.scenario.target);
+            self.target = target_of(&plan.scenario);
         }
+        let index = self.started_cells;
+        self.started_cells += 1;
         let cell = run_cell(CellOptions {
             scenario: plan.scenario.clone(),
             pattern: plan.pattern,
-            index: self.cells.len(),
+            index,
             run_id: self.run_id.clone(),
             dir: self.dir.clone(),
             quiet: self.quiet,
@@ -176,6 +206,7 @@ impl Session {
             link,
             target,
             cells,
+            notes,
             ..
         } = self;
         let complete = all_ran && cells.iter().all(|c| c.complete);
@@ -193,6 +224,7 @@ impl Session {
             target: target.unwrap_or_else(|| "embedded".to_owned()),
             scenario: description,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
+            notes,
         };
         output::write_run(&dir, &info, &cells)
             .map_err(|e| SessionError::Write(dir.clone(), e.to_string()))?;
@@ -207,6 +239,15 @@ impl Session {
             complete,
         })
     }
+}
+
+/// What run.json names as a scenario's target: its `--target` URL, else its profile's file.
+fn target_of(scenario: &Scenario) -> Option<String> {
+    let profile = scenario
+        .profile
+        .as_ref()
+        .map(|p| format!("profile {}", p.source));
+    scenario.target.clone().or(profile)
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.

@@ -71,10 +71,13 @@ pub enum RejectReason {
     LeaseMismatch,
     SpoolFull,
     JobLost,
+    RequestTimeout,
+    TooComplex,
+    ResponseTooLarge,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -93,6 +96,9 @@ impl RejectReason {
         RejectReason::LeaseMismatch,
         RejectReason::SpoolFull,
         RejectReason::JobLost,
+        RejectReason::RequestTimeout,
+        RejectReason::TooComplex,
+        RejectReason::ResponseTooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -115,6 +121,9 @@ impl RejectReason {
             RejectReason::LeaseMismatch => "lease_mismatch",
             RejectReason::SpoolFull => "spool_full",
             RejectReason::JobLost => "job_lost",
+            RejectReason::RequestTimeout => "request_timeout",
+            RejectReason::TooComplex => "too_complex",
+            RejectReason::ResponseTooLarge => "response_too_large",
         }
     }
 }
@@ -127,6 +136,10 @@ const REASONS: usize = RejectReason::ALL.len();
 pub struct Metrics {
     pub connections_open: AtomicI64,
     pub connections_accepted: AtomicU64,
+    /// Keep-alive connections closed by `--idle-timeout`.
+    pub idle_closed: AtomicU64,
+    /// Failed `accept` calls (usually out of file descriptors).
+    pub accept_errors: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub events_published: AtomicU64,
@@ -216,6 +229,18 @@ impl Metrics {
                 "counter",
                 "TCP connections accepted.",
                 load(&self.connections_accepted),
+            ),
+            (
+                "commbench_idle_closed_total",
+                "counter",
+                "Keep-alive connections closed after --idle-timeout without a request.",
+                load(&self.idle_closed),
+            ),
+            (
+                "commbench_accept_errors_total",
+                "counter",
+                "Failed accepts (usually out of file descriptors).",
+                load(&self.accept_errors),
             ),
             (
                 "commbench_bytes_sent_total",

@@ -149,12 +149,18 @@ impl Plan {
         let slo = Slo::parse(&args.slo).map_err(|e| flag("--slo", e))?;
         let given = args.run.raw_scenario()?;
         let thresholds = Thresholds::from_raw(&given, &columns_of::<CapacityRow>())?;
-        if given.text_of("target").is_some() {
-            return Err(flag(
-                "--target",
-                "capacity starts commbench's own server for every step (it reads the server's \
-                 CPU, memory and open files); an external target is not supported",
-            ));
+        for (field, name) in [
+            ("target", "--target"),
+            ("profile", "--profile"),
+            ("target_pid", "--target-pid"),
+        ] {
+            if given.text_of(field).is_some() {
+                return Err(flag(
+                    name,
+                    "capacity starts commbench's own server for every step (it reads the \
+                     server's CPU, memory and open files); another server is not supported",
+                ));
+            }
         }
         let (field, range) = args.vary.field();
         if given.text_of(field).is_some() {
@@ -386,6 +392,8 @@ mod tests {
         assert!(refused(&["--retries", "9"]).starts_with("--retries:"));
         assert!(refused(&["-p", "job-sse"]).contains("not job-sse"));
         assert!(refused(&["-t", "http://127.0.0.1:1"]).starts_with("--target:"));
+        assert!(refused(&["--profile", "targets/commbench.toml"]).starts_with("--profile:"));
+        assert!(refused(&["--target-pid", "1"]).starts_with("--target-pid:"));
         assert!(refused(&["--duration", "0s"]).starts_with("--duration:"));
         let error = refused(&["--fail-if", "capacty>=10"]);
         assert!(

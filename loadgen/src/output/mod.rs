@@ -121,6 +121,7 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
+            notes: Vec::new(),
         }
     }
 

@@ -36,7 +36,8 @@ pub struct SummaryRow {
     pub warmup_s: f64,
     pub measured_s: f64,
     pub complete: bool,
-    /// Which histogram the headline latency columns describe: `delivery` or `round_trip`.
+    /// Which histogram the headline latency columns describe: `delivery`, `round_trip`,
+    /// `job_result`, or `inter_arrival` (a server that sends its own events, not the payloads).
     pub latency_metric: Option<String>,
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
@@ -117,10 +118,18 @@ pub struct SummaryRow {
     pub jobs_redelivered: Option<u64>,
     #[serde(default)]
     pub jobs_duplicated: Option<u64>,
+    /// Which server the cell measured: `commbench`, a target profile's name (`node`), or
+    /// `external`. Missing in results written before target profiles, which were all commbench's.
+    #[serde(default = "commbench_target")]
+    pub target: String,
 }
 
 fn memory_bus() -> String {
     "memory".to_owned()
+}
+
+fn commbench_target() -> String {
+    crate::result::COMMBENCH.to_owned()
 }
 
 fn one_instance() -> u64 {
@@ -132,12 +141,20 @@ impl SummaryRow {
         let spec = &cell.spec;
         let c = &cell.counters;
         let hist = |metric: Metric| cell.histograms.get(&metric).filter(|h| !h.is_empty());
-        let headline = [Metric::Delivery, Metric::RoundTrip, Metric::JobResult]
-            .into_iter()
-            .find_map(|m| hist(m).map(|h| (m, h)));
+        let headline = [
+            Metric::Delivery,
+            Metric::RoundTrip,
+            Metric::JobResult,
+            Metric::InterArrival,
+        ]
+        .into_iter()
+        .find_map(|m| hist(m).map(|h| (m, h)));
+        // A server sending its own events has no books to close: nothing it sent was published.
+        let accounted =
+            spec.pattern.counts_loss() && headline.is_none_or(|(m, _)| m != Metric::InterArrival);
         let at = |h: Option<(Metric, &Histogram<u64>)>, q: f64| h.map(|(_, h)| quantile_ms(h, q));
         let of = |metric: Metric, q: f64| hist(metric).map(|h| quantile_ms(h, q));
-        let feed = |value: u64| spec.pattern.counts_loss().then_some(value);
+        let feed = |value: u64| accounted.then_some(value);
         let job = |value: u64| spec.pattern.is_job().then_some(value);
         let events = events_in_window(cell);
         let per_event = |value: f64| ratio(value, events as f64);
@@ -217,6 +234,7 @@ impl SummaryRow {
             queue_wait_normal_p99_ms: of(Metric::QueueWaitNormal, 0.99),
             jobs_redelivered: job(c.jobs_redelivered),
             jobs_duplicated: job(c.jobs_duplicated),
+            target: spec.target.clone(),
         }
     }
 }
@@ -335,6 +353,50 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(error.contains("bad-summary.csv"), "{error}");
         assert!(error.contains("missing field"), "{error}");
+    }
+
+    #[test]
+    fn results_written_before_the_target_column_still_load() {
+        let path = temp_path("old-summary.csv");
+        let mut peer = sample_cell(Pattern::Ws, true);
+        peer.spec.target = "node".into();
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true), peer]).unwrap();
+        let back = read_summary(&path).unwrap();
+        assert_eq!(
+            (back[0].target.as_str(), back[1].target.as_str()),
+            ("commbench", "node")
+        );
+        assert_eq!(back[1].cell, "ws-c1000-r50-p128-node");
+        // Drop the last column (`target`), as files from before target profiles lack it.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .map(|line| format!("{}\n", &line[..line.rfind(',').unwrap()]))
+            .collect();
+        assert!(old.lines().next().unwrap().ends_with("jobs_duplicated"));
+        std::fs::write(&path, old).unwrap();
+        let back = read_summary(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(back.iter().all(|r| r.target == "commbench"), "{back:?}");
+    }
+
+    #[test]
+    fn a_server_sending_its_own_events_has_inter_arrival_and_no_books() {
+        let mut cell = sample_cell(Pattern::SseUrl, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(row.latency_metric.as_deref(), Some("inter_arrival"));
+        assert!(row.p99_ms.is_some());
+        assert_eq!((row.events_expected, row.events_lost), (None, None));
+        let mut cell = sample_cell(Pattern::Sse, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(
+            (row.latency_metric.as_deref(), row.events_lost),
+            (Some("inter_arrival"), None)
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn sample_cell(pattern: Pattern, complete: bool) -> CellResult {
             warmup_s: 5.0,
             bus: BusKind::Memory,
             instances: 1,
+            target: crate::result::COMMBENCH.to_owned(),
         },
         complete,
         measured_s: 30.0,

@@ -3,15 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::fmt;
+use super::{
+    document::{Align::Left, Align::Right, Cell, Document, Table},
+    fmt::{self, join_and},
+};
 use crate::{capacity::slo::Slo, output::CapacityRow};
-
-/// A table: its header and its rows of cell texts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Table {
-    pub header: Vec<&'static str>,
-    pub rows: Vec<Vec<String>>,
-}
 
 /// `p99 < 100 ms and max < 1 s`, from the file's `p99<100ms,max<1s`.
 pub fn goal_text(slo: &str) -> String {
@@ -159,81 +155,65 @@ fn label(row: &CapacityRow) -> String {
     row.label()
 }
 
-fn join_and(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
 /// One row per search.
 pub fn table(rows: &[CapacityRow]) -> Table {
-    Table {
-        header: vec![
-            "search",
-            "capacity",
-            "per server core",
-            "goal p50 / p99 / max ms",
-            "server cores",
-            "srv CPU µs/event",
-            "B/event",
-            "stopped by",
-            "steps",
-        ],
-        rows: rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.label(),
-                    format!("{} {}", r.capacity, unit(r)),
-                    fmt::opt(r.capacity_per_core),
-                    format!(
-                        "{} / {} / {}",
-                        fmt::opt(r.p50_ms),
-                        fmt::opt(r.p99_ms),
-                        fmt::opt(r.max_ms)
-                    ),
-                    fmt::opt(r.server_cores),
-                    fmt::opt(r.server_cpu_us_per_event),
-                    fmt::opt(r.bytes_per_event),
-                    format!("{}: {}", r.constraint, r.constraint_detail),
-                    r.steps.clone(),
-                ]
-            })
-            .collect(),
+    let mut table = Table::new(&[
+        ("search", Left),
+        ("capacity", Right),
+        ("per server core", Right),
+        ("goal p50 / p99 / max ms", Right),
+        ("server cores", Right),
+        ("srv CPU µs/event", Right),
+        ("B/event", Right),
+        ("stopped by", Left),
+        ("steps", Left),
+    ]);
+    for r in rows {
+        table.row(vec![
+            Cell::text(r.label()),
+            Cell::sorted(
+                format!("{} {}", r.capacity, unit(r)),
+                Some(r.capacity as f64),
+            ),
+            Cell::num(r.capacity_per_core),
+            Cell::sorted(
+                format!(
+                    "{} / {} / {}",
+                    fmt::opt(r.p50_ms),
+                    fmt::opt(r.p99_ms),
+                    fmt::opt(r.max_ms)
+                ),
+                r.p99_ms,
+            ),
+            Cell::num(r.server_cores),
+            Cell::num(r.server_cpu_us_per_event),
+            Cell::num(r.bytes_per_event),
+            Cell::text(format!("{}: {}", r.constraint, r.constraint_detail)),
+            Cell::text(r.steps.clone()),
+        ]);
     }
+    table
 }
 
-/// The Markdown section (nothing when the run has no `capacity.csv`).
-pub fn section(out: &mut String, rows: &[CapacityRow]) {
+/// The section (nothing when the run has no `capacity.csv`).
+pub fn section(doc: &mut Document, rows: &[CapacityRow]) {
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(
-        out,
-        "## Capacity\n\nFrom `capacity.csv`: per pattern (and poll interval), the largest load \
-         that met the goal with no loss and no errors — doubling steps, then bisection; every \
-         step is a cell of the summary table. Push patterns and long polling are held to publish \
-         → delivery latency, pollers on an interval to their round trip, both measured from \
-         intended send times: a step where the load generator warned still passes when the goal \
-         held (its delay only adds to the latencies), and a miss with such a warning is put down \
-         to the harness (`harness`), a lower bound like `fd-limit`, `memory` and `max`. \
-         \"Per server core\" divides the capacity by the server CPU used there (CPU seconds ÷ \
-         measured seconds); the load generator ran on the same machine.\n"
+    doc.section("Capacity");
+    doc.paragraph(
+        "From `capacity.csv`: per pattern (and poll interval), the largest load that met the goal \
+         with no loss and no errors — doubling steps, then bisection; every step is a cell of the \
+         summary table. Push patterns and long polling are held to publish → delivery latency, \
+         pollers on an interval to their round trip, both measured from intended send times: a \
+         step where the load generator warned still passes when the goal held (its delay only adds \
+         to the latencies), and a miss with such a warning is put down to the harness \
+         (`harness`), a lower bound like `fd-limit`, `memory` and `max`. \"Per server core\" \
+         divides the capacity by the server CPU used there (CPU seconds ÷ measured seconds); the \
+         load generator ran on the same machine.",
     );
-    for sentence in sentences(rows) {
-        let _ = writeln!(out, "- {sentence}");
-    }
-    out.push('\n');
-    let table = table(rows);
-    let _ = writeln!(out, "| {} |", table.header.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(table.header.len()));
-    for cells in &table.rows {
-        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
-        let _ = writeln!(out, "| {} |", cells.join(" | "));
-    }
-    out.push('\n');
+    doc.list(sentences(rows));
+    doc.table(table(rows));
 }
 
 #[cfg(test)]
@@ -292,11 +272,12 @@ mod tests {
 
     #[test]
     fn the_section_has_sentences_and_a_table() {
-        let mut out = String::new();
-        section(&mut out, &[]);
-        assert!(out.is_empty());
-        section(&mut out, &[row(Pattern::Sse, None, 4_000, 0.8)]);
-        assert!(out.starts_with("## Capacity"));
+        let mut doc = Document::new("");
+        section(&mut doc, &[]);
+        assert!(doc.blocks.is_empty());
+        section(&mut doc, &[row(Pattern::Sse, None, 4_000, 0.8)]);
+        let out = crate::report::markdown::render(&doc);
+        assert!(out.starts_with("## Capacity"), "{out}");
         assert!(out.contains("| sse | 4000 clients | 5000 |"), "{out}");
         assert_eq!(goal_text("p50<20ms,max<1s"), "p50 < 20 ms and max < 1 s");
     }

@@ -88,6 +88,24 @@ fn trim(text: String) -> String {
     }
 }
 
+/// Parts of a sentence joined with `, ` and a final ` and `.
+pub fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The text with its first letter upper-case: `node` → `Node`.
+pub fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(unix_s: u64) -> String {
     let [year, month, day, hour, minute, second] = crate::clock::utc_fields(unix_s);

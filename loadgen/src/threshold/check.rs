@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn the_target_column_compares_as_text() {
+        let report = check(&thresholds("target==commbench", false), &rows());
+        assert!(report.passed() && report.held == 2, "{report}");
+        let report = check(&thresholds("target!=commbench", false), &rows());
+        assert_eq!(
+            report.failed,
+            [
+                "target!=commbench: sse-c1000-r50-p128 has target = \"commbench\"",
+                "target!=commbench: request-response-c1000-r50-p128 has target = \"commbench\"",
+            ]
+        );
+    }
+
+    #[test]
     fn a_pattern_with_no_row_is_said() {
         let report = check(&thresholds("ws:p99_ms<20", false), &rows());
         assert!(report.passed());

@@ -242,5 +242,6 @@ mod tests {
         assert_eq!(kind("p99_ms"), ColumnKind::Number);
         assert_eq!(kind("complete"), ColumnKind::Bool);
         assert_eq!(kind("warnings"), ColumnKind::Text);
+        assert_eq!(kind("target"), ColumnKind::Text);
     }
 }

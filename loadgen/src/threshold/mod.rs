@@ -342,6 +342,8 @@ mod tests {
         assert!(refused("complete<true").contains("== or !="));
         assert!(refused("complete==yes").contains("true or false"));
         assert!(refused("warnings<abc").contains("is text"));
+        assert_eq!(one("target==node").bound, Bound::Text("node".into()));
+        assert!(refused("target>=node").contains("is text"));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod child;
+pub mod gql_ws;
+pub mod raw_http;
+
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;

@@ -5,10 +5,11 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
     chart::Chart,
     palette::pattern_color,
 };
-use crate::report::{capacity::goal_text, load::RunData};
+use crate::report::{capacity::goal_text, fmt, load::RunData};
 
 pub const FILE: &str = "capacity.png";
 
@@ -75,27 +76,17 @@ pub fn prepare(data: &RunData) -> Result<Input, String> {
 }
 
 pub fn size(input: &Input) -> (u32, u32) {
-    (1200, 220 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1200, input.bars.len())
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "{} per server core at {} (hollow = lower bound)",
-        capitalised(input.unit),
+        fmt::capitalized(input.unit),
         input.goal
     );
     let unit = format!("{} per core of server CPU", input.unit);
     bars::draw_panels(root, &title, [("", unit.as_str())], &input.bars)
-}
-
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().collect::<String>() + chars.as_str()
-    })
 }
 
 #[cfg(test)]
@@ -115,6 +106,7 @@ mod tests {
             rows: Vec::new(),
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
             capacity,
         }
     }

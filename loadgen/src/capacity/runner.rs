@@ -231,14 +231,10 @@ impl Trail {
 /// `sse`, `short-poll 1s`.
 fn search_label(cell: &CellPlan) -> String {
     let pattern = cell.pattern;
-    if pattern.polls_on_interval() {
-        format!(
-            "{pattern} {}",
-            crate::report::fmt::interval(cell.scenario.interval.as_secs_f64())
-        )
-    } else {
-        pattern.to_string()
-    }
+    let interval = pattern
+        .polls_on_interval()
+        .then(|| cell.scenario.interval.as_secs_f64());
+    crate::report::fmt::pattern_at(pattern, interval)
 }
 
 /// A progress line on stderr (not with `--quiet`).

@@ -60,14 +60,7 @@ pub struct CapacityRow {
 impl CapacityRow {
     /// `sse`, or `short-poll 1s` for a poller.
     pub fn label(&self) -> String {
-        match self.interval_s {
-            Some(interval) => format!(
-                "{} {}",
-                self.pattern,
-                crate::report::fmt::interval(interval)
-            ),
-            None => self.pattern.to_string(),
-        }
+        crate::report::fmt::pattern_at(self.pattern, self.interval_s)
     }
 }
 

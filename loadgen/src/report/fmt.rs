@@ -1,5 +1,7 @@
 //! Number formatting shared by the report text and the chart labels.
 
+use crate::pattern::Pattern;
+
 /// `value` with about three significant digits and no trailing zeros: 6.951 → `6.95`,
 /// 511.2 → `511`, 0.1 → `0.1`, 12345.6 → `12346`.
 pub fn num(value: f64) -> String {
@@ -106,6 +108,14 @@ pub fn capitalized(text: &str) -> String {
     }
 }
 
+/// A pattern, with its poll interval when it has one: `sse`, `short-poll 1s`.
+pub fn pattern_at(pattern: Pattern, interval_s: Option<f64>) -> String {
+    match interval_s {
+        Some(seconds) => format!("{pattern} {}", interval(seconds)),
+        None => pattern.to_string(),
+    }
+}
+
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(unix_s: u64) -> String {
     let [year, month, day, hour, minute, second] = crate::clock::utc_fields(unix_s);
@@ -141,6 +151,8 @@ mod tests {
         assert_eq!(interval(1.0), "1s");
         assert_eq!(interval(2.5), "2.5s");
         assert_eq!(interval(0.25), "250ms");
+        assert_eq!(pattern_at(Pattern::ShortPoll, Some(1.0)), "short-poll 1s");
+        assert_eq!(pattern_at(Pattern::Sse, None), "sse");
         assert_eq!(seconds(1.0 / 6.0), "167 ms");
         assert_eq!(seconds(12.5), "12.5 s");
         assert_eq!(percent(0.1234), "12.3%");

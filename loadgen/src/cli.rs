@@ -23,6 +23,12 @@ pub enum Command {
     /// The main comparison: every pattern at several client counts and poll intervals, then the
     /// report (CSV, histograms, charts, REPORT.md). Fields accept lists: `--clients 100,1000`.
     Compare(CompareArgs),
+    /// Per pattern (and poll interval), the most clients (or events/s) one server carries within a
+    /// latency goal with no loss and no errors: doubling steps, then bisection. Writes
+    /// capacity.csv, every step's files and the report. The run flags set the steps' other
+    /// parameters (defaults: the patterns short-poll,long-poll,sse,ws,graphql-sub,socketio, rate
+    /// 50 on 10 topics, interval 1s, duration 5s, warm-up 2s).
+    Capacity(crate::capacity::CapacityArgs),
     /// Re-render the charts and REPORT.md of a results directory from its files alone.
     Report(ReportArgs),
     /// Run the pattern server (the same server `run` embeds).
@@ -188,6 +194,15 @@ pub struct RunArgs {
     /// Extra flag for the embedded server, e.g. --server-arg=--history=4096 (repeatable).
     #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// Exit with status 1 when a threshold fails, after writing everything: `[pattern:]column OP
+    /// value` over summary.csv's columns (capacity: capacity.csv's), OP one of < <= > >= == !=,
+    /// e.g. `p99_ms<50,events_lost==0,ws:p99_ms<20` (comma-separated or repeated).
+    #[arg(long, value_name = "EXPR")]
+    pub fail_if: Vec<String>,
+    /// A threshold on a column that is empty for a cell (does not apply there) fails instead of
+    /// being skipped.
+    #[arg(long)]
+    pub fail_if_missing: bool,
 }
 
 impl RunArgs {
@@ -234,6 +249,12 @@ impl RunArgs {
         }
         if self.closed_loop {
             flags.set_flag("closed_loop", "true");
+        }
+        if !self.fail_if.is_empty() {
+            flags.set_flag("fail_if", self.fail_if.join(","));
+        }
+        if self.fail_if_missing {
+            flags.set_flag("fail_if_missing", "true");
         }
         raw = raw.merge(flags);
         Ok(raw)

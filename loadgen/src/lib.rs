@@ -1,6 +1,7 @@
 //! commbench's load generator: many simulated clients per pattern, an open-loop publisher, honest
 //! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
 
+pub mod capacity;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -24,5 +25,6 @@ pub mod schedule;
 pub mod session;
 pub mod study;
 pub mod target;
+pub mod threshold;
 pub mod wire;
 pub mod worker;

@@ -129,7 +129,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 28] = [
+pub const FIELDS: [&str; 30] = [
     "patterns",
     "profile",
     "target_pid",
@@ -158,6 +158,9 @@ pub const FIELDS: [&str; 28] = [
     "work",
     "workers",
     "premium",
+    // Read by `threshold::Thresholds::from_raw`, not by the scenario itself.
+    "fail_if",
+    "fail_if_missing",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -258,6 +261,15 @@ impl RawScenario {
                 origin: format!("default {field}"),
             },
         );
+    }
+
+    /// What was given over layers of built-in defaults (each layer over the ones before it).
+    pub fn over_defaults(self, layers: &[&[(&'static str, &str)]]) -> Self {
+        let mut base = RawScenario::default();
+        for (field, value) in layers.iter().flat_map(|layer| layer.iter()) {
+            base.set_default(field, value);
+        }
+        base.merge(self)
     }
 
     /// Sets `field` to one element of the list it holds in `from`, keeping its origin.

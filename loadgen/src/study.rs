@@ -53,16 +53,8 @@ pub const QUICK: [(&str, &str); 4] = [
 
 /// Fills in the defaults (quick ones first when asked) under what the user gave.
 pub fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
-    let mut base = RawScenario::default();
-    for (field, value) in DEFAULTS {
-        base.set_default(field, value);
-    }
-    if quick {
-        for (field, value) in QUICK {
-            base.set_default(field, value);
-        }
-    }
-    base.merge(given)
+    let quick: &[_] = if quick { &QUICK } else { &[] };
+    given.over_defaults(&[&DEFAULTS, quick])
 }
 
 /// Expands a study into cells: every combination of the swept fields, each validated, ordered by

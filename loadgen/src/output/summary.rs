@@ -1,11 +1,14 @@
 //! `summary.csv`: one row per measured cell, units in the column names, read back by reports.
 
-use std::{fs::File, io::BufWriter, path::Path};
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::OutputError;
+use super::{
+    csv_file::{read_rows, write_rows},
+    OutputError,
+};
 use crate::{
     pattern::{Kind, Pattern},
     record::Metric,
@@ -267,33 +270,15 @@ fn round3(value: f64) -> f64 {
 
 /// Writes `summary.csv` with a header and one row per cell.
 pub fn write_summary(path: &Path, run_id: &str, cells: &[CellResult]) -> Result<(), OutputError> {
-    let csv_error = |source| OutputError::CsvWrite {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::create(path).map_err(OutputError::write(path))?;
-    let mut writer = csv::Writer::from_writer(BufWriter::new(file));
-    for cell in cells {
-        writer
-            .serialize(SummaryRow::from_cell(run_id, cell))
-            .map_err(csv_error)?;
-    }
-    writer.flush().map_err(OutputError::write(path))
+    write_rows(
+        path,
+        cells.iter().map(|cell| SummaryRow::from_cell(run_id, cell)),
+    )
 }
 
 /// Reads a `summary.csv` back; the error names the file and the row or column at fault.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>, OutputError> {
-    let file = File::open(path).map_err(|source| OutputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    csv::Reader::from_reader(std::io::BufReader::new(file))
-        .deserialize()
-        .collect::<Result<Vec<SummaryRow>, _>>()
-        .map_err(|source| OutputError::CsvRead {
-            path: path.to_owned(),
-            source,
-        })
+    read_rows(path, "summary")
 }
 
 #[cfg(test)]

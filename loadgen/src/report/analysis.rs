@@ -552,6 +552,7 @@ mod tests {
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
             peer_rows: Vec::new(),
+            capacity: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

@@ -1,6 +1,6 @@
-//! What the report says, in order: run facts, computed findings, flagged cells, charts, measured vs
-//! model, the Redis, peer and job sections, the summary table, notes — as one [`Document`] that both
-//! `REPORT.md` and `REPORT.html` are rendered from.
+//! What the report says, in order: run facts, capacity, computed findings, flagged cells, charts,
+//! measured vs model, the Redis, peer and job sections, the summary table, notes — as one
+//! [`Document`] that both `REPORT.md` and `REPORT.html` are rendered from.
 
 use super::{
     cells::{self, Labeler},
@@ -33,6 +33,7 @@ pub fn document(parts: &ReportParts<'_>) -> Document {
          below is computed from those files.",
     );
     run_section(&mut doc, parts);
+    super::capacity::section(&mut doc, &parts.data.capacity);
     doc.section("Findings");
     doc.list(parts.findings.to_vec());
     let all: Vec<SummaryRow> = parts.data.all_rows().cloned().collect();

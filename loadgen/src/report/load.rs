@@ -8,7 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use super::ReportError;
-use crate::output::{read_summary, SummaryRow};
+use crate::output::{read_capacity, read_summary, CapacityRow, SummaryRow, CAPACITY_FILE};
 
 /// `run.json` as a report needs it. Only `run_id` is required, so results of older or newer
 /// versions still render; unknown fields are ignored.
@@ -90,6 +90,8 @@ pub struct RunData {
     /// Cells of other servers measured beside commbench's (`compare --peers`), set beside
     /// commbench's cells in their own section.
     pub peer_rows: Vec<SummaryRow>,
+    /// `capacity.csv` of a `commbench capacity` run; empty for other runs.
+    pub capacity: Vec<CapacityRow>,
 }
 
 impl RunData {
@@ -136,6 +138,15 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
     let (peer_rows, rows) = super::peers::split(rows);
     let (job_rows, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(super::jobs::is_job);
     let (rows, scale_out_rows) = rows.into_iter().partition(super::bus::is_in_process);
+    let capacity_path = dir.join(CAPACITY_FILE);
+    let capacity = if capacity_path.is_file() {
+        read_capacity(&capacity_path).map_err(|e| ReportError::Summary {
+            path: capacity_path,
+            message: e.to_string(),
+        })?
+    } else {
+        Vec::new()
+    };
     Ok(RunData {
         dir: dir.to_owned(),
         meta,
@@ -143,6 +154,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
         scale_out_rows,
         job_rows,
         peer_rows,
+        capacity,
     })
 }
 

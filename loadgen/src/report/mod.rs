@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod bus;
+pub mod capacity;
 pub mod cells;
 pub mod charts;
 pub mod content;
@@ -27,6 +28,7 @@ pub use error::ReportError;
 use self::{
     cells::Labeler,
     charts::{
+        capacity as capacity_chart,
         chart::{ChartContext, ReportChart},
         cost, frontier, latency, memory,
         palette::SeriesColors,
@@ -106,7 +108,7 @@ impl Display for ReportOutcome {
 }
 
 /// The report's charts, in the order the report shows them.
-const CHARTS: [&dyn ReportChart; 7] = [
+const CHARTS: [&dyn ReportChart; 8] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
@@ -114,6 +116,7 @@ const CHARTS: [&dyn ReportChart; 7] = [
     &memory::CHART,
     &charts::bus::CHART,
     &charts::peers::CHART,
+    &capacity_chart::CHART,
 ];
 
 /// Renders `dir`'s charts ([`CHARTS`]), `REPORT.md` and `REPORT.html` from its result files. Fails with a message

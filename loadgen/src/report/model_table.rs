@@ -372,6 +372,7 @@ mod tests {
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
             peer_rows: Vec::new(),
+            capacity: Vec::new(),
         }
     }
 

@@ -53,10 +53,7 @@ pub fn pairs<'a>(commbench: &'a [SummaryRow], peers: &'a [SummaryRow]) -> Vec<Pe
 
 /// The pattern (and interval) as the sentences name it: `ws`, `short-poll 1s`.
 fn pattern_label(row: &SummaryRow) -> String {
-    match row.interval_s {
-        Some(interval) => format!("{} {}", row.pattern, fmt::interval(interval)),
-        None => row.pattern.to_string(),
-    }
+    fmt::pattern_at(row.pattern, row.interval_s)
 }
 
 /// RSS per connection in KiB.

@@ -275,6 +275,10 @@ fn with_peers(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
 fn renders_every_chart_and_the_report_from_a_fixture() {
     let dir = TempDir::new("full");
     write_fixture(&dir.0, &with_peers(with_redis(cells(&[100, 1000]))));
+    // A capacity run's answer: re-rendered from capacity.csv like everything else.
+    let mut sse = crate::output::test_util::capacity_row(Pattern::Sse, None, 8_200, 0.2);
+    sse.run_id = "20260101-000000".into();
+    crate::output::write_capacity(&dir.0.join(crate::output::CAPACITY_FILE), &[sse]).unwrap();
     let outcome = render_report(&dir.0).unwrap();
     let names: Vec<String> = outcome
         .written
@@ -291,6 +295,7 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
             "memory.png",
             "bus.png",
             "peers.png",
+            "capacity.png",
             "REPORT.md",
             "REPORT.html"
         ]
@@ -317,6 +322,9 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         "![Trade-off frontier](frontier.png)",
         "![Server memory per connection](memory.png)",
         "![In-process vs Redis bus](bus.png)",
+        "![Capacity per server core at the goal](capacity.png)",
+        "## Capacity",
+        "- With p99 < 100 ms, one core of server CPU carried 41k SSE clients.",
         "| sse | 1000 | redis, 2 servers |",
         "![commbench beside its peers](peers.png)",
         "## commbench beside its peers",
@@ -345,6 +353,14 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
     let html = read(&outcome.html());
     render_report(&dir.0).unwrap();
     assert_eq!(read(&outcome.html()), html);
+    // The capacity section and chart are in the HTML report too.
+    for expected in [
+        "<h2>Capacity</h2>",
+        "<figure class=\"chart\" id=\"chart-capacity\">",
+        "<li>With p99 &lt; 100 ms, one core of server CPU carried 41k SSE clients.</li>",
+    ] {
+        assert!(html.contains(expected), "missing `{expected}` in\n{html}");
+    }
 }
 
 #[test]
@@ -454,10 +470,11 @@ fn one_client_count_skips_the_scaling_chart() {
     write_fixture(&dir.0, &cells(&[50]));
     let outcome = render_report(&dir.0).unwrap();
     assert!(!dir.0.join(scaling::FILE).exists());
-    assert_eq!(outcome.skipped.len(), 3);
+    assert_eq!(outcome.skipped.len(), 4);
     assert_eq!(outcome.skipped[0].0, scaling::FILE);
     assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
     assert_eq!(outcome.skipped[2].0, charts::peers::FILE);
+    assert_eq!(outcome.skipped[3].0, charts::capacity::FILE);
     let report = read(&outcome.report());
     assert!(
         report.contains("Not drawn (scaling.png): the run has one client count (50)"),
@@ -509,6 +526,14 @@ fn errors_name_the_file() {
     assert!(error.contains("missing field"), "{error}");
 
     write_fixture(&dir.0, &cells(&[50]));
+    std::fs::write(dir.0.join("capacity.csv"), "run_id,pattern\nr,pigeon\n").unwrap();
+    let error = render_report(&dir.0).unwrap_err().to_string();
+    assert!(
+        error.contains("capacity.csv is corrupt") && error.contains("not a valid capacity file"),
+        "{error}"
+    );
+    std::fs::remove_file(dir.0.join("capacity.csv")).unwrap();
+
     std::fs::write(dir.0.join("run.json"), "{\"cells\": []}").unwrap();
     let error = render_report(&dir.0).unwrap_err().to_string();
     assert!(error.contains("run.json is corrupt"), "{error}");

@@ -4,6 +4,7 @@
 pub mod bars;
 pub mod bus;
 pub mod canvas;
+pub mod capacity;
 pub mod chart;
 pub mod cost;
 pub mod frontier;

@@ -12,6 +12,11 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The RabbitMQ backend tests start a private node (and its own epmd) on free loopback ports.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
   || need_apt+=(rabbitmq-server)
+# The GraphQL WebSocket tests drive the reference graphql-transport-ws client (npm graphql-ws).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The HTML report test loads REPORT.html in headless Chromium (driven by loadgen/tests/browser).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -19,6 +24,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
 fi
+
+# The peer tests start the Node peer (peers/node) and run the real socket.io-client.
+"$(dirname "$0")/install-peers.sh"
+# The HTML report test drives Chromium with playwright-core (never a downloaded browser).
+"$(dirname "$0")/npm-ci.sh" loadgen/tests/browser
+# The GraphQL WebSocket tests run the reference graphql-transport-ws client (npm graphql-ws).
+"$(dirname "$0")/npm-ci.sh" servers/tests/js
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2

@@ -10,11 +10,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use commbench_benches::SseParser;
 use commbench_loadgen::record::{new_histogram, Metric, Recorder};
 use commbench_servers::{
     bus::{Bus, MemoryBus, MemoryBusConfig},
     event::Event,
+    event_stream::Parser,
     topic::TopicName,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -141,13 +141,10 @@ fn sse_frame(c: &mut Criterion) {
             BenchmarkId::new("client_parse", size),
             &event,
             |b, event| {
-                let mut parser = SseParser::new();
+                let mut parser = Parser::new(4 << 20);
                 b.iter(|| {
-                    parser.push(black_box(&event.sse));
-                    parser
-                        .next_frame()
-                        .expect("valid frame")
-                        .expect("one frame")
+                    parser.push(black_box(&event.sse)).expect("a bounded frame");
+                    parser.next_frame().expect("one frame")
                 })
             },
         );

@@ -20,7 +20,7 @@ use std::{
 use bytes::Bytes;
 use commbench_benches::{
     body_of, graphql_data, graphql_next_event, graphql_subscribe, http_client, poll_seqs,
-    ws_next_event, ws_subscribe, Publisher, SseReader,
+    socketio_next_event, socketio_subscribe, ws_next_event, ws_subscribe, Publisher, SseReader,
 };
 use commbench_servers::{AppState, ServerConfig, ServerHandle};
 use criterion::{criterion_group, criterion_main, measurement::WallTime, BenchmarkGroup};
@@ -97,6 +97,13 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, samples: usize, measure_s
         .measurement_time(Duration::from_secs(measure_secs));
 }
 
+/// The protocol on a WebSocket subscriber.
+#[derive(Debug, Clone, Copy)]
+enum Socket {
+    Ws,
+    SocketIo,
+}
+
 /// Open push subscribers (SSE responses or WebSockets), each in its own task, reporting every event
 /// they receive as `(seq, when it was parsed)`.
 struct Subscribers {
@@ -126,17 +133,24 @@ impl Subscribers {
         Self { receipts, tasks }
     }
 
-    async fn ws(addr: SocketAddr, topic: &str, n: usize) -> Self {
+    /// Sockets speaking commbench's WebSocket protocol on `/ws`, or Socket.IO on `/socket.io/`.
+    async fn ws(addr: SocketAddr, topic: &str, n: usize, socket: Socket) -> Self {
         let (tx, receipts) = mpsc::unbounded_channel();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut ws = ws_subscribe(addr, topic)
-                .await
-                .expect("WebSocket subscribe");
+            let mut ws = match socket {
+                Socket::Ws => ws_subscribe(addr, topic).await,
+                Socket::SocketIo => socketio_subscribe(addr, topic).await,
+            }
+            .expect("WebSocket subscribe");
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    match ws_next_event(&mut ws).await {
+                    let next = match socket {
+                        Socket::Ws => ws_next_event(&mut ws).await,
+                        Socket::SocketIo => socketio_next_event(&mut ws).await,
+                    };
+                    match next {
                         Ok(seq) if tx.send((seq, Instant::now())).is_ok() => {}
                         Ok(_) => return, // the bench is over
                         Err(e) => return eprintln!("WebSocket subscriber stopped: {e}"),
@@ -309,8 +323,19 @@ fn deliver_one(c: &mut Criterion) {
     bench_rounds(&mut group, &fx, "sse", "sse", sse);
 
     // WebSocket: one open socket.
-    let ws = fx.rt.block_on(Subscribers::ws(fx.server.addr, "ws", 1));
+    let ws = fx
+        .rt
+        .block_on(Subscribers::ws(fx.server.addr, "ws", 1, Socket::Ws));
     bench_rounds(&mut group, &fx, "websocket", "ws", ws);
+
+    // Socket.IO: one open socket on /socket.io/.
+    let sio = fx.rt.block_on(Subscribers::ws(
+        fx.server.addr,
+        "socketio",
+        1,
+        Socket::SocketIo,
+    ));
+    bench_rounds(&mut group, &fx, "socketio", "socketio", sio);
 
     // GraphQL: one open graphql-transport-ws subscription.
     let head = fx.seed("graphql");
@@ -401,12 +426,14 @@ fn fan_out(c: &mut Criterion) {
     configure(&mut group, 20, 3);
     group.throughput(Throughput::Elements(FANOUT as u64));
 
-    for pattern in ["sse", "websocket"] {
+    for pattern in ["sse", "websocket", "socketio"] {
         let topic = pattern;
         let subs = fx.rt.block_on(async {
+            let addr = fx.server.addr;
             match pattern {
                 "sse" => Subscribers::sse(&fx.client, &fx.base(), topic, FANOUT).await,
-                _ => Subscribers::ws(fx.server.addr, topic, FANOUT).await,
+                "socketio" => Subscribers::ws(addr, topic, FANOUT, Socket::SocketIo).await,
+                _ => Subscribers::ws(addr, topic, FANOUT, Socket::Ws).await,
             }
         });
         bench_rounds(&mut group, &fx, pattern, topic, subs);

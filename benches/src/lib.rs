@@ -1,5 +1,6 @@
 //! Client helpers shared by the criterion benches: an HTTP client tuned for loopback, a publish
-//! helper, an SSE frame reader over a `reqwest` byte stream, WebSocket and GraphQL subscribe helpers; plus
+//! helper, an SSE frame reader (the shared `event_stream` parser over a `reqwest` byte stream),
+//! WebSocket, GraphQL and Socket.IO subscribe helpers; plus
 //! [`register_report_font`], which every bench binary calls before criterion draws its report.
 //!
 //! Every helper returns [`Result`] with a boxed error so a bench can `expect` with context; none of
@@ -7,7 +8,11 @@
 
 use std::{net::SocketAddr, pin::Pin};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+use commbench_servers::{
+    event_stream::{Frame, Parser},
+    socketio_wire,
+};
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
@@ -106,99 +111,20 @@ pub fn poll_seqs(body: &[u8]) -> Result<Vec<u64>> {
         .collect()
 }
 
-/// One server-sent event: its `event:` type (`None` is the default `message`), `id:` and the
-/// `data:` lines joined by `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseFrame {
-    pub event: Option<String>,
-    pub id: Option<String>,
-    pub data: String,
+/// The `id:` of a frame as a sequence number, as commbench's server sends it.
+pub fn frame_seq(frame: &Frame) -> Option<u64> {
+    frame.id.as_deref().and_then(|id| id.parse().ok())
 }
 
-impl SseFrame {
-    /// The `id:` as a sequence number, as commbench's server sends it.
-    pub fn seq(&self) -> Option<u64> {
-        self.id.as_deref().and_then(|id| id.parse().ok())
-    }
-}
-
-/// Incremental `text/event-stream` parser: feed it bytes as they arrive, take complete frames out.
-///
-/// Lines end in LF or CRLF (a lone CR is not treated as a line end; commbench's server never sends
-/// one). Comment lines (`: heartbeat`) and `retry:` are skipped; a blank line ends a frame, and a
-/// frame with no field at all (a heartbeat) is not returned.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: BytesMut,
-    pending: Option<SseFrame>,
-}
-
-impl SseParser {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends received bytes.
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
-    }
-
-    /// The next complete frame, if the buffered bytes hold one.
-    pub fn next_frame(&mut self) -> Result<Option<SseFrame>> {
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-            let line = self.buf.split_to(end + 1);
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                if let Some(frame) = self.pending.take() {
-                    return Ok(Some(frame));
-                }
-                continue;
-            }
-            if line[0] == b':' {
-                continue;
-            }
-            let line = std::str::from_utf8(line)?;
-            let (field, value) = match line.split_once(':') {
-                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-                None => (line, ""),
-            };
-            let frame = self.pending.get_or_insert_with(|| SseFrame {
-                event: None,
-                id: None,
-                data: String::new(),
-            });
-            match field {
-                "data" => {
-                    if !frame.data.is_empty() {
-                        frame.data.push('\n');
-                    }
-                    frame.data.push_str(value);
-                }
-                "event" => frame.event = Some(value.to_owned()),
-                "id" => frame.id = Some(value.to_owned()),
-                _ => {}
-            }
-        }
-        // Keep the allocation small when everything was consumed.
-        if self.buf.is_empty() && self.buf.capacity() > 64 << 10 {
-            self.buf = BytesMut::new();
-        }
-        Ok(None)
-    }
-
-    /// Bytes received but not yet part of a complete line.
-    pub fn buffered(&self) -> usize {
-        self.buf.remaining()
-    }
-}
+/// Largest SSE frame a bench accepts.
+const MAX_SSE_FRAME: usize = 4 << 20;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// An open SSE response read frame by frame.
+/// An open SSE response read event by event.
 pub struct SseReader {
     stream: ByteStream,
-    parser: SseParser,
+    parser: Parser,
 }
 
 impl SseReader {
@@ -211,23 +137,26 @@ impl SseReader {
         }
         let mut reader = Self {
             stream: Box::pin(response.bytes_stream()),
-            parser: SseParser::new(),
+            parser: Parser::new(MAX_SSE_FRAME),
         };
         let first = reader.next_frame().await?;
-        if first.event.as_deref() != Some("subscribed") {
+        if first.dispatched_type() != Some("subscribed") {
             return Err(format!("expected `event: subscribed`, got {first:?}").into());
         }
         Ok(reader)
     }
 
-    /// The next frame; an error when the stream ends.
-    pub async fn next_frame(&mut self) -> Result<SseFrame> {
+    /// The next frame a browser would dispatch (heartbeats are skipped); an error when the stream
+    /// ends.
+    pub async fn next_frame(&mut self) -> Result<Frame> {
         loop {
-            if let Some(frame) = self.parser.next_frame()? {
-                return Ok(frame);
+            while let Some(frame) = self.parser.next_frame() {
+                if frame.dispatched_type().is_some() {
+                    return Ok(frame);
+                }
             }
             match self.stream.next().await {
-                Some(chunk) => self.parser.push(&chunk?),
+                Some(chunk) => self.parser.push(&chunk?)?,
                 None => return Err("the SSE stream ended".into()),
             }
         }
@@ -236,8 +165,8 @@ impl SseReader {
     /// The sequence number of the next event frame; any other frame (gap, lagged) is an error.
     pub async fn next_event(&mut self) -> Result<u64> {
         let frame = self.next_frame().await?;
-        match (&frame.event, frame.seq()) {
-            (None, Some(seq)) => Ok(seq),
+        match (frame.dispatched_type(), frame_seq(&frame)) {
+            (Some("message"), Some(seq)) => Ok(seq),
             _ => Err(format!("expected an event frame, got {frame:?}").into()),
         }
     }
@@ -330,9 +259,55 @@ pub async fn graphql_next_event(ws: &mut WsStream) -> Result<u64> {
 
 /// The next graphql-transport-ws message (JSON text), skipping WebSocket pings.
 async fn graphql_ws_message(ws: &mut WsStream) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&next_text(ws).await?)?)
+}
+
+/// Connects to `ws://{addr}/socket.io/` (Engine.IO v4 over WebSocket, Nagle off), connects to the
+/// main namespace and subscribes to `topic` live, waiting for the ack, after which every publish is
+/// guaranteed to arrive.
+pub async fn socketio_subscribe(addr: SocketAddr, topic: &str) -> Result<WsStream> {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(format!("expected the Engine.IO open packet, got {open}").into());
+    }
+    ws.send(Message::text("40")).await?;
+    let connected = next_text(&mut ws).await?;
+    if !connected.starts_with("40") {
+        return Err(format!("expected CONNECT, got {connected}").into());
+    }
+    let arg = serde_json::json!({ "topic": topic }).to_string();
+    let subscribe =
+        socketio_wire::event(socketio_wire::MAIN_NAMESPACE, Some(1), "subscribe", &[&arg]);
+    ws.send(Message::text(subscribe)).await?;
+    let ack = next_text(&mut ws).await?;
+    if !ack.starts_with("431[") {
+        return Err(format!("expected the subscribe ack, got {ack}").into());
+    }
+    Ok(ws)
+}
+
+/// The sequence number of the next `event` on a [`socketio_subscribe`] socket; anything else
+/// (a gap, an error, the end of the socket) is an error.
+pub async fn socketio_next_event(ws: &mut WsStream) -> Result<u64> {
+    let text = next_text(ws).await?;
+    let Ok(socketio_wire::EnginePacket::Message(data)) = socketio_wire::decode_engine(&text) else {
+        return Err(format!("expected an event, got {text}").into());
+    };
+    let packet = socketio_wire::decode_packet(data)?;
+    match (packet.event_name().as_deref(), packet.event_args().first()) {
+        (Some("event"), Some(event)) => json_u64(event.get().as_bytes(), "seq"),
+        _ => Err(format!("expected an event, got {text}").into()),
+    }
+}
+
+/// The next text frame (a graphql-transport-ws message, an Engine.IO packet), skipping WebSocket
+/// pings; any other frame or the end of the socket is an error.
+async fn next_text(ws: &mut WsStream) -> Result<String> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(other)) => return Err(format!("unexpected message {other:?}").into()),
             Some(Err(e)) => return Err(e.into()),
@@ -353,25 +328,6 @@ pub fn graphql_data(body: &[u8]) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(parser: &mut SseParser) -> Vec<SseFrame> {
-        std::iter::from_fn(|| parser.next_frame().unwrap_or_else(|e| panic!("{e}"))).collect()
-    }
-
-    #[test]
-    fn sse_parser_handles_split_chunks_comments_and_crlf() {
-        let mut p = SseParser::new();
-        p.push(b"retry: 1000\nevent: subscribed\ndata: {\"a\":1}\n\n: heartbeat\n\nid: 7\nda");
-        let got = frames(&mut p);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].event.as_deref(), Some("subscribed"));
-        assert_eq!(got[0].data, "{\"a\":1}");
-        p.push(b"ta: x\r\ndata: y\r\n\r\n");
-        let got = frames(&mut p);
-        assert_eq!(got.len(), 1);
-        assert_eq!((got[0].seq(), got[0].data.as_str()), (Some(7), "x\ny"));
-        assert_eq!(p.buffered(), 0);
-    }
 
     #[test]
     fn poll_answers_and_events_parse() {

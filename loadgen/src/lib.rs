@@ -1,15 +1,19 @@
 //! commbench's load generator: many simulated clients per pattern, an open-loop publisher, honest
 //! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
 
+pub mod capacity;
 pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod collector;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod net;
 pub mod output;
+pub mod pattern;
 pub mod procstat;
+pub mod profile;
 pub mod progress;
 pub mod publisher;
 pub mod record;
@@ -21,5 +25,6 @@ pub mod schedule;
 pub mod session;
 pub mod study;
 pub mod target;
+pub mod threshold;
 pub mod wire;
 pub mod worker;

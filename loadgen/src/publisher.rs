@@ -1,6 +1,7 @@
 //! The open-loop publisher: events at `--rate` on a fixed or Poisson schedule, round-robin over the
-//! cell's topics, each payload stamped with its intended send time. Its own HTTP traffic is kept out
-//! of the pattern's byte counts (it is the same for every pattern).
+//! cell's topics, each payload stamped with its intended send time, sent by the target's publish
+//! route (commbench's `POST /publish/{topic}`, or a profile's template). Its own traffic is kept
+//! out of the pattern's byte counts (it is the same for every pattern).
 
 use std::{
     collections::HashMap,
@@ -11,22 +12,18 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::Method;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    clients::RunShared,
+    clients::{stamp, RunShared},
     clock::encode_payload,
-    http::{ClientError, HttpConn},
+    profile::{publish, Publish},
     record::Recorder,
     scenario::Arrival,
     schedule::Schedule,
 };
 
-/// Concurrent publish connections: enough to keep up with slow answers without queueing.
-const CONNECTIONS: usize = 16;
 /// A publish that starts this much after its intended time counts as late. Tokio's timers have a 1 ms
 /// resolution, so anything below a few ms is timer granularity, not a struggling publisher.
 const LATE_NS: u64 = 5_000_000;
@@ -47,14 +44,21 @@ pub async fn publish(
     let scenario = shared.scenario.clone();
     let heads: Arc<Vec<AtomicU64>> =
         Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
-    let (jobs, queue) = mpsc::channel::<Job>(CONNECTIONS * 4);
+    let route = Arc::new(
+        match scenario.profile.as_ref().and_then(|p| p.publish.clone()) {
+            Some(publish) if scenario.profiled(shared.pattern) => publish,
+            _ => Publish::commbench(),
+        },
+    );
+    let (jobs, queue) = mpsc::channel::<Job>(route.connections * 4);
     let queue = Arc::new(Mutex::new(queue));
     // The publisher's own connections count into a recorder of their own, not the pattern's.
     let own = Arc::new(Recorder::new(1));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..route.connections {
         workers.spawn(worker(
             shared.clone(),
+            route.clone(),
             own.clone(),
             queue.clone(),
             heads.clone(),
@@ -71,13 +75,18 @@ pub async fn publish(
         if intended_ns >= end_ns {
             break;
         }
+        // A publish already due when the window ends (the stop) is still sent: every cell
+        // publishes exactly the events its schedule puts before the end.
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(clock.instant_at(intended_ns).into()) => {}
             () = stop.cancelled() => break,
         }
+        let topic = stamp::topic_of(id, shared.topics.len());
+        shared.issued[topic].store(stamp::ordinal_of(id, shared.topics.len()), Relaxed);
         let job = Job {
             id,
-            topic: id as usize % shared.topics.len(),
+            topic,
             intended_ns,
         };
         if jobs.send(job).await.is_err() {
@@ -99,12 +108,13 @@ pub async fn publish(
 
 async fn worker(
     shared: Arc<RunShared>,
+    route: Arc<Publish>,
     own: Arc<Recorder>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     heads: Arc<Vec<AtomicU64>>,
 ) {
     let counters = &shared.recorder.counters;
-    let mut conn: Option<HttpConn> = None;
+    let mut conn: Option<publish::Conn> = None;
     loop {
         let Some(job) = queue.lock().await.recv().await else {
             return;
@@ -115,10 +125,13 @@ async fn worker(
         }
         let topic = &shared.topics[job.topic];
         let payload = encode_payload(job.id, job.intended_ns, shared.scenario.payload);
-        match publish_one(&shared, &own, &mut conn, topic, payload).await {
+        let target = &shared.targets[0];
+        match route.send(&mut conn, target, &own, topic, payload).await {
             Ok(seq) => {
                 counters.published.fetch_add(1, Relaxed);
-                heads[job.topic].fetch_max(seq, Relaxed);
+                if let Some(seq) = seq {
+                    heads[job.topic].fetch_max(seq, Relaxed);
+                }
             }
             Err(error) => {
                 counters.dropped_sends.fetch_add(1, Relaxed);
@@ -127,29 +140,4 @@ async fn worker(
             }
         }
     }
-}
-
-async fn publish_one(
-    shared: &RunShared,
-    own: &Arc<Recorder>,
-    conn: &mut Option<HttpConn>,
-    topic: &str,
-    payload: Bytes,
-) -> Result<u64, ClientError> {
-    if conn.is_none() {
-        *conn = Some(HttpConn::open(&shared.targets[0], None, own).await?);
-    }
-    let Some(open) = conn.as_mut() else {
-        return Err(ClientError::Protocol("no publish connection".into()));
-    };
-    let body = open
-        .fetch(Method::POST, &format!("/publish/{topic}"), payload)
-        .await?;
-    #[derive(serde::Deserialize)]
-    struct Published {
-        seq: u64,
-    }
-    serde_json::from_slice::<Published>(&body)
-        .map(|p| p.seq)
-        .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))
 }

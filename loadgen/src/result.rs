@@ -8,13 +8,13 @@ use serde::Serialize;
 
 use crate::{
     record::{CounterSnapshot, Metric},
-    scenario::{BusKind, PatternName},
+    {pattern::Pattern, scenario::BusKind},
 };
 
 /// The parameters that identify a cell.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellSpec {
-    pub pattern: PatternName,
+    pub pattern: Pattern,
     pub clients: usize,
     /// Target publish (or request) rate per second; 0 for closed loop.
     pub rate: f64,
@@ -27,10 +27,17 @@ pub struct CellSpec {
     pub bus: BusKind,
     /// Server instances the clients were spread over.
     pub instances: usize,
+    /// Which server the cell measured: `commbench` (the embedded server), a target profile's
+    /// name (`node`), or `external` (a bare `--target`).
+    pub target: String,
 }
 
+/// The target name of commbench's own (embedded) server.
+pub const COMMBENCH: &str = "commbench";
+
 impl CellSpec {
-    /// A file-name-safe, unique name: `sse-c1000-r50-p128` (`-i1s` for pollers).
+    /// A file-name-safe, unique name: `sse-c1000-r50-p128` (`-i1s` for pollers, `-node` for a
+    /// profile's server).
     pub fn name(&self) -> String {
         let mut name = format!(
             "{}-c{}-r{}-p{}",
@@ -44,6 +51,9 @@ impl CellSpec {
         }
         if self.bus != BusKind::Memory {
             name.push_str(&format!("-{}-x{}", self.bus, self.instances));
+        }
+        if self.target != COMMBENCH && self.target != "external" {
+            name.push_str(&format!("-{}", self.target));
         }
         name
     }
@@ -105,4 +115,7 @@ pub struct RunInfo {
     pub target: String,
     pub scenario: serde_json::Value,
     pub cells: Vec<String>,
+    /// What the run left out and why (a peer that cannot start here, a cell whose target could
+    /// not be reached); the report lists them.
+    pub notes: Vec<String>,
 }

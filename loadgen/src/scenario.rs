@@ -1,160 +1,15 @@
 //! What to run: raw settings from flags and TOML scenario files, merged (flags win) and validated into a
 //! [`Scenario`]. Every error names the flag or field it came from and the allowed range.
 
-use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use commbench_servers::units::{parse_bytes, parse_count, parse_duration};
 use serde::{Deserialize, Serialize};
 
-/// The patterns `commbench run` can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PatternName {
-    /// `GET /hello` against the commbench server, open-loop at `rate` or closed-loop.
-    RequestResponse,
-    ShortPoll,
-    LongPoll,
-    Sse,
-    Ws,
-    /// Short polling in GraphQL: the `events` query over `POST /graphql`.
-    GraphqlPoll,
-    /// A GraphQL subscription over `graphql-transport-ws` on `/graphql/ws`.
-    GraphqlSub,
-    /// Generic: GET any URL on an interval per client (external servers).
-    PollUrl,
-    /// Generic: hold an SSE stream on any URL, recording inter-arrival times.
-    SseUrl,
-    /// Generic: open a WebSocket to any URL, optionally send a message, record inter-arrival times.
-    WsUrl,
-    /// Message queue: users submit jobs and short-poll each job's status until it is done.
-    JobShortPoll,
-    /// Message queue: users long-poll the job handle (`?wait_ms=`) until it is done.
-    JobLongPoll,
-    /// Message queue: users hear the completion on their own topic over SSE.
-    JobSse,
-    /// Message queue: users hear the completion on their own topic over WebSocket.
-    JobWs,
-}
-
-impl PatternName {
-    pub const ALL: [PatternName; 14] = [
-        PatternName::RequestResponse,
-        PatternName::ShortPoll,
-        PatternName::LongPoll,
-        PatternName::Sse,
-        PatternName::Ws,
-        PatternName::GraphqlPoll,
-        PatternName::GraphqlSub,
-        PatternName::PollUrl,
-        PatternName::SseUrl,
-        PatternName::WsUrl,
-        PatternName::JobShortPoll,
-        PatternName::JobLongPoll,
-        PatternName::JobSse,
-        PatternName::JobWs,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PatternName::RequestResponse => "request-response",
-            PatternName::ShortPoll => "short-poll",
-            PatternName::LongPoll => "long-poll",
-            PatternName::Sse => "sse",
-            PatternName::Ws => "ws",
-            PatternName::GraphqlPoll => "graphql-poll",
-            PatternName::GraphqlSub => "graphql-sub",
-            PatternName::PollUrl => "poll-url",
-            PatternName::SseUrl => "sse-url",
-            PatternName::WsUrl => "ws-url",
-            PatternName::JobShortPoll => "job-short-poll",
-            PatternName::JobLongPoll => "job-long-poll",
-            PatternName::JobSse => "job-sse",
-            PatternName::JobWs => "job-ws",
-        }
-    }
-
-    /// Generic modes need `--target` and measure any server, not the commbench feed.
-    pub fn is_generic(self) -> bool {
-        matches!(
-            self,
-            PatternName::PollUrl | PatternName::SseUrl | PatternName::WsUrl
-        )
-    }
-
-    /// Patterns whose clients receive the feed's events (and so have loss/duplicate accounting).
-    pub fn uses_feed(self) -> bool {
-        matches!(
-            self,
-            PatternName::ShortPoll
-                | PatternName::LongPoll
-                | PatternName::Sse
-                | PatternName::Ws
-                | PatternName::GraphqlPoll
-                | PatternName::GraphqlSub
-        )
-    }
-
-    /// Patterns that ask on `--interval` (a study gives them one cell per interval).
-    pub fn polls_on_interval(self) -> bool {
-        matches!(
-            self,
-            PatternName::ShortPoll
-                | PatternName::GraphqlPoll
-                | PatternName::PollUrl
-                | PatternName::JobShortPoll
-        )
-    }
-
-    /// The message-queue patterns: users submit jobs at `rate` (in total) and wait for the results.
-    pub fn is_job(self) -> bool {
-        matches!(
-            self,
-            PatternName::JobShortPoll
-                | PatternName::JobLongPoll
-                | PatternName::JobSse
-                | PatternName::JobWs
-        )
-    }
-
-    /// Patterns with loss accounting: feed events by sequence number, or job results by job.
-    pub fn counts_loss(self) -> bool {
-        self.uses_feed() || self.is_job()
-    }
-}
-
-impl fmt::Display for PatternName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PatternName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let wanted = s.trim().to_ascii_lowercase();
-        let alias = match wanted.as_str() {
-            "rr" | "request_response" | "reqres" => "request-response",
-            "websocket" | "websockets" => "ws",
-            "short_poll" | "poll" => "short-poll",
-            "long_poll" | "longpoll" => "long-poll",
-            "graphql_poll" | "gql-poll" | "gql_poll" | "graphql-query" => "graphql-poll",
-            "graphql_sub"
-            | "gql-sub"
-            | "gql_sub"
-            | "graphql-subscription"
-            | "graphql_subscription"
-            | "graphql-ws" => "graphql-sub",
-            other => other,
-        };
-        PatternName::ALL
-            .into_iter()
-            .find(|p| p.as_str() == alias)
-            .ok_or_else(|| {
-                let names: Vec<_> = PatternName::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown pattern `{s}` (known: {})", names.join(", "))
-            })
-    }
-}
+use crate::{
+    pattern::{Kind, Pattern},
+    profile::Profile,
+};
 
 /// How the publisher spaces events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +49,7 @@ impl fmt::Display for BusKind {
 /// A validated run description.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
-    pub patterns: Vec<PatternName>,
+    pub patterns: Vec<Pattern>,
     pub clients: usize,
     /// Events per second published (request-response: requests per second, 0 = closed loop).
     pub rate: f64,
@@ -213,8 +68,14 @@ pub struct Scenario {
     pub ramp: u64,
     /// Request-response runs closed-loop (each connection sends as soon as the last answer arrives).
     pub closed_loop: bool,
-    /// An already-running server; `None` starts the embedded one.
+    /// An already-running server; `None` starts the embedded one (or the profile's server).
     pub target: Option<String>,
+    /// The target profile describing someone else's server (`--profile`), or the ad-hoc one the
+    /// generic patterns follow; recorded as where it came from.
+    #[serde(serialize_with = "profile_source")]
+    pub profile: Option<Arc<Profile>>,
+    /// The process of an already-running target, whose CPU and memory are then measured.
+    pub target_pid: Option<u32>,
     /// Sent once after connecting, for `ws-url`.
     pub ws_message: Option<String>,
     /// After publishing stops, how long clients may take to catch up before loss is counted.
@@ -234,6 +95,16 @@ pub struct Scenario {
     pub workers: usize,
     /// Job patterns: the share of users whose jobs go to the premium lane (0..=1).
     pub premium: f64,
+}
+
+fn profile_source<S: serde::Serializer>(
+    profile: &Option<Arc<Profile>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match profile {
+        Some(profile) => s.serialize_str(&profile.source),
+        None => s.serialize_none(),
+    }
 }
 
 mod secs {
@@ -258,8 +129,11 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 25] = [
+pub const FIELDS: [&str; 30] = [
     "patterns",
+    "profile",
+    "target_pid",
+    "peers",
     "clients",
     "rate",
     "duration",
@@ -284,6 +158,9 @@ pub const FIELDS: [&str; 25] = [
     "work",
     "workers",
     "premium",
+    // Read by `threshold::Thresholds::from_raw`, not by the scenario itself.
+    "fail_if",
+    "fail_if_missing",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -304,6 +181,21 @@ pub enum ScenarioError {
     },
     #[error("{origin}: {detail}")]
     Invalid { origin: String, detail: String },
+}
+
+impl RawScenario {
+    /// The scenario's target profile, read from the file `profile` names (`None` when not set).
+    fn profile(&self) -> Result<Option<Arc<Profile>>, ScenarioError> {
+        let Some(value) = self.get("profile") else {
+            return Ok(None);
+        };
+        Profile::load(Path::new(value.text.trim()))
+            .map(|p| Some(Arc::new(p)))
+            .map_err(|e| ScenarioError::Invalid {
+                origin: value.origin.clone(),
+                detail: e.to_string(),
+            })
+    }
 }
 
 impl RawScenario {
@@ -369,6 +261,15 @@ impl RawScenario {
                 origin: format!("default {field}"),
             },
         );
+    }
+
+    /// What was given over layers of built-in defaults (each layer over the ones before it).
+    pub fn over_defaults(self, layers: &[&[(&'static str, &str)]]) -> Self {
+        let mut base = RawScenario::default();
+        for (field, value) in layers.iter().flat_map(|layer| layer.iter()) {
+            base.set_default(field, value);
+        }
+        base.merge(self)
     }
 
     /// Sets `field` to one element of the list it holds in `from`, keeping its origin.
@@ -454,7 +355,7 @@ impl RawScenario {
         let patterns = v.field("patterns", "sse", |t| {
             t.split(',')
                 .filter(|p| !p.trim().is_empty())
-                .map(PatternName::from_str)
+                .map(Pattern::from_str)
                 .collect::<Result<Vec<_>, _>>()
                 .and_then(|p| {
                     if p.is_empty() {
@@ -515,6 +416,15 @@ impl RawScenario {
             work: v.field("work", "20ms", |t| duration(t, 0.0, 60.0))?,
             workers: v.field("workers", "4", |t| count(t, 0, 4_096))? as usize,
             premium: v.field("premium", "0.2", |t| rate(t, 0.0, 1.0))?,
+            target_pid: v.optional("target_pid", |t| {
+                let pid = count(t, 1, u64::from(u32::MAX))? as u32;
+                if Path::new(&format!("/proc/{pid}/stat")).exists() {
+                    Ok(pid)
+                } else {
+                    Err(format!("no process {pid} is running on this machine"))
+                }
+            })?,
+            profile: self.profile()?,
             patterns,
             target,
         };
@@ -528,10 +438,38 @@ impl Scenario {
             origin: origin.to_owned(),
             detail,
         };
-        if self.patterns.iter().any(|p| p.is_generic()) && self.target.is_none() {
+        let generic = Pattern::names_where(Pattern::is_generic);
+        let any_generic = self.patterns.iter().any(|p| p.is_generic());
+        if any_generic && self.profile.is_some() {
             return Err(invalid(
                 "--pattern",
-                "poll-url, sse-url and ws-url drive someone else's server: give --target URL"
+                format!(
+                    "{generic} take --target URL; with --profile use the pattern names the \
+                     profile describes"
+                ),
+            ));
+        }
+        if any_generic {
+            let Some(target) = &self.target else {
+                return Err(invalid(
+                    "--pattern",
+                    format!("{generic} drive someone else's server: give --target URL"),
+                ));
+            };
+            let ad_hoc = Profile::ad_hoc(target, self.ws_message.as_deref())
+                .map_err(|detail| invalid("--target", detail))?;
+            self.profile = Some(Arc::new(ad_hoc));
+        } else if let Some(profile) = &self.profile {
+            self.check_profile(profile)?;
+        }
+        if self.target_pid.is_some()
+            && self.target.is_none()
+            && self.profile.as_ref().is_none_or(|p| p.start.is_some())
+        {
+            return Err(invalid(
+                "--target-pid",
+                "measures a server that is already running: give its --target URL (or a \
+                 --profile without [start])"
                     .into(),
             ));
         }
@@ -562,7 +500,7 @@ impl Scenario {
                 "feed and job patterns need a publish (submit) rate above 0".into(),
             ));
         }
-        if self.rate == 0.0 && self.patterns.contains(&PatternName::RequestResponse) {
+        if self.rate == 0.0 && self.patterns.iter().any(|p| p.kind() == Kind::Request) {
             self.closed_loop = true;
         }
         if self.drain.is_zero() {
@@ -570,6 +508,70 @@ impl Scenario {
             self.drain = (self.interval * 2).max(Duration::from_secs(2));
         }
         Ok(self)
+    }
+
+    /// A profile describes someone else's server: each pattern must be in it, and the embedded
+    /// servers' options do not apply.
+    fn check_profile(&self, profile: &Profile) -> Result<(), ScenarioError> {
+        let invalid = |origin: &str, detail: String| ScenarioError::Invalid {
+            origin: origin.to_owned(),
+            detail,
+        };
+        if self.bus == BusKind::Redis || self.instances > 1 {
+            return Err(invalid(
+                "--profile",
+                "--instances, --bus and --bus-url start commbench's own servers; a profile's \
+                 server runs its own bus"
+                    .into(),
+            ));
+        }
+        if self.target.is_none() {
+            if let Some(missing) = profile.missing() {
+                return Err(invalid(
+                    "--profile",
+                    format!(
+                        "{}: its server cannot start here: {missing}",
+                        profile.source
+                    ),
+                ));
+            }
+        }
+        if let Some(missing) = self.patterns.iter().find(|p| profile.spec(**p).is_none()) {
+            return Err(invalid(
+                "--pattern",
+                format!(
+                    "{missing} is not described by the target profile {} (it describes {})",
+                    profile.source,
+                    profile.pattern_names()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when `pattern`'s clients follow the profile (else commbench's own clients run).
+    pub fn profiled(&self, pattern: Pattern) -> bool {
+        self.profile
+            .as_ref()
+            .is_some_and(|p| p.spec(pattern).is_some())
+    }
+
+    /// Which server `pattern`'s cell measures: `commbench` (the embedded server), the profile's
+    /// name, or `external` (`--target` with commbench's clients, or the generic patterns).
+    pub fn target_name(&self, pattern: Pattern) -> String {
+        match &self.profile {
+            Some(profile) if self.profiled(pattern) => profile.name.clone(),
+            _ if self.target.is_some() => "external".to_owned(),
+            _ => "commbench".to_owned(),
+        }
+    }
+
+    /// True when events are published in `pattern`'s cells: a feed pattern on commbench's server,
+    /// or on a profile's server when the profile says how to publish.
+    pub fn publishes(&self, pattern: Pattern) -> bool {
+        pattern.uses_feed()
+            && (!self.profiled(pattern)
+                || self.profile.as_ref().is_some_and(|p| p.publish.is_some()))
     }
 
     /// Seconds in the measured window.
@@ -674,7 +676,7 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let s = RawScenario::default().validate().unwrap();
-        assert_eq!(s.patterns, vec![PatternName::Sse]);
+        assert_eq!(s.patterns, vec![Pattern::Sse]);
         assert_eq!(s.clients, 100);
         assert_eq!(s.drain, Duration::from_secs(2));
     }
@@ -724,7 +726,7 @@ mod tests {
         let mut flags = RawScenario::default();
         flags.set_flag("clients", "2k");
         let s = file.merge(flags).validate().unwrap();
-        assert_eq!(s.patterns, vec![PatternName::Sse, PatternName::Ws]);
+        assert_eq!(s.patterns, vec![Pattern::Sse, Pattern::Ws]);
         assert_eq!(s.clients, 2_000);
         assert_eq!(s.duration, Duration::from_secs(30));
         assert_eq!(s.rate, 5.0);
@@ -766,17 +768,17 @@ mod tests {
     #[test]
     fn graphql_patterns_have_names_and_aliases() {
         for (text, pattern) in [
-            ("graphql-poll", PatternName::GraphqlPoll),
-            ("GQL_POLL", PatternName::GraphqlPoll),
-            ("graphql-sub", PatternName::GraphqlSub),
-            ("graphql-subscription", PatternName::GraphqlSub),
+            ("graphql-poll", Pattern::GraphqlPoll),
+            ("GQL_POLL", Pattern::GraphqlPoll),
+            ("graphql-sub", Pattern::GraphqlSub),
+            ("graphql-subscription", Pattern::GraphqlSub),
         ] {
-            assert_eq!(text.parse::<PatternName>(), Ok(pattern), "{text}");
+            assert_eq!(text.parse::<Pattern>(), Ok(pattern), "{text}");
         }
-        let poll = PatternName::GraphqlPoll;
-        assert_eq!(poll.as_str().parse::<PatternName>(), Ok(poll));
+        let poll = Pattern::GraphqlPoll;
+        assert_eq!(poll.as_str().parse::<Pattern>(), Ok(poll));
         assert!(poll.uses_feed() && poll.polls_on_interval() && !poll.is_generic());
-        let sub = PatternName::GraphqlSub;
+        let sub = Pattern::GraphqlSub;
         assert!(sub.uses_feed() && !sub.polls_on_interval());
         assert_eq!(
             serde_json::to_value(sub).unwrap(),

@@ -2,12 +2,16 @@
 //! pollers). It is a scenario whose fields may hold lists; each combination is validated exactly like
 //! a `commbench run` scenario.
 
-use std::sync::Arc;
-
-use std::str::FromStr;
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+};
 
 use crate::{
-    scenario::{BusKind, PatternName, RawScenario, ScenarioError},
+    pattern::Pattern,
+    profile::Profile,
+    scenario::{BusKind, RawScenario, Scenario, ScenarioError},
     session::CellPlan,
 };
 
@@ -18,7 +22,7 @@ pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 pub const DEFAULTS: [(&str, &str); 11] = [
     (
         "patterns",
-        "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub",
+        "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub,socketio",
     ),
     ("clients", "100,1000,5000"),
     ("rate", "50"),
@@ -49,26 +53,18 @@ pub const QUICK: [(&str, &str); 4] = [
 
 /// Fills in the defaults (quick ones first when asked) under what the user gave.
 pub fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
-    let mut base = RawScenario::default();
-    for (field, value) in DEFAULTS {
-        base.set_default(field, value);
-    }
-    if quick {
-        for (field, value) in QUICK {
-            base.set_default(field, value);
-        }
-    }
-    base.merge(given)
+    let quick: &[_] = if quick { &QUICK } else { &[] };
+    given.over_defaults(&[&DEFAULTS, quick])
 }
 
 /// Expands a study into cells: every combination of the swept fields, each validated, ordered by
 /// client count so the report's scaling curves read left to right. Pollers get one cell per
 /// interval; other patterns one cell per combination.
 ///
-/// GraphQL polling is short polling in another envelope: when short-poll already sweeps the
-/// intervals, graphql-poll runs at the middle interval only (the one 1:1 comparison of the two
-/// envelopes), which keeps the default study near 5 minutes (27 cells instead of 33). Without
-/// short-poll in the study it sweeps every interval like any poller.
+/// A layered poller is another poller in a new envelope (GraphQL polling is short polling): when
+/// the poller underneath already sweeps the intervals, the layered one runs at the middle interval
+/// only (the one 1:1 comparison of the two envelopes), which keeps the default study near 5 minutes
+/// (27 cells instead of 33). Without the poller underneath it sweeps every interval like any poller.
 pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
     let mut combos = vec![study.clone()];
     for field in SWEPT {
@@ -93,14 +89,16 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
     let mut plans = Vec::new();
     for combo in &combos {
         let scenario = Arc::new(combo.validate()?);
-        let with_short_poll = scenario.patterns.contains(&PatternName::ShortPoll);
         let is_first_interval = is_interval(combo, intervals.first());
         let is_middle_interval = is_interval(combo, intervals.get(intervals.len() / 2));
         for pattern in &scenario.patterns {
-            let runs = match pattern {
-                PatternName::GraphqlPoll if with_short_poll => is_middle_interval,
-                p if p.polls_on_interval() => true,
-                _ => is_first_interval,
+            let swept_underneath = pattern
+                .layer()
+                .is_some_and(|layer| scenario.patterns.contains(&layer.over));
+            let runs = match (pattern.polls_on_interval(), swept_underneath) {
+                (true, true) => is_middle_interval,
+                (true, false) => true,
+                (false, _) => is_first_interval,
             };
             if runs {
                 plans.push(CellPlan {
@@ -163,7 +161,8 @@ fn job_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan
         return Err(ScenarioError::Invalid {
             origin: study.origin_of("job_patterns"),
             detail: format!(
-                "{other} is not a job pattern (job-short-poll, job-long-poll, job-sse, job-ws)"
+                "{other} is not a job pattern ({})",
+                Pattern::names_where(Pattern::is_job)
             ),
         });
     }
@@ -174,7 +173,7 @@ fn job_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan
 fn listed_patterns(
     study: &RawScenario,
     field: &'static str,
-) -> Result<Vec<PatternName>, ScenarioError> {
+) -> Result<Vec<Pattern>, ScenarioError> {
     let names = study.values_of(field).unwrap_or_default();
     let invalid = |detail: String| ScenarioError::Invalid {
         origin: study.origin_of(field),
@@ -183,7 +182,7 @@ fn listed_patterns(
     let patterns = names
         .iter()
         .filter(|p| p.as_str() != "none")
-        .map(|p| PatternName::from_str(p).map_err(invalid))
+        .map(|p| Pattern::from_str(p).map_err(invalid))
         .collect::<Result<Vec<_>, _>>()?;
     match patterns.iter().find(|p| p.is_generic()) {
         Some(generic) => Err(invalid(format!(
@@ -198,7 +197,7 @@ fn listed_patterns(
 fn at_middle_clients(
     study: &RawScenario,
     combos: &[RawScenario],
-    patterns: &[PatternName],
+    patterns: &[Pattern],
     adjust: impl Fn(&mut RawScenario),
 ) -> Result<Vec<CellPlan>, ScenarioError> {
     if patterns.is_empty() {
@@ -240,33 +239,124 @@ fn at_middle_clients(
     Ok(plans)
 }
 
+/// `--peers`: each peer's cells beside commbench's — every in-process, single-server cell of
+/// `plans` whose pattern the peer's profile describes, against the peer started from its profile
+/// — plus notes on what was left out (a peer that cannot start here, patterns it does not
+/// describe). At each client count a peer's cells follow commbench's.
+pub fn with_peers(
+    study: &RawScenario,
+    mut plans: Vec<CellPlan>,
+) -> Result<(Vec<CellPlan>, Vec<String>), ScenarioError> {
+    let names: Vec<String> = study
+        .values_of("peers")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p != "none")
+        .collect();
+    let invalid = |detail: String| ScenarioError::Invalid {
+        origin: study.origin_of("peers"),
+        detail,
+    };
+    if names.is_empty() {
+        return Ok((plans, Vec::new()));
+    }
+    if study.validate_first()?.target.is_some() {
+        return Err(invalid(
+            "sets peers beside commbench's own server; without --target".into(),
+        ));
+    }
+    let mut notes = Vec::new();
+    let mut added = Vec::new();
+    for name in &names {
+        let path = peer_profile(name).ok_or_else(|| {
+            invalid(format!(
+                "no peer `{name}`: expected peers/{name}/profile.toml or a profile's path"
+            ))
+        })?;
+        let profile = Arc::new(Profile::load(&path).map_err(|e| invalid(e.to_string()))?);
+        if let Some(missing) = profile.missing() {
+            notes.push(format!(
+                "the {} peer's cells were left out: {missing}",
+                profile.name
+            ));
+            continue;
+        }
+        let mut undescribed: Vec<Pattern> = Vec::new();
+        for plan in &plans {
+            let scenario = &plan.scenario;
+            if scenario.bus != BusKind::Memory || scenario.instances > 1 || plan.pattern.is_job() {
+                continue;
+            }
+            if profile.spec(plan.pattern).is_none() {
+                undescribed.push(plan.pattern);
+                continue;
+            }
+            let scenario = Scenario {
+                profile: Some(profile.clone()),
+                ..Scenario::clone(scenario)
+            };
+            added.push(CellPlan {
+                pattern: plan.pattern,
+                scenario: Arc::new(scenario),
+            });
+        }
+        undescribed.sort();
+        undescribed.dedup();
+        if !undescribed.is_empty() {
+            let names: Vec<&str> = undescribed.iter().map(|p| p.as_str()).collect();
+            notes.push(format!(
+                "the {} peer's profile does not describe {}: those cells are commbench's only",
+                profile.name,
+                names.join(", ")
+            ));
+        }
+    }
+    plans.extend(added);
+    plans.sort_by_key(|plan| plan.scenario.clients);
+    Ok((plans, notes))
+}
+
+/// A peer's profile: a path to a `.toml`, or `peers/{name}/profile.toml` from the current
+/// directory or this source tree.
+fn peer_profile(name: &str) -> Option<PathBuf> {
+    if name.ends_with(".toml") {
+        return Some(PathBuf::from(name));
+    }
+    let relative = Path::new("peers").join(name).join("profile.toml");
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(&relative);
+    [relative, in_tree].into_iter().find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn count(plans: &[CellPlan], pattern: PatternName) -> usize {
+    fn count(plans: &[CellPlan], pattern: Pattern) -> usize {
         plans.iter().filter(|p| p.pattern == pattern).count()
     }
 
     #[test]
     fn default_study_sweeps_clients_and_poll_intervals() {
         let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
-        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
         // 4 patterns on Redis and the 4 job patterns at 1000 clients.
-        assert_eq!(plans.len(), 35);
+        assert_eq!(plans.len(), 38);
         let jobs: Vec<_> = plans.iter().filter(|p| p.pattern.is_job()).collect();
         assert_eq!(jobs.len(), 4);
         assert!(jobs
             .iter()
             .all(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory));
         // 9 in-process, 1 on Redis.
-        assert_eq!(count(&plans, PatternName::ShortPoll), 10);
-        assert_eq!(count(&plans, PatternName::Sse), 4);
-        assert_eq!(count(&plans, PatternName::GraphqlSub), 3);
-        assert_eq!(count(&plans, PatternName::GraphqlPoll), 3);
+        assert_eq!(count(&plans, Pattern::ShortPoll), 10);
+        assert_eq!(count(&plans, Pattern::Sse), 4);
+        assert_eq!(count(&plans, Pattern::GraphqlSub), 3);
+        assert_eq!(count(&plans, Pattern::SocketIo), 3);
+        assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
         assert!(plans
             .iter()
-            .filter(|p| p.pattern == PatternName::GraphqlPoll)
+            .filter(|p| p.pattern == Pattern::GraphqlPoll)
             .all(|p| p.scenario.interval == std::time::Duration::from_secs(1)));
         assert!(plans
             .windows(2)
@@ -276,9 +366,9 @@ mod tests {
     #[test]
     fn quick_study_is_smaller() {
         let plans = plans(&with_defaults(RawScenario::default(), true)).unwrap();
-        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 5 other patterns), plus
+        // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
         // the 4 Redis cells and the 4 job cells.
-        assert_eq!(plans.len(), 24);
+        assert_eq!(plans.len(), 26);
     }
 
     fn on_redis(plans: &[CellPlan]) -> Vec<&CellPlan> {
@@ -296,10 +386,10 @@ mod tests {
         assert_eq!(
             names,
             [
-                PatternName::Sse,
-                PatternName::Ws,
-                PatternName::LongPoll,
-                PatternName::ShortPoll
+                Pattern::Sse,
+                Pattern::Ws,
+                Pattern::LongPoll,
+                Pattern::ShortPoll
             ]
         );
         assert!(redis
@@ -343,8 +433,8 @@ mod tests {
         given.set_flag("patterns", "graphql-poll,graphql-sub");
         given.set_flag("clients", "10");
         let plans = plans(&with_defaults(given, false)).unwrap();
-        assert_eq!(count(&plans, PatternName::GraphqlPoll), 3);
-        assert_eq!(count(&plans, PatternName::GraphqlSub), 1);
+        assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
+        assert_eq!(count(&plans, Pattern::GraphqlSub), 1);
     }
 
     #[test]
@@ -357,6 +447,73 @@ mod tests {
         // Plus sse and ws on Redis at the middle client count (20), per payload.
         assert_eq!(plans.len(), 2 * 2 * 2 + 2 * 2);
         assert!(plans.iter().any(|p| p.scenario.payload == 1024));
+    }
+
+    #[test]
+    fn peers_repeat_the_cells_their_profile_describes() {
+        let mut given = RawScenario::default();
+        given.set_flag("peers", "node");
+        given.set_flag("job_patterns", "none");
+        let study = with_defaults(given, true);
+        let main = plans(&study).unwrap();
+        let (all, notes) = with_peers(&study, main.clone()).unwrap();
+        let node: Vec<&CellPlan> = all
+            .iter()
+            .filter(|p| p.scenario.target_name(p.pattern) == "node")
+            .collect();
+        if notes.iter().any(|n| n.contains("left out")) {
+            // node is not installed here: only the note.
+            assert!(node.is_empty(), "{notes:?}");
+            return;
+        }
+        // rr ×2, short-poll ×4, long-poll, sse, ws, socketio ×2 each; no GraphQL, no Redis cells.
+        assert_eq!(node.len(), 2 + 4 + 2 * 4, "{notes:?}");
+        assert!(node.iter().all(|p| p.scenario.bus == BusKind::Memory));
+        assert_eq!(all.len(), main.len() + node.len());
+        assert!(notes[0].contains("graphql-poll, graphql-sub"), "{notes:?}");
+        // At each client count the peer's cells follow commbench's.
+        let first_node = all
+            .iter()
+            .position(|p| p.scenario.target_name(p.pattern) == "node")
+            .unwrap();
+        assert_eq!(all[first_node].scenario.clients, 100);
+        assert!(all[first_node - 1].scenario.clients == 100);
+        let mut given = RawScenario::default();
+        given.set_flag("peers", "carrier-pigeon");
+        let err = with_peers(&with_defaults(given.clone(), true), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--peers") && err.contains("no peer `carrier-pigeon`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_cannot_start_here_is_left_out_with_the_install_command() {
+        let path = std::env::temp_dir().join(format!("commbench-peer-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name = \"ghost\"\n[start]\ncommand = [\"no-such-server-cb\"]\n\
+             ready_line = \"up {base_url}\"\ninstall = \"scripts/install-ghost.sh\"\n\
+             [patterns.sse]\nurl = \"/s\"\n",
+        )
+        .unwrap();
+        let mut given = RawScenario::default();
+        given.set_flag("peers", path.display().to_string());
+        given.set_flag("patterns", "sse");
+        let study = with_defaults(given, true);
+        let main = plans(&study).unwrap();
+        let (all, notes) = with_peers(&study, main.clone()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(all.len(), main.len());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("the ghost peer's cells were left out")
+                && notes[0].contains("`no-such-server-cb` is not installed")
+                && notes[0].contains("scripts/install-ghost.sh"),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Every pattern carries the same JSON object per event, `{"topic":"t","seq":7,"data":"…"}` (or
 //! `"data_b64"` when the payload is not UTF-8), so byte counts compare like with like. The SSE frame is
-//! pre-built too; WebSocket frames and poll bodies reuse the JSON bytes without copying.
+//! pre-built too; WebSocket frames and poll bodies reuse the JSON bytes without copying. The
+//! Socket.IO packet is built on first use, once, so patterns nobody follows cost nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,6 +26,8 @@ pub struct Event {
     pub json: Bytes,
     /// The complete SSE frame: `id: {seq}\ndata: {json}\n\n`.
     pub sse: Bytes,
+    /// The Socket.IO event packet `42["event",{json}]`, built by its first Socket.IO subscriber.
+    socketio: OnceLock<Bytes>,
 }
 
 impl Event {
@@ -43,10 +46,20 @@ impl Event {
             payload,
             json,
             sse: sse.freeze(),
+            socketio: OnceLock::new(),
         })
     }
 
-    /// Bytes this event occupies in memory (payload plus encodings), for history accounting.
+    /// The Socket.IO packet carrying this event (the event JSON as the argument of an `event`
+    /// event), encoded once and shared by every Socket.IO subscriber.
+    pub fn socketio(&self) -> &Bytes {
+        self.socketio
+            .get_or_init(|| crate::socketio_wire::event_bytes("event", &self.json).into())
+    }
+
+    /// Bytes this event occupies in memory (payload plus encodings), for history accounting. The
+    /// Socket.IO packet is left out: it may be built after the event entered history, and the
+    /// accounting must not change while the event is held (it adds about the JSON's size again).
     pub fn footprint(&self) -> usize {
         self.payload.len() + self.json.len() + self.sse.len()
     }
@@ -101,6 +114,20 @@ mod tests {
         let e = Event::new(topic(), 1, Bytes::from_static(&[0xff, 0x00, 0x80]));
         let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap_or_default();
         assert_eq!(v["data_b64"], "/wCA");
+    }
+
+    #[test]
+    fn socketio_packet_wraps_the_json_once() {
+        let e = Event::new(topic(), 3, Bytes::from_static(b"x"));
+        let footprint = e.footprint();
+        let packet = e.socketio().clone();
+        assert_eq!(
+            &packet[..],
+            br#"42["event",{"topic":"t1","seq":3,"data":"x"}]"#
+        );
+        // The same bytes every time, and history accounting is unchanged.
+        assert_eq!(e.socketio().as_ptr(), packet.as_ptr());
+        assert_eq!(e.footprint(), footprint);
     }
 
     #[test]

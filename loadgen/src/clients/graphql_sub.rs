@@ -9,8 +9,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     graphql_poll::{head, operation_start},
+    stream_feed::Arrival,
     ws_conn::{self, Socket},
-    ws_feed::{self, FeedProtocol, Step},
+    ws_feed::{self, FeedProtocol, Opened, Step},
     ClientCtx, FeedReceiver,
 };
 use crate::{
@@ -38,11 +39,7 @@ struct GraphqlWs {
 }
 
 impl FeedProtocol for GraphqlWs {
-    async fn subscribe(
-        &mut self,
-        ctx: &ClientCtx,
-        cursor: Option<u64>,
-    ) -> Result<(Socket, Option<u64>), ClientError> {
+    async fn subscribe(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
         let after = match cursor {
             Some(cursor) => cursor,
             // A subscription confirms no cursor, so the first start is the head, asked over HTTP
@@ -53,24 +50,14 @@ impl FeedProtocol for GraphqlWs {
                 head(&mut conn, ctx.topic()).await?
             }
         };
-        let mut socket = ws_conn::open(ctx, PATH, Some(SUBPROTOCOL)).await?;
-        let init = r#"{"type":"connection_init","payload":{}}"#;
-        ws_conn::send_text(&mut socket, init.to_owned()).await?;
-        tokio::time::timeout(ACK_TIMEOUT, acknowledged(&mut socket))
-            .await
-            .map_err(|_| ClientError::Timeout(ACK_TIMEOUT))??;
+        let mut socket = open(ctx, PATH).await?;
         let subscribe = subscribe_message(&self.operation_start, after);
         ws_conn::send_text(&mut socket, subscribe).await?;
         Ok((socket, Some(after)))
     }
 
-    fn message(
-        &mut self,
-        ctx: &ClientCtx,
-        message: Message,
-        receiver: Option<&mut FeedReceiver>,
-        now_ns: u64,
-    ) -> Step {
+    fn message(&mut self, message: Message, arrival: Arrival<'_>) -> Step {
+        let ctx = arrival.ctx;
         let counters = &ctx.recorder().counters;
         let text = match message {
             Message::Text(text) => text,
@@ -87,19 +74,42 @@ impl FeedProtocol for GraphqlWs {
         };
         match message.kind {
             "next" if message.id == Some(ID) => {
-                next(ctx, message.payload, receiver, now_ns);
+                next(
+                    ctx,
+                    message.payload,
+                    arrival.receiver.as_mut(),
+                    arrival.now_ns,
+                );
                 Step::Continue
             }
-            "ping" => Step::Reply(r#"{"type":"pong"}"#.to_owned()),
-            // A lagged subscriber gets `error` (then `complete`): either ends the operation.
-            "error" => {
-                counters.error("graphql_error");
-                Step::End
-            }
-            "complete" => Step::End,
-            _ => Step::Continue,
+            kind => control(kind, counters),
         }
     }
+}
+
+/// What a `graphql-transport-ws` message other than a result asks of the client: a pong for a
+/// ping; `error` (a lagged subscriber gets one, then `complete`) and `complete` end the operation.
+pub(super) fn control(kind: &str, counters: &crate::record::Counters) -> Step {
+    match kind {
+        "ping" => Step::Reply(r#"{"type":"pong"}"#.to_owned()),
+        "error" => {
+            counters.error("graphql_error");
+            Step::End
+        }
+        "complete" => Step::End,
+        _ => Step::Continue,
+    }
+}
+
+/// Opens `path` with the `graphql-transport-ws` subprotocol and waits for `connection_ack`.
+pub(super) async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
+    let mut socket = ws_conn::open(ctx, path, Some(SUBPROTOCOL)).await?;
+    let init = r#"{"type":"connection_init","payload":{}}"#;
+    ws_conn::send_text(&mut socket, init.to_owned()).await?;
+    tokio::time::timeout(ACK_TIMEOUT, acknowledged(&mut socket))
+        .await
+        .map_err(|_| ClientError::Timeout(ACK_TIMEOUT))??;
+    Ok(socket)
 }
 
 /// `{"id":"1","type":"subscribe","payload":{"query":…,"variables":{"topic":…,"after":N}}}`.

@@ -4,13 +4,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use commbench_servers::event_stream::Parser;
 use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     jobs::{notify_topic, JobView, Notify},
-    sse::open_stream,
-    sse_parse::{read_chunk, SseParser},
+    sse_stream::{self, read_chunk},
     ws_conn::{self, Socket},
     ClientCtx,
 };
@@ -22,7 +22,7 @@ const MAX_FRAME: usize = 1 << 20;
 const MAX_RESUMES: u32 = 10;
 
 enum Stream {
-    Sse { body: Incoming, parser: SseParser },
+    Sse { body: Incoming, parser: Box<Parser> },
     Ws(Box<Socket>),
 }
 
@@ -95,13 +95,13 @@ impl Listener {
         match &mut self.stream {
             Stream::Sse { body, parser } => loop {
                 if let Some(frame) = parser.next_frame() {
-                    return Ok(match frame.event.as_deref() {
+                    return Ok(match frame.dispatched_type() {
                         Some("subscribed") => Heard::Subscribed(
-                            wire::ws_notice(&frame.data)
+                            wire::ws_notice(frame.data())
                                 .and_then(|n| n.after)
                                 .unwrap_or(0),
                         ),
-                        None if frame.id.is_some() => parse_event(frame.data.as_bytes())?,
+                        Some("message") => parse_event(frame.data().as_bytes())?,
                         _ => Heard::Nothing,
                     });
                 }
@@ -152,9 +152,9 @@ async fn open(ctx: &ClientCtx, kind: Notify, cursor: Option<u64>) -> Result<Stre
     if let Some(resume) = resume.as_deref() {
         headers.push(("last-event-id", resume));
     }
-    let body = open_stream(ctx, &format!("/sse/{topic}"), &headers).await?;
+    let body = sse_stream::open(ctx, &format!("/sse/{topic}"), &headers).await?;
     Ok(Stream::Sse {
         body,
-        parser: SseParser::new(MAX_FRAME),
+        parser: Box::new(Parser::new(MAX_FRAME)),
     })
 }

@@ -1,23 +1,25 @@
 //! Simulated clients, one module per pattern behind one signature: `run(ClientCtx)`. Each client owns
-//! its connection(s), records into the shared recorder, and stops when the run tells it to.
+//! its connection(s), records into the shared recorder, and stops when the run tells it to. Each
+//! pattern's entry point is named in its row in `crate::pattern`; the other modules are shared pieces.
 
 mod feed;
-mod graphql_poll;
-mod graphql_sub;
+pub(crate) mod graphql_poll;
+pub(crate) mod graphql_sub;
 mod job_notify;
-mod jobs;
-mod long_poll;
-mod poll_url;
-mod request_response;
+pub(crate) mod jobs;
+pub(crate) mod long_poll;
+pub(crate) mod profiled;
+pub(crate) mod request_response;
 mod requests;
-mod short_poll;
-mod sse;
-mod sse_parse;
-mod sse_url;
-mod ws;
-mod ws_conn;
+pub(crate) mod short_poll;
+pub(crate) mod socketio;
+pub(crate) mod sse;
+mod sse_stream;
+pub mod stamp;
+mod stream_feed;
+pub(crate) mod ws;
+pub(crate) mod ws_conn;
 mod ws_feed;
-mod ws_url;
 
 use std::{
     collections::HashMap,
@@ -31,11 +33,11 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use feed::{after_stream_end, AfterEnd, FeedReceiver};
+pub use feed::{Accounting, FeedReceiver};
 pub use jobs::notify_topic;
 
 use crate::{
-    clock::RunClock, http::ClientError, record::Recorder, scenario::PatternName,
+    clock::RunClock, http::ClientError, pattern::Pattern, profile::PatternSpec, record::Recorder,
     scenario::Scenario, target::Target,
 };
 
@@ -55,6 +57,8 @@ pub enum Phase {
 /// State shared by the runner and every client of one cell.
 pub struct RunShared {
     pub scenario: Arc<Scenario>,
+    /// The cell's pattern.
+    pub pattern: Pattern,
     /// Every server instance; publishes go to the first.
     pub targets: Vec<Arc<Target>>,
     pub recorder: Arc<Recorder>,
@@ -68,6 +72,9 @@ pub struct RunShared {
     pub failed: AtomicUsize,
     /// The last sequence number published per topic, known once publishing stops.
     pub final_heads: OnceLock<HashMap<String, u64>>,
+    /// Publishes issued so far per topic (index as `topics`): the last publish ordinal, what books
+    /// kept by stamp start after and close at (`clients::stamp`).
+    pub issued: Vec<AtomicU64>,
     /// Topic names of this cell (client `i` follows `topics[i % len]`).
     pub topics: Vec<String>,
     /// The job queue of this cell (job patterns).
@@ -81,6 +88,26 @@ impl RunShared {
 
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// The target profile's section for this cell's pattern, when a profile describes the target.
+    pub fn spec(&self) -> Option<&PatternSpec> {
+        self.scenario.profile.as_ref()?.spec(self.pattern)
+    }
+
+    /// How the profile-driven clients of this cell keep their books: by stamp when the profile
+    /// publishes and the route relays the payloads, else by the messages themselves.
+    pub fn accounting(&self) -> Accounting {
+        let stamps = self
+            .scenario
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.stamps(self.pattern));
+        if stamps {
+            Accounting::Stamp { latest: false }
+        } else {
+            Accounting::InterArrival
+        }
     }
 }
 
@@ -99,7 +126,20 @@ pub struct ClientCtx {
 
 impl ClientCtx {
     pub fn topic(&self) -> &str {
-        &self.shared.topics[self.id % self.shared.topics.len()]
+        &self.shared.topics[self.topic_index()]
+    }
+
+    /// The index of the client's topic in the cell's topics.
+    pub fn topic_index(&self) -> usize {
+        self.id % self.shared.topics.len()
+    }
+
+    /// Publishes issued to the client's topic so far.
+    pub fn issued(&self) -> u64 {
+        self.shared
+            .issued
+            .get(self.topic_index())
+            .map_or(0, |n| n.load(Relaxed))
     }
 
     pub fn recorder(&self) -> &Recorder {
@@ -141,25 +181,5 @@ impl ClientCtx {
     }
 }
 
-/// The signature every pattern's client implements.
+/// The signature every pattern's client implements (named in the pattern's row, `crate::pattern`).
 pub type ClientFn = fn(ClientCtx) -> BoxFuture<'static, ()>;
-
-/// The client for a pattern. Adding a pattern = its module + one line here.
-pub fn client_for(pattern: PatternName) -> ClientFn {
-    match pattern {
-        PatternName::RequestResponse => |ctx| Box::pin(request_response::run(ctx)),
-        PatternName::ShortPoll => |ctx| Box::pin(short_poll::run(ctx)),
-        PatternName::LongPoll => |ctx| Box::pin(long_poll::run(ctx)),
-        PatternName::Sse => |ctx| Box::pin(sse::run(ctx)),
-        PatternName::Ws => |ctx| Box::pin(ws::run(ctx)),
-        PatternName::GraphqlPoll => |ctx| Box::pin(graphql_poll::run(ctx)),
-        PatternName::GraphqlSub => |ctx| Box::pin(graphql_sub::run(ctx)),
-        PatternName::PollUrl => |ctx| Box::pin(poll_url::run(ctx)),
-        PatternName::SseUrl => |ctx| Box::pin(sse_url::run(ctx)),
-        PatternName::WsUrl => |ctx| Box::pin(ws_url::run(ctx)),
-        PatternName::JobShortPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::ShortPoll)),
-        PatternName::JobLongPoll => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::LongPoll)),
-        PatternName::JobSse => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Sse)),
-        PatternName::JobWs => |ctx| Box::pin(jobs::run(ctx, jobs::Notify::Ws)),
-    }
-}

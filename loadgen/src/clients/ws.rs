@@ -4,21 +4,18 @@
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    ws_conn::{self, Socket},
-    ws_feed::{self, FeedProtocol, Step},
-    ClientCtx, FeedReceiver,
+    stream_feed::Arrival,
+    ws_conn,
+    ws_feed::{self, FeedProtocol, Opened, Step},
+    ClientCtx,
 };
-use crate::{http::ClientError, wire};
+use crate::wire;
 
 /// commbench's own WebSocket protocol on `/ws`.
 struct Plain;
 
 impl FeedProtocol for Plain {
-    async fn subscribe(
-        &mut self,
-        ctx: &ClientCtx,
-        cursor: Option<u64>,
-    ) -> Result<(Socket, Option<u64>), ClientError> {
+    async fn subscribe(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
         let after = cursor.map_or(String::new(), |c| format!(",\"after\":{c}"));
         // Push subscribers opt out of chat join notices: the benchmark measures event delivery.
         let subscribe = format!(
@@ -31,17 +28,12 @@ impl FeedProtocol for Plain {
         Ok((socket, None))
     }
 
-    fn message(
-        &mut self,
-        ctx: &ClientCtx,
-        message: Message,
-        receiver: Option<&mut FeedReceiver>,
-        now_ns: u64,
-    ) -> Step {
+    fn message(&mut self, message: Message, mut arrival: Arrival<'_>) -> Step {
+        let ctx = arrival.ctx;
         match message {
-            Message::Binary(bytes) => match (wire::event(&bytes), receiver) {
+            Message::Binary(bytes) => match (wire::event(&bytes), arrival.receiver.as_mut()) {
                 (Some(event), Some(receiver)) => {
-                    receiver.event(ctx, event.seq, event.data.as_deref(), now_ns)
+                    receiver.event(ctx, event.seq, event.data.as_deref(), arrival.now_ns)
                 }
                 _ => ctx.recorder().counters.error("bad_event"),
             },
@@ -50,8 +42,8 @@ impl FeedProtocol for Plain {
                     ctx.recorder().counters.error("bad_notice");
                     return Step::Continue;
                 };
-                match (notice.kind, receiver) {
-                    ("subscribed", _) => return Step::Subscribed(notice.after.unwrap_or(0)),
+                match (notice.kind, arrival.receiver.as_mut()) {
+                    ("subscribed", _) => arrival.subscribed(notice.after.unwrap_or(0)),
                     ("gap", Some(receiver)) => receiver.gap(notice.oldest.unwrap_or(0)),
                     ("error", _) => ctx
                         .recorder()

@@ -1,23 +1,25 @@
-//! The one WebSocket feed loop, shared by the plain WebSocket and GraphQL subscription clients:
-//! subscribe, hand every message to the protocol, resubscribe after the cursor on a new socket when
-//! the stream ends, and close the books.
+//! WebSocket feed clients (WebSocket, GraphQL subscriptions, Socket.IO, and their profile-driven kin) on the one streaming loop
+//! (`stream_feed`): a socket is the stream, a message the item; a protocol only subscribes and
+//! reads its messages, answering when it must.
 
 use std::future::Future;
 
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    after_stream_end,
+    stream_feed::{self, Arrival, Flow, StreamProtocol},
     ws_conn::{self, Socket},
-    AfterEnd, ClientCtx, FeedReceiver, Phase,
+    ClientCtx,
 };
 use crate::http::ClientError;
+
+/// A socket subscribed to the client's topic, and the cursor it starts after when known without a
+/// server notice.
+pub type Opened = Result<(Socket, Option<u64>), ClientError>;
 
 /// What the loop does after a message.
 pub enum Step {
     Continue,
-    /// The server confirmed the subscription after this cursor (the client's start, the first time).
-    Subscribed(u64),
     /// Send this text back (a protocol-level pong).
     Reply(String),
     /// The server ended the subscription: resubscribe after the cursor.
@@ -27,111 +29,78 @@ pub enum Step {
 /// How one WebSocket protocol subscribes and reads its messages.
 pub trait FeedProtocol: Send {
     /// Opens a socket subscribed to the client's topic after `cursor` (`None`: the first time).
-    /// Returns the cursor the subscription starts after when it is known without a server notice.
     fn subscribe(
         &mut self,
         ctx: &ClientCtx,
         cursor: Option<u64>,
-    ) -> impl Future<Output = Result<(Socket, Option<u64>), ClientError>> + Send;
+    ) -> impl Future<Output = Opened> + Send;
 
-    /// Handles a data message (not a close); `receiver` is `None` until the subscription is
-    /// confirmed.
-    fn message(
-        &mut self,
-        ctx: &ClientCtx,
-        message: Message,
-        receiver: Option<&mut FeedReceiver>,
-        now_ns: u64,
-    ) -> Step;
+    /// Handles a data message (not a close).
+    fn message(&mut self, message: Message, arrival: Arrival<'_>) -> Step;
+
+    /// How the client's books are kept (see `StreamProtocol::accounting`).
+    fn accounting(&self) -> super::Accounting {
+        super::Accounting::Seq
+    }
 }
 
 /// Runs one feed client over `protocol` until the run stops or the client has everything.
-pub async fn run(ctx: ClientCtx, mut protocol: impl FeedProtocol) {
-    let mut receiver: Option<FeedReceiver> = None;
-    let mut reconnects = 0;
-    let mut stop = std::pin::pin!(ctx.reached(Phase::Stop));
-    let mut drain = std::pin::pin!(ctx.reached(Phase::Drain));
-    let mut draining = false;
-    'connection: loop {
-        let cursor = receiver.as_ref().map(FeedReceiver::cursor);
-        let mut socket = match protocol.subscribe(&ctx, cursor).await {
-            Ok((socket, confirmed)) => {
-                if let Some(after) = confirmed {
-                    subscribed(&ctx, &mut receiver, after);
-                }
-                socket
-            }
-            Err(error) if receiver.is_none() => return ctx.mark_failed(&error),
-            Err(error) => {
-                ctx.error(&error);
-                break;
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                message = ws_conn::next(&mut socket) => message,
-                () = &mut stop => break 'connection,
-                () = &mut drain, if !draining => {
-                    draining = true;
-                    if receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-                        break 'connection;
-                    }
-                    continue;
-                }
-            };
-            let now = ctx.now_ns();
-            match message {
-                Some(Ok(Message::Close(frame))) => {
-                    if let Some(frame) = frame {
-                        ctx.recorder()
-                            .counters
-                            .error(format!("ws_close_{}", u16::from(frame.code)));
-                    }
-                    break;
-                }
-                Some(Ok(message)) => {
-                    match protocol.message(&ctx, message, receiver.as_mut(), now) {
-                        Step::Continue => {}
-                        Step::Subscribed(after) => subscribed(&ctx, &mut receiver, after),
-                        Step::Reply(text) => {
-                            if let Err(error) = ws_conn::send_text(&mut socket, text).await {
-                                ctx.error(&error);
-                                break;
-                            }
-                        }
-                        Step::End => break,
-                    }
-                }
-                Some(Err(error)) => {
-                    ctx.error(&error);
-                    break;
-                }
-                None => break,
-            }
-            if draining && receiver.as_ref().is_some_and(|r| r.done(&ctx)) {
-                break 'connection;
-            }
-        }
-        match after_stream_end(&ctx, receiver.as_ref(), &mut reconnects).await {
-            AfterEnd::Reconnect => {}
-            AfterEnd::Finish => break,
-            AfterEnd::NeverSubscribed => {
-                return ctx.mark_failed(&ClientError::Protocol(
-                    "socket closed before the subscription was confirmed".into(),
-                ))
-            }
-        }
-    }
-    if let Some(receiver) = receiver {
-        receiver.finish(&ctx);
-    }
+pub async fn run(ctx: ClientCtx, protocol: impl FeedProtocol) {
+    stream_feed::run(ctx, WebSocket(protocol)).await;
 }
 
-/// The first confirmation starts the client's books and marks it ready; later ones (after a
-/// reconnect) resume the same books.
-fn subscribed(ctx: &ClientCtx, receiver: &mut Option<FeedReceiver>, after: u64) {
-    if receiver.is_none() {
-        *receiver = Some(FeedReceiver::new(after));
-        ctx.mark_ready();
+struct WebSocket<P>(P);
+
+impl<P: FeedProtocol> StreamProtocol for WebSocket<P> {
+    type Stream = Socket;
+    type Item = Message;
+    const UNCONFIRMED: &'static str = "socket closed before the subscription was confirmed";
+
+    fn accounting(&self) -> super::Accounting {
+        self.0.accounting()
+    }
+
+    async fn open(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
+        self.0.subscribe(ctx, cursor).await
+    }
+
+    /// A close frame ends the stream (its code counted as an error).
+    async fn read(socket: &mut Socket, ctx: &ClientCtx) -> Option<Message> {
+        match ws_conn::next(socket).await {
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(frame) = frame {
+                    ctx.recorder()
+                        .counters
+                        .error(format!("ws_close_{}", u16::from(frame.code)));
+                }
+                None
+            }
+            Some(Ok(message)) => Some(message),
+            Some(Err(error)) => {
+                ctx.error(&error);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        socket: &mut Socket,
+        message: Message,
+        arrival: Arrival<'_>,
+    ) -> Flow {
+        let ctx = arrival.ctx;
+        match self.0.message(message, arrival) {
+            Step::Continue => Flow::Continue,
+            Step::Reply(text) => match ws_conn::send_text(socket, text).await {
+                Ok(()) => Flow::Continue,
+                Err(error) => {
+                    ctx.error(&error);
+                    Flow::End
+                }
+            },
+            Step::End => Flow::End,
+        }
     }
 }

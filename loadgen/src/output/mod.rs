@@ -1,6 +1,8 @@
 //! Result files of a run: `summary.csv`, `run.json`, `.hgrm` and `.hlog` files, the terminal table
 //! and the `results/latest` link.
 
+mod capacity;
+mod csv_file;
 mod error;
 mod hgrm;
 mod hlog;
@@ -8,13 +10,14 @@ mod run_json;
 mod summary;
 mod table;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
+pub use capacity::{read_capacity, write_capacity, CapacityRow, CAPACITY_FILE};
 pub use error::OutputError;
 pub use hgrm::{percentile_distribution, write_hgrm, MICROS_PER_MS, TICKS_PER_HALF_DISTANCE};
 pub use hlog::HlogWriter;
@@ -102,9 +105,7 @@ fn symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        output::test_util::sample_cell, output::test_util::temp_path, scenario::PatternName,
-    };
+    use crate::{output::test_util::sample_cell, output::test_util::temp_path, pattern::Pattern};
 
     fn info(cells: &[CellResult]) -> RunInfo {
         RunInfo {
@@ -120,6 +121,7 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
+            notes: Vec::new(),
         }
     }
 
@@ -128,8 +130,8 @@ mod tests {
         let root = temp_path("run-files");
         let dir = root.join("20260101-000000");
         let cells = [
-            sample_cell(PatternName::Sse, true),
-            sample_cell(PatternName::RequestResponse, true),
+            sample_cell(Pattern::Sse, true),
+            sample_cell(Pattern::RequestResponse, true),
         ];
         write_run(&dir, &info(&cells), &cells).unwrap();
         let mut names: Vec<String> = fs::read_dir(&dir)

@@ -1,12 +1,19 @@
 //! `summary.csv`: one row per measured cell, units in the column names, read back by reports.
 
-use std::{fs::File, io::BufWriter, path::Path};
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::OutputError;
-use crate::{record::Metric, result::CellResult, scenario::PatternName};
+use super::{
+    csv_file::{read_rows, write_rows},
+    OutputError,
+};
+use crate::{
+    pattern::{Kind, Pattern},
+    record::Metric,
+    result::CellResult,
+};
 
 /// One row of `summary.csv`. Empty cells (`None`) mean "does not apply": no samples for a latency,
 /// no sequence numbers for loss accounting, no process to measure for an external server, or a
@@ -16,7 +23,8 @@ pub struct SummaryRow {
     pub run_id: String,
     /// `CellSpec::name()`: the prefix of this cell's `.hgrm` and `.hlog` files.
     pub cell: String,
-    pub pattern: String,
+    /// Read back strictly: a name this build does not know fails the read, naming file and value.
+    pub pattern: Pattern,
     pub clients: u64,
     /// Target publish (request-response: request) rate; 0 = closed loop.
     pub rate_per_s: f64,
@@ -28,7 +36,8 @@ pub struct SummaryRow {
     pub warmup_s: f64,
     pub measured_s: f64,
     pub complete: bool,
-    /// Which histogram the headline latency columns describe: `delivery` or `round_trip`.
+    /// Which histogram the headline latency columns describe: `delivery`, `round_trip`,
+    /// `job_result`, or `inter_arrival` (a server that sends its own events, not the payloads).
     pub latency_metric: Option<String>,
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
@@ -109,10 +118,18 @@ pub struct SummaryRow {
     pub jobs_redelivered: Option<u64>,
     #[serde(default)]
     pub jobs_duplicated: Option<u64>,
+    /// Which server the cell measured: `commbench`, a target profile's name (`node`), or
+    /// `external`. Missing in results written before target profiles, which were all commbench's.
+    #[serde(default = "commbench_target")]
+    pub target: String,
 }
 
 fn memory_bus() -> String {
     "memory".to_owned()
+}
+
+fn commbench_target() -> String {
+    crate::result::COMMBENCH.to_owned()
 }
 
 fn one_instance() -> u64 {
@@ -124,12 +141,20 @@ impl SummaryRow {
         let spec = &cell.spec;
         let c = &cell.counters;
         let hist = |metric: Metric| cell.histograms.get(&metric).filter(|h| !h.is_empty());
-        let headline = [Metric::Delivery, Metric::RoundTrip, Metric::JobResult]
-            .into_iter()
-            .find_map(|m| hist(m).map(|h| (m, h)));
+        let headline = [
+            Metric::Delivery,
+            Metric::RoundTrip,
+            Metric::JobResult,
+            Metric::InterArrival,
+        ]
+        .into_iter()
+        .find_map(|m| hist(m).map(|h| (m, h)));
+        // A server sending its own events has no books to close: nothing it sent was published.
+        let accounted =
+            spec.pattern.counts_loss() && headline.is_none_or(|(m, _)| m != Metric::InterArrival);
         let at = |h: Option<(Metric, &Histogram<u64>)>, q: f64| h.map(|(_, h)| quantile_ms(h, q));
         let of = |metric: Metric, q: f64| hist(metric).map(|h| quantile_ms(h, q));
-        let feed = |value: u64| spec.pattern.counts_loss().then_some(value);
+        let feed = |value: u64| accounted.then_some(value);
         let job = |value: u64| spec.pattern.is_job().then_some(value);
         let events = events_in_window(cell);
         let per_event = |value: f64| ratio(value, events as f64);
@@ -137,7 +162,7 @@ impl SummaryRow {
         Self {
             run_id: run_id.to_owned(),
             cell: spec.name(),
-            pattern: spec.pattern.to_string(),
+            pattern: spec.pattern,
             clients: spec.clients as u64,
             rate_per_s: spec.rate,
             payload_bytes: spec.payload as u64,
@@ -209,6 +234,7 @@ impl SummaryRow {
             queue_wait_normal_p99_ms: of(Metric::QueueWaitNormal, 0.99),
             jobs_redelivered: job(c.jobs_redelivered),
             jobs_duplicated: job(c.jobs_duplicated),
+            target: spec.target.clone(),
         }
     }
 }
@@ -216,9 +242,11 @@ impl SummaryRow {
 /// The denominator of the per-event costs: messages received in the measured window (the same
 /// window as the byte and CPU counts); for request-response each response is the event.
 pub fn events_in_window(cell: &CellResult) -> u64 {
-    match cell.spec.pattern {
-        PatternName::RequestResponse => cell.counters.requests,
-        _ => cell.counters.events_received,
+    match cell.spec.pattern.kind() {
+        Kind::Request => cell.counters.requests,
+        Kind::FeedPush | Kind::FeedPoll(_) | Kind::Job | Kind::External => {
+            cell.counters.events_received
+        }
     }
 }
 
@@ -242,33 +270,15 @@ fn round3(value: f64) -> f64 {
 
 /// Writes `summary.csv` with a header and one row per cell.
 pub fn write_summary(path: &Path, run_id: &str, cells: &[CellResult]) -> Result<(), OutputError> {
-    let csv_error = |source| OutputError::CsvWrite {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::create(path).map_err(OutputError::write(path))?;
-    let mut writer = csv::Writer::from_writer(BufWriter::new(file));
-    for cell in cells {
-        writer
-            .serialize(SummaryRow::from_cell(run_id, cell))
-            .map_err(csv_error)?;
-    }
-    writer.flush().map_err(OutputError::write(path))
+    write_rows(
+        path,
+        cells.iter().map(|cell| SummaryRow::from_cell(run_id, cell)),
+    )
 }
 
 /// Reads a `summary.csv` back; the error names the file and the row or column at fault.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>, OutputError> {
-    let file = File::open(path).map_err(|source| OutputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    csv::Reader::from_reader(std::io::BufReader::new(file))
-        .deserialize()
-        .collect::<Result<Vec<SummaryRow>, _>>()
-        .map_err(|source| OutputError::CsvRead {
-            path: path.to_owned(),
-            source,
-        })
+    read_rows(path, "summary")
 }
 
 #[cfg(test)]
@@ -279,12 +289,12 @@ mod tests {
     #[test]
     fn csv_round_trips() {
         let path = temp_path("summary.csv");
-        let mut external = sample_cell(PatternName::Sse, true);
+        let mut external = sample_cell(Pattern::Sse, true);
         external.server = None;
         external.warnings = vec!["one, with comma".into(), "two \"quoted\"".into()];
         let cells = [
-            sample_cell(PatternName::Ws, true),
-            sample_cell(PatternName::RequestResponse, false),
+            sample_cell(Pattern::Ws, true),
+            sample_cell(Pattern::RequestResponse, false),
             external,
         ];
         write_summary(&path, "run-1", &cells).unwrap();
@@ -307,7 +317,7 @@ mod tests {
 
     #[test]
     fn per_event_columns_follow_their_inputs() {
-        let mut cell = sample_cell(PatternName::Sse, true);
+        let mut cell = sample_cell(Pattern::Sse, true);
         cell.counters.bytes_up = 1_000;
         cell.counters.bytes_down = 9_000;
         cell.counters.events_received = 100;
@@ -328,7 +338,7 @@ mod tests {
 
     #[test]
     fn latency_columns_are_milliseconds() {
-        let row = SummaryRow::from_cell("r", &sample_cell(PatternName::Sse, true));
+        let row = SummaryRow::from_cell("r", &sample_cell(Pattern::Sse, true));
         // sample_cell records 1..=1000 ms into Delivery.
         let p50 = row.p50_ms.unwrap();
         assert!((499.0..=501.0).contains(&p50), "p50 = {p50}");
@@ -343,5 +353,64 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(error.contains("bad-summary.csv"), "{error}");
         assert!(error.contains("missing field"), "{error}");
+    }
+
+    #[test]
+    fn results_written_before_the_target_column_still_load() {
+        let path = temp_path("old-summary.csv");
+        let mut peer = sample_cell(Pattern::Ws, true);
+        peer.spec.target = "node".into();
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true), peer]).unwrap();
+        let back = read_summary(&path).unwrap();
+        assert_eq!(
+            (back[0].target.as_str(), back[1].target.as_str()),
+            ("commbench", "node")
+        );
+        assert_eq!(back[1].cell, "ws-c1000-r50-p128-node");
+        // Drop the last column (`target`), as files from before target profiles lack it.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .map(|line| format!("{}\n", &line[..line.rfind(',').unwrap()]))
+            .collect();
+        assert!(old.lines().next().unwrap().ends_with("jobs_duplicated"));
+        std::fs::write(&path, old).unwrap();
+        let back = read_summary(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(back.iter().all(|r| r.target == "commbench"), "{back:?}");
+    }
+
+    #[test]
+    fn a_server_sending_its_own_events_has_inter_arrival_and_no_books() {
+        let mut cell = sample_cell(Pattern::SseUrl, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(row.latency_metric.as_deref(), Some("inter_arrival"));
+        assert!(row.p99_ms.is_some());
+        assert_eq!((row.events_expected, row.events_lost), (None, None));
+        let mut cell = sample_cell(Pattern::Sse, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(
+            (row.latency_metric.as_deref(), row.events_lost),
+            (Some("inter_arrival"), None)
+        );
+    }
+
+    #[test]
+    fn an_unknown_pattern_names_the_file_and_the_value() {
+        let path = temp_path("future-summary.csv");
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(",sse,", ",carrier-pigeon,")).unwrap();
+        let error = read_summary(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(error.contains("future-summary.csv"), "{error}");
+        assert!(
+            error.contains("unknown pattern `carrier-pigeon`"),
+            "{error}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::summary::SummaryRow;
-use crate::result::CellResult;
+use crate::{pattern::Kind, result::CellResult};
 
 const HEADERS: [&str; 16] = [
     "pattern",
@@ -66,6 +66,12 @@ pub fn render_table(cells: &[CellResult]) -> String {
              known)\n",
         );
     }
+    if metric("inter_arrival") {
+        out.push_str(
+            "(inter_arrival: the server sends its own events, not the published payloads, so the \
+             latency columns are the time between messages and there is no loss accounting)\n",
+        );
+    }
     for row in &rows {
         if let Some(line) = detail_line(row) {
             let _ = writeln!(out, "  {}: {line}", row.cell);
@@ -105,7 +111,7 @@ fn detail_line(row: &SummaryRow) -> Option<String> {
             ));
         }
     }
-    if row.pattern.starts_with("job-") {
+    if row.pattern.is_job() {
         parts.push(format!(
             "queue wait p99 premium {} / normal {}, redelivered {}, duplicated {}",
             ms(row.queue_wait_premium_p99_ms),
@@ -121,16 +127,19 @@ fn row_cells(row: &SummaryRow) -> [String; 16] {
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
     let fixed =
         |value: Option<f64>, decimals: usize| or_dash(value.map(|v| format!("{v:.decimals$}")));
-    let rate = if row.rate_per_s == 0.0 && row.pattern == "request-response" {
+    let rate = if row.rate_per_s == 0.0 && row.pattern.kind() == Kind::Request {
         "closed".to_owned()
     } else {
         format!("{}", row.rate_per_s)
     };
-    // Pollers are told apart by their interval: `short-poll@1s`.
-    let pattern = match row.interval_s {
+    // Pollers are told apart by their interval: `short-poll@1s`; other servers by name.
+    let mut pattern = match row.interval_s {
         Some(interval) => format!("{}@{interval}s", row.pattern),
-        None => row.pattern.clone(),
+        None => row.pattern.to_string(),
     };
+    if row.target != crate::result::COMMBENCH && row.target != "external" {
+        pattern.push_str(&format!(" ({})", row.target));
+    }
     [
         pattern,
         row.clients.to_string(),
@@ -172,13 +181,13 @@ fn ms(value: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{output::test_util::sample_cell, scenario::PatternName};
+    use crate::{output::test_util::sample_cell, pattern::Pattern};
 
     #[test]
     fn shows_every_cell_and_marks_incomplete_ones() {
         let cells = [
-            sample_cell(PatternName::Sse, true),
-            sample_cell(PatternName::RequestResponse, false),
+            sample_cell(Pattern::Sse, true),
+            sample_cell(Pattern::RequestResponse, false),
         ];
         let table = render_table(&cells);
         let lines: Vec<&str> = table.lines().collect();
@@ -205,7 +214,7 @@ mod tests {
 
     #[test]
     fn scale_out_cells_show_the_hop_and_the_broker() {
-        let mut cell = sample_cell(PatternName::Sse, true);
+        let mut cell = sample_cell(Pattern::Sse, true);
         cell.spec.bus = crate::scenario::BusKind::Redis;
         cell.spec.instances = 3;
         cell.broker = Some(crate::result::ProcessUsage {
@@ -221,7 +230,7 @@ mod tests {
 
     #[test]
     fn complete_cells_have_no_marker() {
-        let table = render_table(&[sample_cell(PatternName::Ws, true)]);
+        let table = render_table(&[sample_cell(Pattern::Ws, true)]);
         assert!(!table.contains("INCOMPLETE"));
         assert!(table.lines().nth(1).unwrap().starts_with("ws "));
     }

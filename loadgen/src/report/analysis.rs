@@ -1,46 +1,28 @@
 //! Conclusions computed from the numbers (cell-to-cell comparisons, the model table), never fixed prose.
 
 use super::{
-    cells::{self, Labeler, PUSH},
+    cells::{self, Labeler},
     fmt,
     load::RunData,
     model,
     model_table::ModelTable,
 };
-use crate::output::SummaryRow;
-
-/// A pattern's name in prose.
-pub fn prose_name(pattern: &str) -> &str {
-    match pattern {
-        "sse" => "SSE",
-        "ws" => "WebSocket",
-        "long-poll" => "long polling",
-        "short-poll" => "short polling",
-        "graphql-poll" => "GraphQL polling",
-        "graphql-sub" => "GraphQL subscriptions",
-        "request-response" => "request-response",
-        other => other,
-    }
-}
+use crate::{
+    output::SummaryRow,
+    pattern::{Kind, Layer, Pattern},
+};
 
 /// A cell's name in prose: `short polling at 1s`, `SSE`, with `[!]` when flagged.
 fn cell_name(row: &SummaryRow) -> String {
+    let prose = row.pattern.prose();
     let mut name = match row.interval_s {
-        Some(i) => format!("{} at {}", prose_name(&row.pattern), fmt::interval(i)),
-        None => prose_name(&row.pattern).to_owned(),
+        Some(i) => format!("{prose} at {}", fmt::interval(i)),
+        None => prose.to_owned(),
     };
     if cells::is_flagged(row) {
         name.push_str(" [!]");
     }
     name
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -72,7 +54,7 @@ fn reference_push<'a>(group: &[&'a SummaryRow]) -> Option<&'a SummaryRow> {
     let push: Vec<&SummaryRow> = group
         .iter()
         .copied()
-        .filter(|r| PUSH.contains(&r.pattern.as_str()))
+        .filter(|r| r.pattern.is_plain_push())
         .collect();
     let key = |r: &SummaryRow| {
         r.server_cpu_us_per_event
@@ -116,14 +98,6 @@ fn cost_comparison(row: &SummaryRow, reference: &SummaryRow) -> Vec<String> {
     parts
 }
 
-fn join_and(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
 fn p99(row: &SummaryRow) -> String {
     row.p99_ms
         .map_or_else(|| "n/a".to_owned(), |v| format!("{} ms", fmt::num(v)))
@@ -144,8 +118,28 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.push(model_finding(table));
     let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
     out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::peers::findings(&data.rows, &data.peer_rows));
     out.extend(super::jobs::findings(&data.job_rows, labeler));
+    out.extend(inter_arrival_finding(data));
     out
+}
+
+/// Cells whose server sent its own events: what their latency columns mean instead.
+fn inter_arrival_finding(data: &RunData) -> Option<String> {
+    let cells: Vec<String> = data
+        .all_rows()
+        .filter(|r| r.latency_metric.as_deref() == Some("inter_arrival"))
+        .map(|r| format!("`{}`", r.cell))
+        .collect();
+    (!cells.is_empty()).then(|| {
+        format!(
+            "{} measured the time between messages (`latency_metric = inter_arrival`), not \
+             delivery latency: the server sends its own events rather than the published \
+             payloads, so neither delivery latency nor loss can be computed for {}.",
+            cells.join(", "),
+            if cells.len() == 1 { "it" } else { "them" }
+        )
+    })
 }
 
 fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
@@ -170,7 +164,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             full_context.clone()
         }
     };
-    let by = |pattern: &str| -> Vec<&SummaryRow> {
+    let by = |pattern: Pattern| -> Vec<&SummaryRow> {
         group
             .iter()
             .copied()
@@ -181,13 +175,13 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
     if let Some(reference) = reference {
         let others: Vec<String> = group
             .iter()
-            .filter(|r| PUSH.contains(&r.pattern.as_str()) && r.cell != reference.cell)
+            .filter(|r| r.pattern.is_plain_push() && r.cell != reference.cell)
             .map(|other| {
                 let parts = cost_comparison(other, reference);
                 format!(
                     "{} used {}; p99 {} vs {}",
                     cell_name(other),
-                    join_and(&parts),
+                    fmt::join_and(&parts),
                     p99(other),
                     p99(reference)
                 )
@@ -207,10 +201,10 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             p99(reference)
         );
         if !others.is_empty() {
-            sentence.push_str(&format!(" {}.", capitalized(&others.join("; "))));
+            sentence.push_str(&format!(" {}.", fmt::capitalized(&others.join("; "))));
         }
         out.push(sentence);
-        for poll in by("short-poll") {
+        for poll in by(Pattern::ShortPoll) {
             let parts = cost_comparison(poll, reference);
             if parts.is_empty() {
                 continue;
@@ -222,7 +216,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 "{}, {} used {} and had a p99 staleness of {} ({}: {}{slower}).",
                 next_context(),
                 cell_name(poll),
-                join_and(&parts),
+                fmt::join_and(&parts),
                 p99(poll),
                 cell_name(reference),
                 p99(reference)
@@ -232,14 +226,15 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             out.push(sentence);
         }
     }
-    let sse = by("sse").first().copied().or(reference);
+    let sse = by(Pattern::Sse).first().copied().or(reference);
     if let Some(sse) = sse {
-        for long in by("long-poll") {
+        for long in by(Pattern::LongPoll) {
             let parts = cost_comparison(long, sse);
             out.push(format!(
-                "{}, long polling used {}{} requests per event: {}; p99 latency {} ({}: {}).",
+                "{}, {} used {}{} requests per event: {}; p99 latency {} ({}: {}).",
                 next_context(),
-                join_and(&parts),
+                long.pattern.prose(),
+                fmt::join_and(&parts),
                 if parts.is_empty() { "" } else { ";" },
                 fmt::opt(long.requests_per_event),
                 p99(long),
@@ -248,18 +243,19 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             ));
         }
     }
-    for (graphql, plain) in graphql_pairs(group) {
-        let parts = cost_comparison(graphql, plain);
+    for (layered, layer, plain) in layered_pairs(group) {
+        let parts = cost_comparison(layered, plain);
         if parts.is_empty() {
             continue;
         }
         out.push(format!(
-            "{}, GraphQL on top of {}: {} used {}; p99 {} vs {}.",
+            "{}, {} on top of {}: {} used {}; p99 {} vs {}.",
             next_context(),
+            layer.name,
             cell_name(plain),
-            cell_name(graphql),
-            join_and(&parts),
-            p99(graphql),
+            cell_name(layered),
+            fmt::join_and(&parts),
+            p99(layered),
             p99(plain)
         ));
     }
@@ -272,22 +268,17 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
     out
 }
 
-/// Each GraphQL cell with the plain pattern it wraps on the same transport: graphql-sub with ws,
-/// graphql-poll with short-poll at the same interval.
-fn graphql_pairs<'a>(group: &[&'a SummaryRow]) -> Vec<(&'a SummaryRow, &'a SummaryRow)> {
-    let plain_of = |graphql: &SummaryRow| match graphql.pattern.as_str() {
-        "graphql-sub" => Some("ws"),
-        "graphql-poll" => Some("short-poll"),
-        _ => None,
-    };
+/// Each cell of a layered pattern with the plain pattern it wraps on the same transport (e.g.
+/// graphql-sub with ws, graphql-poll with short-poll at the same interval).
+fn layered_pairs<'a>(group: &[&'a SummaryRow]) -> Vec<(&'a SummaryRow, Layer, &'a SummaryRow)> {
     group
         .iter()
-        .filter_map(|graphql| {
-            let plain = plain_of(graphql)?;
+        .filter_map(|layered| {
+            let layer = layered.pattern.layer()?;
             let twin = group
                 .iter()
-                .find(|r| r.pattern == plain && r.interval_s == graphql.interval_s)?;
-            Some((*graphql, *twin))
+                .find(|r| r.pattern == layer.over && r.interval_s == layered.interval_s)?;
+            Some((*layered, layer, *twin))
         })
         .collect()
 }
@@ -298,7 +289,7 @@ fn break_even(group: &[&SummaryRow], reference: &SummaryRow) -> Option<String> {
     let polls: Vec<&SummaryRow> = group
         .iter()
         .copied()
-        .filter(|r| r.pattern == "short-poll")
+        .filter(|r| r.pattern == Pattern::ShortPoll)
         .collect();
     let points: Vec<(f64, f64)> = polls
         .iter()
@@ -345,7 +336,7 @@ fn break_even(group: &[&SummaryRow], reference: &SummaryRow) -> Option<String> {
 fn bytes_ranking(group: &[&SummaryRow]) -> Option<String> {
     let mut ranked: Vec<(&SummaryRow, f64)> = group
         .iter()
-        .filter(|r| r.pattern != "request-response")
+        .filter(|r| r.pattern.kind() != Kind::Request)
         .filter_map(|r| Some((*r, r.bytes_per_event?)))
         .filter(|(_, b)| *b > 0.0)
         .collect();
@@ -372,9 +363,9 @@ fn bytes_ranking(group: &[&SummaryRow]) -> Option<String> {
         .collect();
     let rr = group
         .iter()
-        .find(|r| r.pattern == "request-response")
-        .and_then(|r| r.bytes_per_event)
-        .map(|b| format!("; request-response {} B per response", fmt::num(b)))
+        .find(|r| r.pattern.kind() == Kind::Request)
+        .and_then(|r| Some((r.pattern.prose(), r.bytes_per_event?)))
+        .map(|(name, b)| format!("; {name} {} B per response", fmt::num(b)))
         .unwrap_or_default();
     Some(format!(
         "bytes on the wire per delivered event: {}{rr}.",
@@ -524,8 +515,10 @@ fn model_finding(table: &ModelTable) -> String {
         })
         .collect();
     if table.rows.is_empty() {
-        "No polling cell (short-poll, long-poll, graphql-poll) to compare with the analytic model."
-            .to_owned()
+        format!(
+            "No polling cell ({}) to compare with the analytic model.",
+            super::model_table::modelled_patterns().join(", ")
+        )
     } else if deviating.is_empty() {
         format!(
             "All {} measured-vs-model comparisons of the polling cells are within {}.",
@@ -558,6 +551,8 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
+            capacity: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);
@@ -565,10 +560,10 @@ mod tests {
     }
 
     fn rows(poll_cpu: f64) -> Vec<SummaryRow> {
-        let sse = row("sse", 1000, None);
-        let mut ws = row("ws", 1000, None);
+        let sse = row(Pattern::Sse, 1000, None);
+        let mut ws = row(Pattern::Ws, 1000, None);
         ws.server_cpu_us_per_event = Some(60.0);
-        let mut poll = row("short-poll", 1000, Some(1.0));
+        let mut poll = row(Pattern::ShortPoll, 1000, Some(1.0));
         poll.server_cpu_us_per_event = Some(poll_cpu);
         poll.p99_ms = Some(990.0);
         poll.requests_per_event = Some(0.05);
@@ -612,7 +607,7 @@ mod tests {
         // 10 µs per event plus 100 µs per poll: 0.5 polls/event → 60 µs, 0.1 → 20 µs.
         cells[2].requests_per_event = Some(0.5);
         cells[2].server_cpu_us_per_event = Some(60.0);
-        let mut slow = row("short-poll", 1000, Some(5.0));
+        let mut slow = row(Pattern::ShortPoll, 1000, Some(5.0));
         slow.requests_per_event = Some(0.1);
         slow.server_cpu_us_per_event = Some(20.0);
         cells.push(slow);
@@ -627,16 +622,16 @@ mod tests {
     #[test]
     fn graphql_is_compared_with_the_pattern_it_wraps() {
         let mut cells = rows(400.0);
-        let mut sub = row("graphql-sub", 1000, None);
+        let mut sub = row(Pattern::GraphqlSub, 1000, None);
         sub.server_cpu_us_per_event = Some(90.0);
         sub.bytes_per_event = Some(285.0);
         sub.p99_ms = Some(9.0);
-        let mut poll = row("graphql-poll", 1000, Some(1.0));
+        let mut poll = row(Pattern::GraphqlPoll, 1000, Some(1.0));
         poll.server_cpu_us_per_event = Some(600.0);
         poll.bytes_per_event = Some(380.0);
         poll.p99_ms = Some(995.0);
         // Another interval has no short-poll twin: no sentence for it.
-        let lonely = row("graphql-poll", 1000, Some(3.0));
+        let lonely = row(Pattern::GraphqlPoll, 1000, Some(3.0));
         cells.extend([sub, poll, lonely]);
         let text = run(cells).join("\n");
         assert!(

@@ -5,20 +5,6 @@ use std::collections::BTreeSet;
 use super::fmt;
 use crate::output::SummaryRow;
 
-/// The push patterns a frontier or comparison takes as the reference.
-pub const PUSH: [&str; 2] = ["sse", "ws"];
-/// The patterns that deliver the shared feed (and so appear on the trade-off frontier).
-pub const FEED: [&str; 6] = [
-    "short-poll",
-    "long-poll",
-    "sse",
-    "ws",
-    "graphql-poll",
-    "graphql-sub",
-];
-/// The patterns that poll on an interval and so have one line per interval.
-pub const POLLERS: [&str; 2] = ["short-poll", "graphql-poll"];
-
 /// True when the cell's numbers may not describe the pattern: the run was cut short, or the
 /// load generator warned (saturated harness, late publishes, …).
 pub fn is_flagged(row: &SummaryRow) -> bool {
@@ -37,26 +23,12 @@ pub fn flag_reason(row: &SummaryRow) -> String {
     reasons.join("; ")
 }
 
-/// Display order of patterns: push first, then polling (each GraphQL form after its plain one),
-/// then the rest.
-pub fn pattern_rank(pattern: &str) -> usize {
-    match pattern {
-        "sse" => 0,
-        "ws" => 1,
-        "graphql-sub" => 2,
-        "long-poll" => 3,
-        "short-poll" => 4,
-        "graphql-poll" => 5,
-        "request-response" => 6,
-        _ => 7,
-    }
-}
-
-/// Sorts rows by pattern, interval, then client count.
+/// Sorts rows by pattern (its display rank), interval, then client count.
 pub fn sort_rows(rows: &mut [&SummaryRow]) {
     rows.sort_by(|a, b| {
-        (pattern_rank(&a.pattern), &a.pattern)
-            .cmp(&(pattern_rank(&b.pattern), &b.pattern))
+        a.pattern
+            .rank()
+            .cmp(&b.pattern.rank())
             .then(
                 a.interval_s
                     .unwrap_or(0.0)
@@ -83,6 +55,17 @@ pub fn at_clients(rows: &[SummaryRow], clients: u64) -> Vec<&SummaryRow> {
     let mut chosen: Vec<&SummaryRow> = rows.iter().filter(|r| r.clients == clients).collect();
     sort_rows(&mut chosen);
     chosen
+}
+
+/// True when two cells ran the same workload: pattern, clients, rate, payload, topics, interval
+/// (they may differ in bus, instances or target).
+pub fn same_workload(a: &SummaryRow, b: &SummaryRow) -> bool {
+    a.pattern == b.pattern
+        && a.clients == b.clients
+        && a.rate_per_s == b.rate_per_s
+        && a.payload_bytes == b.payload_bytes
+        && a.topics == b.topics
+        && a.interval_s == b.interval_s
 }
 
 /// Server CPU as a percentage of one core over the measured window.
@@ -119,7 +102,7 @@ impl Labeler {
 
     /// The label of a line of cells that differ only in client count.
     pub fn series(&self, row: &SummaryRow) -> String {
-        let mut label = row.pattern.clone();
+        let mut label = row.pattern.to_string();
         if let Some(interval) = row.interval_s {
             label.push(' ');
             label.push_str(&fmt::interval(interval));
@@ -165,15 +148,18 @@ pub fn series<'a>(rows: &'a [SummaryRow], labeler: &Labeler) -> Vec<(String, Vec
 #[cfg(test)]
 pub(crate) mod fixture {
     //! Summary rows for the report's tests.
-    use crate::output::SummaryRow;
+    use crate::{
+        output::SummaryRow,
+        pattern::{Kind, Pattern},
+    };
 
     /// A plausible complete row; adjust fields per test.
-    pub fn row(pattern: &str, clients: u64, interval_s: Option<f64>) -> SummaryRow {
+    pub fn row(pattern: Pattern, clients: u64, interval_s: Option<f64>) -> SummaryRow {
         let interval = interval_s.map_or(String::new(), |i| format!("-i{i}s"));
         SummaryRow {
             run_id: "20260101-000000".into(),
             cell: format!("{pattern}-c{clients}-r20-p128{interval}"),
-            pattern: pattern.into(),
+            pattern,
             clients,
             rate_per_s: 20.0,
             payload_bytes: 128,
@@ -184,7 +170,7 @@ pub(crate) mod fixture {
             measured_s: 10.0,
             complete: true,
             latency_metric: Some(
-                if pattern == "request-response" {
+                if pattern.kind() == Kind::Request {
                     "round_trip"
                 } else {
                     "delivery"
@@ -245,6 +231,7 @@ pub(crate) mod fixture {
             queue_wait_normal_p99_ms: None,
             jobs_redelivered: None,
             jobs_duplicated: None,
+            target: "commbench".into(),
         }
     }
 }
@@ -252,10 +239,14 @@ pub(crate) mod fixture {
 #[cfg(test)]
 mod tests {
     use super::{fixture::row, *};
+    use crate::pattern::Pattern;
 
     #[test]
     fn labels_show_only_what_varies() {
-        let mut rows = vec![row("sse", 100, None), row("short-poll", 100, Some(1.0))];
+        let mut rows = vec![
+            row(Pattern::Sse, 100, None),
+            row(Pattern::ShortPoll, 100, Some(1.0)),
+        ];
         let labeler = Labeler::new(&rows);
         assert_eq!(labeler.series(&rows[0]), "sse");
         assert_eq!(labeler.series(&rows[1]), "short-poll 1s");
@@ -270,10 +261,10 @@ mod tests {
     #[test]
     fn series_group_client_counts() {
         let rows = vec![
-            row("sse", 1000, None),
-            row("short-poll", 100, Some(1.0)),
-            row("sse", 100, None),
-            row("short-poll", 100, Some(0.5)),
+            row(Pattern::Sse, 1000, None),
+            row(Pattern::ShortPoll, 100, Some(1.0)),
+            row(Pattern::Sse, 100, None),
+            row(Pattern::ShortPoll, 100, Some(0.5)),
         ];
         let lines = series(&rows, &Labeler::new(&rows));
         let labels: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();

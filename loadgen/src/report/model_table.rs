@@ -8,7 +8,10 @@ use super::{
     load::RunData,
     model::{self, Arrival, Compare, ResponseBytes, TrafficSample},
 };
-use crate::output::SummaryRow;
+use crate::{
+    output::SummaryRow,
+    pattern::{Envelope, Kind, Pattern},
+};
 
 /// One measured quantity next to its model value.
 #[derive(Debug, Clone)]
@@ -29,18 +32,27 @@ pub struct ModelRow {
 }
 
 impl ModelRow {
+    /// The deviation in percent (relative) or percentage points (absolute); `None` when a
+    /// relative deviation is undefined (a model value of 0).
+    pub fn deviation(&self) -> Option<f64> {
+        match self.compare {
+            Compare::Absolute => Some((self.measured - self.model) * 100.0),
+            Compare::Relative => {
+                model::relative_deviation(self.measured, self.model).map(|d| d * 100.0)
+            }
+        }
+    }
+
     /// The deviation as text: relative (`+12%`) or absolute in percentage points (`+12 pp`).
     pub fn deviation_text(&self) -> String {
-        match self.compare {
-            Compare::Absolute => format!(
-                "{} pp",
-                fmt::signed_one_decimal((self.measured - self.model) * 100.0)
-            ),
-            Compare::Relative => model::relative_deviation(self.measured, self.model).map_or_else(
-                || "-".to_owned(),
-                |d| format!("{}%", fmt::signed_one_decimal(d * 100.0)),
-            ),
-        }
+        let unit = match self.compare {
+            Compare::Absolute => " pp",
+            Compare::Relative => "%",
+        };
+        self.deviation().map_or_else(
+            || "-".to_owned(),
+            |d| format!("{}{unit}", fmt::signed_one_decimal(d)),
+        )
     }
 
     /// A value of this row formatted with its unit.
@@ -101,18 +113,26 @@ fn inputs(data: &RunData) -> (Arrival, f64, Vec<String>) {
     (arrival, timeout, notes)
 }
 
-/// The envelope a polling cell's answers come in, or `None` when the cell does not poll: short-
-/// and long-poll answer with the same JSON batch, GraphQL polling wraps it in its own.
-fn envelope(row: &SummaryRow) -> Option<&'static str> {
-    match row.pattern.as_str() {
-        "short-poll" | "long-poll" => Some("short-/long-poll"),
-        "graphql-poll" => Some("graphql-poll"),
-        _ => None,
+/// The envelope a polling cell's answers come in, or `None` when the cell does not poll the feed
+/// (short- and long-poll answer with the same JSON batch, GraphQL polling wraps it in its own).
+fn envelope(row: &SummaryRow) -> Option<Envelope> {
+    match row.pattern.kind() {
+        Kind::FeedPoll(envelope) => Some(envelope),
+        Kind::FeedPush | Kind::Request | Kind::Job | Kind::External => None,
     }
 }
 
+/// The patterns the model covers (those that poll the feed), in their listed order.
+pub fn modelled_patterns() -> Vec<&'static str> {
+    Pattern::ALL
+        .into_iter()
+        .filter(|p| matches!(p.kind(), Kind::FeedPoll(_)))
+        .map(Pattern::as_str)
+        .collect()
+}
+
 /// A fit's key: payload size and envelope.
-type FitKey = (u64, &'static str);
+type FitKey = (u64, Envelope);
 
 /// Splits response bytes per payload size and envelope: `bytes_down = a·requests + b·events` over
 /// the polling cells of that payload whose answers share an envelope.
@@ -158,12 +178,10 @@ pub fn model_table(data: &RunData, labeler: &Labeler) -> ModelTable {
     );
     let fits = byte_fits(&data.rows);
     for ((payload, envelope), (cells, fit)) in &fits {
-        // A REST poll is a GET without body; a GraphQL poll POSTs its query.
-        let request = if *envelope == "graphql-poll" {
-            "a poll is a POST of the JSON query, so this is its request line, headers and body"
-        } else {
-            "a poll is a GET without body, so this is its request line and headers"
-        };
+        let Envelope {
+            name: envelope,
+            request,
+        } = envelope;
         method.push(match fit {
             Some(fit) => format!(
                 "Bytes, payload {payload} B, {envelope} cells: upload per request = bytes_up ÷ \
@@ -246,9 +264,11 @@ fn cell_rows(
             .map(|rpe| model::polling_bytes_per_event(rpe, up + fit.per_response, fit.per_event))
     };
     let delivery = row.latency_metric.as_deref() == Some("delivery");
-    match (row.pattern.as_str(), row.interval_s) {
-        // GraphQL polling keeps short polling's schedule; only its envelope differs.
-        ("short-poll" | "graphql-poll", Some(t)) => {
+    // A feed poller on an interval follows short polling's model (GraphQL polling keeps its
+    // schedule; only its envelope differs); one that waits for the next event, long polling's.
+    let poller = envelope(row).map(|_| row.pattern.polls_on_interval());
+    match (poller, row.interval_s) {
+        (Some(true), Some(t)) => {
             let rtt = row.rtt_p50_ms;
             let inputs = format!(
                 "λ={}/s, T={}, RTT={}",
@@ -299,7 +319,7 @@ fn cell_rows(
                 Compare::Relative,
             );
         }
-        ("long-poll", _) => {
+        (Some(false), _) => {
             let inputs = format!("λ={}/s, τ={}", fmt::num(lambda), fmt::interval(timeout_s));
             let rpe = model::long_poll_requests_per_event(lambda, timeout_s, arrival);
             push(
@@ -329,7 +349,7 @@ fn cell_rows(
                 Compare::Relative,
             );
         }
-        _ => {}
+        (Some(true), None) | (None, _) => {}
     }
     out
 }
@@ -337,6 +357,7 @@ fn cell_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::Pattern;
     use crate::report::{cells::fixture::row, load::RunMeta};
 
     fn data(rows: Vec<SummaryRow>) -> RunData {
@@ -350,11 +371,13 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
+            capacity: Vec::new(),
         }
     }
 
     fn short_poll(interval: f64, mean_ms: f64) -> SummaryRow {
-        let mut r = row("short-poll", 50, Some(interval));
+        let mut r = row(Pattern::ShortPoll, 50, Some(interval));
         r.rtt_p50_ms = Some(2.0);
         r.mean_ms = Some(mean_ms);
         r.p99_ms = Some(0.99 * interval * 1000.0 + 2.0);
@@ -404,7 +427,7 @@ mod tests {
     fn graphql_polling_follows_the_short_poll_model_with_its_own_bytes() {
         let graphql = |interval: f64| {
             let mut r = short_poll(interval, interval * 500.0 + 2.0);
-            r.pattern = "graphql-poll".into();
+            r.pattern = Pattern::GraphqlPoll;
             r.bytes_up = 250 * r.requests;
             r.bytes_down = 300 * r.requests + 230 * 10_000;
             r.bytes_per_event = Some((r.bytes_up + r.bytes_down) as f64 / 10_000.0);
@@ -435,7 +458,7 @@ mod tests {
 
     #[test]
     fn long_poll_expects_one_poll_per_event() {
-        let mut lp = row("long-poll", 50, None);
+        let mut lp = row(Pattern::LongPoll, 50, None);
         lp.requests = 10_000;
         lp.events_received = 10_000;
         lp.requests_per_event = Some(1.0);

@@ -7,6 +7,7 @@ mod long_poll;
 mod queue;
 mod request_response;
 mod short_poll;
+pub mod socketio;
 mod sse;
 mod ws;
 
@@ -28,6 +29,7 @@ pub const ALL: &[PatternRoutes] = &[
     ws::routes,
     graphql::routes,
     queue::routes,
+    socketio::routes,
 ];
 
 /// Parses the optional `limit` query parameter shared by the polling patterns against the cap.

@@ -20,7 +20,7 @@ use axum::{
     Extension, Router,
 };
 use bytes::Bytes;
-use futures_util::{stream, stream::BoxStream, SinkExt, StreamExt};
+use futures_util::{stream, stream::BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -30,9 +30,10 @@ use crate::{
     app::AppState,
     bus::{BusError, Delivery},
     error::{error_json, AppError},
+    extract::json_object,
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
-    ws_close::{close_for_read_error, send_close},
+    ws_close::{perform, small_buffers, text_or_step, Step},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -53,20 +54,9 @@ async fn upgrade(
             rejection.body_text()
         ))
     })?;
-    let limit = state.config.max_body;
-    Ok(ws
-        // tungstenite's defaults (128 KiB read buffer and write batching per socket) suit a few
-        // fast sockets; thousands of mostly idle subscribers want small buffers, and every send is
-        // flushed at once anyway.
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(limit)
-        .max_frame_size(limit)
+    Ok(small_buffers(ws, state.config.max_body)
         .on_upgrade(move |socket| Session::new(state, presence).run(socket)))
 }
-
-/// Read buffer per socket: control messages are small; larger messages still arrive whole.
-const WS_READ_BUFFER: usize = 8 << 10;
 
 /// Client → server control messages.
 #[derive(Debug, Deserialize)]
@@ -155,13 +145,6 @@ enum Out {
     End,
 }
 
-/// What the session does after handling one input.
-enum Step {
-    Send(Vec<Message>),
-    Close(u16, String),
-    Gone,
-}
-
 struct Session {
     state: AppState,
     presence: Arc<Presence>,
@@ -197,54 +180,34 @@ impl Session {
                 }
                 _ = heartbeat.tick() => Step::Send(vec![Message::Ping(Bytes::new())]),
             };
-            match step {
-                Step::Send(messages) => {
-                    for message in messages {
-                        match tokio::time::timeout(send_timeout, sink.send(message)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return,
-                            Err(_) => {
-                                // The client stopped reading: it is a lagging subscriber.
-                                metrics.lagged_disconnect(PatternKind::WebSocket);
-                                return;
-                            }
-                        }
-                    }
-                }
-                Step::Close(code, reason) => {
-                    send_close(&mut sink, code, &reason).await;
-                    return;
-                }
-                Step::Gone => return,
+            if !perform(
+                &mut sink,
+                &mut incoming,
+                step,
+                send_timeout,
+                &metrics,
+                PatternKind::WebSocket,
+            )
+            .await
+            {
+                return;
             }
         }
     }
 
     async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
-        let metrics = &self.state.metrics;
-        match message {
-            None | Some(Ok(Message::Close(_))) => Step::Gone,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Send(Vec::new()),
-            Some(Ok(Message::Binary(_))) => {
-                metrics.rejected(RejectReason::BadMessage);
-                Step::Close(
-                    1003,
-                    "binary messages are not accepted; send JSON text".into(),
-                )
-            }
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(&text) {
-                Ok(control) => self.on_control(control).await,
-                Err(error) => self.error(
-                    RejectReason::BadMessage,
-                    &format!("malformed control message: {error}"),
-                ),
-            },
-            Some(Err(error)) => {
-                match close_for_read_error(error, self.state.config.max_body, metrics) {
-                    Some((code, reason)) => Step::Close(code, reason),
-                    None => Step::Gone,
-                }
-            }
+        let max_body = self.state.config.max_body;
+        let binary = "binary messages are not accepted; send JSON text";
+        let text = match text_or_step(message, max_body, &self.state.metrics, binary) {
+            Ok(text) => text,
+            Err(step) => return step,
+        };
+        match json_object::<Control>(text.as_bytes()) {
+            Ok(control) => self.on_control(control).await,
+            Err(error) => self.error(
+                RejectReason::BadMessage,
+                &format!("malformed control message: {error}"),
+            ),
         }
     }
 

@@ -1,14 +1,22 @@
 //! Shared helpers for the integration tests: a server on an ephemeral loopback port, a small HTTP
-//! client wrapper, an SSE frame reader over a reqwest byte stream and WebSocket helpers.
+//! client wrapper, an SSE frame reader (the shared `event_stream` parser over a reqwest byte
+//! stream) and WebSocket helpers.
 //!
 //! Every helper that waits is bounded: a stuck server fails the test instead of hanging it.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod child;
+pub mod gql_ws;
+pub mod raw_http;
+
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
-use commbench_servers::{ServerConfig, ServerHandle};
+use commbench_servers::{
+    event_stream::{Frame, Parser},
+    ServerConfig, ServerHandle,
+};
 use futures_util::{stream::BoxStream, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -216,48 +224,24 @@ pub fn seqs(batch: &Value) -> Vec<u64> {
 // Server-sent events
 // ---------------------------------------------------------------------------------------------
 
-/// One parsed SSE frame (the lines up to a blank line).
-#[derive(Debug, Clone, Default)]
-pub struct SseFrame {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: Option<String>,
-    pub retry: Option<String>,
-    pub comments: Vec<String>,
+/// One SSE frame (the lines up to a blank line), as the shared parser reads it.
+#[derive(Debug, Clone)]
+pub struct SseFrame(pub Frame);
+
+impl std::ops::Deref for SseFrame {
+    type Target = Frame;
+    fn deref(&self) -> &Frame {
+        &self.0
+    }
 }
 
 impl SseFrame {
-    fn parse(text: &str) -> Self {
-        let mut frame = SseFrame::default();
-        for line in text.split('\n') {
-            if let Some(comment) = line.strip_prefix(':') {
-                frame.comments.push(comment.trim().to_owned());
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-            match field {
-                "id" => frame.id = Some(value),
-                "event" => frame.event = Some(value),
-                "retry" => frame.retry = Some(value),
-                "data" => {
-                    frame.data = Some(match frame.data.take() {
-                        Some(previous) => format!("{previous}\n{value}"),
-                        None => value,
-                    })
-                }
-                other => panic!("unexpected SSE field {other:?} in frame {text:?}"),
-            }
-        }
-        frame
-    }
-
     /// A frame made only of comments (the server's `: heartbeat`).
     pub fn is_heartbeat(&self) -> bool {
         self.id.is_none()
             && self.event.is_none()
             && self.data.is_none()
-            && self.comments.iter().any(|c| c == "heartbeat")
+            && self.comments.iter().any(|c| c.trim() == "heartbeat")
     }
 
     pub fn json(&self) -> Value {
@@ -273,9 +257,12 @@ impl SseFrame {
 /// Reads SSE frames from a streaming reqwest response.
 pub struct SseStream {
     stream: BoxStream<'static, reqwest::Result<Bytes>>,
-    buf: Vec<u8>,
+    parser: Parser,
     ended: bool,
 }
+
+/// Largest frame the tests accept from the server.
+const MAX_SSE_FRAME: usize = 16 << 20;
 
 /// Opens `GET {url}` with extra headers; returns the answer status and, on 200, the stream.
 pub async fn sse_open(
@@ -314,7 +301,7 @@ pub async fn sse_open(
     );
     Ok(SseStream {
         stream: response.bytes_stream().boxed(),
-        buf: Vec::new(),
+        parser: Parser::new(MAX_SSE_FRAME),
         ended: false,
     })
 }
@@ -345,22 +332,27 @@ impl SseStream {
 
     async fn read_frame(&mut self) -> Option<SseFrame> {
         loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
-                let text = std::str::from_utf8(&raw[..end])
-                    .unwrap_or_else(|e| panic!("SSE frame is not UTF-8: {e}"));
-                return Some(SseFrame::parse(text));
+            if let Some(frame) = self.parser.next_frame() {
+                assert!(
+                    frame.ignored.is_empty(),
+                    "unexpected SSE fields {:?} in frame {frame:?}",
+                    frame.ignored
+                );
+                assert!(
+                    !frame.data().contains('\u{fffd}'),
+                    "SSE frame is not UTF-8: {frame:?}"
+                );
+                return Some(SseFrame(frame));
             }
             if self.ended {
-                assert!(
-                    self.buf.is_empty(),
-                    "SSE stream ended inside a frame: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
+                assert!(!self.parser.in_frame(), "SSE stream ended inside a frame");
                 return None;
             }
             match self.stream.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => self
+                    .parser
+                    .push(&chunk)
+                    .unwrap_or_else(|e| panic!("SSE stream: {e}")),
                 // An abrupt end (reset) counts as the end of the stream; the caller checks what it got.
                 Some(Err(_)) | None => self.ended = true,
             }
@@ -384,7 +376,7 @@ impl SseStream {
             .await
             .expect("SSE stream ended before the subscribed frame");
         assert_eq!(frame.event.as_deref(), Some("subscribed"), "{frame:?}");
-        assert_eq!(frame.retry.as_deref(), Some("1000"), "{frame:?}");
+        assert_eq!(frame.retry, Some(1000), "{frame:?}");
         frame.json()
     }
 
@@ -587,4 +579,17 @@ pub fn metric(server: &ServerHandle, name: &str) -> i64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Two servers on `redis` and, on the second, a live SSE stream and a WebSocket subscription of topic
+/// `t` from its start: what the broker-failure tests watch while the first one publishes.
+pub async fn redis_pair_watching_t(
+    redis: &commbench_servers::redis_server::RedisServer,
+) -> (ServerHandle, ServerHandle, SseStream, Ws) {
+    let a = redis_instance(redis, |_| {}).await;
+    let b = redis_instance(redis, |_| {}).await;
+    let (sse, _) = sse_subscribe(&client(), &format!("{}/sse/t?after=0", b.url()), &[]).await;
+    let mut ws = ws_connect(&b).await;
+    ws_subscribe(&mut ws, "t", Some(0)).await;
+    (a, b, sse, ws)
 }

@@ -5,11 +5,26 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
+    chart::Chart,
     palette::{pattern_color, shade},
 };
 use crate::report::{bus, cells::Labeler, load::RunData};
 
 pub const FILE: &str = "bus.png";
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "In-process vs Redis bus",
+    prepare: |c, _| prepare(c.data, c.labeler),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |_, _| {
+        "Each Redis cell (lighter bar) under its in-process twin: p99 delivery latency, and CPU \
+         per delivered event of all server instances plus Redis itself."
+            .to_owned()
+    },
+};
 
 /// One cell on one bus: p99 ms, total CPU µs per event.
 pub type Bar = CellBars<2>;
@@ -43,7 +58,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
                 continue;
             }
             seen.push(&row.cell);
-            let base = pattern_color(&row.pattern);
+            let base = pattern_color(row.pattern);
             let on_redis = !bus::is_in_process(row);
             bars.push(Bar {
                 label: format!("{} {}", labeler.cell(row), bus::short_label(row)),
@@ -57,13 +72,10 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
 }
 
 pub fn size(input: &Input) -> (u32, u32) {
-    (1600, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1600, input.bars.len())
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title =
         "In-process bus (1 server) vs Redis (N servers): the same pattern, clients and rate";
     bars::draw_panels(root, title, PANELS, &input.bars)
@@ -78,7 +90,7 @@ mod tests {
     fn draws_both_panels() {
         let bar = |label: &str, values: [Option<f64>; 2]| Bar {
             label: label.into(),
-            color: pattern_color(label.split(' ').next().unwrap()),
+            color: pattern_color(label.split(' ').next().unwrap().parse().unwrap()),
             flagged: false,
             values,
         };

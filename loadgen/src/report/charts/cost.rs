@@ -4,6 +4,8 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
+    chart::Chart,
     palette::SeriesColors,
 };
 use crate::{
@@ -15,6 +17,22 @@ use crate::{
 };
 
 pub const FILE: &str = "cost.png";
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Cost per delivered event",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |c, _| {
+        format!(
+            "Requests, bytes on the wire (both directions, headers and framing included) and \
+             server CPU per delivered event at {} clients; request-response counts each \
+             response as its event. Hollow bars are flagged cells.",
+            c.clients
+        )
+    },
+};
 
 /// One cell's costs: requests, bytes, server CPU µs; per delivered event (request-response: per
 /// response).
@@ -63,13 +81,10 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
 
 /// Image size: taller with more bars.
 pub fn size(input: &Input) -> (u32, u32) {
-    (1800, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1800, input.bars.len())
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Cost per delivered event at {} clients (request-response: per response; ! hollow = flagged cell)",
         input.clients
@@ -86,7 +101,7 @@ mod tests {
     fn draws_three_panels_of_bars() {
         let bar = |label: &str, values: [Option<f64>; 3], flagged: bool| Bar {
             label: label.into(),
-            color: pattern_color(label.split(' ').next().unwrap()),
+            color: pattern_color(label.split(' ').next().unwrap().parse().unwrap()),
             flagged,
             values,
         };

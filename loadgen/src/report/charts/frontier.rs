@@ -6,21 +6,59 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE};
-use crate::report::{
-    cells::{self, Labeler, FEED, POLLERS},
-    fmt,
-    load::RunData,
+use super::{
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
+    err, log_keys, log_range, marker,
+    palette::SeriesColors,
+    text, AXIS, TICKS, TITLE,
+};
+use crate::{
+    pattern::Pattern,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "frontier.png";
 pub const SIZE: (u32, u32) = (1300, 850);
 
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Trade-off frontier",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let fallback = if input.cost == Cost::BytesPerEvent {
+            " (server CPU is missing for some cells, so bytes stand in for cost)"
+        } else {
+            ""
+        };
+        format!(
+            "One point per feed cell at {} clients: x = {}{fallback}, y = p99 delivery \
+             latency; both log scale, lower left is better. A poller's intervals ({}) are joined \
+             by a dashed line; request-response is left out (it does not carry the feed). Hollow \
+             points and `!` labels are flagged cells.",
+            input.clients,
+            input.cost.axis(),
+            Pattern::names_where(is_interval_poller)
+        )
+    },
+};
+
+/// A feed poller on an interval: its cells at several intervals form a curve.
+fn is_interval_poller(pattern: Pattern) -> bool {
+    pattern.uses_feed() && pattern.polls_on_interval()
+}
+
 /// One cell on the frontier.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub label: String,
-    pub pattern: String,
+    pub pattern: Pattern,
     pub color: RGBColor,
     pub flagged: bool,
     pub x: f64,
@@ -41,6 +79,14 @@ impl Cost {
             Cost::BytesPerEvent => "bytes on the wire per delivered event (log scale)",
         }
     }
+
+    /// A value of this cost in words: `18.3 µs of server CPU per event`.
+    pub fn describe(self, value: f64) -> String {
+        match self {
+            Cost::CpuPerEvent => format!("{} µs of server CPU per event", fmt::num(value)),
+            Cost::BytesPerEvent => format!("{} B per event", fmt::num(value)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,12 +100,12 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
     let clients = *cells::client_counts(&data.rows).last().ok_or("no cells")?;
     let rows: Vec<_> = cells::at_clients(&data.rows, clients)
         .into_iter()
-        .filter(|r| FEED.contains(&r.pattern.as_str()) && r.p99_ms.is_some_and(|p| p > 0.0))
+        .filter(|r| r.pattern.uses_feed() && r.p99_ms.is_some_and(|p| p > 0.0))
         .collect();
     if rows.is_empty() {
         return Err(format!(
             "no feed pattern ({}) at {clients} clients has a p99 latency",
-            FEED.join(", ")
+            Pattern::names_where(Pattern::uses_feed)
         ));
     }
     let cost = if rows
@@ -80,7 +126,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
             .filter(|x| *x > 0.0)?;
             Some(Point {
                 label: labeler.cell(r),
-                pattern: r.pattern.clone(),
+                pattern: r.pattern,
                 color: colors.of(r, labeler),
                 flagged: cells::is_flagged(r),
                 x,
@@ -135,10 +181,7 @@ fn place_label(at: (i32, i32), size: (i32, i32), bounds: Rect, taken: &[Rect]) -
         .unwrap_or((rect(&candidates[0]), HPos::Left))
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Trade-off frontier at {} clients: cost vs p99 latency (lower left is better; ! hollow = flagged)",
         input.clients
@@ -171,7 +214,7 @@ pub fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     // A poller's intervals form a curve: join them in interval order.
-    for poller in POLLERS {
+    for poller in Pattern::ALL.into_iter().filter(|p| is_interval_poller(*p)) {
         let polls: Vec<(f64, f64)> = input
             .points
             .iter()
@@ -197,6 +240,17 @@ pub fn draw<DB: DrawingBackend>(
                 .iter()
                 .map(|p| marker((p.x, p.p99_ms), p.color, p.flagged)),
         )
+        .map_err(err)?;
+    chart
+        .draw_series(input.points.iter().map(|p| {
+            let title = format!(
+                "{}: {}, p99 {} ms",
+                p.label,
+                input.cost.describe(p.x),
+                fmt::num(p.p99_ms)
+            );
+            Tip::point((p.x, p.p99_ms), 9, title)
+        }))
         .map_err(err)?;
     // Labels, placed clear of the points and of each other, in backend pixels.
     let style = text(TICKS + 1);
@@ -230,7 +284,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::report::charts::{
+        palette::pattern_color,
+        test_util::{ink, svg_titles},
+    };
 
     #[test]
     fn labels_avoid_each_other() {
@@ -247,8 +304,8 @@ mod tests {
     fn draws_labelled_points() {
         let point = |label: &str, pattern: &str, x: f64, y: f64| Point {
             label: label.into(),
-            pattern: pattern.into(),
-            color: pattern_color(pattern),
+            pattern: pattern.parse().unwrap(),
+            color: pattern_color(pattern.parse().unwrap()),
             flagged: label.ends_with('!'),
             x,
             p99_ms: y,
@@ -270,5 +327,8 @@ mod tests {
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));
         assert!(inked > 15_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(SIZE, |root| draw(root, &input));
+        assert_eq!(titles.len(), input.points.len());
+        assert_eq!(titles[0], "sse: 40 µs of server CPU per event, p99 7 ms");
     }
 }

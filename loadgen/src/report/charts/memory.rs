@@ -4,6 +4,8 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, BarRow},
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
     draw_legend, err, marker,
     palette::SeriesColors,
     text, zero_range, LegendEntry, AXIS, TICKS, TITLE,
@@ -16,6 +18,20 @@ use crate::report::{
 
 pub const FILE: &str = "memory.png";
 pub const SIZE: (u32, u32) = (1400, 800);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Server memory per connection",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size,
+    draw: |root, input| draw(root, input),
+    caption: |_, _| {
+        "Peak server RSS divided by peak open connections, per cell. It includes the server's \
+         baseline memory, so at small client counts it overstates what one connection costs; \
+         with several client counts the findings give the marginal cost (the RSS slope)."
+            .to_owned()
+    },
+};
 
 /// Image size: a line chart over client counts, or one panel of bars for a single client count.
 pub fn size(input: &Input) -> (u32, u32) {
@@ -74,10 +90,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
     })
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let root = root
         .titled(
             "Server memory per connection (peak RSS ÷ peak connections)",
@@ -155,6 +168,17 @@ pub fn draw<DB: DrawingBackend>(
                     .map(|p| marker((p.0, p.1), line.color, p.2)),
             )
             .map_err(err)?;
+        chart
+            .draw_series(line.points.iter().map(|p| {
+                let title = format!(
+                    "{} at {} clients: {} KiB per connection",
+                    line.label,
+                    p.0,
+                    fmt::num(p.1)
+                );
+                Tip::point((p.0, p.1), 9, title)
+            }))
+            .map_err(err)?;
     }
     let entries: Vec<LegendEntry> = input
         .lines
@@ -171,7 +195,13 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::{
+        pattern::Pattern,
+        report::charts::{
+            palette::pattern_color,
+            test_util::{ink, svg_titles},
+        },
+    };
 
     #[test]
     fn draws_lines_even_for_one_client_count() {
@@ -180,12 +210,12 @@ mod tests {
             lines: vec![
                 Line {
                     label: "sse".into(),
-                    color: pattern_color("sse"),
+                    color: pattern_color(Pattern::Sse),
                     points: vec![(50.0, 284.0, false)],
                 },
                 Line {
                     label: "ws".into(),
-                    color: pattern_color("ws"),
+                    color: pattern_color(Pattern::Ws),
                     points: vec![(50.0, 399.0, true)],
                 },
             ],
@@ -194,5 +224,15 @@ mod tests {
         let (inked, distinct) = ink(size(&input), |root| draw(root, &input));
         assert!(inked > 15_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(size(&input), |root| draw(root, &input));
+        assert_eq!(
+            titles,
+            [
+                "sse — at 50 clients (one client count; includes the server's baseline RSS; ! \
+                 hollow = flagged): 284 (server RSS per connection, KiB)",
+                "ws ! — at 50 clients (one client count; includes the server's baseline RSS; ! \
+                 hollow = flagged): 399 (server RSS per connection, KiB)"
+            ]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Fixed colours keyed by pattern name, with shades for a pattern's several lines (poll intervals).
+//! Each pattern's colour (from its row in `crate::pattern`), with shades for a pattern's several lines
+//! (poll intervals).
 
 use std::collections::BTreeMap;
 
@@ -6,29 +7,14 @@ use plotters::style::RGBColor;
 
 use crate::{
     output::SummaryRow,
+    pattern::Pattern,
     report::cells::{self, Labeler},
 };
 
-/// The colour of a pattern (the colour-blind-friendly "tab10" set; unknown patterns are slate).
-pub fn pattern_color(pattern: &str) -> RGBColor {
-    match pattern {
-        "graphql-sub" => RGBColor(23, 190, 207),
-        "graphql-poll" => RGBColor(188, 189, 34),
-        "sse" => RGBColor(31, 119, 180),
-        "ws" => RGBColor(44, 160, 44),
-        "long-poll" => RGBColor(255, 127, 14),
-        "short-poll" => RGBColor(214, 39, 40),
-        "request-response" => RGBColor(127, 127, 127),
-        "poll-url" => RGBColor(148, 103, 189),
-        "sse-url" => RGBColor(140, 86, 75),
-        "ws-url" => RGBColor(227, 119, 194),
-        // The job patterns: the light "tab20" partner of the pattern that notifies them.
-        "job-short-poll" => RGBColor(255, 152, 150),
-        "job-long-poll" => RGBColor(255, 187, 120),
-        "job-sse" => RGBColor(174, 199, 232),
-        "job-ws" => RGBColor(152, 223, 138),
-        _ => RGBColor(47, 79, 79),
-    }
+/// The colour of a pattern.
+pub fn pattern_color(pattern: Pattern) -> RGBColor {
+    let (r, g, b) = pattern.about().color;
+    RGBColor(r, g, b)
 }
 
 /// `color` mixed towards black (`amount < 0`) or white (`amount > 0`).
@@ -52,13 +38,10 @@ impl SeriesColors {
     pub fn new(rows: &[SummaryRow], labeler: &Labeler) -> Self {
         let lines = cells::series(rows, labeler);
         let mut by_label = BTreeMap::new();
-        let mut per_pattern: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut per_pattern: BTreeMap<Pattern, Vec<&str>> = BTreeMap::new();
         for (label, members) in &lines {
             if let Some(first) = members.first() {
-                per_pattern
-                    .entry(first.pattern.as_str())
-                    .or_default()
-                    .push(label);
+                per_pattern.entry(first.pattern).or_default().push(label);
             }
         }
         for (pattern, labels) in per_pattern {
@@ -81,7 +64,7 @@ impl SeriesColors {
         self.by_label
             .get(&labeler.series(row))
             .copied()
-            .unwrap_or_else(|| pattern_color(&row.pattern))
+            .unwrap_or_else(|| pattern_color(row.pattern))
     }
 }
 
@@ -91,38 +74,24 @@ mod tests {
     use crate::report::cells::fixture::row;
 
     #[test]
-    fn every_pattern_has_its_own_colour() {
-        let mut colours: Vec<(u8, u8, u8)> = crate::scenario::PatternName::ALL
-            .iter()
-            .map(|p| pattern_color(p.as_str()))
-            .chain([pattern_color("unknown")])
-            .map(|c| (c.0, c.1, c.2))
-            .collect();
-        let all = colours.len();
-        colours.sort_unstable();
-        colours.dedup();
-        assert_eq!(colours.len(), all);
-    }
-
-    #[test]
     fn patterns_keep_their_colour_and_intervals_get_shades() {
         let rows = vec![
-            row("sse", 100, None),
-            row("short-poll", 100, Some(0.5)),
-            row("short-poll", 100, Some(5.0)),
+            row(Pattern::Sse, 100, None),
+            row(Pattern::ShortPoll, 100, Some(0.5)),
+            row(Pattern::ShortPoll, 100, Some(5.0)),
         ];
         let labeler = Labeler::new(&rows);
         let colors = SeriesColors::new(&rows, &labeler);
-        assert_eq!(colors.of(&rows[0], &labeler), pattern_color("sse"));
+        assert_eq!(colors.of(&rows[0], &labeler), pattern_color(Pattern::Sse));
         let fast = colors.of(&rows[1], &labeler);
         let slow = colors.of(&rows[2], &labeler);
         assert_ne!(fast, slow);
         assert!(
-            fast.0 < pattern_color("short-poll").0,
+            fast.0 < pattern_color(Pattern::ShortPoll).0,
             "shorter interval is darker"
         );
         assert!(
-            slow.1 > pattern_color("short-poll").1,
+            slow.1 > pattern_color(Pattern::ShortPoll).1,
             "longer interval is lighter"
         );
     }

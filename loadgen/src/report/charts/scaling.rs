@@ -3,17 +3,39 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text, zero_range,
-    LegendEntry, AXIS, TICKS, TITLE,
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
+    draw_legend, err, log_keys, log_range, marker,
+    palette::SeriesColors,
+    text, zero_range, LegendEntry, AXIS, TICKS, TITLE,
 };
-use crate::report::{
-    cells::{self, Labeler},
-    fmt,
-    load::RunData,
+use crate::{
+    pattern::Kind,
+    report::{
+        cells::{self, Labeler},
+        fmt,
+        load::RunData,
+    },
 };
 
 pub const FILE: &str = "scaling.png";
 pub const SIZE: (u32, u32) = (1700, 750);
+
+pub const CHART: Chart<Input> = Chart {
+    file: FILE,
+    title: "Scaling with clients",
+    prepare: |c, _| prepare(c.data, c.labeler, c.colors),
+    size: |_| SIZE,
+    draw: |root, input| draw(root, input),
+    caption: |_, input| {
+        let counts: Vec<String> = input.client_counts.iter().map(u64::to_string).collect();
+        format!(
+            "p99 latency (log scale) and server CPU (% of one core) against client count ({}), \
+             one line per pattern and per poll interval. Hollow markers are flagged cells.",
+            counts.join(", ")
+        )
+    },
+};
 
 /// One cell on a line.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +73,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
         .filter_map(|(label, rows)| {
             let first = *rows.first()?;
             Some(Line {
-                label: if first.pattern == "request-response" {
+                label: if first.pattern.kind() == Kind::Request {
                     format!("{label} (round trip)")
                 } else {
                     label
@@ -77,10 +99,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
 
 type Getter = fn(&Point) -> Option<f64>;
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let root = root
         .titled("Scaling with client count", text(TITLE))
         .map_err(err)?;
@@ -90,21 +109,24 @@ pub fn draw<DB: DrawingBackend>(
     let lo = input.client_counts.first().copied().unwrap_or(1) as f64;
     let hi = input.client_counts.last().copied().unwrap_or(10) as f64;
     let keys: Vec<f64> = input.client_counts.iter().map(|c| *c as f64).collect();
-    let specs: [(&str, &str, Getter, bool); 2] = [
+    // Caption, y axis, value, log scale, and the value's unit in hover titles.
+    let specs: [(&str, &str, Getter, bool, &str); 2] = [
         (
             "p99 latency",
             "p99 latency, ms (log scale)",
             |p| p.p99_ms,
             true,
+            " ms",
         ),
         (
             "Server CPU",
             "server CPU, % of one core",
             |p| p.cpu_percent,
             false,
+            "% of one core",
         ),
     ];
-    for (area, (caption, y_desc, get, log_y)) in panels.iter().zip(specs) {
+    for (area, (caption, y_desc, get, log_y, unit)) in panels.iter().zip(specs) {
         let values = input
             .lines
             .iter()
@@ -149,6 +171,18 @@ pub fn draw<DB: DrawingBackend>(
                     chart
                         .draw_series(points.iter().map(|p| marker((p.0, p.1), line.color, p.2)))
                         .map_err(err)?;
+                    chart
+                        .draw_series(points.iter().map(|p| {
+                            let title = format!(
+                                "{} at {} clients: {} {}{unit}",
+                                line.label,
+                                p.0,
+                                caption,
+                                fmt::num(p.1)
+                            );
+                            Tip::point((p.0, p.1), 9, title)
+                        }))
+                        .map_err(err)?;
                 }
             }};
         }
@@ -184,13 +218,16 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::report::charts::{
+        palette::pattern_color,
+        test_util::{ink, svg_titles},
+    };
 
     #[test]
     fn draws_two_panels() {
         let line = |label: &str, base: f64| Line {
             label: label.into(),
-            color: pattern_color(label),
+            color: pattern_color(label.parse().unwrap()),
             points: [100.0, 1000.0, 5000.0]
                 .iter()
                 .map(|c| Point {
@@ -208,5 +245,11 @@ mod tests {
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));
         assert!(inked > 20_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(SIZE, |root| draw(root, &input));
+        assert_eq!(titles.len(), 12, "two panels of two lines of three points");
+        assert_eq!(titles[0], "sse at 100 clients: p99 latency 10 ms");
+        assert!(
+            titles.contains(&"long-poll at 5000 clients: Server CPU 50% of one core".to_owned())
+        );
     }
 }

@@ -1,0 +1,103 @@
+//! The tasks that watch a cell while it runs: the collector (histograms, `.hlog` each second), the
+//! load generator's timer lag, the error limit, and the progress line.
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::CellOptions;
+use crate::{
+    collector::Collector,
+    progress::Progress,
+    record::{new_histogram, Metric, Recorder},
+};
+
+/// The running watchers of one cell.
+pub struct Monitors {
+    stop: CancellationToken,
+    collector: JoinHandle<BTreeMap<Metric, Histogram<u64>>>,
+    lag_probe: JoinHandle<Histogram<u64>>,
+    error_watch: JoinHandle<()>,
+    progress: Progress,
+}
+
+impl Monitors {
+    /// Starts them; `cell_stop` is cancelled when the error limit is reached.
+    pub fn start(
+        options: &CellOptions,
+        cell: &str,
+        recorder: &Arc<Recorder>,
+        cell_stop: &CancellationToken,
+    ) -> Self {
+        let scenario = &options.scenario;
+        let total = scenario.warmup + scenario.duration + scenario.drain;
+        let progress = Progress::new(cell, total, options.quiet);
+        let stop = CancellationToken::new();
+        let collector = tokio::spawn(
+            Collector {
+                recorder: recorder.clone(),
+                dir: options.dir.clone(),
+                cell: cell.to_owned(),
+                started_unix_s: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                interval: Duration::from_secs(1),
+                progress: progress.clone(),
+            }
+            .run(stop.clone()),
+        );
+        Self {
+            lag_probe: tokio::spawn(scheduling_lag(stop.clone())),
+            error_watch: tokio::spawn(stop_on_errors(
+                recorder.clone(),
+                scenario.max_errors,
+                cell_stop.clone(),
+            )),
+            stop,
+            collector,
+            progress,
+        }
+    }
+
+    /// Stops them; the whole-run histograms and the timer lag.
+    pub async fn finish(self) -> (BTreeMap<Metric, Histogram<u64>>, Histogram<u64>) {
+        self.stop.cancel();
+        self.error_watch.abort();
+        let histograms = self.collector.await.unwrap_or_default();
+        let lag = self.lag_probe.await.unwrap_or_else(|_| new_histogram());
+        self.progress.finish();
+        (histograms, lag)
+    }
+}
+
+/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted.
+async fn stop_on_errors(recorder: Arc<Recorder>, max_errors: u64, stop: CancellationToken) {
+    if max_errors == 0 {
+        return;
+    }
+    while recorder.counters.error_total.load(Relaxed) < max_errors {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(max_errors, "stopping the cell: error limit reached");
+    stop.cancel();
+}
+
+/// How late the load generator's own timers fire (µs): a busy load generator shows here first.
+async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
+    let mut lag = new_histogram();
+    let period = Duration::from_millis(10);
+    while !stop.is_cancelled() {
+        let due = Instant::now() + period;
+        tokio::time::sleep_until(due.into()).await;
+        let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
+        let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+    }
+    lag
+}

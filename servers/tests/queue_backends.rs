@@ -13,7 +13,7 @@ mod queue_api;
 use std::time::Duration;
 
 use backends::{instances, shared, Backend};
-use common::{client, get, poll, sse_subscribe, within, STEP};
+use common::{child::ChildServer, client, get, poll, sse_subscribe, within, STEP};
 use queue_api::{ack, drain, enqueue, lanes, stats, status, take};
 use serde_json::json;
 
@@ -218,43 +218,6 @@ async fn a_completion_is_announced_on_the_notify_topic(backend: Backend) {
     assert_eq!(batch["events"].as_array().map(Vec::len), Some(1), "{batch}");
 }
 
-/// A `commbench-server` process on the broker, killed (SIGKILL) on drop if still running.
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(bus: &str, visibility: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commbench-server"))
-            .args(["--bind", "127.0.0.1:0", "--bus", bus, "--workers", "0"])
-            .args(["--visibility-timeout", visibility])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        Self { child, url }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn a_job_held_by_a_killed_server_is_delivered_again(backend: Backend) {
     let bus = shared(backend).await.unwrap().url();
     let servers = instances(backend, 1, |c| {
@@ -262,18 +225,25 @@ async fn a_job_held_by_a_killed_server_is_delivered_again(backend: Backend) {
         c.visibility_timeout = Duration::from_secs(2);
     })
     .await;
-    let mut doomed = ServerProcess::start(&bus, "2s");
+    let doomed = ChildServer::start(&[
+        "--bus",
+        &bus,
+        "--workers",
+        "0",
+        "--visibility-timeout",
+        "2s",
+    ])
+    .await;
     let http = client();
     let queue = "killed";
     let id = enqueue(&http, &servers.url(0), queue, json!({"work_ms": 1})).await;
-    let held = take(&http, &doomed.url, queue, 10_000)
+    let held = take(&http, &doomed.url(), queue, 10_000)
         .await
         .expect("the doomed server takes it");
     assert_eq!(held["id"], id.as_str());
     // SIGKILL: no ack, no goodbye. The broker (RabbitMQ: the dropped connection requeues it; Kafka and
     // Redis: the take expires) delivers the job again.
-    doomed.child.kill().unwrap();
-    doomed.child.wait().unwrap();
+    doomed.kill().await;
     let again = within(
         "the job to come back",
         STEP * 3,

@@ -3,6 +3,7 @@
 
 mod log;
 mod memory;
+mod outbox;
 pub(crate) mod redis;
 
 use std::{

@@ -20,15 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     follow::{topic_log, Followers},
-    publish::{Publish, Publisher, CATCH_UP},
+    publish::{Publisher, CATCH_UP},
 };
 use super::{
-    Bus, BusError, MemoryBus, MemoryBusConfig, PublishError, Published, ReadBatch, Subscription,
+    outbox::AppendError, Bus, BusError, MemoryBus, MemoryBusConfig, PublishError, Published,
+    ReadBatch, Subscription,
 };
 use crate::{
     log::{LogBroker, LogError},
     metrics::RedisCounters,
-    spool::{Failure, SpoolLimits},
+    spool::SpoolLimits,
     topic::TopicName,
 };
 
@@ -113,15 +114,6 @@ impl LogBus {
     }
 }
 
-fn publish_failed(error: Publish) -> BusError {
-    match error {
-        Publish::Limit(limit) => limit,
-        Publish::Failed(Failure::Outage { detail, .. } | Failure::Refused(detail)) => {
-            BusError::Unavailable(detail)
-        }
-    }
-}
-
 #[async_trait]
 impl Bus for LogBus {
     async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError> {
@@ -184,7 +176,10 @@ impl Bus for LogBus {
         topic: &TopicName,
         after: Option<u64>,
     ) -> Result<Subscription, BusError> {
-        self.publisher.claim(topic).await.map_err(publish_failed)?;
+        self.publisher
+            .claim(topic)
+            .await
+            .map_err(AppendError::into_bus_error)?;
         self.sync(topic).await?;
         self.local.subscribe(topic, after).await
     }

@@ -65,11 +65,36 @@ pub fn kill(child: &mut Option<Child>) {
 
 /// Kills a process that is not our child (a broker's VM behind its start script) by PID.
 pub fn kill_pid(pid: u32) {
+    signal(pid, "-KILL");
+}
+
+fn signal(pid: u32, signal: &str) {
     let _ = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
+        .args([signal, &pid.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
+}
+
+/// Asks a process that is not our child to stop (SIGTERM) and waits until it is gone; killed
+/// (SIGKILL) when it is still there after `within`.
+pub async fn stop_pid(pid: u32, within: Duration) {
+    signal(pid, "-TERM");
+    // Gone, or a zombie its parent (a start script) has not reaped yet.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + within;
+    while running() {
+        if tokio::time::Instant::now() >= deadline {
+            kill_pid(pid);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `ready` every 50 ms until it succeeds, `child` exits, or `within` passes.

@@ -14,6 +14,8 @@ use super::process::{self, BrokerError};
 /// How long a starting node may take to accept an AMQP connection.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const WHAT: &str = "rabbitmq-server";
+/// How long a graceful stop may take before the node is killed.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 /// How to install RabbitMQ, quoted in every "not installed" message.
 pub fn install_hint() -> String {
@@ -142,6 +144,48 @@ impl RabbitServer {
 
     /// Starts the node again on the same port and directory; durable queues and streams come back
     /// with what they had confirmed.
+    /// Makes a later SIGKILL survivable for streams: declares one (which starts the node's stream
+    /// coordinator), then stops the node gracefully and starts it again. The coordinator's
+    /// registration lives in a `dets` table the node saves lazily (within minutes, or at a graceful
+    /// stop); a node killed before that comes back without it, and every stream stays `down or
+    /// inaccessible` for good — undeletable, too. A node that has run for minutes is settled anyway.
+    pub async fn settle(&mut self) -> Result<(), BrokerError> {
+        use amqprs::{
+            channel::QueueDeclareArguments,
+            connection::{Connection, OpenConnectionArguments},
+            FieldTable, FieldValue,
+        };
+        let not_ready = |detail: String| BrokerError::NotReady {
+            what: WHAT,
+            port: self.port,
+            within: READY_WITHIN,
+            detail: format!(": settling: {detail}"),
+        };
+        let args = OpenConnectionArguments::new("127.0.0.1", self.port, "guest", "guest");
+        let declared = async {
+            let connection = Connection::open(&args).await?;
+            let channel = connection.open_channel(None).await?;
+            let mut arguments = FieldTable::new();
+            if let (Ok(key), Ok(value)) = ("x-queue-type".try_into(), "stream".try_into()) {
+                arguments.insert(key, FieldValue::S(value));
+            }
+            let declare = QueueDeclareArguments::new("cb.settle")
+                .durable(true)
+                .arguments(arguments)
+                .finish();
+            channel.queue_declare(declare).await?;
+            let _ = connection.close().await;
+            Ok::<_, amqprs::error::Error>(())
+        };
+        declared.await.map_err(|e| not_ready(e.to_string()))?;
+        if let Some(pid) = self.vm_pid.take() {
+            process::stop_pid(pid, STOP_WITHIN).await;
+        }
+        process::kill(&mut self.script);
+        self.launch().await
+    }
+
+    /// Kills the node (SIGKILL) and starts it again in the same directory, on the same ports.
     pub async fn restart(&mut self) -> Result<(), BrokerError> {
         self.kill();
         self.launch().await

@@ -181,6 +181,8 @@ impl RabbitLog {
             Err(error) => match self.link.failed(&error) {
                 LogError::Refused(detail) => match self.link.close_reason(&channel).await {
                     Some(reason) if reason.contains("no queue") => Ok(false),
+                    // Declared, but its member is not running (see [`DOWN`]).
+                    Some(reason) if reason.contains(DOWN) => Ok(true),
                     reason => Err(LogError::down(reason.unwrap_or(detail))),
                 },
                 outage => Err(outage),

@@ -1,6 +1,7 @@
 //! commbench's load generator: many simulated clients per pattern, an open-loop publisher, honest
 //! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
 
+pub mod agent;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -11,6 +12,8 @@ pub mod http;
 pub mod net;
 pub mod output;
 pub mod pattern;
+pub mod pin;
+pub mod procs;
 pub mod procstat;
 pub mod progress;
 pub mod publisher;

@@ -1,10 +1,15 @@
 //! `commbench`: the user-facing command. Errors become one clear message and a non-zero exit.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Parser;
 use commbench_loadgen::{
+    agent::Coordinator,
     cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
     output,
+    pin::{self, CpuList, CpuPlan},
+    procs::{host::HostOptions, pipe, Placement},
     session::{run_session, CellPlan, SessionOptions, SessionOutcome},
     study,
 };
@@ -17,6 +22,14 @@ fn main() -> std::process::ExitCode {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
+    // Pinned before the runtime starts, so its threads inherit the set and it sizes itself to it.
+    let cpus = match pin_process(&cli.command) {
+        Ok(cpus) => cpus,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,11 +42,16 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Compare(args) => compare(args).await,
+            Command::Run(args) => run(args, cpus).await,
+            Command::Compare(args) => compare(args, cpus).await,
             Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
+            Command::Agent(args) => agent(args).await,
+            Command::LoadWorker(_) => {
+                pipe::serve_stdio(HostOptions::default()).await;
+                Ok(std::process::ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -45,15 +63,49 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+/// Chooses the run's CPU sets (or the set a server, worker or agent was given) and pins this
+/// process to its own.
+fn pin_process(command: &Command) -> anyhow::Result<Arc<CpuPlan>> {
+    let pin_to = |flag: &'static str, text: &Option<String>| -> anyhow::Result<()> {
+        if let Some(text) = text {
+            pin::pin_self(&CpuList::parse_flag(flag, text)?)?;
+        }
+        Ok(())
+    };
+    let run = match command {
+        Command::Run(args) => args,
+        Command::Compare(args) => &args.run,
+        Command::Serve(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok(Arc::default());
+        }
+        Command::LoadWorker(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok(Arc::default());
+        }
+        Command::Agent(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok(Arc::default());
+        }
+        Command::Report(_) | Command::Worker(_) => return Ok(Arc::default()),
+    };
+    let embedded = run.raw_scenario()?.text_of("target").is_none();
+    let plan = CpuPlan::choose(&run.pin_request(), embedded)?;
+    if let Some(set) = &plan.loadgen {
+        pin::pin_self(set)?;
+    }
+    Ok(Arc::new(plan))
+}
+
+async fn run(args: RunArgs, cpus: Arc<CpuPlan>) -> anyhow::Result<std::process::ExitCode> {
     let scenario = args.raw_scenario()?.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description).await?;
+    let outcome = measure(&args, plans, description, cpus).await?;
     Ok(exit_code(&outcome))
 }
 
-async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+async fn compare(args: CompareArgs, cpus: Arc<CpuPlan>) -> anyhow::Result<std::process::ExitCode> {
     let mut study = study::with_defaults(args.raw_study()?, args.quick);
     if study::needs_private_redis(&study)? && !commbench_servers::redis_server::installed() {
         eprintln!(
@@ -64,7 +116,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let plans = study::plans(&study)?;
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json()).await?;
+    let outcome = measure(&args.run, plans, study.to_json(), cpus).await?;
     let code = exit_code(&outcome);
     report(&outcome.dir)?;
     Ok(code)
@@ -81,7 +133,25 @@ async fn measure(
     args: &RunArgs,
     plans: Vec<CellPlan>,
     description: serde_json::Value,
+    cpus: Arc<CpuPlan>,
 ) -> anyhow::Result<SessionOutcome> {
+    let agents = match (args.agents, &args.coordinator) {
+        (Some(count), Some(url)) => {
+            let wait = commbench_servers::units::parse_duration(&args.agent_wait)
+                .map_err(|e| anyhow::anyhow!("--agent-wait: {e}"))?;
+            eprintln!(
+                "waiting up to {wait:?} for {count} agents at {url} (run `{}`)",
+                args.run_name
+            );
+            let coordinator = Coordinator::connect(url, &args.run_name, count, wait).await?;
+            eprintln!(
+                "{count} agents registered; clocks agree within ±{:.0} µs",
+                coordinator.clock_error_ns() as f64 / 1_000.0
+            );
+            Some(Arc::new(coordinator))
+        }
+        _ => None,
+    };
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
     tokio::spawn(async move {
@@ -99,8 +169,16 @@ async fn measure(
         quiet: args.quiet,
         server_args: args.server_arg.clone(),
         interrupt,
+        placement: Placement {
+            cpus,
+            agents: agents.clone(),
+        },
     })
-    .await?;
+    .await;
+    if let Some(agents) = &agents {
+        agents.finish().await;
+    }
+    let outcome = outcome?;
     println!("{}", output::render_table(&outcome.cells));
     println!("results: {}", outcome.dir.display());
     Ok(outcome)
@@ -135,6 +213,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     })
     .await
     .context("server failed")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `commbench agent`: hosts its shares until the coordinator is done.
+async fn agent(
+    args: commbench_loadgen::agent::AgentArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    commbench_loadgen::agent::run_agent(args).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -15,24 +15,33 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn schedstat_seconds(pid: u32) -> Option<f64> {
+    schedstat(pid).map(|(on_cpu, _)| on_cpu)
+}
+
+/// Seconds `pid`'s threads waited, runnable, for a CPU so far (`schedstat`'s run delay): how much
+/// more CPU it wanted than it got.
+pub fn wait_seconds(pid: u32) -> Option<f64> {
+    schedstat(pid).map(|(_, waited)| waited)
+}
+
+/// `(on CPU, waiting for a CPU)` in seconds, summed over `pid`'s threads.
+fn schedstat(pid: u32) -> Option<(f64, f64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut nanos: u64 = 0;
+    let (mut on_cpu, mut waited) = (0u64, 0u64);
     let mut any = false;
     for task in tasks.flatten() {
         // A thread may exit between listing and reading; it simply no longer counts.
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
-        if let Some(on_cpu) = text
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-        {
-            nanos += on_cpu;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
+            on_cpu += run;
+            waited += wait;
             any = true;
         }
     }
-    any.then_some(nanos as f64 / 1e9)
+    any.then_some((on_cpu as f64 / 1e9, waited as f64 / 1e9))
 }
 
 fn stat_seconds(pid: u32) -> Option<f64> {

@@ -1,6 +1,10 @@
 //! The open-loop publisher: events at `--rate` on a fixed or Poisson schedule, round-robin over the
-//! cell's topics, each payload stamped with its intended send time. Its own HTTP traffic is kept out
-//! of the pattern's byte counts (it is the same for every pattern).
+//! cell's topics, each payload stamped with its intended send time and the instant its write began
+//! (the gap between the two is recorded as the publisher's lateness). Its connections are opened
+//! before any client's, so a cell that runs out of descriptors starves clients, never the publisher.
+//! It runs on a thread and runtime of its own, so clients busy on the runner's runtime (a fan-out to
+//! thousands of them) do not make it late. Its own HTTP traffic is kept out of the pattern's byte
+//! counts (it is the same for every pattern).
 
 use std::{
     collections::HashMap,
@@ -20,13 +24,14 @@ use crate::{
     clients::RunShared,
     clock::encode_payload,
     http::{ClientError, HttpConn},
-    record::Recorder,
+    record::{Metric, Recorder},
     scenario::Arrival,
     schedule::Schedule,
+    target::Target,
 };
 
 /// Concurrent publish connections: enough to keep up with slow answers without queueing.
-const CONNECTIONS: usize = 16;
+pub const CONNECTIONS: usize = 16;
 /// A publish that starts this much after its intended time counts as late. Tokio's timers have a 1 ms
 /// resolution, so anything below a few ms is timer granularity, not a struggling publisher.
 const LATE_NS: u64 = 5_000_000;
@@ -37,9 +42,98 @@ struct Job {
     intended_ns: u64,
 }
 
-/// Publishes from `start_ns` until `end_ns` (or until `stop`), then returns each topic's last seq.
+/// The publisher's connections, opened before the clients'.
+pub struct Connections {
+    /// Their traffic counts into a recorder of its own, not the pattern's.
+    own: Arc<Recorder>,
+    open: Vec<HttpConn>,
+}
+
+impl Connections {
+    /// Opens [`CONNECTIONS`] keep-alive connections to `target` (the instance events go to).
+    pub async fn open(target: &Target) -> Result<Self, ClientError> {
+        let own = Arc::new(Recorder::new(1));
+        let mut open = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            open.push(HttpConn::open(target, None, &own).await?);
+        }
+        Ok(Self { own, open })
+    }
+}
+
+/// The publisher's thread: connections opened at once, publishing when told to.
+pub struct PublisherThread {
+    go: Option<tokio::sync::oneshot::Sender<(u64, u64, CancellationToken)>>,
+    heads: tokio::sync::oneshot::Receiver<HashMap<String, u64>>,
+}
+
+impl PublisherThread {
+    /// Starts the thread and opens its connections; an error when they cannot be opened.
+    pub async fn start(shared: Arc<RunShared>) -> Result<Self, ClientError> {
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = tokio::sync::oneshot::channel::<(u64, u64, CancellationToken)>();
+        let (heads_tx, heads) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = opened_tx.send(Err(ClientError::Connect(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let connections = match Connections::open(&shared.targets[0]).await {
+                        Ok(connections) => connections,
+                        Err(error) => {
+                            let _ = opened_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = opened_tx.send(Ok(()));
+                    let Ok((start_ns, end_ns, stop)) = go_rx.await else {
+                        return;
+                    };
+                    let heads = publish(shared, connections, start_ns, end_ns, stop).await;
+                    let _ = heads_tx.send(heads);
+                });
+            });
+        if let Err(error) = spawned {
+            return Err(ClientError::Connect(error));
+        }
+        match opened.await {
+            Ok(Ok(())) => Ok(Self {
+                go: Some(go),
+                heads,
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ClientError::Protocol("the publisher thread ended".into())),
+        }
+    }
+
+    /// Publishes from `start_ns` until `end_ns` (run clock) or `stop`.
+    pub fn go(&mut self, start_ns: u64, end_ns: u64, stop: CancellationToken) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send((start_ns, end_ns, stop));
+        }
+    }
+
+    /// Each topic's last seq once publishing has ended (empty if it never started).
+    pub async fn heads(self) -> HashMap<String, u64> {
+        drop(self.go);
+        self.heads.await.unwrap_or_default()
+    }
+}
+
+/// Publishes from `start_ns` until `end_ns` (or until `stop`) over `connections`, then returns
+/// each topic's last seq.
 pub async fn publish(
     shared: Arc<RunShared>,
+    connections: Connections,
     start_ns: u64,
     end_ns: u64,
     stop: CancellationToken,
@@ -49,13 +143,13 @@ pub async fn publish(
         Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
     let (jobs, queue) = mpsc::channel::<Job>(CONNECTIONS * 4);
     let queue = Arc::new(Mutex::new(queue));
-    // The publisher's own connections count into a recorder of their own, not the pattern's.
-    let own = Arc::new(Recorder::new(1));
+    let own = connections.own;
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONNECTIONS {
+    for conn in connections.open {
         workers.spawn(worker(
             shared.clone(),
             own.clone(),
+            conn,
             queue.clone(),
             heads.clone(),
         ));
@@ -100,22 +194,18 @@ pub async fn publish(
 async fn worker(
     shared: Arc<RunShared>,
     own: Arc<Recorder>,
+    conn: HttpConn,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     heads: Arc<Vec<AtomicU64>>,
 ) {
     let counters = &shared.recorder.counters;
-    let mut conn: Option<HttpConn> = None;
+    let mut conn = Some(conn);
     loop {
         let Some(job) = queue.lock().await.recv().await else {
             return;
         };
-        let sent = shared.clock.now_ns();
-        if sent.saturating_sub(job.intended_ns) > LATE_NS {
-            counters.late_sends.fetch_add(1, Relaxed);
-        }
         let topic = &shared.topics[job.topic];
-        let payload = encode_payload(job.id, job.intended_ns, shared.scenario.payload);
-        match publish_one(&shared, &own, &mut conn, topic, payload).await {
+        match publish_one(&shared, &own, &mut conn, topic, &job).await {
             Ok(seq) => {
                 counters.published.fetch_add(1, Relaxed);
                 heads[job.topic].fetch_max(seq, Relaxed);
@@ -129,12 +219,14 @@ async fn worker(
     }
 }
 
+/// Publishes one event; the write stamp is taken once a connection is in hand, right before the
+/// request is written.
 async fn publish_one(
     shared: &RunShared,
     own: &Arc<Recorder>,
     conn: &mut Option<HttpConn>,
     topic: &str,
-    payload: Bytes,
+    job: &Job,
 ) -> Result<u64, ClientError> {
     if conn.is_none() {
         *conn = Some(HttpConn::open(&shared.targets[0], None, own).await?);
@@ -142,6 +234,17 @@ async fn publish_one(
     let Some(open) = conn.as_mut() else {
         return Err(ClientError::Protocol("no publish connection".into()));
     };
+    let written_ns = shared.clock.now_ns();
+    let late_ns = written_ns.saturating_sub(job.intended_ns);
+    if late_ns > LATE_NS {
+        shared.recorder.counters.late_sends.fetch_add(1, Relaxed);
+    }
+    if shared.in_window(job.intended_ns) {
+        let recorder = &shared.recorder;
+        recorder.record(job.id as usize, Metric::PublishLateness, late_ns / 1_000);
+    }
+    let payload: Bytes =
+        encode_payload(job.id, job.intended_ns, written_ns, shared.scenario.payload);
     let body = open
         .fetch(Method::POST, &format!("/publish/{topic}"), payload)
         .await?;

@@ -7,6 +7,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::{
+    pin::CpuList,
+    procs::pool::{LostWorker, WorkerUsage},
     record::{CounterSnapshot, Metric},
     {pattern::Pattern, scenario::BusKind},
 };
@@ -61,6 +63,8 @@ pub struct ProcessUsage {
     pub cpu_s: f64,
     /// Highest resident set size seen, in bytes.
     pub peak_rss_bytes: u64,
+    /// Seconds its threads waited, runnable, for a CPU in the window (0 where not read).
+    pub wait_s: f64,
 }
 
 /// One measured cell.
@@ -86,8 +90,31 @@ pub struct CellResult {
     pub achieved_rate: f64,
     /// 99th percentile of the load generator's own scheduling delay (µs): how late its timers fire.
     pub loadgen_lag_p99_us: u64,
-    /// Reasons the numbers may describe the load generator rather than the server (empty when fine).
+    /// Figures that would mislead, each with why (empty when fine): the cell is flagged.
     pub warnings: Vec<String>,
+    /// What a reader should know that does not make a figure wrong (not a flag).
+    pub notes: Vec<String>,
+    pub placement: CellPlacement,
+}
+
+/// Where a cell's processes ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CellPlacement {
+    /// Processes that hosted the clients (1: the runner's own process).
+    pub procs: usize,
+    pub server_cpus: Option<CpuList>,
+    pub broker_cpus: Option<CpuList>,
+    pub loadgen_cpus: Option<CpuList>,
+    /// CPUs the load generator could use: its set, or every CPU when unpinned.
+    pub loadgen_cpu_count: usize,
+    /// True when the servers and the load generator ran on disjoint CPU sets.
+    pub separated: bool,
+    /// Estimated clock error between the coordinator and its agents (µs); distributed runs only.
+    pub clock_error_us: Option<f64>,
+    /// Each load worker's share and cost (empty when the runner hosted the clients itself).
+    pub workers: Vec<WorkerUsage>,
+    /// Workers lost mid-run.
+    pub lost: Vec<LostWorker>,
 }
 
 /// Facts about the run as a whole, written to `run.json`.
@@ -105,4 +132,8 @@ pub struct RunInfo {
     pub target: String,
     pub scenario: serde_json::Value,
     pub cells: Vec<String>,
+    /// The CPU sets of the servers, the broker and the load generator.
+    pub cpu_sets: crate::pin::CpuPlan,
+    /// Per cell: how many processes hosted its clients and what each used.
+    pub placement: std::collections::BTreeMap<String, CellPlacement>,
 }

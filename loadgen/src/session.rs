@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     output,
+    procs::Placement,
     result::{CellResult, RunInfo},
     runner::{run_cell, CellOptions, RunError},
     {pattern::Pattern, scenario::Scenario},
@@ -59,6 +60,8 @@ pub struct SessionOptions {
     pub quiet: bool,
     pub server_args: Vec<String>,
     pub interrupt: CancellationToken,
+    /// CPU sets and agents (the default: nothing pinned, clients on this machine).
+    pub placement: Placement,
 }
 
 pub struct SessionOutcome {
@@ -92,6 +95,7 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             quiet: options.quiet,
             server_args: options.server_args.clone(),
             interrupt: options.interrupt.clone(),
+            placement: options.placement.clone(),
         })
         .await
         .map_err(|error| SessionError::Cell {
@@ -122,6 +126,11 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
             .unwrap_or_else(|| "embedded".to_owned()),
         scenario: options.description,
         cells: cells.iter().map(|c| c.spec.name()).collect(),
+        cpu_sets: (*options.placement.cpus).clone(),
+        placement: cells
+            .iter()
+            .map(|c| (c.spec.name(), c.placement.clone()))
+            .collect(),
     };
     output::write_run(&dir, &info, &cells)
         .map_err(|e| SessionError::Write(dir.clone(), e.to_string()))?;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ClientCtx, Phase};
 use crate::{
-    clock::decode_payload,
+    clock::decode_stamp,
     record::{Counters, Metric, SeqTracker},
     wire::PollAnswer,
 };
@@ -41,15 +41,20 @@ impl FeedReceiver {
         if !self.tracker.see(seq) {
             return;
         }
-        let Some((_, intended_ns)) = data.and_then(|d| decode_payload(d.as_bytes())) else {
+        let Some(stamp) = data.and_then(|d| decode_stamp(d.as_bytes())) else {
             counters.error("foreign_payload");
             return;
         };
-        if ctx.shared.in_window(intended_ns) {
-            let micros = now_ns.saturating_sub(intended_ns) / 1_000;
+        if ctx.shared.in_window(stamp.intended_ns) {
+            let micros = now_ns.saturating_sub(stamp.intended_ns) / 1_000;
             ctx.recorder().record(ctx.id, Metric::Delivery, micros);
             if ctx.remote {
                 ctx.recorder().record(ctx.id, Metric::CrossInstance, micros);
+            }
+            if let Some(written_ns) = stamp.written_ns {
+                let micros = now_ns.saturating_sub(written_ns) / 1_000;
+                ctx.recorder()
+                    .record(ctx.id, Metric::DeliveryFromWrite, micros);
             }
         }
     }

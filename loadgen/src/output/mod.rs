@@ -118,6 +118,8 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
+            cpu_sets: Default::default(),
+            placement: Default::default(),
         }
     }
 

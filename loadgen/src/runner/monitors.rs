@@ -28,11 +28,13 @@ pub struct Monitors {
 }
 
 impl Monitors {
-    /// Starts them; `cell_stop` is cancelled when the error limit is reached.
+    /// Starts them; `cell_stop` is cancelled when the error limit is reached. `live` holds the
+    /// load workers' traffic, which the progress line and the error limit count too.
     pub fn start(
         options: &CellOptions,
         cell: &str,
         recorder: &Arc<Recorder>,
+        live: &Arc<Recorder>,
         cell_stop: &CancellationToken,
     ) -> Self {
         let scenario = &options.scenario;
@@ -42,21 +44,20 @@ impl Monitors {
         let collector = tokio::spawn(
             Collector {
                 recorder: recorder.clone(),
-                dir: options.dir.clone(),
+                live: Some(live.clone()),
+                dir: Some(options.dir.clone()),
                 cell: cell.to_owned(),
-                started_unix_s: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
+                started_unix_s: unix_now_s(),
                 interval: Duration::from_secs(1),
                 progress: progress.clone(),
+                forward: None,
             }
             .run(stop.clone()),
         );
         Self {
             lag_probe: tokio::spawn(scheduling_lag(stop.clone())),
             error_watch: tokio::spawn(stop_on_errors(
-                recorder.clone(),
+                [recorder.clone(), live.clone()],
                 scenario.max_errors,
                 cell_stop.clone(),
             )),
@@ -77,12 +78,26 @@ impl Monitors {
     }
 }
 
-/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted.
-async fn stop_on_errors(recorder: Arc<Recorder>, max_errors: u64, stop: CancellationToken) {
+/// The wall clock in seconds since the Unix epoch (an interval log's base time).
+pub fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted in `recorders`.
+async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: CancellationToken) {
     if max_errors == 0 {
         return;
     }
-    while recorder.counters.error_total.load(Relaxed) < max_errors {
+    let errors = || -> u64 {
+        recorders
+            .iter()
+            .map(|r| r.counters.error_total.load(Relaxed))
+            .sum()
+    };
+    while errors() < max_errors {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::warn!(max_errors, "stopping the cell: error limit reached");
@@ -90,7 +105,7 @@ async fn stop_on_errors(recorder: Arc<Recorder>, max_errors: u64, stop: Cancella
 }
 
 /// How late the load generator's own timers fire (µs): a busy load generator shows here first.
-async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
+pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
     let period = Duration::from_millis(10);
     while !stop.is_cancelled() {

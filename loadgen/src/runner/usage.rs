@@ -3,7 +3,7 @@
 
 use crate::{
     fleet::Fleet,
-    procstat::{cpu_seconds, RssPeaks},
+    procstat::{cpu_seconds, wait_seconds, RssPeaks},
     result::ProcessUsage,
 };
 
@@ -23,6 +23,7 @@ pub struct Usage {
 /// CPU seconds used so far: the load generator, every server instance together, the broker.
 pub struct CpuReading {
     loadgen: Option<f64>,
+    loadgen_wait: Option<f64>,
     servers: Option<f64>,
     broker: Option<f64>,
 }
@@ -48,6 +49,7 @@ impl Processes {
             .flatten();
         CpuReading {
             loadgen: cpu_seconds(std::process::id()),
+            loadgen_wait: wait_seconds(std::process::id()),
             servers,
             broker: self.broker.and_then(cpu_seconds),
         }
@@ -66,6 +68,7 @@ impl Processes {
                 Some(ProcessUsage {
                     cpu_s: end - start,
                     peak_rss_bytes,
+                    wait_s: 0.0,
                 })
             }
             _ => None,
@@ -74,12 +77,14 @@ impl Processes {
             (Some(pid), Some(start), Some(end)) => Some(ProcessUsage {
                 cpu_s: end - start,
                 peak_rss_bytes: rss.peak(pid).await,
+                wait_s: 0.0,
             }),
             _ => None,
         };
         let loadgen = ProcessUsage {
             cpu_s: end.loadgen.unwrap_or(0.0) - start.loadgen.unwrap_or(0.0),
             peak_rss_bytes: rss.peak(std::process::id()).await,
+            wait_s: end.loadgen_wait.unwrap_or(0.0) - start.loadgen_wait.unwrap_or(0.0),
         };
         Usage {
             servers,

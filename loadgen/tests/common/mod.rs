@@ -44,6 +44,7 @@ pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -
             quiet: true,
             server_args: Vec::new(),
             interrupt: CancellationToken::new(),
+            placement: Default::default(),
         }),
     )
     .await

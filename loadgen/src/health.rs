@@ -10,8 +10,10 @@ use crate::{pattern::Kind, record::Metric, result::CellResult, scenario::Scenari
 
 /// The load generator is saturated above this share of its CPU set.
 const SATURATED: f64 = 0.85;
-/// … or when it wanted this many times its set (ran + waited for a CPU).
-const OVERSUBSCRIBED: f64 = 1.5;
+/// … or when its set was busy this much of the window (other processes too) …
+const SET_BUSY: f64 = 0.95;
+/// … while its threads waited, runnable, this share of the window for a CPU of it.
+const STARVED: f64 = 0.25;
 /// Harness delay below this is timer granularity (Tokio's timers tick in milliseconds).
 const NOISE_US: u64 = 2_000;
 /// A harness delay is meaningful above this share of the latency figure it sits in.
@@ -39,13 +41,15 @@ pub fn assess(result: &CellResult, scenario: &Scenario, ready: usize) -> Health 
         |s| format!("its CPU set ({s})"),
     );
     let ran = result.loadgen.cpu_s / window / set;
-    let wanted = (result.loadgen.cpu_s + result.loadgen.wait_s) / window / set;
-    if ran > SATURATED || wanted > OVERSUBSCRIBED {
+    let waited = result.loadgen.wait_s / window / set;
+    let busy = place.loadgen_set_busy.unwrap_or(ran);
+    if ran > SATURATED || (busy > SET_BUSY && waited > STARVED) {
         health.flags.push(format!(
-            "every figure: the load generator was saturated, it ran {:.0}% of {set_name} and \
-             waited for a CPU {:.0}% more",
+            "every figure: the load generator was saturated: {set_name} was busy {:.0}% of the \
+             window, the load generator ran {:.0}% of it and waited for a CPU {:.0}% more",
+            busy.max(ran) * 100.0,
             ran * 100.0,
-            (wanted - ran).max(0.0) * 100.0
+            waited * 100.0
         ));
     }
     if let (false, Some(server)) = (place.separated, result.server) {
@@ -242,14 +246,20 @@ mod tests {
         let text = flags(&cell, 1000);
         assert_eq!(text.len(), 1, "{text:?}");
         assert!(
-            text[0].contains("saturated") && text[0].contains("90% of its CPU set (0)"),
+            text[0].contains("saturated") && text[0].contains("its CPU set (0) was busy 90%"),
             "{text:?}"
         );
-        // Starved by other processes: ran little, waited long.
+        // Starved by other processes on its set: ran little, waited long, the set never idle.
         let mut cell = healthy();
         cell.loadgen.cpu_s = 10.0;
-        cell.loadgen.wait_s = 40.0;
-        assert!(flags(&cell, 1000)[0].contains("waited for a CPU 133% more"));
+        cell.loadgen.wait_s = 12.0;
+        assert_eq!(
+            flags(&cell, 1000),
+            Vec::<String>::new(),
+            "the set had idle time"
+        );
+        cell.placement.loadgen_set_busy = Some(0.99);
+        assert!(flags(&cell, 1000)[0].contains("waited for a CPU 40% more"));
     }
 
     #[test]

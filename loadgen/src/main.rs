@@ -188,7 +188,9 @@ fn exit_code(outcome: &SessionOutcome) -> std::process::ExitCode {
     if outcome.complete {
         return std::process::ExitCode::SUCCESS;
     }
-    println!("the run is INCOMPLETE (interrupted); run.json and summary.csv say so too");
+    println!(
+        "the run is INCOMPLETE (interrupted, or a load worker was lost); run.json and summary.csv say so too"
+    );
     std::process::ExitCode::from(130)
 }
 

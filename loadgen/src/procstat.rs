@@ -54,6 +54,30 @@ fn stat_seconds(pid: u32) -> Option<f64> {
     Some((user + system) as f64 / TICKS_PER_SECOND)
 }
 
+/// Idle and total time (in clock ticks) of `cpus` so far, from `/proc/stat`: how busy a CPU set
+/// was, whoever kept it busy.
+pub fn cpu_set_ticks(cpus: &[usize]) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let (mut idle, mut total) = (0, 0);
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let Some(cpu) = fields.next().and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        if !cpus.contains(&cpu) {
+            continue;
+        }
+        let ticks: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        total += ticks.iter().take(8).sum::<u64>();
+        idle += ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    }
+    (total > 0).then_some((idle, total))
+}
+
 /// Resident set size of `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -105,5 +129,8 @@ mod tests {
         assert!(stat_seconds(me).is_some());
         assert!(rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
         assert!(cpu_seconds(u32::MAX).is_none());
+        let (idle, total) = cpu_set_ticks(&[0]).unwrap();
+        assert!(idle <= total && total > 0);
+        assert!(cpu_set_ticks(&[usize::MAX]).is_none());
     }
 }

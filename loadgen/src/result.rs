@@ -109,6 +109,8 @@ pub struct CellPlacement {
     pub loadgen_cpu_count: usize,
     /// True when the servers and the load generator ran on disjoint CPU sets.
     pub separated: bool,
+    /// Share of the window the load generator's CPU set was busy, by anyone (when pinned).
+    pub loadgen_set_busy: Option<f64>,
     /// Estimated clock error between the coordinator and its agents (µs); distributed runs only.
     pub clock_error_us: Option<f64>,
     /// Each load worker's share and cost (empty when the runner hosted the clients itself).

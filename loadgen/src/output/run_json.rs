@@ -116,6 +116,8 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::json!({ "clients": 10 }),
             cells: vec!["sse-c10-r50-p128".into()],
+            cpu_sets: Default::default(),
+            placement: Default::default(),
         };
         write_run_json(&path, &info).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -38,6 +38,16 @@ pub struct RunMeta {
     pub scenario: serde_json::Value,
     #[serde(default)]
     pub cells: Vec<String>,
+    /// Where the servers, the broker and the load generator ran (missing before pinning existed).
+    #[serde(default)]
+    pub cpu_sets: Option<CpuSetsMeta>,
+}
+
+/// `run.json`'s `cpu_sets`, as the report shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuSetsMeta {
+    #[serde(default)]
+    pub note: String,
 }
 
 impl RunMeta {

@@ -119,6 +119,13 @@ fn run_section(out: &mut String, parts: &ReportParts<'_>) {
         row("rustc", rustc.clone());
     }
     row(
+        "CPU sets",
+        meta.cpu_sets.as_ref().map_or_else(
+            || "not recorded (nothing pinned)".to_owned(),
+            |s| s.note.clone(),
+        ),
+    );
+    row(
         "cells",
         format!(
             "{} ({} flagged)",
@@ -239,7 +246,8 @@ fn summary_section(out: &mut String, parts: &ReportParts<'_>) {
         out,
         "## Summary table\n\nLatency: publish → delivery for the feed patterns, round trip for \
          request-response. Per-event costs divide by events received in the measured window \
-         (request-response: responses). CPU % is server CPU seconds ÷ measured seconds.\n"
+         (request-response: responses). CPU % is server CPU seconds ÷ measured seconds, as a \
+         share of the servers' CPU set when they were pinned (of one core otherwise).\n"
     );
     let _ = writeln!(
         out,
@@ -269,7 +277,7 @@ fn summary_section(out: &mut String, parts: &ReportParts<'_>) {
             fmt::opt(row.requests_per_event),
             fmt::opt(row.bytes_per_event),
             fmt::opt(row.server_cpu_us_per_event),
-            fmt::opt(cells::cpu_percent(row)),
+            fmt::opt(cells::cpu_percent_of_set(row)),
             fmt::opt(
                 row.server_rss_per_connection_bytes
                     .map(|b| b as f64 / 1024.0)

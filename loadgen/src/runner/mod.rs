@@ -444,7 +444,7 @@ impl<'a> CellRun<'a> {
         if let Some(publisher) = &mut publisher {
             publisher.go(run_start, window_end, self.stop.child_token());
         }
-        let processes = Processes::of(self.fleet);
+        let processes = Processes::of(self.fleet, self.options.placement.cpus.loadgen.as_ref());
         let (rss, rss_task) = RssPeaks::start(processes.all(), Duration::from_millis(250));
         let counters = &self.shared.recorder.counters;
         let interrupted = !sleep_until_ns(clock, window_start, &self.stop).await;
@@ -532,6 +532,7 @@ impl<'a> CellRun<'a> {
             loadgen_cpus: cpus.loadgen.clone(),
             loadgen_cpu_count: cpus.loadgen_cpus(),
             separated: cpus.separated(),
+            loadgen_set_busy: usage.loadgen_set_busy,
             ..CellPlacement::default()
         };
         if let Some((merged, shares)) = merged {

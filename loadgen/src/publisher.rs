@@ -208,6 +208,9 @@ async fn worker(
         match publish_one(&shared, &own, &mut conn, topic, &job).await {
             Ok(seq) => {
                 counters.published.fetch_add(1, Relaxed);
+                if shared.in_window(job.intended_ns) {
+                    counters.published_in_window.fetch_add(1, Relaxed);
+                }
                 heads[job.topic].fetch_max(seq, Relaxed);
             }
             Err(error) => {

@@ -105,6 +105,9 @@ pub struct Counters {
     pub connections_peak: AtomicI64,
     pub reconnects: AtomicU64,
     pub published: AtomicU64,
+    /// The publisher's successful publishes whose intended time fell in the measured window:
+    /// exact, however late each answer comes.
+    pub published_in_window: AtomicU64,
     pub late_sends: AtomicU64,
     pub dropped_sends: AtomicU64,
     pub clamped_samples: AtomicU64,

@@ -522,6 +522,10 @@ impl<'a> CellRun<'a> {
             .await;
         let (start, end) = &window.counters;
         let mut counters = CounterSnapshot::windowed(start, end, &recorder.counters.snapshot());
+        if self.options.pattern.uses_feed() {
+            // Counted by intended time, so the count does not depend on when answers arrive.
+            counters.published = recorder.counters.published_in_window.load(Relaxed);
+        }
         let mut errors = recorder.counters.errors();
         let mut ready = self.shared.ready.load(Relaxed);
         let cpus = &self.options.placement.cpus;

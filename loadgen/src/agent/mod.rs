@@ -40,6 +40,8 @@ pub enum AgentError {
     Lost(String),
     #[error("the coordinator went away (its session ended)")]
     CoordinatorGone,
+    #[error("cannot create --out {0}: {1}")]
+    Out(std::path::PathBuf, std::io::Error),
 }
 
 /// Parses `i/N` (shard `i` of `N`, counted from 0).

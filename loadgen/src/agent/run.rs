@@ -51,6 +51,9 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
 /// Runs the agent until the coordinator is done with it.
 pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (shard, of) = parse_shard(&args.shard)?;
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).map_err(|e| AgentError::Out(out.clone(), e))?;
+    }
     let url = args.coordinator.clone();
     let mut connection = keys::connect(&url)
         .await

@@ -20,6 +20,9 @@ use crate::procs::{
     protocol::{Command, Hello, Report},
 };
 
+/// Where the reader hands reports: the current cell's pool, once there is one.
+type Sink = Arc<Mutex<Option<mpsc::UnboundedSender<(usize, Up)>>>>;
+
 /// A session of agents, shared by every cell of the run.
 pub struct Coordinator {
     url: String,
@@ -28,8 +31,7 @@ pub struct Coordinator {
     agents: Vec<Hello>,
     clock: ClockOffset,
     connection: MultiplexedConnection,
-    /// Where the reader hands reports: the current cell's pool.
-    current: Arc<Mutex<Option<mpsc::UnboundedSender<(usize, Up)>>>>,
+    current: Sink,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -257,7 +259,7 @@ async fn read_up(
     url: String,
     key: String,
     nonces: Vec<String>,
-    current: Arc<Mutex<Option<mpsc::UnboundedSender<(usize, Up)>>>>,
+    current: Sink,
 ) {
     let Ok(mut connection) = keys::connect(&url).await else {
         tracing::warn!(%url, "cannot read the agents' reports");

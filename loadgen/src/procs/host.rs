@@ -24,7 +24,7 @@ use crate::{
     procstat::{cpu_seconds, wait_seconds, RssPeaks},
     progress::Progress,
     record::{new_histogram, CounterSnapshot, Metric, Recorder},
-    runner::{scheduling_lag, ClientGroup, SHARDS},
+    runner::{scheduling_lag, shards, ClientGroup},
     target::Target,
 };
 
@@ -73,7 +73,7 @@ async fn host_cell(
         }
     }
     let clock = RunClock::from_monotonic(spec.origin_ns);
-    let recorder = Arc::new(Recorder::new(SHARDS));
+    let recorder = Arc::new(Recorder::new(shards()));
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     let shared = Arc::new(RunShared {
         scenario: Arc::new(spec.scenario.clone()),

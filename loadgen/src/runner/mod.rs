@@ -52,8 +52,12 @@ use crate::{
     scenario::Scenario,
 };
 
-/// Histogram shards: enough that concurrent clients rarely share one.
-pub const SHARDS: usize = 64;
+/// Histogram shards: enough that clients on different threads rarely share one, few enough that
+/// a process pinned to one CPU does not hold 64 copies of every histogram (each about 190 KB).
+pub fn shards() -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (threads * 8).clamp(4, 64)
+}
 
 /// How one cell is run.
 pub struct CellOptions {
@@ -253,7 +257,7 @@ impl<'a> CellRun<'a> {
     /// The shared state every client sees, and the tasks that watch the cell.
     fn start(options: &'a CellOptions, fleet: &'a Fleet) -> Self {
         let scenario = options.scenario.clone();
-        let recorder = Arc::new(Recorder::new(SHARDS));
+        let recorder = Arc::new(Recorder::new(shards()));
         let live = Arc::new(Recorder::new(1));
         let (phase_tx, phase) = watch::channel(Phase::Ramp);
         let shared = Arc::new(RunShared {

@@ -80,6 +80,23 @@ impl Target {
     }
 }
 
+/// A child of the load generator (a server, a load worker): driven through its standard input
+/// and output, its errors on ours, killed if dropped, logging only warnings unless `RUST_LOG` says
+/// otherwise (its INFO lines would interleave with the progress display).
+pub fn child_process(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
 /// The embedded server process; stopped (gracefully, by closing its stdin) when dropped or stopped.
 pub struct EmbeddedServer {
     child: Child,
@@ -97,18 +114,9 @@ impl EmbeddedServer {
     }
 
     pub async fn start_program(program: &str, extra_args: &[String]) -> Result<Self, TargetError> {
-        let mut child = Command::new(program)
+        let mut child = child_process(program)
             .args(["serve", "--bind", "127.0.0.1:0", "--exit-on-stdin-eof"])
             .args(extra_args)
-            // The server's own INFO lines would interleave with the progress display.
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);

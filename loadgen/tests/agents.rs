@@ -8,7 +8,7 @@ mod common;
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -17,7 +17,6 @@ use commbench_loadgen::{
     output::{read_summary, SummaryRow},
     record::new_histogram,
 };
-use commbench_servers::redis_server::{self, RedisOptions, RedisServer};
 use hdrhistogram::{
     serialization::{
         interval_log::{IntervalLogIterator, LogEntry},
@@ -26,26 +25,9 @@ use hdrhistogram::{
     Histogram,
 };
 
-fn commbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_commbench"))
-}
+use common::{commbench, private_redis, SMALL_WS};
 
-const WORKLOAD: [&str; 14] = [
-    "--quiet",
-    "--pattern",
-    "ws",
-    "--clients",
-    "30",
-    "--topics",
-    "3",
-    "--rate",
-    "20",
-    "--duration",
-    "2s",
-    "--warmup",
-    "500ms",
-    "--no-pin",
-];
+const OPTIONS: [&str; 2] = ["--quiet", "--no-pin"];
 
 /// Every interval of a `.hlog` file added up.
 fn hlog_total(path: &Path) -> Histogram<u64> {
@@ -68,14 +50,9 @@ fn summary(dir: &Path) -> SummaryRow {
 
 #[test]
 fn three_agents_measure_what_one_process_measures() {
-    if !redis_server::installed() {
-        eprintln!("skipped: {}", redis_server::INSTALL_HINT);
+    let Some((_runtime, redis)) = private_redis() else {
         return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let redis = runtime
-        .block_on(RedisServer::start(RedisOptions::default()))
-        .unwrap();
+    };
     let url = redis.url().to_owned();
     let root = common::temp_dir("agents");
     let agents: Vec<_> = (0..3)
@@ -95,7 +72,8 @@ fn three_agents_measure_what_one_process_measures() {
     let coordinated = root.join("coordinator");
     let out = commbench()
         .arg("run")
-        .args(WORKLOAD)
+        .args(OPTIONS)
+        .args(SMALL_WS)
         .args([
             "--agents",
             "3",
@@ -138,7 +116,8 @@ fn three_agents_measure_what_one_process_measures() {
     let single = root.join("single");
     let out = commbench()
         .arg("run")
-        .args(WORKLOAD)
+        .args(OPTIONS)
+        .args(SMALL_WS)
         .args(["--procs", "1", "--out"])
         .arg(&single)
         .output()
@@ -225,14 +204,9 @@ fn an_unreachable_coordinator_or_a_bad_shard_is_a_clear_error() {
 
 #[test]
 fn agents_without_a_coordinator_give_up_and_say_so() {
-    if !redis_server::installed() {
-        eprintln!("skipped: {}", redis_server::INSTALL_HINT);
+    let Some((_runtime, redis)) = private_redis() else {
         return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let redis = runtime
-        .block_on(RedisServer::start(RedisOptions::default()))
-        .unwrap();
+    };
     let out = commbench()
         .args(["agent", "--coordinator", redis.url(), "--shard", "1/2"])
         .args(["--run-name", "nobody", "--wait", "1s"])

@@ -13,9 +13,7 @@ use std::{
 
 use commbench_loadgen::output::{read_summary, SummaryRow};
 
-fn commbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_commbench"))
-}
+use common::{commbench, SMALL_WS};
 
 /// Runs `commbench run` with `args` into `dir` and returns its summary rows.
 fn run(dir: &Path, args: &[&str]) -> Vec<SummaryRow> {
@@ -42,29 +40,14 @@ fn hgrm_count(path: &Path) -> u64 {
     digits.parse().unwrap()
 }
 
-const WORKLOAD: [&str; 12] = [
-    "--pattern",
-    "ws",
-    "--clients",
-    "30",
-    "--topics",
-    "3",
-    "--rate",
-    "20",
-    "--duration",
-    "2s",
-    "--warmup",
-    "500ms",
-];
-
 #[test]
 fn workers_merge_into_what_one_process_measures() {
     let (one, three) = (
         common::temp_dir("procs-one"),
         common::temp_dir("procs-three"),
     );
-    let single = &run(&one, &[&WORKLOAD[..], &["--procs", "1"]].concat())[0];
-    let merged = &run(&three, &[&WORKLOAD[..], &["--procs", "3"]].concat())[0];
+    let single = &run(&one, &[&SMALL_WS[..], &["--procs", "1"]].concat())[0];
+    let merged = &run(&three, &[&SMALL_WS[..], &["--procs", "3"]].concat())[0];
     assert_eq!((single.loadgen_procs, merged.loadgen_procs), (1, 3));
     for row in [single, merged] {
         assert_eq!(row.events_published, 40, "{}", row.cell);

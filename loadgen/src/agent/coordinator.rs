@@ -58,7 +58,7 @@ impl Coordinator {
             url: url.to_owned(),
             detail,
         };
-        let mut connection = keys::connect(url).await.map_err(unreachable)?;
+        let mut connection = keys::connect(url).await?;
         let clock = clock_sync::measure(&mut connection)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -255,12 +255,7 @@ async fn register(
 }
 
 /// Reads every agent's reports and hands them to the current cell's pool.
-async fn read_up(
-    url: String,
-    key: String,
-    nonces: Vec<String>,
-    current: Sink,
-) {
+async fn read_up(url: String, key: String, nonces: Vec<String>, current: Sink) {
     let Ok(mut connection) = keys::connect(&url).await else {
         tracing::warn!(%url, "cannot read the agents' reports");
         return;

@@ -56,8 +56,17 @@ pub struct Tagged<T> {
     pub message: T,
 }
 
-/// Opens a connection whose commands may block for [`POLL`].
-pub async fn connect(url: &str) -> Result<MultiplexedConnection, String> {
+/// Opens a connection whose commands may block for [`POLL`]; the error names the URL.
+pub async fn connect(url: &str) -> Result<MultiplexedConnection, super::AgentError> {
+    connect_now(url)
+        .await
+        .map_err(|detail| super::AgentError::Unreachable {
+            url: url.to_owned(),
+            detail,
+        })
+}
+
+async fn connect_now(url: &str) -> Result<MultiplexedConnection, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))

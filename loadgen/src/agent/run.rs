@@ -55,12 +55,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         std::fs::create_dir_all(out).map_err(|e| AgentError::Out(out.clone(), e))?;
     }
     let url = args.coordinator.clone();
-    let mut connection = keys::connect(&url)
-        .await
-        .map_err(|detail| AgentError::Unreachable {
-            url: url.clone(),
-            detail,
-        })?;
+    let mut connection = keys::connect(&url).await?;
     let keys = Keys::new(&args.run_name);
     let session = wait_for_session(&mut connection, &keys, &args).await?;
     let clock = clock_sync::measure(&mut connection)
@@ -152,12 +147,7 @@ async fn read_down(
     clock: ClockOffset,
     down: mpsc::UnboundedSender<Command>,
 ) -> Result<(), AgentError> {
-    let mut connection = keys::connect(&url)
-        .await
-        .map_err(|detail| AgentError::Unreachable {
-            url: url.clone(),
-            detail,
-        })?;
+    let mut connection = keys::connect(&url).await?;
     let key = keys.down(&session, shard, &nonce);
     let mut last_check = tokio::time::Instant::now();
     loop {

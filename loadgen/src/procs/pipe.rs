@@ -3,12 +3,12 @@
 //! worker whose output ends before its result is reported lost with its exit status; a worker
 //! whose input ends (its runner died) exits.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
-    process::{Child, Command as Process},
+    process::Child,
     sync::mpsc,
 };
 
@@ -17,7 +17,7 @@ use super::{
     pool::{Links, Up},
     protocol::{Command, Report},
 };
-use crate::pin::CpuList;
+use crate::{pin::CpuList, target::child_process};
 
 /// The longest message line accepted (a cell's spec, an interval's histograms).
 const MAX_LINE: u64 = 16 << 20;
@@ -64,26 +64,16 @@ pub fn spawn(cpus: &[Option<CpuList>]) -> Result<(Links, Children), PipeError> {
     let mut pids = Vec::new();
     let kill = tokio_util::sync::CancellationToken::new();
     for (index, cpus) in cpus.iter().enumerate() {
-        let mut process = Process::new(&program);
+        let mut process = child_process(&program);
         process.arg("load-worker");
         if let Some(cpus) = cpus {
             process.args(["--cpus", &cpus.to_string()]);
         }
-        let mut child = process
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| PipeError::Spawn {
-                index,
-                program: program.clone(),
-                source,
-            })?;
+        let mut child = process.spawn().map_err(|source| PipeError::Spawn {
+            index,
+            program: program.clone(),
+            source,
+        })?;
         let pid = child.id().unwrap_or(0);
         names.push(format!("load worker {index} (pid {pid})"));
         let (tx, commands) = mpsc::unbounded_channel();

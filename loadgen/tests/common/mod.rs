@@ -54,3 +54,43 @@ pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -
     let _ = std::fs::remove_dir_all(&outcome.dir);
     outcome.cells.into_iter().next().unwrap()
 }
+
+/// The `commbench` binary under test.
+pub fn commbench() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_commbench"))
+}
+
+/// A small WebSocket workload that every way of hosting the clients must measure alike: 30
+/// clients on 3 topics, 20 events/s, a 2 s window after 500 ms (40 events in it, 50 in all).
+pub const SMALL_WS: [&str; 12] = [
+    "--pattern",
+    "ws",
+    "--clients",
+    "30",
+    "--topics",
+    "3",
+    "--rate",
+    "20",
+    "--duration",
+    "2s",
+    "--warmup",
+    "500ms",
+];
+
+/// A private redis-server (and the runtime that started it), or `None` with a note when
+/// redis-server is not installed.
+pub fn private_redis() -> Option<(
+    tokio::runtime::Runtime,
+    commbench_servers::redis_server::RedisServer,
+)> {
+    use commbench_servers::redis_server::{self, RedisOptions, RedisServer};
+    if !redis_server::installed() {
+        eprintln!("skipped: {}", redis_server::INSTALL_HINT);
+        return None;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime
+        .block_on(RedisServer::start(RedisOptions::default()))
+        .unwrap();
+    Some((runtime, redis))
+}

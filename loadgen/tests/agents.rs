@@ -25,7 +25,7 @@ use hdrhistogram::{
     Histogram,
 };
 
-use common::{commbench, private_redis, SMALL_WS};
+use common::{commbench, exit_within, private_redis, succeed, SMALL_WS};
 
 const OPTIONS: [&str; 2] = ["--quiet", "--no-pin"];
 
@@ -70,62 +70,43 @@ fn three_agents_measure_what_one_process_measures() {
         })
         .collect();
     let coordinated = root.join("coordinator");
-    let out = commbench()
-        .arg("run")
-        .args(OPTIONS)
-        .args(SMALL_WS)
-        .args([
-            "--agents",
-            "3",
-            "--coordinator",
-            &url,
-            "--run-name",
-            "merge-test",
-        ])
-        .arg("--out")
-        .arg(&coordinated)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let coordinator_args = [
+        "--agents",
+        "3",
+        "--coordinator",
+        &url,
+        "--run-name",
+        "merge-test",
+    ];
+    succeed(
+        commbench()
+            .arg("run")
+            .args(OPTIONS)
+            .args(SMALL_WS)
+            .args(coordinator_args)
+            .arg("--out")
+            .arg(&coordinated),
     );
     let started = Instant::now();
     for mut agent in agents {
-        loop {
-            if let Some(status) = agent.try_wait().unwrap() {
-                let mut stderr = String::new();
-                use std::io::Read as _;
-                agent
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                assert!(status.success(), "agent failed: {stderr}");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "agent still running"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = exit_within(
+            &mut agent,
+            started,
+            Duration::from_secs(20),
+            "agent runs on",
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "agent failed: {stderr}");
     }
     let single = root.join("single");
-    let out = commbench()
-        .arg("run")
-        .args(OPTIONS)
-        .args(SMALL_WS)
-        .args(["--procs", "1", "--out"])
-        .arg(&single)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        commbench()
+            .arg("run")
+            .args(OPTIONS)
+            .args(SMALL_WS)
+            .args(["--procs", "1", "--out"])
+            .arg(&single),
     );
 
     let (merged, alone) = (summary(&coordinated), summary(&single));

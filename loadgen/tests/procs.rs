@@ -13,18 +13,16 @@ use std::{
 
 use commbench_loadgen::output::{read_summary, SummaryRow};
 
-use common::{commbench, SMALL_WS};
+use common::{commbench, exit_within, succeed, SMALL_WS};
 
 /// Runs `commbench run` with `args` into `dir` and returns its summary rows.
 fn run(dir: &Path, args: &[&str]) -> Vec<SummaryRow> {
-    let out = commbench()
-        .args(["run", "--quiet", "--out"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    succeed(
+        commbench()
+            .args(["run", "--quiet", "--out"])
+            .arg(dir)
+            .args(args),
+    );
     read_summary(&dir.join("summary.csv")).unwrap()
 }
 
@@ -135,16 +133,13 @@ fn a_worker_killed_mid_run_is_reported_lost_and_nothing_hangs() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run hangs after losing a worker"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let limit = Duration::from_secs(60);
+    let status = exit_within(
+        &mut child,
+        started,
+        limit,
+        "the run hangs after losing a worker",
+    );
     assert_eq!(status.code(), Some(130), "an incomplete run");
     let rows = read_summary(&dir.join("summary.csv")).unwrap();
     let row = &rows[0];

@@ -94,3 +94,30 @@ pub fn private_redis() -> Option<(
         .unwrap();
     Some((runtime, redis))
 }
+
+/// Runs `command` and returns its output; fails the test with its stderr when it fails.
+pub fn succeed(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits until `child` exits, for at most `limit` from `since`; fails the test otherwise.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    since: std::time::Instant,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(since.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -129,8 +129,13 @@ async fn watch(
     }
 }
 
-/// The worker process's side: commands from standard input, reports to standard output.
+/// The worker process's side: commands from standard input, reports to standard output. Ctrl-C
+/// at a terminal reaches the whole process group; the worker leaves it to its runner, which ends
+/// the window and drains, and stops when its input closes.
 pub async fn serve_stdio(options: HostOptions) {
+    tokio::spawn(async {
+        while tokio::signal::ctrl_c().await.is_ok() {}
+    });
     let (down_tx, down) = mpsc::unbounded_channel();
     let (up, reports) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -166,7 +166,7 @@ pub async fn publish(
             break;
         }
         tokio::select! {
-            () = tokio::time::sleep_until(clock.instant_at(intended_ns).into()) => {}
+            () = sleep_until_precisely(clock.instant_at(intended_ns)) => {}
             () = stop.cancelled() => break,
         }
         let job = Job {
@@ -189,6 +189,18 @@ pub async fn publish(
         .zip(heads.iter())
         .map(|(topic, head)| (topic.clone(), head.load(Relaxed)))
         .collect()
+}
+
+/// Sleeps until `due` within tens of microseconds: the runtime's timer (millisecond ticks, rounded
+/// up) for all but the last two milliseconds, then the thread's own precise sleep. Blocking is
+/// fine here: this runtime serves only the publisher, and nothing it does is due before `due`.
+async fn sleep_until_precisely(due: std::time::Instant) {
+    let coarse = due.checked_sub(Duration::from_millis(2)).unwrap_or(due);
+    tokio::time::sleep_until(coarse.into()).await;
+    let rest = due.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        std::thread::sleep(rest);
+    }
 }
 
 async fn worker(

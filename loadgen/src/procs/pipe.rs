@@ -133,9 +133,7 @@ async fn watch(
 /// at a terminal reaches the whole process group; the worker leaves it to its runner, which ends
 /// the window and drains, and stops when its input closes.
 pub async fn serve_stdio(options: HostOptions) {
-    tokio::spawn(async {
-        while tokio::signal::ctrl_c().await.is_ok() {}
-    });
+    tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
     let (down_tx, down) = mpsc::unbounded_channel();
     let (up, reports) = mpsc::unbounded_channel();
     tokio::spawn(async move {

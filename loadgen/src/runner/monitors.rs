@@ -104,15 +104,37 @@ async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: Ca
     stop.cancel();
 }
 
-/// How late the load generator's own timers fire (µs): a busy load generator shows here first.
+/// How late the load generator's runtime gets to a task that was woken (µs): every 10 ms a probe
+/// thread wakes a task and stamps the instant; the task records how long it took to run. That is
+/// the delay every client's receive timestamp carries (a socket wakes a task the same way), without
+/// the millisecond granularity of the runtime's timers. A busy or starved load generator shows here
+/// first.
 pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
-    let period = Duration::from_millis(10);
-    while !stop.is_cancelled() {
-        let due = Instant::now() + period;
-        tokio::time::sleep_until(due.into()).await;
-        let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
-        let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+    let (wakes, mut woken) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let probe_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lag-probe".into())
+        .spawn(move || {
+            while !probe_stop.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(10));
+                if wakes.send(Instant::now()).is_err() {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() {
+        return lag;
+    }
+    loop {
+        tokio::select! {
+            sent = woken.recv() => {
+                let Some(sent) = sent else { break };
+                let late = sent.elapsed().as_micros() as u64;
+                let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+            }
+            () = stop.cancelled() => break,
+        }
     }
     lag
 }

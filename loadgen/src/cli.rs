@@ -204,6 +204,10 @@ pub struct RunArgs {
     /// Do not pin anything that is not named: servers, broker and load generator share every CPU.
     #[arg(long)]
     pub no_pin: bool,
+    /// Scheduling class of the load generator, servers and broker: auto (real-time round-robin
+    /// when permitted), normal, or realtime.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(crate::priority::PriorityRequest))]
+    pub priority: crate::priority::PriorityRequest,
     /// Distributed run: the clients are hosted by this many `commbench agent` processes that
     /// register with --coordinator; this process publishes and merges.
     #[arg(long, value_name = "N", requires = "coordinator")]

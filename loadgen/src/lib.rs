@@ -13,6 +13,7 @@ pub mod net;
 pub mod output;
 pub mod pattern;
 pub mod pin;
+pub mod priority;
 pub mod procs;
 pub mod procstat;
 pub mod progress;

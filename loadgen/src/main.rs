@@ -9,6 +9,7 @@ use commbench_loadgen::{
     cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
     output,
     pin::{self, CpuList, CpuPlan},
+    priority,
     procs::{host::HostOptions, pipe, Placement},
     session::{run_session, CellPlan, SessionOptions, SessionOutcome},
     study,
@@ -23,8 +24,8 @@ fn main() -> std::process::ExitCode {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
     // Pinned before the runtime starts, so its threads inherit the set and it sizes itself to it.
-    let cpus = match pin_process(&cli.command) {
-        Ok(cpus) => cpus,
+    let placed = match place_process(&cli.command) {
+        Ok(placed) => placed,
         Err(error) => {
             eprintln!("error: {error:#}");
             return std::process::ExitCode::FAILURE;
@@ -42,8 +43,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args, cpus).await,
-            Command::Compare(args) => compare(args, cpus).await,
+            Command::Run(args) => run(args, placed).await,
+            Command::Compare(args) => compare(args, placed).await,
             Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
@@ -63,9 +64,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Chooses the run's CPU sets (or the set a server, worker or agent was given) and pins this
-/// process to its own.
-fn pin_process(command: &Command) -> anyhow::Result<Arc<CpuPlan>> {
+/// Chooses the run's CPU sets (or the set a server, worker or agent was given), pins this process
+/// to its own and sets its scheduling class; every thread and child started later inherits both.
+fn place_process(command: &Command) -> anyhow::Result<Placement> {
+    let (cpus, priority) = pin_process(command)?;
+    let scheduling = match priority {
+        Some(request) => priority::apply(request)?,
+        None => priority::Scheduling::default(),
+    };
+    Ok(Placement {
+        cpus,
+        scheduling,
+        agents: None,
+    })
+}
+
+fn pin_process(
+    command: &Command,
+) -> anyhow::Result<(Arc<CpuPlan>, Option<priority::PriorityRequest>)> {
     let pin_to = |flag: &'static str, text: &Option<String>| -> anyhow::Result<()> {
         if let Some(text) = text {
             pin::pin_self(&CpuList::parse_flag(flag, text)?)?;
@@ -75,37 +91,38 @@ fn pin_process(command: &Command) -> anyhow::Result<Arc<CpuPlan>> {
     let run = match command {
         Command::Run(args) => args,
         Command::Compare(args) => &args.run,
+        // Servers and load workers started by `run` inherit its class; only their CPUs differ.
         Command::Serve(args) => {
             pin_to("--cpus", &args.cpus)?;
-            return Ok(Arc::default());
+            return Ok((Arc::default(), None));
         }
         Command::LoadWorker(args) => {
             pin_to("--cpus", &args.cpus)?;
-            return Ok(Arc::default());
+            return Ok((Arc::default(), None));
         }
         Command::Agent(args) => {
             pin_to("--cpus", &args.cpus)?;
-            return Ok(Arc::default());
+            return Ok((Arc::default(), Some(args.priority)));
         }
-        Command::Report(_) | Command::Worker(_) => return Ok(Arc::default()),
+        Command::Report(_) | Command::Worker(_) => return Ok((Arc::default(), None)),
     };
     let embedded = run.raw_scenario()?.text_of("target").is_none();
     let plan = CpuPlan::choose(&run.pin_request(), embedded)?;
     if let Some(set) = &plan.loadgen {
         pin::pin_self(set)?;
     }
-    Ok(Arc::new(plan))
+    Ok((Arc::new(plan), Some(run.priority)))
 }
 
-async fn run(args: RunArgs, cpus: Arc<CpuPlan>) -> anyhow::Result<std::process::ExitCode> {
+async fn run(args: RunArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
     let scenario = args.raw_scenario()?.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description, cpus).await?;
+    let outcome = measure(&args, plans, description, placed).await?;
     Ok(exit_code(&outcome))
 }
 
-async fn compare(args: CompareArgs, cpus: Arc<CpuPlan>) -> anyhow::Result<std::process::ExitCode> {
+async fn compare(args: CompareArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
     let mut study = study::with_defaults(args.raw_study()?, args.quick);
     if study::needs_private_redis(&study)? && !commbench_servers::redis_server::installed() {
         eprintln!(
@@ -116,7 +133,7 @@ async fn compare(args: CompareArgs, cpus: Arc<CpuPlan>) -> anyhow::Result<std::p
     }
     let plans = study::plans(&study)?;
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json(), cpus).await?;
+    let outcome = measure(&args.run, plans, study.to_json(), placed).await?;
     let code = exit_code(&outcome);
     report(&outcome.dir)?;
     Ok(code)
@@ -133,7 +150,7 @@ async fn measure(
     args: &RunArgs,
     plans: Vec<CellPlan>,
     description: serde_json::Value,
-    cpus: Arc<CpuPlan>,
+    placed: Placement,
 ) -> anyhow::Result<SessionOutcome> {
     let agents = match (args.agents, &args.coordinator) {
         (Some(count), Some(url)) => {
@@ -170,8 +187,8 @@ async fn measure(
         server_args: args.server_arg.clone(),
         interrupt,
         placement: Placement {
-            cpus,
             agents: agents.clone(),
+            ..placed
         },
     })
     .await;

@@ -136,6 +136,8 @@ pub struct RunInfo {
     pub cells: Vec<String>,
     /// The CPU sets of the servers, the broker and the load generator.
     pub cpu_sets: crate::pin::CpuPlan,
+    /// Their scheduling class.
+    pub scheduling: crate::priority::Scheduling,
     /// Per cell: how many processes hosted its clients and what each used.
     pub placement: std::collections::BTreeMap<String, CellPlacement>,
 }

@@ -127,6 +127,7 @@ pub async fn run_session(options: SessionOptions) -> Result<SessionOutcome, Sess
         scenario: options.description,
         cells: cells.iter().map(|c| c.spec.name()).collect(),
         cpu_sets: (*options.placement.cpus).clone(),
+        scheduling: options.placement.scheduling.clone(),
         placement: cells
             .iter()
             .map(|c| (c.spec.name(), c.placement.clone()))

@@ -42,6 +42,9 @@ pub struct AgentArgs {
     /// Pin this agent to these CPUs (e.g. 0-3).
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
+    /// Scheduling class: auto (real-time round-robin when permitted), normal, or realtime.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(crate::priority::PriorityRequest))]
+    pub priority: crate::priority::PriorityRequest,
 }
 
 fn parse_wait(text: &str) -> Result<Duration, String> {

@@ -119,6 +119,7 @@ mod tests {
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
             cpu_sets: Default::default(),
+            scheduling: Default::default(),
             placement: Default::default(),
         }
     }

@@ -14,13 +14,15 @@ use std::sync::Arc;
 
 pub use protocol::Share;
 
-use crate::{agent::Coordinator, pin::CpuPlan};
+use crate::{agent::Coordinator, pin::CpuPlan, priority::Scheduling};
 
 /// Where a run's processes go: the CPU sets, and agents that host the clients when the run is
 /// distributed.
 #[derive(Clone, Default)]
 pub struct Placement {
     pub cpus: Arc<CpuPlan>,
+    /// The scheduling class every process of the run inherited.
+    pub scheduling: Scheduling,
     /// Agents registered with this run's coordinator; `None` hosts clients on this machine.
     pub agents: Option<Arc<Coordinator>>,
 }

@@ -41,6 +41,18 @@ pub struct RunMeta {
     /// Where the servers, the broker and the load generator ran (missing before pinning existed).
     #[serde(default)]
     pub cpu_sets: Option<CpuSetsMeta>,
+    /// The processes' scheduling class (missing before it was recorded).
+    #[serde(default)]
+    pub scheduling: Option<SchedulingMeta>,
+}
+
+/// `run.json`'s `scheduling`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SchedulingMeta {
+    #[serde(default)]
+    pub class: String,
+    #[serde(default)]
+    pub note: String,
 }
 
 /// `run.json`'s `cpu_sets`, as the report shows it.

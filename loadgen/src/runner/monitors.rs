@@ -104,11 +104,11 @@ async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: Ca
     stop.cancel();
 }
 
-/// How late the load generator's runtime gets to a task that was woken (µs): every 10 ms a probe
-/// thread wakes a task and stamps the instant; the task records how long it took to run. That is
-/// the delay every client's receive timestamp carries (a socket wakes a task the same way), without
-/// the millisecond granularity of the runtime's timers. A busy or starved load generator shows here
-/// first.
+/// How late the load generator gets to run a task that was due (µs): a probe thread sleeps
+/// precisely (no millisecond timer ticks) until each 10 ms mark and wakes a task, which records how
+/// long after the mark it ran. That is the delay a client's receive timestamp carries (a socket
+/// wakes a task the same way), plus any time the load generator's CPUs were taken from it. A busy
+/// or starved load generator shows here first.
 pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
     let (wakes, mut woken) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -116,9 +116,11 @@ pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     let spawned = std::thread::Builder::new()
         .name("lag-probe".into())
         .spawn(move || {
+            let mut due = Instant::now();
             while !probe_stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(10));
-                if wakes.send(Instant::now()).is_err() {
+                due += Duration::from_millis(10);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if wakes.send(due).is_err() {
                     return;
                 }
             }
@@ -128,9 +130,9 @@ pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
     }
     loop {
         tokio::select! {
-            sent = woken.recv() => {
-                let Some(sent) = sent else { break };
-                let late = sent.elapsed().as_micros() as u64;
+            due = woken.recv() => {
+                let Some(due) = due else { break };
+                let late = due.elapsed().as_micros() as u64;
                 let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
             }
             () = stop.cancelled() => break,

@@ -318,17 +318,31 @@ impl Recorder {
     /// Takes everything recorded since the last call, one histogram per metric.
     pub fn take_interval(&self) -> [Histogram<u64>; METRICS] {
         let mut total: [Histogram<u64>; METRICS] = std::array::from_fn(|_| new_histogram());
-        for shard in &self.shards {
-            let taken = {
-                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                std::mem::replace(&mut *shard, Shard::new())
-            };
-            for (sum, part) in total.iter_mut().zip(taken.histograms.iter()) {
-                // Same bounds everywhere, so adding cannot fail.
-                let _ = sum.add(part);
-            }
+        for shard in 0..self.shards.len() {
+            self.take_shard(shard, &mut total);
         }
         total
+    }
+
+    /// Number of shards (the collector takes them one at a time).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Moves what shard `shard` recorded into `into`, leaving it empty. Empty histograms are
+    /// skipped and nothing is allocated, so the lock is held for microseconds.
+    pub fn take_shard(&self, shard: usize, into: &mut [Histogram<u64>; METRICS]) {
+        let Some(shard) = self.shards.get(shard) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for (sum, part) in into.iter_mut().zip(shard.histograms.iter_mut()) {
+            if !part.is_empty() {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = sum.add(&*part);
+                part.reset();
+            }
+        }
     }
 }
 

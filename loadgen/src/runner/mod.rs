@@ -56,7 +56,7 @@ use crate::{
 /// a process pinned to one CPU does not hold 64 copies of every histogram (each about 190 KB).
 pub fn shards() -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (threads * 8).clamp(4, 64)
+    (threads * 4).clamp(2, 64)
 }
 
 /// How one cell is run.

@@ -93,7 +93,8 @@ impl Processes {
         let loadgen = ProcessUsage {
             cpu_s: end.loadgen.unwrap_or(0.0) - start.loadgen.unwrap_or(0.0),
             peak_rss_bytes: rss.peak(std::process::id()).await,
-            wait_s: end.loadgen_wait.unwrap_or(0.0) - start.loadgen_wait.unwrap_or(0.0),
+            // A thread that ended in the window takes its share with it: never below zero.
+            wait_s: (end.loadgen_wait.unwrap_or(0.0) - start.loadgen_wait.unwrap_or(0.0)).max(0.0),
         };
         let loadgen_set_busy = match (start.loadgen_set, end.loadgen_set) {
             (Some((idle0, total0)), Some((idle1, total1))) if total1 > total0 => {

@@ -88,7 +88,7 @@ async fn host_cell(
         topics: spec.topics.clone(),
         queue: spec.queue.clone(),
     });
-    let watchers = Watchers::start(options, &spec, &recorder, up);
+    let watchers = Watchers::start(options, &spec, &shared, up);
     let stop = CancellationToken::new();
     let ramp_at = clock.instant_at(spec.ramp_at_ns);
     let ramp = async {
@@ -241,9 +241,10 @@ impl Watchers {
     fn start(
         options: &HostOptions,
         spec: &WorkerSpec,
-        recorder: &Arc<Recorder>,
+        shared: &Arc<RunShared>,
         up: &mpsc::UnboundedSender<Report>,
     ) -> Self {
+        let recorder = &shared.recorder;
         let stop = CancellationToken::new();
         let (forward, intervals) = mpsc::unbounded_channel();
         let collector = tokio::spawn(
@@ -261,7 +262,7 @@ impl Watchers {
         );
         let forwarder = tokio::spawn(forward_intervals(intervals, recorder.clone(), up.clone()));
         Self {
-            lag: tokio::spawn(scheduling_lag(stop.clone())),
+            lag: tokio::spawn(scheduling_lag(shared.clone(), stop.clone())),
             rss: RssPeaks::start(vec![std::process::id()], Duration::from_millis(250)),
             stop,
             collector,

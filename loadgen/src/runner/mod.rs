@@ -276,7 +276,7 @@ impl<'a> CellRun<'a> {
         });
         let stop = options.interrupt.child_token();
         let cell = cell_spec(&scenario, options.pattern).name();
-        let monitors = Monitors::start(options, &cell, &recorder, &live, &stop);
+        let monitors = Monitors::start(options, &cell, &shared, &live, &stop);
         Self {
             options,
             fleet,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CellOptions;
 use crate::{
+    clients::RunShared,
     collector::Collector,
     progress::Progress,
     record::{new_histogram, Metric, Recorder},
@@ -33,10 +34,11 @@ impl Monitors {
     pub fn start(
         options: &CellOptions,
         cell: &str,
-        recorder: &Arc<Recorder>,
+        shared: &Arc<RunShared>,
         live: &Arc<Recorder>,
         cell_stop: &CancellationToken,
     ) -> Self {
+        let recorder = &shared.recorder;
         let scenario = &options.scenario;
         let total = scenario.warmup + scenario.duration + scenario.drain;
         let progress = Progress::new(cell, total, options.quiet);
@@ -55,7 +57,7 @@ impl Monitors {
             .run(stop.clone()),
         );
         Self {
-            lag_probe: tokio::spawn(scheduling_lag(stop.clone())),
+            lag_probe: tokio::spawn(scheduling_lag(shared.clone(), stop.clone())),
             error_watch: tokio::spawn(stop_on_errors(
                 [recorder.clone(), live.clone()],
                 scenario.max_errors,
@@ -109,7 +111,9 @@ async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: Ca
 /// long after the mark it ran. That is the delay a client's receive timestamp carries (a socket
 /// wakes a task the same way), plus any time the load generator's CPUs were taken from it. A busy
 /// or starved load generator shows here first.
-pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
+/// Only marks from the start of the measured window count (`shared`'s window): the ramp and the
+/// warm-up are busy by design and their delays touch no recorded sample.
+pub async fn scheduling_lag(shared: Arc<RunShared>, stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
     let (wakes, mut woken) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let probe_stop = stop.clone();
@@ -132,6 +136,9 @@ pub async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
         tokio::select! {
             due = woken.recv() => {
                 let Some(due) = due else { break };
+                if !shared.in_window(shared.clock.now_ns()) {
+                    continue;
+                }
                 let late = due.elapsed().as_micros() as u64;
                 let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
             }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CellOptions;
 use crate::{
-    clients::RunShared,
+    clients::{Phase, RunShared},
     collector::Collector,
     progress::Progress,
     record::{new_histogram, Metric, Recorder},
@@ -111,8 +111,9 @@ async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: Ca
 /// long after the mark it ran. That is the delay a client's receive timestamp carries (a socket
 /// wakes a task the same way), plus any time the load generator's CPUs were taken from it. A busy
 /// or starved load generator shows here first.
-/// Only marks from the start of the measured window count (`shared`'s window): the ramp and the
-/// warm-up are busy by design and their delays touch no recorded sample.
+/// Only marks inside the measured window count (from its start until publishing stops): the ramp,
+/// the warm-up and the drain (closing thousands of connections) are busy by design and their
+/// delays touch no recorded sample.
 pub async fn scheduling_lag(shared: Arc<RunShared>, stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
     let (wakes, mut woken) = tokio::sync::mpsc::unbounded_channel::<Instant>();
@@ -136,7 +137,7 @@ pub async fn scheduling_lag(shared: Arc<RunShared>, stop: CancellationToken) -> 
         tokio::select! {
             due = woken.recv() => {
                 let Some(due) = due else { break };
-                if !shared.in_window(shared.clock.now_ns()) {
+                if shared.phase() != Phase::Run || !shared.in_window(shared.clock.now_ns()) {
                     continue;
                 }
                 let late = due.elapsed().as_micros() as u64;

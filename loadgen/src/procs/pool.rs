@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{Command, Report, WorkerOutcome};
 use crate::record::{new_histogram, CounterSnapshot, Recorder};
 
-/// A worker that has not reported for this long is given up.
-pub const SILENCE: Duration = Duration::from_secs(15);
+/// A worker that has not reported for this long is given up (it reports every second; closing
+/// tens of thousands of connections may hold it up for a while).
+pub const SILENCE: Duration = Duration::from_secs(60);
 
 /// What a link hands on from a worker.
 #[derive(Debug)]

@@ -490,8 +490,9 @@ impl<'a> CellRun<'a> {
                 });
                 let _ = self.shared.final_heads.set(final_heads);
                 let _ = self.phase.send(Phase::Stop);
-                // The workers' own drain, their last interval and the way back.
-                let deadline = Instant::now() + drain + Duration::from_secs(20);
+                // The workers' own drain, their last interval and the way back; a worker still
+                // silent after that is lost.
+                let deadline = Instant::now() + drain + crate::procs::pool::SILENCE;
                 pool.done(deadline).await;
             }
         }

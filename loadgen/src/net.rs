@@ -25,12 +25,9 @@ pub struct SourceAddrs {
 
 impl SourceAddrs {
     /// Spreads over 127.0.0.1, .2, … only when the target is on loopback (any 127.x address accepts).
-    /// At most 40% of the ephemeral range goes to one source address and destination: Linux gives
-    /// `connect()` the ports of one parity (half the range) first, and beyond them every connect
-    /// scans that half before it finds a port, which stalls a ramp of thousands per second.
     pub fn for_target(target: SocketAddr) -> Self {
         Self {
-            per_address: ephemeral_ports() * 4 / 10,
+            per_address: ephemeral_ports() * 8 / 10,
             spread: target.ip().is_loopback() && target.is_ipv4(),
             fixed: None,
         }

@@ -125,6 +125,12 @@ fn run_section(out: &mut String, parts: &ReportParts<'_>) {
             |s| s.note.clone(),
         ),
     );
+    if let Some(scheduling) = meta.scheduling.as_ref().filter(|s| !s.class.is_empty()) {
+        row(
+            "scheduling",
+            format!("{}: {}", scheduling.class, scheduling.note),
+        );
+    }
     row(
         "cells",
         format!(

@@ -9,6 +9,11 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 # The Redis bus tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The GraphQL WebSocket tests drive the reference graphql-transport-ws client (npm graphql-ws).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The HTML report test loads REPORT.html in headless Chromium (driven by loadgen/tests/browser).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -19,9 +24,14 @@ fi
 
 # The peer tests start the Node peer (peers/node) and run the real socket.io-client.
 "$(dirname "$0")/install-peers.sh"
+# The HTML report test drives Chromium with playwright-core (never a downloaded browser).
+"$(dirname "$0")/npm-ci.sh" loadgen/tests/browser
+# The GraphQL WebSocket tests run the reference graphql-transport-ws client (npm graphql-ws).
+"$(dirname "$0")/npm-ci.sh" servers/tests/js
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
 echo "test dependencies present"

@@ -23,6 +23,12 @@ pub enum Command {
     /// The main comparison: every pattern at several client counts and poll intervals, then the
     /// report (CSV, histograms, charts, REPORT.md). Fields accept lists: `--clients 100,1000`.
     Compare(CompareArgs),
+    /// Per pattern (and poll interval), the most clients (or events/s) one server carries within a
+    /// latency goal with no loss and no errors: doubling steps, then bisection. Writes
+    /// capacity.csv, every step's files and the report. The run flags set the steps' other
+    /// parameters (defaults: the patterns short-poll,long-poll,sse,ws,graphql-sub,socketio, rate
+    /// 50 on 10 topics, interval 1s, duration 5s, warm-up 2s).
+    Capacity(crate::capacity::CapacityArgs),
     /// Re-render the charts and REPORT.md of a results directory from its files alone.
     Report(ReportArgs),
     /// Run the pattern server (the same server `run` embeds).
@@ -61,6 +67,11 @@ pub struct CompareArgs {
     /// leaves them out. [default: job-short-poll,job-long-poll,job-sse,job-ws]
     #[arg(long, value_name = "PATTERNS")]
     pub job_patterns: Option<String>,
+    /// Peers to measure beside commbench's server: the same cells against each peer, started from
+    /// its profile (`node` = peers/node/profile.toml, or a profile's path); skipped with a note
+    /// when the peer cannot start here.
+    #[arg(long, value_name = "PEERS")]
+    pub peers: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -77,6 +88,9 @@ impl CompareArgs {
         }
         if let Some(patterns) = &self.job_patterns {
             raw.set_flag("job_patterns", patterns.clone());
+        }
+        if let Some(peers) = &self.peers {
+            raw.set_flag("peers", peers.clone());
         }
         Ok(raw)
     }
@@ -147,8 +161,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub closed_loop: bool,
     /// An already-running server (http://host:port[/path]); without it the embedded one is started.
+    /// With --profile it replaces the profile's base URL (and its server is not started).
     #[arg(long, short = 't')]
     pub target: Option<String>,
+    /// A target profile (TOML) describing someone else's server: how to start it or where it is,
+    /// how to publish to it, and how each pattern reaches it (examples in targets/).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// The process id of an already-running --target (or a --profile without [start]), whose CPU
+    /// and memory are then measured from /proc.
+    #[arg(long, value_name = "PID")]
+    pub target_pid: Option<String>,
     /// ws-url: a text message to send after connecting.
     #[arg(long)]
     pub ws_message: Option<String>,
@@ -221,6 +244,15 @@ pub struct RunArgs {
     /// How long to wait for every agent to register.
     #[arg(long, default_value = "2m", value_name = "D")]
     pub agent_wait: String,
+    /// Exit with status 1 when a threshold fails, after writing everything: `[pattern:]column OP
+    /// value` over summary.csv's columns (capacity: capacity.csv's), OP one of < <= > >= == !=,
+    /// e.g. `p99_ms<50,events_lost==0,ws:p99_ms<20` (comma-separated or repeated).
+    #[arg(long, value_name = "EXPR")]
+    pub fail_if: Vec<String>,
+    /// A threshold on a column that is empty for a cell (does not apply there) fails instead of
+    /// being skipped.
+    #[arg(long)]
+    pub fail_if_missing: bool,
 }
 
 impl RunArgs {
@@ -233,9 +265,7 @@ impl RunArgs {
             no_pin: self.no_pin,
         }
     }
-}
 
-impl RunArgs {
     /// The scenario file (if any) overlaid with the flags given.
     pub fn raw_scenario(&self) -> Result<RawScenario, ScenarioError> {
         let mut raw = match &self.scenario {
@@ -258,6 +288,7 @@ impl RunArgs {
             ("arrival", &self.arrival),
             ("ramp", &self.ramp),
             ("target", &self.target),
+            ("target_pid", &self.target_pid),
             ("ws_message", &self.ws_message),
             ("drain", &self.drain),
             ("max_errors", &self.max_errors),
@@ -274,8 +305,17 @@ impl RunArgs {
                 flags.set_flag(field, value.clone());
             }
         }
+        if let Some(profile) = &self.profile {
+            flags.set_flag("profile", profile.display().to_string());
+        }
         if self.closed_loop {
             flags.set_flag("closed_loop", "true");
+        }
+        if !self.fail_if.is_empty() {
+            flags.set_flag("fail_if", self.fail_if.join(","));
+        }
+        if self.fail_if_missing {
+            flags.set_flag("fail_if_missing", "true");
         }
         raw = raw.merge(flags);
         Ok(raw)

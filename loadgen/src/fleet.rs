@@ -1,4 +1,5 @@
-//! The servers under test for one cell: an external target, or embedded server instances (child
+//! The servers under test for one cell: an external target (with its process when `--target-pid`
+//! names it), a target profile's server started as a child, or embedded server instances (child
 //! processes of this binary) with the bus between them — in-process for one instance, or a real Redis
 //! (a private `redis-server` started for the cell, or an existing one from `--bus-url`).
 
@@ -11,6 +12,7 @@ use commbench_servers::{
 };
 
 use crate::{
+    profile::ProfileServer,
     scenario::{BusKind, Scenario},
     target::{EmbeddedServer, Target, TargetError},
 };
@@ -48,6 +50,10 @@ pub struct Fleet {
     /// One per instance; client `i` uses `targets[i % len]`, publishes go to `targets[0]`.
     pub targets: Vec<Arc<Target>>,
     servers: Vec<EmbeddedServer>,
+    /// A target profile's server, started for the cell.
+    profiled: Option<ProfileServer>,
+    /// An external target's process (`--target-pid`).
+    external_pid: Option<u32>,
     broker: Option<Broker>,
 }
 
@@ -55,14 +61,32 @@ impl Fleet {
     /// Reaches the external target, or starts the broker (when the bus is Redis) and then every
     /// instance with `server_args`.
     pub async fn start(scenario: &Scenario, server_args: &[String]) -> Result<Self, FleetError> {
-        if let Some(url) = &scenario.target {
-            let target = Target::external(url).await?;
-            target.check_reachable(Duration::from_secs(3)).await?;
-            return Ok(Self {
-                targets: vec![Arc::new(target)],
-                servers: Vec::new(),
-                broker: None,
-            });
+        let external = |target: Target, profiled: Option<ProfileServer>| Self {
+            targets: vec![Arc::new(target)],
+            servers: Vec::new(),
+            external_pid: scenario.target_pid,
+            profiled,
+            broker: None,
+        };
+        let profile = scenario.profile.as_ref();
+        let base_url = profile.and_then(|p| p.base_url.as_ref());
+        match (&scenario.target, profile.and_then(|p| p.start.as_ref())) {
+            (Some(url), _) => {
+                let target = Target::external(url).await?;
+                target.check_reachable(Duration::from_secs(3)).await?;
+                return Ok(external(target, None));
+            }
+            (None, Some(start)) => {
+                let server = ProfileServer::start(start, base_url).await?;
+                return Ok(external(server.target.clone(), Some(server)));
+            }
+            (None, None) => {
+                if let Some(url) = base_url {
+                    let target = Target::external(&url.render(&Default::default())).await?;
+                    target.check_reachable(Duration::from_secs(3)).await?;
+                    return Ok(external(target, None));
+                }
+            }
         }
         let broker = match (scenario.bus, &scenario.bus_url) {
             (BusKind::Memory, _) => None,
@@ -81,6 +105,8 @@ impl Fleet {
         let mut fleet = Self {
             targets: Vec::new(),
             servers: Vec::new(),
+            profiled: None,
+            external_pid: None,
             broker,
         };
         for _ in 0..scenario.instances {
@@ -98,9 +124,18 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// The embedded instances' process ids (empty for an external target).
+    /// The server processes measured: the embedded instances, a profile's server or the
+    /// `--target-pid` process (empty for an external target without one).
     pub fn server_pids(&self) -> Vec<u32> {
-        self.servers.iter().map(|s| s.pid).collect()
+        let mut pids: Vec<u32> = self.servers.iter().map(|s| s.pid).collect();
+        pids.extend(self.profiled.as_ref().map(|s| s.pid));
+        pids.extend(self.external_pid);
+        pids
+    }
+
+    /// The process of a target profile's server, when the load generator started it.
+    pub fn profile_server_pid(&self) -> Option<u32> {
+        self.profiled.as_ref().map(|s| s.pid)
     }
 
     /// The private Redis's process id, when the load generator started one.
@@ -116,6 +151,9 @@ impl Fleet {
     pub async fn stop(self, keys: &CellKeys) {
         let stops = self.servers.into_iter().map(EmbeddedServer::stop);
         futures_util::future::join_all(stops).await;
+        if let Some(server) = self.profiled {
+            server.stop().await;
+        }
         if let Some(Broker::Existing(url)) = &self.broker {
             let names = |list: &[String]| -> Vec<TopicName> {
                 list.iter()

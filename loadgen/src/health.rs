@@ -21,6 +21,40 @@ const MEANINGFUL_SHARE: f64 = 0.2;
 /// Errors are noise below one in this many operations.
 const ERRORS_PER: u64 = 1_000;
 
+/// The start of each flag whose kind is read back from its text by [`kind_of`].
+const SHARED_FLAG: &str = "latency and CPU figures: servers, broker and load generator shared";
+const CLIENTS_FLAG: &str = "the client count:";
+const STOPPED_FLAG: &str = "every figure: stopped early";
+const ERRORS_FLAG: &str = "loss and latency:";
+
+/// What a flag is about, read back from its text (every text is written in this file): `commbench
+/// capacity` judges a step by who may have caused what it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    /// The harness: the load generator's CPU set, its timers, the publisher's lateness, the rate
+    /// not reached, a lost load worker, clocks across machines. It may have caused the rest.
+    Harness,
+    /// Servers and load generator on the same CPUs (unpinned), which they saturated together.
+    SharedCpus,
+    /// Clients that did not start.
+    MissingClients,
+    /// Errors: many, or `--max-errors` reached.
+    Errors,
+}
+
+/// The kind of a flag [`assess`] wrote.
+pub fn kind_of(flag: &str) -> FlagKind {
+    if flag.starts_with(SHARED_FLAG) {
+        FlagKind::SharedCpus
+    } else if flag.starts_with(CLIENTS_FLAG) {
+        FlagKind::MissingClients
+    } else if flag.starts_with(STOPPED_FLAG) || flag.starts_with(ERRORS_FLAG) {
+        FlagKind::Errors
+    } else {
+        FlagKind::Harness
+    }
+}
+
 /// What the harness's health says about a cell.
 #[derive(Debug, Default, PartialEq)]
 pub struct Health {
@@ -58,8 +92,8 @@ pub fn assess(result: &CellResult, scenario: &Scenario, ready: usize) -> Health 
         let machine = (server.cpu_s + broker + result.loadgen.cpu_s) / window / cores;
         if machine > 0.9 {
             health.flags.push(format!(
-                "latency and CPU figures: servers, broker and load generator shared {cores} CPUs \
-                 and used {:.0}% of them (unpinned), so each slowed the others",
+                "{SHARED_FLAG} {cores} CPUs and used {:.0}% of them (unpinned), so each slowed \
+                 the others",
                 machine * 100.0
             ));
         }
@@ -121,7 +155,7 @@ pub fn assess(result: &CellResult, scenario: &Scenario, ready: usize) -> Health 
     }
     if ready < scenario.clients {
         health.flags.push(format!(
-            "the client count: only {ready} of {} clients started",
+            "{CLIENTS_FLAG} only {ready} of {} clients started",
             scenario.clients
         ));
     }
@@ -136,13 +170,13 @@ pub fn assess(result: &CellResult, scenario: &Scenario, ready: usize) -> Health 
     let operations = scenario.clients as u64 + c.requests + c.events_received;
     if scenario.max_errors > 0 && c.errors >= scenario.max_errors {
         health.flags.push(format!(
-            "every figure: stopped early, {} errors reached --max-errors",
+            "{STOPPED_FLAG}, {} errors reached --max-errors",
             c.errors
         ));
     } else if c.errors * ERRORS_PER > operations {
         health.flags.push(format!(
-            "loss and latency: {} errors, more than 1 in {ERRORS_PER} operations; they cover \
-             only what got through",
+            "{ERRORS_FLAG} {} errors, more than 1 in {ERRORS_PER} operations; they cover only \
+             what got through",
             c.errors
         ));
     } else if c.errors > 0 {
@@ -322,6 +356,40 @@ mod tests {
         assert!(!flags(&cell, 1000).iter().any(|w| w.contains("target")));
         cell.counters.errors = 5_000;
         assert!(flags(&cell, 1000).iter().any(|w| w.contains("5000 errors")));
+    }
+
+    #[test]
+    fn each_flag_is_read_back_as_its_kind() {
+        let mut cell = healthy();
+        cell.achieved_rate = 40.0;
+        cell.counters.errors = 5_000;
+        cell.loadgen.cpu_s = 27.0;
+        let kinds: Vec<FlagKind> = flags(&cell, 900).iter().map(|f| kind_of(f)).collect();
+        assert_eq!(
+            kinds,
+            [
+                FlagKind::Harness,
+                FlagKind::Harness,
+                FlagKind::MissingClients,
+                FlagKind::Errors
+            ]
+        );
+        let mut scenario = scenario();
+        scenario.max_errors = 10;
+        let stopped = assess(&cell, &scenario, 1000).flags;
+        assert_eq!(
+            kind_of(stopped.last().unwrap()),
+            FlagKind::Errors,
+            "{stopped:?}"
+        );
+        cell.placement.separated = false;
+        cell.placement.loadgen_cpu_count = 2;
+        cell.server.as_mut().unwrap().cpu_s = 40.0;
+        let shared = flags(&cell, 1000);
+        assert!(
+            shared.iter().any(|f| kind_of(f) == FlagKind::SharedCpus),
+            "{shared:?}"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl HttpConn {
         &mut self,
         method: Method,
         path: &str,
-        headers: &[(&str, &str)],
+        headers: &[(impl AsRef<str>, impl AsRef<str>)],
         body: Bytes,
     ) -> Result<http::Response<Incoming>, ClientError> {
         let mut request = Request::builder()
@@ -105,7 +105,7 @@ impl HttpConn {
             .uri(path)
             .header(header::HOST, &self.authority);
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            request = request.header(name.as_ref(), value.as_ref());
         }
         let request = request
             .body(Full::new(body))
@@ -124,7 +124,8 @@ impl HttpConn {
         path: &str,
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
-        self.fetch_with(method, path, &[], body).await
+        self.fetch_with(method, path, &[] as &[(&str, &str)], body)
+            .await
     }
 
     /// [`fetch`](Self::fetch) with extra request headers (e.g. a JSON body's content type).
@@ -132,16 +133,30 @@ impl HttpConn {
         &mut self,
         method: Method,
         path: &str,
-        headers: &[(&str, &str)],
+        headers: &[(impl AsRef<str>, impl AsRef<str>)],
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
+        self.exchange(method, path, headers, body)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// [`fetch_with`](Self::fetch_with), keeping the response headers (a cursor may be there).
+    pub async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(impl AsRef<str>, impl AsRef<str>)],
+        body: Bytes,
+    ) -> Result<(http::HeaderMap, Bytes), ClientError> {
         let response = self.send(method, path, headers, body).await?;
         let status = response.status();
-        let body = read_body(response.into_body()).await?;
+        let (parts, body) = response.into_parts();
+        let body = read_body(body).await?;
         if !status.is_success() {
             return Err(ClientError::Status(status));
         }
-        Ok(body)
+        Ok((parts.headers, body))
     }
 }
 

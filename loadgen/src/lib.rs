@@ -2,6 +2,7 @@
 //! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
 
 pub mod agent;
+pub mod capacity;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod pin;
 pub mod priority;
 pub mod procs;
 pub mod procstat;
+pub mod profile;
 pub mod progress;
 pub mod publisher;
 pub mod record;
@@ -27,5 +29,6 @@ pub mod schedule;
 pub mod session;
 pub mod study;
 pub mod target;
+pub mod threshold;
 pub mod wire;
 pub mod worker;

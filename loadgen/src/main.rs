@@ -6,13 +6,17 @@ use anyhow::Context as _;
 use clap::Parser;
 use commbench_loadgen::{
     agent::Coordinator,
+    capacity::{self, CapacityArgs},
     cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
-    output,
+    output::{self, SummaryRow},
     pin::{self, CpuList, CpuPlan},
     priority,
     procs::{host::HostOptions, pipe, Placement},
+    profile::Profile,
+    scenario::ScenarioError,
     session::{run_session, CellPlan, SessionOptions, SessionOutcome},
     study,
+    threshold::{self, columns_of, ThresholdError, Thresholds},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +30,7 @@ fn main() -> std::process::ExitCode {
     // Pinned before the runtime starts, so its threads inherit the set and it sizes itself to it.
     let placed = match place_process(&cli.command) {
         Ok(placed) => placed,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(error) => return error_exit(&error),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,6 +46,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => run(args, placed).await,
             Command::Compare(args) => compare(args, placed).await,
+            Command::Capacity(args) => capacity(args, placed).await,
             Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
@@ -57,10 +59,17 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(error) => error_exit(&error),
+    }
+}
+
+/// Prints the error; status 2 for a usage error, else 1.
+fn error_exit(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    if is_usage_error(error) {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 
@@ -91,6 +100,7 @@ fn pin_process(
     let run = match command {
         Command::Run(args) => args,
         Command::Compare(args) => &args.run,
+        Command::Capacity(args) => &args.run,
         // Servers and load workers started by `run` inherit its class; only their CPUs differ.
         Command::Serve(args) => {
             pin_to("--cpus", &args.cpus)?;
@@ -106,7 +116,12 @@ fn pin_process(
         }
         Command::Report(_) | Command::Worker(_) => return Ok((Arc::default(), None)),
     };
-    let embedded = run.raw_scenario()?.text_of("target").is_none();
+    let raw = run.raw_scenario()?;
+    // Servers this run starts itself (embedded, or a profile's `[start]`) get a set of their own.
+    let embedded = raw.text_of("target").is_none()
+        && raw
+            .text_of("profile")
+            .is_none_or(|path| Profile::load(path.as_ref()).is_ok_and(|p| p.start.is_some()));
     let plan = CpuPlan::choose(&run.pin_request(), embedded)?;
     if let Some(set) = &plan.loadgen {
         pin::pin_self(set)?;
@@ -114,16 +129,32 @@ fn pin_process(
     Ok((Arc::new(plan), Some(run.priority)))
 }
 
+/// A mistake in what was asked — a flag, a scenario field, a threshold, a goal — found before
+/// anything ran: status 2, like the command line's own usage errors, so that 1 means a run failed.
+fn is_usage_error(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<ScenarioError>().is_some()
+        || error.downcast_ref::<ThresholdError>().is_some()
+        || error.downcast_ref::<capacity::PlanError>().is_some()
+        || error
+            .downcast_ref::<pin::PinError>()
+            .is_some_and(pin::PinError::is_usage)
+}
+
 async fn run(args: RunArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
-    let scenario = args.raw_scenario()?.validate()?;
+    let raw = args.raw_scenario()?;
+    let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
+    let scenario = raw.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description, placed).await?;
-    Ok(exit_code(&outcome))
+    let outcome = measure(&args, plans, description, Vec::new(), placed).await?;
+    let checked = check_summary(&thresholds, &outcome.dir)?;
+    Ok(exit_code(outcome.complete, checked))
 }
 
 async fn compare(args: CompareArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
-    let mut study = study::with_defaults(args.raw_study()?, args.quick);
+    let raw = args.raw_study()?;
+    let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
+    let mut study = study::with_defaults(raw, args.quick);
     if study::needs_private_redis(&study)? && !commbench_servers::redis_server::installed() {
         eprintln!(
             "note: redis-server is not installed, so the in-process vs Redis cells are left out; {}",
@@ -131,12 +162,75 @@ async fn compare(args: CompareArgs, placed: Placement) -> anyhow::Result<std::pr
         );
         study.set_flag("bus_patterns", "none");
     }
-    let plans = study::plans(&study)?;
+    let (plans, notes) = study::with_peers(&study, study::plans(&study)?)?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json(), placed).await?;
-    let code = exit_code(&outcome);
+    let outcome = measure(&args.run, plans, study.to_json(), notes, placed).await?;
     report(&outcome.dir)?;
-    Ok(code)
+    let checked = check_summary(&thresholds, &outcome.dir)?;
+    Ok(exit_code(outcome.complete, checked))
+}
+
+/// `commbench capacity`: the searches, `capacity.csv`, the report, the thresholds.
+async fn capacity(args: CapacityArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
+    let plan = capacity::Plan::from_args(&args)?;
+    eprintln!(
+        "capacity: {} searches for {} under {}",
+        plan.searches.len(),
+        plan.vary.unit(),
+        plan.slo
+    );
+    let agents = connect_agents(&args.run).await?;
+    let outcome = capacity::run(
+        &plan,
+        SessionOptions {
+            plans: Vec::new(),
+            description: plan.description(),
+            out: args.run.out.clone(),
+            quiet: args.run.quiet,
+            server_args: args.run.server_arg.clone(),
+            interrupt: interrupt_on_ctrl_c(),
+            notes: Vec::new(),
+            placement: Placement {
+                agents: agents.clone(),
+                ..placed
+            },
+        },
+    )
+    .await;
+    if let Some(agents) = &agents {
+        agents.finish().await;
+    }
+    let outcome = outcome?;
+    for line in commbench_loadgen::report::capacity::sentences(&outcome.rows) {
+        println!("{line}");
+    }
+    println!("results: {}", outcome.dir.display());
+    report(&outcome.dir)?;
+    let rows = output::read_capacity(&outcome.dir.join(output::CAPACITY_FILE))?;
+    let checked = check_rows(&plan.thresholds, &rows);
+    Ok(exit_code(outcome.complete, checked))
+}
+
+/// Checks the thresholds against the run's `summary.csv`; true when all held.
+fn check_summary(thresholds: &Thresholds, dir: &std::path::Path) -> anyhow::Result<bool> {
+    if thresholds.list.is_empty() {
+        return Ok(true);
+    }
+    let rows = output::read_summary(&dir.join("summary.csv"))?;
+    Ok(check_rows(thresholds, &rows))
+}
+
+/// Prints what checking `rows` found; true when every threshold held.
+fn check_rows<R: threshold::Checked>(thresholds: &Thresholds, rows: &[R]) -> bool {
+    if thresholds.list.is_empty() {
+        return true;
+    }
+    let report = threshold::check(thresholds, rows);
+    println!("{report}");
+    report.passed()
 }
 
 fn report(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
@@ -150,42 +244,18 @@ async fn measure(
     args: &RunArgs,
     plans: Vec<CellPlan>,
     description: serde_json::Value,
+    notes: Vec<String>,
     placed: Placement,
 ) -> anyhow::Result<SessionOutcome> {
-    let agents = match (args.agents, &args.coordinator) {
-        (Some(count), Some(url)) => {
-            let wait = commbench_servers::units::parse_duration(&args.agent_wait)
-                .map_err(|e| anyhow::anyhow!("--agent-wait: {e}"))?;
-            eprintln!(
-                "waiting up to {wait:?} for {count} agents at {url} (run `{}`)",
-                args.run_name
-            );
-            let coordinator = Coordinator::connect(url, &args.run_name, count, wait).await?;
-            eprintln!(
-                "{count} agents registered; clocks agree within ±{:.0} µs",
-                coordinator.clock_error_ns() as f64 / 1_000.0
-            );
-            Some(Arc::new(coordinator))
-        }
-        _ => None,
-    };
-    let interrupt = CancellationToken::new();
-    let on_signal = interrupt.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ninterrupted: finishing the current measurement and writing what was measured"
-            );
-            on_signal.cancel();
-        }
-    });
+    let agents = connect_agents(args).await?;
     let outcome = run_session(SessionOptions {
         plans,
         description,
         out: args.out.clone(),
         quiet: args.quiet,
         server_args: args.server_arg.clone(),
-        interrupt,
+        interrupt: interrupt_on_ctrl_c(),
+        notes,
         placement: Placement {
             agents: agents.clone(),
             ..placed
@@ -201,14 +271,53 @@ async fn measure(
     Ok(outcome)
 }
 
-fn exit_code(outcome: &SessionOutcome) -> std::process::ExitCode {
-    if outcome.complete {
-        return std::process::ExitCode::SUCCESS;
-    }
-    println!(
-        "the run is INCOMPLETE (interrupted, or a load worker was lost); run.json and summary.csv say so too"
+/// A distributed run (`--agents N --coordinator URL`): waits until every agent has registered.
+async fn connect_agents(args: &RunArgs) -> anyhow::Result<Option<Arc<Coordinator>>> {
+    let (Some(count), Some(url)) = (args.agents, &args.coordinator) else {
+        return Ok(None);
+    };
+    let wait = commbench_servers::units::parse_duration(&args.agent_wait)
+        .map_err(|e| anyhow::anyhow!("--agent-wait: {e}"))?;
+    eprintln!(
+        "waiting up to {wait:?} for {count} agents at {url} (run `{}`)",
+        args.run_name
     );
-    std::process::ExitCode::from(130)
+    let coordinator = Coordinator::connect(url, &args.run_name, count, wait).await?;
+    eprintln!(
+        "{count} agents registered; clocks agree within ±{:.0} µs",
+        coordinator.clock_error_ns() as f64 / 1_000.0
+    );
+    Ok(Some(Arc::new(coordinator)))
+}
+
+/// Cancelled on Ctrl-C: the current measurement ends early and what was measured is written.
+fn interrupt_on_ctrl_c() -> CancellationToken {
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: finishing the current measurement and writing what was measured"
+            );
+            on_signal.cancel();
+        }
+    });
+    interrupt
+}
+
+/// 130 for an incomplete run (interrupted, or a load worker lost), 1 when a threshold failed,
+/// else 0.
+fn exit_code(complete: bool, thresholds_held: bool) -> std::process::ExitCode {
+    if !complete {
+        println!(
+            "the run is INCOMPLETE (interrupted, or a load worker was lost); run.json and summary.csv say so too"
+        );
+        return std::process::ExitCode::from(130);
+    }
+    if !thresholds_held {
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -5,7 +5,10 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::clients::{self, jobs::Notify, ClientFn};
+use crate::{
+    clients::{self, jobs::Notify, ClientFn},
+    profile::Section,
+};
 
 /// The patterns `commbench run` can drive. Adding one: a variant here, its row in
 /// [`Pattern::about`], its place in [`Pattern::ALL`]; nothing else in the load generator or the
@@ -103,8 +106,11 @@ pub struct About {
     pub color: (u8, u8, u8),
     pub layer: Option<Layer>,
     pub rate_of: RateOf,
-    /// The simulated client (`clients/`).
+    /// The simulated client (`clients/`) against commbench's own server.
     pub client: ClientFn,
+    /// The kind of section a target profile describes this pattern with, and so the
+    /// profile-driven client that runs it against another server; `None`: only commbench's.
+    pub section: Option<Section>,
 }
 
 impl Pattern {
@@ -141,6 +147,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Requests,
                 client: |ctx| Box::pin(clients::request_response::run(ctx)),
+                section: Some(Section::Request),
             },
             Pattern::ShortPoll => About {
                 name: "short-poll",
@@ -153,6 +160,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::short_poll::run(ctx)),
+                section: Some(Section::Poll),
             },
             Pattern::LongPoll => About {
                 name: "long-poll",
@@ -165,6 +173,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::long_poll::run(ctx)),
+                section: Some(Section::LongPoll),
             },
             Pattern::Sse => About {
                 name: "sse",
@@ -177,6 +186,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::sse::run(ctx)),
+                section: Some(Section::Sse),
             },
             Pattern::Ws => About {
                 name: "ws",
@@ -189,6 +199,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::ws::run(ctx)),
+                section: Some(Section::WebSocket),
             },
             // Socket.IO (Engine.IO v4 over WebSocket) on `/socket.io/`: `subscribe`, events as `event`.
             Pattern::SocketIo => About {
@@ -206,6 +217,7 @@ impl Pattern {
                 }),
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::socketio::run(ctx)),
+                section: Some(Section::SocketIo),
             },
             // Short polling in GraphQL: the `events` query over `POST /graphql`.
             Pattern::GraphqlPoll => About {
@@ -222,6 +234,7 @@ impl Pattern {
                 }),
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::graphql_poll::run(ctx)),
+                section: None,
             },
             // A GraphQL subscription over `graphql-transport-ws` on `/graphql/ws`.
             Pattern::GraphqlSub => About {
@@ -245,9 +258,10 @@ impl Pattern {
                 }),
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::graphql_sub::run(ctx)),
+                section: Some(Section::GraphqlSub),
             },
             // The generic patterns and the job patterns have no common name: prose uses theirs.
-            // GET any URL on an interval per client.
+            // GET any URL on an interval per client: the poll client of an ad-hoc profile.
             Pattern::PollUrl => About {
                 name: "poll-url",
                 aliases: &[],
@@ -258,9 +272,10 @@ impl Pattern {
                 color: (148, 103, 189),
                 layer: None,
                 rate_of: RateOf::Requests,
-                client: |ctx| Box::pin(clients::poll_url::run(ctx)),
+                client: |ctx| Box::pin(clients::profiled::poll::run_short(ctx)),
+                section: Some(Section::Poll),
             },
-            // Hold an SSE stream on any URL, recording inter-arrival times.
+            // Hold an SSE stream on any URL, recording inter-arrival times (an ad-hoc profile).
             Pattern::SseUrl => About {
                 name: "sse-url",
                 aliases: &[],
@@ -271,9 +286,11 @@ impl Pattern {
                 color: (140, 86, 75),
                 layer: None,
                 rate_of: RateOf::Publishes,
-                client: |ctx| Box::pin(clients::sse_url::run(ctx)),
+                client: |ctx| Box::pin(clients::profiled::sse::run(ctx)),
+                section: Some(Section::Sse),
             },
-            // Open a WebSocket to any URL, optionally send a message, record inter-arrival times.
+            // Open a WebSocket to any URL, optionally send a message, record inter-arrival times
+            // (an ad-hoc profile).
             Pattern::WsUrl => About {
                 name: "ws-url",
                 aliases: &[],
@@ -284,7 +301,8 @@ impl Pattern {
                 color: (227, 119, 194),
                 layer: None,
                 rate_of: RateOf::Publishes,
-                client: |ctx| Box::pin(clients::ws_url::run(ctx)),
+                client: |ctx| Box::pin(clients::profiled::ws::run(ctx)),
+                section: Some(Section::WebSocket),
             },
             // Users submit jobs and short-poll each job's status until it is done.
             Pattern::JobShortPoll => About {
@@ -298,6 +316,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::jobs::run(ctx, Notify::ShortPoll)),
+                section: None,
             },
             // Users long-poll the job handle (`?wait_ms=`) until it is done.
             Pattern::JobLongPoll => About {
@@ -311,6 +330,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::jobs::run(ctx, Notify::LongPoll)),
+                section: None,
             },
             // Users hear the completion on their own topic over SSE.
             Pattern::JobSse => About {
@@ -324,6 +344,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::jobs::run(ctx, Notify::Sse)),
+                section: None,
             },
             // Users hear the completion on their own topic over WebSocket.
             Pattern::JobWs => About {
@@ -337,6 +358,7 @@ impl Pattern {
                 layer: None,
                 rate_of: RateOf::Publishes,
                 client: |ctx| Box::pin(clients::jobs::run(ctx, Notify::Ws)),
+                section: None,
             },
         }
     }
@@ -364,9 +386,14 @@ impl Pattern {
         self.about().layer
     }
 
-    /// The simulated client of this pattern.
-    pub fn client(self) -> ClientFn {
-        self.about().client
+    /// The simulated client of this pattern: the profile-driven one when the target is described
+    /// by a profile (and the pattern has a section), else the one for commbench's own server.
+    pub fn client(self, profiled: bool) -> ClientFn {
+        let about = self.about();
+        match about.section {
+            Some(section) if profiled => section.client(),
+            _ => about.client,
+        }
     }
 
     /// Generic modes need `--target` and measure any server, not the commbench feed.

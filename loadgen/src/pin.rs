@@ -33,6 +33,14 @@ pub enum PinError {
     },
 }
 
+impl PinError {
+    /// True when the sets asked for are wrong (the flag's fault, a usage error), not when the
+    /// system refused to apply them.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, PinError::Affinity { .. })
+    }
+}
+
 impl CpuList {
     pub fn cpus(&self) -> &[usize] {
         &self.0

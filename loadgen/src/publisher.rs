@@ -1,10 +1,11 @@
 //! The open-loop publisher: events at `--rate` on a fixed or Poisson schedule, round-robin over the
 //! cell's topics, each payload stamped with its intended send time and the instant its write began
-//! (the gap between the two is recorded as the publisher's lateness). Its connections are opened
+//! (the gap between the two is recorded as the publisher's lateness), sent by the target's publish
+//! route (commbench's `POST /publish/{topic}`, or a profile's template). Its connections are opened
 //! before any client's, so a cell that runs out of descriptors starves clients, never the publisher.
 //! It runs on a thread and runtime of its own, so clients busy on the runner's runtime (a fan-out to
-//! thousands of them) do not make it late. Its own HTTP traffic is kept out of the pattern's byte
-//! counts (it is the same for every pattern).
+//! thousands of them) do not make it late. Its own traffic is kept out of the pattern's byte counts
+//! (it is the same for every pattern).
 
 use std::{
     collections::HashMap,
@@ -15,23 +16,22 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::Method;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::profile::publish::CONNECTIONS;
 use crate::{
-    clients::RunShared,
+    clients::{stamp, RunShared},
     clock::encode_payload,
-    http::{ClientError, HttpConn},
+    http::ClientError,
+    pattern::Pattern,
+    profile::{publish, Publish},
     record::{Metric, Recorder},
-    scenario::Arrival,
+    scenario::{Arrival, Scenario},
     schedule::Schedule,
     target::Target,
 };
 
-/// Concurrent publish connections: enough to keep up with slow answers without queueing.
-pub const CONNECTIONS: usize = 16;
 /// A publish that starts this much after its intended time counts as late. Tokio's timers have a 1 ms
 /// resolution, so anything below a few ms is timer granularity, not a struggling publisher.
 const LATE_NS: u64 = 5_000_000;
@@ -42,22 +42,38 @@ struct Job {
     intended_ns: u64,
 }
 
+/// How `pattern`'s cells publish: the profile's route when its clients follow a profile that has
+/// one, else commbench's own.
+pub fn route(scenario: &Scenario, pattern: Pattern) -> Publish {
+    match scenario.profile.as_ref().and_then(|p| p.publish.clone()) {
+        Some(publish) if scenario.profiled(pattern) => publish,
+        _ => Publish::commbench(),
+    }
+}
+
 /// The publisher's connections, opened before the clients'.
 pub struct Connections {
+    route: Arc<Publish>,
     /// Their traffic counts into a recorder of its own, not the pattern's.
     own: Arc<Recorder>,
-    open: Vec<HttpConn>,
+    /// One per publishing task; `None` for a route that can only open its connection with its
+    /// first publish (a WebSocket URL naming the topic).
+    open: Vec<Option<publish::Conn>>,
 }
 
 impl Connections {
-    /// Opens [`CONNECTIONS`] keep-alive connections to `target` (the instance events go to).
-    pub async fn open(target: &Target) -> Result<Self, ClientError> {
+    /// Opens the route's keep-alive connections to `target` (the instance events go to).
+    pub async fn open(route: Publish, target: &Target) -> Result<Self, ClientError> {
         let own = Arc::new(Recorder::new(1));
-        let mut open = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            open.push(HttpConn::open(target, None, &own).await?);
+        let mut open = Vec::with_capacity(route.connections);
+        for _ in 0..route.connections {
+            open.push(route.open(target, &own).await?);
         }
-        Ok(Self { own, open })
+        Ok(Self {
+            route: Arc::new(route),
+            own,
+            open,
+        })
     }
 }
 
@@ -87,7 +103,8 @@ impl PublisherThread {
                     }
                 };
                 runtime.block_on(async move {
-                    let connections = match Connections::open(&shared.targets[0]).await {
+                    let route = route(&shared.scenario, shared.pattern);
+                    let connections = match Connections::open(route, &shared.targets[0]).await {
                         Ok(connections) => connections,
                         Err(error) => {
                             let _ = opened_tx.send(Err(error));
@@ -141,13 +158,14 @@ pub async fn publish(
     let scenario = shared.scenario.clone();
     let heads: Arc<Vec<AtomicU64>> =
         Arc::new(shared.topics.iter().map(|_| AtomicU64::new(0)).collect());
-    let (jobs, queue) = mpsc::channel::<Job>(CONNECTIONS * 4);
+    let Connections { route, own, open } = connections;
+    let (jobs, queue) = mpsc::channel::<Job>(open.len().max(1) * 4);
     let queue = Arc::new(Mutex::new(queue));
-    let own = connections.own;
     let mut workers = tokio::task::JoinSet::new();
-    for conn in connections.open {
+    for conn in open {
         workers.spawn(worker(
             shared.clone(),
+            route.clone(),
             own.clone(),
             conn,
             queue.clone(),
@@ -165,13 +183,18 @@ pub async fn publish(
         if intended_ns >= end_ns {
             break;
         }
+        // A publish already due when the window ends (the stop) is still sent: every cell
+        // publishes exactly the events its schedule puts before the end.
         tokio::select! {
+            biased;
             () = sleep_until_precisely(clock.instant_at(intended_ns)) => {}
             () = stop.cancelled() => break,
         }
+        let topic = stamp::topic_of(id, shared.topics.len());
+        shared.issued[topic].store(stamp::ordinal_of(id, shared.topics.len()), Relaxed);
         let job = Job {
             id,
-            topic: id as usize % shared.topics.len(),
+            topic,
             intended_ns,
         };
         if jobs.send(job).await.is_err() {
@@ -205,25 +228,29 @@ async fn sleep_until_precisely(due: std::time::Instant) {
 
 async fn worker(
     shared: Arc<RunShared>,
+    route: Arc<Publish>,
     own: Arc<Recorder>,
-    conn: HttpConn,
+    mut conn: Option<publish::Conn>,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     heads: Arc<Vec<AtomicU64>>,
 ) {
     let counters = &shared.recorder.counters;
-    let mut conn = Some(conn);
     loop {
         let Some(job) = queue.lock().await.recv().await else {
             return;
         };
         let topic = &shared.topics[job.topic];
-        match publish_one(&shared, &own, &mut conn, topic, &job).await {
+        let target = &shared.targets[0];
+        let payload = || stamped(&shared, &job);
+        match route.send(&mut conn, target, &own, topic, payload).await {
             Ok(seq) => {
                 counters.published.fetch_add(1, Relaxed);
                 if shared.in_window(job.intended_ns) {
                     counters.published_in_window.fetch_add(1, Relaxed);
                 }
-                heads[job.topic].fetch_max(seq, Relaxed);
+                if let Some(seq) = seq {
+                    heads[job.topic].fetch_max(seq, Relaxed);
+                }
             }
             Err(error) => {
                 counters.dropped_sends.fetch_add(1, Relaxed);
@@ -234,21 +261,10 @@ async fn worker(
     }
 }
 
-/// Publishes one event; the write stamp is taken once a connection is in hand, right before the
-/// request is written.
-async fn publish_one(
-    shared: &RunShared,
-    own: &Arc<Recorder>,
-    conn: &mut Option<HttpConn>,
-    topic: &str,
-    job: &Job,
-) -> Result<u64, ClientError> {
-    if conn.is_none() {
-        *conn = Some(HttpConn::open(&shared.targets[0], None, own).await?);
-    }
-    let Some(open) = conn.as_mut() else {
-        return Err(ClientError::Protocol("no publish connection".into()));
-    };
+/// The payload of `job`, stamped with the instant its write begins (the route calls this once a
+/// connection is in hand, right before the request or message is written); its lateness is
+/// counted and recorded.
+fn stamped(shared: &RunShared, job: &Job) -> bytes::Bytes {
     let written_ns = shared.clock.now_ns();
     let late_ns = written_ns.saturating_sub(job.intended_ns);
     if late_ns > LATE_NS {
@@ -258,16 +274,5 @@ async fn publish_one(
         let recorder = &shared.recorder;
         recorder.record(job.id as usize, Metric::PublishLateness, late_ns / 1_000);
     }
-    let payload: Bytes =
-        encode_payload(job.id, job.intended_ns, written_ns, shared.scenario.payload);
-    let body = open
-        .fetch(Method::POST, &format!("/publish/{topic}"), payload)
-        .await?;
-    #[derive(serde::Deserialize)]
-    struct Published {
-        seq: u64,
-    }
-    serde_json::from_slice::<Published>(&body)
-        .map(|p| p.seq)
-        .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))
+    encode_payload(job.id, job.intended_ns, written_ns, shared.scenario.payload)
 }

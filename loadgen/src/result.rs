@@ -29,10 +29,17 @@ pub struct CellSpec {
     pub bus: BusKind,
     /// Server instances the clients were spread over.
     pub instances: usize,
+    /// Which server the cell measured: `commbench` (the embedded server), a target profile's
+    /// name (`node`), or `external` (a bare `--target`).
+    pub target: String,
 }
 
+/// The target name of commbench's own (embedded) server.
+pub const COMMBENCH: &str = "commbench";
+
 impl CellSpec {
-    /// A file-name-safe, unique name: `sse-c1000-r50-p128` (`-i1s` for pollers).
+    /// A file-name-safe, unique name: `sse-c1000-r50-p128` (`-i1s` for pollers, `-node` for a
+    /// profile's server).
     pub fn name(&self) -> String {
         let mut name = format!(
             "{}-c{}-r{}-p{}",
@@ -46,6 +53,9 @@ impl CellSpec {
         }
         if self.bus != BusKind::Memory {
             name.push_str(&format!("-{}-x{}", self.bus, self.instances));
+        }
+        if self.target != COMMBENCH && self.target != "external" {
+            name.push_str(&format!("-{}", self.target));
         }
         name
     }
@@ -134,6 +144,9 @@ pub struct RunInfo {
     pub target: String,
     pub scenario: serde_json::Value,
     pub cells: Vec<String>,
+    /// What the run left out and why (a peer that cannot start here, a cell whose target could
+    /// not be reached); the report lists them.
+    pub notes: Vec<String>,
     /// The CPU sets of the servers, the broker and the load generator.
     pub cpu_sets: crate::pin::CpuPlan,
     /// Their scheduling class.

@@ -1,12 +1,15 @@
 //! What to run: raw settings from flags and TOML scenario files, merged (flags win) and validated into a
 //! [`Scenario`]. Every error names the flag or field it came from and the allowed range.
 
-use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use commbench_servers::units::{parse_bytes, parse_count, parse_duration};
 use serde::{Deserialize, Serialize};
 
-use crate::pattern::{Kind, Pattern};
+use crate::{
+    pattern::{Kind, Pattern},
+    profile::Profile,
+};
 
 /// How the publisher spaces events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +68,15 @@ pub struct Scenario {
     pub ramp: u64,
     /// Request-response runs closed-loop (each connection sends as soon as the last answer arrives).
     pub closed_loop: bool,
-    /// An already-running server; `None` starts the embedded one.
+    /// An already-running server; `None` starts the embedded one (or the profile's server).
     pub target: Option<String>,
+    /// The target profile describing someone else's server (`--profile`), or the ad-hoc one the
+    /// generic patterns follow; recorded as where it came from. A load worker is handed it apart
+    /// (`procs::protocol::WorkerProfile`).
+    #[serde(serialize_with = "profile_source", skip_deserializing)]
+    pub profile: Option<Arc<Profile>>,
+    /// The process of an already-running target, whose CPU and memory are then measured.
+    pub target_pid: Option<u32>,
     /// Sent once after connecting, for `ws-url`.
     pub ws_message: Option<String>,
     /// After publishing stops, how long clients may take to catch up before loss is counted.
@@ -90,6 +100,16 @@ pub struct Scenario {
     /// limit needs (one: the clients run inside the runner's own process).
     #[serde(default)]
     pub procs: Option<usize>,
+}
+
+fn profile_source<S: serde::Serializer>(
+    profile: &Option<Arc<Profile>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match profile {
+        Some(profile) => s.serialize_str(&profile.source),
+        None => s.serialize_none(),
+    }
 }
 
 mod secs {
@@ -121,8 +141,11 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 26] = [
+pub const FIELDS: [&str; 31] = [
     "patterns",
+    "profile",
+    "target_pid",
+    "peers",
     "clients",
     "rate",
     "duration",
@@ -148,6 +171,9 @@ pub const FIELDS: [&str; 26] = [
     "workers",
     "premium",
     "procs",
+    // Read by `threshold::Thresholds::from_raw`, not by the scenario itself.
+    "fail_if",
+    "fail_if_missing",
 ];
 
 /// A scenario could not be read or is invalid.
@@ -168,6 +194,21 @@ pub enum ScenarioError {
     },
     #[error("{origin}: {detail}")]
     Invalid { origin: String, detail: String },
+}
+
+impl RawScenario {
+    /// The scenario's target profile, read from the file `profile` names (`None` when not set).
+    fn profile(&self) -> Result<Option<Arc<Profile>>, ScenarioError> {
+        let Some(value) = self.get("profile") else {
+            return Ok(None);
+        };
+        Profile::load(Path::new(value.text.trim()))
+            .map(|p| Some(Arc::new(p)))
+            .map_err(|e| ScenarioError::Invalid {
+                origin: value.origin.clone(),
+                detail: e.to_string(),
+            })
+    }
 }
 
 impl RawScenario {
@@ -233,6 +274,15 @@ impl RawScenario {
                 origin: format!("default {field}"),
             },
         );
+    }
+
+    /// What was given over layers of built-in defaults (each layer over the ones before it).
+    pub fn over_defaults(self, layers: &[&[(&'static str, &str)]]) -> Self {
+        let mut base = RawScenario::default();
+        for (field, value) in layers.iter().flat_map(|layer| layer.iter()) {
+            base.set_default(field, value);
+        }
+        base.merge(self)
     }
 
     /// Sets `field` to one element of the list it holds in `from`, keeping its origin.
@@ -382,6 +432,15 @@ impl RawScenario {
             procs: v
                 .optional("procs", |t| count(t, 1, 256))?
                 .map(|n| n as usize),
+            target_pid: v.optional("target_pid", |t| {
+                let pid = count(t, 1, u64::from(u32::MAX))? as u32;
+                if Path::new(&format!("/proc/{pid}/stat")).exists() {
+                    Ok(pid)
+                } else {
+                    Err(format!("no process {pid} is running on this machine"))
+                }
+            })?,
+            profile: self.profile()?,
             patterns,
             target,
         };
@@ -395,11 +454,39 @@ impl Scenario {
             origin: origin.to_owned(),
             detail,
         };
-        if self.patterns.iter().any(|p| p.is_generic()) && self.target.is_none() {
-            let generic = Pattern::names_where(Pattern::is_generic);
+        let generic = Pattern::names_where(Pattern::is_generic);
+        let any_generic = self.patterns.iter().any(|p| p.is_generic());
+        if any_generic && self.profile.is_some() {
             return Err(invalid(
                 "--pattern",
-                format!("{generic} drive someone else's server: give --target URL"),
+                format!(
+                    "{generic} take --target URL; with --profile use the pattern names the \
+                     profile describes"
+                ),
+            ));
+        }
+        if any_generic {
+            let Some(target) = &self.target else {
+                return Err(invalid(
+                    "--pattern",
+                    format!("{generic} drive someone else's server: give --target URL"),
+                ));
+            };
+            let ad_hoc = Profile::ad_hoc(target, self.ws_message.as_deref())
+                .map_err(|detail| invalid("--target", detail))?;
+            self.profile = Some(Arc::new(ad_hoc));
+        } else if let Some(profile) = &self.profile {
+            self.check_profile(profile)?;
+        }
+        if self.target_pid.is_some()
+            && self.target.is_none()
+            && self.profile.as_ref().is_none_or(|p| p.start.is_some())
+        {
+            return Err(invalid(
+                "--target-pid",
+                "measures a server that is already running: give its --target URL (or a \
+                 --profile without [start])"
+                    .into(),
             ));
         }
         if self.bus_url.is_some() {
@@ -437,6 +524,70 @@ impl Scenario {
             self.drain = (self.interval * 2).max(Duration::from_secs(2));
         }
         Ok(self)
+    }
+
+    /// A profile describes someone else's server: each pattern must be in it, and the embedded
+    /// servers' options do not apply.
+    fn check_profile(&self, profile: &Profile) -> Result<(), ScenarioError> {
+        let invalid = |origin: &str, detail: String| ScenarioError::Invalid {
+            origin: origin.to_owned(),
+            detail,
+        };
+        if self.bus == BusKind::Redis || self.instances > 1 {
+            return Err(invalid(
+                "--profile",
+                "--instances, --bus and --bus-url start commbench's own servers; a profile's \
+                 server runs its own bus"
+                    .into(),
+            ));
+        }
+        if self.target.is_none() {
+            if let Some(missing) = profile.missing() {
+                return Err(invalid(
+                    "--profile",
+                    format!(
+                        "{}: its server cannot start here: {missing}",
+                        profile.source
+                    ),
+                ));
+            }
+        }
+        if let Some(missing) = self.patterns.iter().find(|p| profile.spec(**p).is_none()) {
+            return Err(invalid(
+                "--pattern",
+                format!(
+                    "{missing} is not described by the target profile {} (it describes {})",
+                    profile.source,
+                    profile.pattern_names()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when `pattern`'s clients follow the profile (else commbench's own clients run).
+    pub fn profiled(&self, pattern: Pattern) -> bool {
+        self.profile
+            .as_ref()
+            .is_some_and(|p| p.spec(pattern).is_some())
+    }
+
+    /// Which server `pattern`'s cell measures: `commbench` (the embedded server), the profile's
+    /// name, or `external` (`--target` with commbench's clients, or the generic patterns).
+    pub fn target_name(&self, pattern: Pattern) -> String {
+        match &self.profile {
+            Some(profile) if self.profiled(pattern) => profile.name.clone(),
+            _ if self.target.is_some() => "external".to_owned(),
+            _ => "commbench".to_owned(),
+        }
+    }
+
+    /// True when events are published in `pattern`'s cells: a feed pattern on commbench's server,
+    /// or on a profile's server when the profile says how to publish.
+    pub fn publishes(&self, pattern: Pattern) -> bool {
+        pattern.uses_feed()
+            && (!self.profiled(pattern)
+                || self.profile.as_ref().is_some_and(|p| p.publish.is_some()))
     }
 
     /// Seconds in the measured window.

@@ -2,16 +2,17 @@
 //! pollers). It is a scenario whose fields may hold lists; each combination is validated exactly like
 //! a `commbench run` scenario.
 
-use std::sync::Arc;
-
-use std::str::FromStr;
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+};
 
 use crate::{
+    pattern::Pattern,
+    profile::Profile,
+    scenario::{BusKind, RawScenario, Scenario, ScenarioError},
     session::CellPlan,
-    {
-        pattern::Pattern,
-        scenario::{BusKind, RawScenario, ScenarioError},
-    },
 };
 
 /// Fields a study may sweep (comma-separated on the command line, arrays in TOML).
@@ -52,16 +53,8 @@ pub const QUICK: [(&str, &str); 4] = [
 
 /// Fills in the defaults (quick ones first when asked) under what the user gave.
 pub fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
-    let mut base = RawScenario::default();
-    for (field, value) in DEFAULTS {
-        base.set_default(field, value);
-    }
-    if quick {
-        for (field, value) in QUICK {
-            base.set_default(field, value);
-        }
-    }
-    base.merge(given)
+    let quick: &[_] = if quick { &QUICK } else { &[] };
+    given.over_defaults(&[&DEFAULTS, quick])
 }
 
 /// Expands a study into cells: every combination of the swept fields, each validated, ordered by
@@ -246,6 +239,96 @@ fn at_middle_clients(
     Ok(plans)
 }
 
+/// `--peers`: each peer's cells beside commbench's — every in-process, single-server cell of
+/// `plans` whose pattern the peer's profile describes, against the peer started from its profile
+/// — plus notes on what was left out (a peer that cannot start here, patterns it does not
+/// describe). At each client count a peer's cells follow commbench's.
+pub fn with_peers(
+    study: &RawScenario,
+    mut plans: Vec<CellPlan>,
+) -> Result<(Vec<CellPlan>, Vec<String>), ScenarioError> {
+    let names: Vec<String> = study
+        .values_of("peers")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p != "none")
+        .collect();
+    let invalid = |detail: String| ScenarioError::Invalid {
+        origin: study.origin_of("peers"),
+        detail,
+    };
+    if names.is_empty() {
+        return Ok((plans, Vec::new()));
+    }
+    if study.validate_first()?.target.is_some() {
+        return Err(invalid(
+            "sets peers beside commbench's own server; without --target".into(),
+        ));
+    }
+    let mut notes = Vec::new();
+    let mut added = Vec::new();
+    for name in &names {
+        let path = peer_profile(name).ok_or_else(|| {
+            invalid(format!(
+                "no peer `{name}`: expected peers/{name}/profile.toml or a profile's path"
+            ))
+        })?;
+        let profile = Arc::new(Profile::load(&path).map_err(|e| invalid(e.to_string()))?);
+        if let Some(missing) = profile.missing() {
+            notes.push(format!(
+                "the {} peer's cells were left out: {missing}",
+                profile.name
+            ));
+            continue;
+        }
+        let mut undescribed: Vec<Pattern> = Vec::new();
+        for plan in &plans {
+            let scenario = &plan.scenario;
+            if scenario.bus != BusKind::Memory || scenario.instances > 1 || plan.pattern.is_job() {
+                continue;
+            }
+            if profile.spec(plan.pattern).is_none() {
+                undescribed.push(plan.pattern);
+                continue;
+            }
+            let scenario = Scenario {
+                profile: Some(profile.clone()),
+                ..Scenario::clone(scenario)
+            };
+            added.push(CellPlan {
+                pattern: plan.pattern,
+                scenario: Arc::new(scenario),
+            });
+        }
+        undescribed.sort();
+        undescribed.dedup();
+        if !undescribed.is_empty() {
+            let names: Vec<&str> = undescribed.iter().map(|p| p.as_str()).collect();
+            notes.push(format!(
+                "the {} peer's profile does not describe {}: those cells are commbench's only",
+                profile.name,
+                names.join(", ")
+            ));
+        }
+    }
+    plans.extend(added);
+    plans.sort_by_key(|plan| plan.scenario.clients);
+    Ok((plans, notes))
+}
+
+/// A peer's profile: a path to a `.toml`, or `peers/{name}/profile.toml` from the current
+/// directory or this source tree.
+fn peer_profile(name: &str) -> Option<PathBuf> {
+    if name.ends_with(".toml") {
+        return Some(PathBuf::from(name));
+    }
+    let relative = Path::new("peers").join(name).join("profile.toml");
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(&relative);
+    [relative, in_tree].into_iter().find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +447,73 @@ mod tests {
         // Plus sse and ws on Redis at the middle client count (20), per payload.
         assert_eq!(plans.len(), 2 * 2 * 2 + 2 * 2);
         assert!(plans.iter().any(|p| p.scenario.payload == 1024));
+    }
+
+    #[test]
+    fn peers_repeat_the_cells_their_profile_describes() {
+        let mut given = RawScenario::default();
+        given.set_flag("peers", "node");
+        given.set_flag("job_patterns", "none");
+        let study = with_defaults(given, true);
+        let main = plans(&study).unwrap();
+        let (all, notes) = with_peers(&study, main.clone()).unwrap();
+        let node: Vec<&CellPlan> = all
+            .iter()
+            .filter(|p| p.scenario.target_name(p.pattern) == "node")
+            .collect();
+        if notes.iter().any(|n| n.contains("left out")) {
+            // node is not installed here: only the note.
+            assert!(node.is_empty(), "{notes:?}");
+            return;
+        }
+        // rr ×2, short-poll ×4, long-poll, sse, ws, socketio ×2 each; no GraphQL, no Redis cells.
+        assert_eq!(node.len(), 2 + 4 + 2 * 4, "{notes:?}");
+        assert!(node.iter().all(|p| p.scenario.bus == BusKind::Memory));
+        assert_eq!(all.len(), main.len() + node.len());
+        assert!(notes[0].contains("graphql-poll, graphql-sub"), "{notes:?}");
+        // At each client count the peer's cells follow commbench's.
+        let first_node = all
+            .iter()
+            .position(|p| p.scenario.target_name(p.pattern) == "node")
+            .unwrap();
+        assert_eq!(all[first_node].scenario.clients, 100);
+        assert!(all[first_node - 1].scenario.clients == 100);
+        let mut given = RawScenario::default();
+        given.set_flag("peers", "carrier-pigeon");
+        let err = with_peers(&with_defaults(given.clone(), true), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--peers") && err.contains("no peer `carrier-pigeon`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_cannot_start_here_is_left_out_with_the_install_command() {
+        let path = std::env::temp_dir().join(format!("commbench-peer-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name = \"ghost\"\n[start]\ncommand = [\"no-such-server-cb\"]\n\
+             ready_line = \"up {base_url}\"\ninstall = \"scripts/install-ghost.sh\"\n\
+             [patterns.sse]\nurl = \"/s\"\n",
+        )
+        .unwrap();
+        let mut given = RawScenario::default();
+        given.set_flag("peers", path.display().to_string());
+        given.set_flag("patterns", "sse");
+        let study = with_defaults(given, true);
+        let main = plans(&study).unwrap();
+        let (all, notes) = with_peers(&study, main.clone()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(all.len(), main.len());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("the ghost peer's cells were left out")
+                && notes[0].contains("`no-such-server-cb` is not installed")
+                && notes[0].contains("scripts/install-ghost.sh"),
+            "{notes:?}"
+        );
     }
 
     #[test]

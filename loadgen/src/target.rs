@@ -27,12 +27,12 @@ pub enum TargetError {
     Resolve(String, std::io::Error),
     #[error("cannot start the embedded server ({0}): {1}")]
     Spawn(String, std::io::Error),
-    #[error("the embedded server did not report its address within {0:?}")]
-    NoAddress(Duration),
-    #[error("the embedded server exited before it was ready ({0}); its error is printed above")]
+    #[error("the server exited before it was ready ({0}); its error is printed above")]
     Exited(String),
     #[error("target {0} is unreachable: {1}")]
     Unreachable(String, String),
+    #[error("`{0}` did not say it was ready within {1:?}")]
+    NotReady(String, Duration),
 }
 
 impl Target {
@@ -62,6 +62,21 @@ impl Target {
             authority,
             path,
         })
+    }
+
+    /// `path` under the target URL's path: `/api` + `/sse/t` = `/api/sse/t`; an empty `path` is
+    /// the target URL's own path and query.
+    pub fn join(&self, path: &str) -> String {
+        if path.is_empty() {
+            return self.path.clone();
+        }
+        let base = self
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/');
+        format!("{base}{path}")
     }
 
     /// Fails fast (within `timeout`) with a clear message when nothing listens at the target.
@@ -97,6 +112,44 @@ pub fn child_process(program: &str) -> Command {
     command
 }
 
+/// Reads a started server's standard output until `ready` finds the line that says it is ready
+/// (and the base URL in it), within `wait`; then keeps draining it so the child never blocks on a
+/// full pipe. A server that exits or stays silent is killed and the error says which.
+pub async fn ready_line(
+    child: &mut Child,
+    shown: &str,
+    wait: Duration,
+    ready: impl Fn(&str) -> Option<String>,
+) -> Result<String, TargetError> {
+    let stdout = child.stdout.take().ok_or_else(|| {
+        TargetError::Spawn(shown.to_owned(), std::io::ErrorKind::BrokenPipe.into())
+    })?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(wait, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = ready(&line) {
+                return Some(url);
+            }
+        }
+        // Standard output closed: the server is exiting.
+        None
+    })
+    .await;
+    let error = match found {
+        Ok(Some(url)) => {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(url);
+        }
+        Ok(None) => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            Ok(Ok(status)) => TargetError::Exited(format!("`{shown}`: {status}")),
+            _ => TargetError::NotReady(shown.to_owned(), wait),
+        },
+        Err(_) => TargetError::NotReady(shown.to_owned(), wait),
+    };
+    let _ = child.kill().await;
+    Err(error)
+}
+
 /// The embedded server process; stopped (gracefully, by closing its stdin) when dropped or stopped.
 pub struct EmbeddedServer {
     child: Child,
@@ -120,30 +173,12 @@ impl EmbeddedServer {
             .spawn()
             .map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);
-        let stdout = child.stdout.take().ok_or_else(|| {
-            TargetError::Spawn(program.to_owned(), std::io::ErrorKind::BrokenPipe.into())
-        })?;
         let wait = Duration::from_secs(20);
-        let mut lines = BufReader::new(stdout).lines();
-        let address = tokio::time::timeout(wait, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    return Some(url.trim().to_string());
-                }
-            }
-            None::<String>
+        let url = ready_line(&mut child, program, wait, |line| {
+            line.strip_prefix("listening on ")
+                .map(|url| url.trim().to_owned())
         })
-        .await
-        .ok()
-        .flatten();
-        let Some(url) = address else {
-            return Err(match child.try_wait().ok().flatten() {
-                Some(status) => TargetError::Exited(status.to_string()),
-                None => TargetError::NoAddress(wait),
-            });
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .await?;
         let target = Target::external(&url).await?;
         Ok(Self { child, target, pid })
     }

@@ -1,5 +1,6 @@
 //! The Node peer (`peers/node/`) end to end: its routes, the `ws` chat, the load generator's own
-//! clients (Socket.IO, short and long polling, SSE) against it with every event accounted for, the
+//! clients (Socket.IO, short and long polling, SSE) against it with every event accounted for,
+//! every pattern through its target profile (started by the load generator, measured by stamp), the
 //! real `socket.io-client` against commbench's server, the Redis adapter across two Node instances,
 //! and a graceful SIGTERM. Skipped, saying so, only when `node` is not installed.
 #![allow(clippy::unwrap_used)]
@@ -37,16 +38,7 @@ fn peer_dir() -> PathBuf {
 /// True when `node` runs; otherwise the test says why it is skipped. With node present the
 /// peer's packages must be installed: a missing `node_modules` fails with the command to run.
 fn node_ready(test: &str) -> bool {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        eprintln!("{test}: skipped, `node` is not installed (run {INSTALL})");
-        return false;
-    }
-    assert!(
-        peer_dir().join("node_modules/socket.io").is_dir(),
-        "peers/node/node_modules is missing: run {INSTALL}"
-    );
-    true
+    common::node_ready(test, INSTALL, "peers/node", "socket.io")
 }
 
 /// One `node server.js` on a free loopback port; killed if the test ends early.
@@ -115,15 +107,7 @@ async fn run_against(peer: &NodePeer, pattern: &str) -> CellResult {
         &format!("peer-{pattern}"),
     )
     .await;
-    let c = &cell.counters;
-    assert_eq!(c.errors, 0, "{pattern}: {:?}", cell.errors);
-    assert!(c.events_expected >= 20 * 40, "{pattern}: {c:?}");
-    assert_eq!(c.events_delivered, c.events_expected, "{pattern}: {c:?}");
-    assert_eq!(
-        (c.events_lost, c.events_duplicated),
-        (0, 0),
-        "{pattern}: {c:?}"
-    );
+    common::every_event_once(&cell, 20 * 40);
     cell
 }
 
@@ -142,6 +126,47 @@ async fn native_clients_get_every_event_from_the_node_peer() {
         run_against(&peer, pattern).await;
     }
     assert!(peer.stop(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pattern_reaches_the_node_peer_through_its_profile() {
+    if !node_ready("every_pattern_reaches_the_node_peer_through_its_profile") {
+        return;
+    }
+    // The load generator starts the peer from its profile for each cell (a child process: its
+    // CPU and RSS are measured) and its profile-driven clients find every event by its stamp.
+    let profile = peer_dir().join("profile.toml");
+    let patterns = "short-poll,long-poll,sse,ws,socketio,request-response";
+    let cells = common::run_cells(
+        &[
+            ("profile", profile.to_str().unwrap()),
+            ("patterns", patterns),
+            ("clients", "20"),
+            ("rate", "40"),
+            ("duration", "2s"),
+            ("topics", "2"),
+            ("interval", "200ms"),
+        ],
+        "peer-profile",
+    )
+    .await;
+    assert_eq!(cells.len(), 6);
+    for cell in &cells {
+        let pattern = cell.spec.pattern;
+        let c = &cell.counters;
+        assert_eq!(cell.spec.target, "node", "{pattern}");
+        assert_eq!(c.errors, 0, "{pattern}: {:?}", cell.errors);
+        let server = cell.server.expect("the peer's CPU and RSS are measured");
+        assert!(server.peak_rss_bytes > 10 << 20, "{pattern}: {server:?}");
+        if pattern == commbench_loadgen::pattern::Pattern::RequestResponse {
+            assert!(c.requests >= 40, "{c:?}");
+            continue;
+        }
+        common::every_event_once(cell, 20 * 40);
+        assert!(cell
+            .histograms
+            .contains_key(&commbench_loadgen::record::Metric::Delivery));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

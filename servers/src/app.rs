@@ -22,7 +22,7 @@ use crate::{
     config::ServerConfig,
     error::AppError,
     feed_api,
-    listener::{ConnInfo, CountingListener},
+    listener::CountingListener,
     metrics::{Metrics, RejectReason},
     patterns,
     queue::{JobQueue, MemoryQueue, RedisQueue},
@@ -193,12 +193,17 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     // In-server queue workers end on the shutdown token.
     let _workers = crate::queue::workers::spawn(&state);
+    let timeouts = crate::conn_timeouts::ConnTimeouts {
+        header: state.config.header_timeout,
+        idle: state.config.idle_timeout,
+    };
     let listener = CountingListener::new(
         listener,
         state.metrics.clone(),
-        state.config.max_connections,
+        crate::fd_limit::fit_connections(state.config.max_connections),
+        timeouts,
     );
-    let service = app(state).into_make_service_with_connect_info::<ConnInfo>();
+    let service = crate::conn_timeouts::PerConnection(app(state));
     let serve = axum::serve(listener, service)
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .into_future();

@@ -60,9 +60,39 @@ pub struct ServerConfig {
     #[arg(long, default_value = "64", value_parser = ws_max_subscriptions)]
     pub ws_max_subscriptions: usize,
 
-    /// Concurrent TCP connections; beyond it a connection gets 503 and is closed (1..=1M).
+    /// Concurrent TCP connections; beyond it a connection gets 503 and is closed (1..=1M). Lowered
+    /// at start-up to fit the open-file limit (which is first raised as far as the hard limit allows).
     #[arg(long, default_value = "50000", value_parser = max_connections)]
     pub max_connections: usize,
+
+    /// A request head must arrive complete within this long of its first byte; otherwise 408 and
+    /// close (100ms..=1h).
+    #[arg(long, default_value = "10s", value_parser = conn_timeout)]
+    pub header_timeout: Duration,
+
+    /// A connection with no request in progress (new, or kept alive between requests) is closed after
+    /// this long (100ms..=1h). Streams, WebSockets and held requests are in progress, never idle.
+    #[arg(long, default_value = "60s", value_parser = conn_timeout)]
+    pub idle_timeout: Duration,
+
+    /// A request body must arrive complete within this long once its handler reads it; otherwise
+    /// 408 `request_timeout` and close (100ms..=1h).
+    #[arg(long, default_value = "10s", value_parser = conn_timeout)]
+    pub body_timeout: Duration,
+
+    /// Bytes of events one GraphQL answer may carry (4KiB..=64MiB); a page is cut there
+    /// (`more: true`) and further aliases get `response_too_large`.
+    #[arg(long, default_value = "1MiB", value_parser = graphql_max_response)]
+    pub graphql_max_response: usize,
+
+    /// GraphQL queries and mutations over HTTP executed at once; more wait their turn (1..=1024).
+    #[arg(long, default_value = "16", value_parser = graphql_concurrency)]
+    pub graphql_concurrency: usize,
+
+    /// How long a graphql-transport-ws client has to send `connection_init` (close 4408 after it)
+    /// (100ms..=1m).
+    #[arg(long, default_value = "3s", value_parser = graphql_init_timeout)]
+    pub graphql_init_timeout: Duration,
 
     /// Simulated work time of a job created with POST /jobs, the handle long-poll demo (0s..=10m);
     /// message-queue jobs carry their own `work_ms`.
@@ -166,6 +196,12 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(10),
             ws_max_subscriptions: 64,
             max_connections: 50_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
+            graphql_max_response: 1 << 20,
+            graphql_concurrency: 16,
+            graphql_init_timeout: Duration::from_secs(3),
             job_work: Duration::from_millis(100),
             max_jobs: 10_000,
             max_queues: 64,
@@ -282,6 +318,18 @@ fn ws_max_subscriptions(t: &str) -> Result<usize, String> {
 }
 fn max_connections(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)
+}
+fn conn_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(100), Duration::from_secs(3600))
+}
+fn graphql_max_response(t: &str) -> Result<usize, String> {
+    bytes_in(t, 4 << 10, 64 << 20)
+}
+fn graphql_concurrency(t: &str) -> Result<usize, String> {
+    count_in(t, 1, 1024)
+}
+fn graphql_init_timeout(t: &str) -> Result<Duration, String> {
+    duration_in(t, Duration::from_millis(100), Duration::from_secs(60))
 }
 fn max_jobs(t: &str) -> Result<usize, String> {
     count_in(t, 1, 1_000_000)

@@ -39,6 +39,8 @@ pub enum AppError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     SpoolFull(#[from] SpoolFull),
+    #[error("the request body did not arrive within {0:?} (--body-timeout)")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl From<PublishError> for AppError {
@@ -74,12 +76,14 @@ impl AppError {
                 QueueError::QueueLimit { .. } => RejectReason::QueueLimit,
                 QueueError::QueueFull { .. } => RejectReason::QueueFull,
                 QueueError::UnknownJob { .. } => RejectReason::NotFound,
+                QueueError::JobLost { .. } => RejectReason::JobLost,
                 QueueError::BadLease { .. } => RejectReason::BadMessage,
                 QueueError::LeaseMismatch { .. } => RejectReason::LeaseMismatch,
                 QueueError::Unavailable(_) => RejectReason::Unavailable,
                 QueueError::SpoolFull(_) => RejectReason::SpoolFull,
             },
             AppError::SpoolFull(_) => RejectReason::SpoolFull,
+            AppError::BodyTimeout(_) => RejectReason::RequestTimeout,
         }
     }
 
@@ -90,6 +94,7 @@ impl AppError {
             | AppError::BadBody(_)
             | AppError::Bus(BusError::CursorAhead { .. }) => StatusCode::BAD_REQUEST,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Bus(BusError::TopicLimit { .. }) | AppError::JobLimit(_) => {
@@ -104,6 +109,7 @@ impl AppError {
                 | QueueError::Unavailable(_)
                 | QueueError::SpoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueueError::UnknownJob { .. } => StatusCode::NOT_FOUND,
+                QueueError::JobLost { .. } => StatusCode::GONE,
                 QueueError::BadLease { .. } => StatusCode::BAD_REQUEST,
                 QueueError::LeaseMismatch { .. } => StatusCode::CONFLICT,
             },
@@ -125,13 +131,34 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let AppError::BodyTimeout(_) = self {
+            // The rest of the body may still come; the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         // The rejection-counting middleware reads this to count by reason without parsing bodies.
         response.extensions_mut().insert(reason);
         response
     }
 }
 
-/// The JSON error body as bytes, for places that write raw responses or WebSocket messages.
+/// The JSON error message `/ws` sends (`{"type":"error","error","detail"}`).
 pub fn error_json(reason: RejectReason, detail: &str) -> String {
     serde_json::json!({ "type": "error", "error": reason.label(), "detail": detail }).to_string()
+}
+
+/// A complete HTTP/1.1 error answer with the JSON body that closes the connection, for the places
+/// below the router that answer on the raw socket (the connection cap, the header timeout).
+pub fn raw_error_response(status_line: &str, reason: RejectReason, detail: &str) -> String {
+    let body = serde_json::json!({ "error": reason.label(), "detail": detail }).to_string();
+    let retry = if status_line.starts_with("503") {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{retry}\r\n{body}",
+        body.len()
+    )
 }

@@ -1,5 +1,6 @@
 //! The server's TCP listener: caps concurrent connections (a canned 503 beyond the cap), disables
-//! Nagle, and counts every byte read and written on each socket, headers and frames included.
+//! Nagle, puts the header and idle timeouts under every socket, counts every byte read and written
+//! on it, headers and frames included, and survives running out of file descriptors.
 
 use std::{
     future::Future,
@@ -8,51 +9,126 @@ use std::{
     pin::Pin,
     sync::{atomic::Ordering::Relaxed, Arc},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use axum::{extract::connect_info::Connected, serve::IncomingStream};
+use futures_util::FutureExt;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::Semaphore,
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::{
+    conn_timeouts::{Activity, ConnTimeouts, Deadlined},
     counted_io::{CountedIo, IoCounter},
-    error::error_json,
+    error::raw_error_response,
     metrics::{Metrics, RejectReason},
 };
+
+/// Connections over the cap being answered at once; beyond it they are closed without an answer,
+/// so a flood cannot turn refusals into a file-descriptor leak.
+pub const REFUSALS_IN_FLIGHT: usize = 32;
+/// After a failed accept, the pause before the next one (the connection stays queued meanwhile).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one `accept failed` log line per this long; the others are counted.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Wraps a bound [`TcpListener`] for `axum::serve`.
 pub struct CountingListener {
     inner: TcpListener,
     metrics: Arc<Metrics>,
     max_connections: usize,
+    timeouts: ConnTimeouts,
+    refusals: Arc<Semaphore>,
+    /// A descriptor held in reserve: when accept fails for want of descriptors, closing it lets the
+    /// listener accept one waiting connection and answer it 503 instead of leaving it hanging.
+    spare: Option<std::fs::File>,
+    accept_log: AcceptLog,
 }
 
 impl CountingListener {
-    pub fn new(inner: TcpListener, metrics: Arc<Metrics>, max_connections: usize) -> Self {
+    pub fn new(
+        inner: TcpListener,
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+        timeouts: ConnTimeouts,
+    ) -> Self {
         Self {
             inner,
             metrics,
             max_connections,
+            timeouts,
+            refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
+            spare: spare_descriptor(),
+            accept_log: AcceptLog::default(),
         }
+    }
+
+    /// Out of descriptors: frees the spare, accepts one waiting connection, answers it 503 and
+    /// takes the spare back. False when there was nothing to shed.
+    fn shed_one(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            self.spare = spare_descriptor();
+            return false;
+        }
+        let shed = match self.inner.accept().now_or_never() {
+            Some(Ok((stream, _))) => {
+                self.metrics.rejected(RejectReason::ConnectionLimit);
+                let answer = refusal(self.max_connections);
+                // Best effort and without waiting: the descriptor is needed back at once.
+                let _ = stream.try_write(answer.as_bytes());
+                true
+            }
+            _ => false,
+        };
+        self.spare = spare_descriptor();
+        shed
     }
 }
 
-/// What a handler knows about its connection (as `ConnectInfo<ConnInfo>`): the peer, and a switch
-/// that aborts the connection, for cutting off a subscriber that stopped reading.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Rate-limits the `accept failed` warning: the first at once, then one per [`ACCEPT_LOG_EVERY`]
+/// saying how many were not logged.
+#[derive(Default)]
+struct AcceptLog {
+    last: Option<Instant>,
+    quiet: u64,
+}
+
+impl AcceptLog {
+    fn failed(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_LOG_EVERY)
+        {
+            self.quiet += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            unlogged_since_last = self.quiet,
+            "accept failed; answering waiting connections 503 from a spare descriptor and retrying"
+        );
+        self.last = Some(now);
+        self.quiet = 0;
+    }
+}
+
+/// What a handler knows about its connection (as `ConnectInfo<Arc<ConnInfo>>`, put on every request by
+/// `conn_timeouts::Tracked`): the peer, a switch
+/// that aborts the connection (for cutting off a subscriber that stopped reading), and the activity
+/// marks that keep the socket's idle timeout away while a request is in flight.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub closer: CancellationToken,
-}
-
-impl Connected<IncomingStream<'_, CountingListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
-        stream.remote_addr().clone()
-    }
+    pub activity: Arc<Activity>,
 }
 
 impl axum::serve::Listener for CountingListener {
@@ -64,9 +140,13 @@ impl axum::serve::Listener for CountingListener {
             let (stream, addr) = match self.inner.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Usually EMFILE/ENFILE: back off instead of spinning; the connection stays queued.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Usually EMFILE/ENFILE: counted, logged now and then, and the waiting
+                    // connections answered rather than left hanging.
+                    self.metrics.accept_errors.fetch_add(1, Relaxed);
+                    self.accept_log.failed(&error);
+                    if !self.shed_one() {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                     continue;
                 }
             };
@@ -75,13 +155,36 @@ impl axum::serve::Listener for CountingListener {
             if open as usize > self.max_connections {
                 self.metrics.connections_open.fetch_sub(1, Relaxed);
                 self.metrics.rejected(RejectReason::ConnectionLimit);
-                tokio::spawn(refuse(stream, self.max_connections));
+                let limit = self.max_connections;
+                match self.refusals.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            refuse(stream, limit).await;
+                            drop(permit);
+                        });
+                    }
+                    // A flood: answer without waiting for the request, and close at once.
+                    Err(_) => {
+                        let _ = stream.try_write(refusal(limit).as_bytes());
+                    }
+                }
                 continue;
             }
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
             let closer = CancellationToken::new();
+            let activity = Arc::new(Activity::default());
+            let stream = Deadlined::new(
+                stream,
+                activity.clone(),
+                self.timeouts,
+                self.metrics.clone(),
+            );
             let stream = Closable::new(stream, closer.clone());
-            let info = ConnInfo { peer: addr, closer };
+            let info = ConnInfo {
+                peer: addr,
+                closer,
+                activity,
+            };
             return (
                 CountedIo::new(stream, ServerCounter(self.metrics.clone())),
                 info,
@@ -93,20 +196,22 @@ impl axum::serve::Listener for CountingListener {
         Ok(ConnInfo {
             peer: self.inner.local_addr()?,
             closer: CancellationToken::new(),
+            activity: Arc::default(),
         })
     }
 }
 
-/// Answers a connection over the cap with 503 and closes it.
-async fn refuse(mut stream: TcpStream, limit: usize) {
-    let body = error_json(
+fn refusal(limit: usize) -> String {
+    raw_error_response(
+        "503 Service Unavailable",
         RejectReason::ConnectionLimit,
         &format!("the server is at its limit of {limit} concurrent connections"),
-    );
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
-        body.len()
-    );
+    )
+}
+
+/// Answers a connection over the cap with 503 and closes it.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let response = refusal(limit);
     let exchange = async {
         // Read what the client sent first, so closing does not reset the connection under the reply.
         let mut scratch = [0u8; 4096];
@@ -133,7 +238,7 @@ impl IoCounter for ServerCounter {
 }
 
 /// An accepted connection, counted and closable.
-pub type CountedStream = CountedIo<Closable<TcpStream>, ServerCounter>;
+pub type CountedStream = CountedIo<Closable<Deadlined<TcpStream>>, ServerCounter>;
 
 /// A stream whose reads and writes fail once its closer is cancelled, even while blocked on a full
 /// socket, so hyper drops the connection.
@@ -228,5 +333,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_interval_and_counted_between() {
+        let mut log = AcceptLog::default();
+        let error = io::Error::other("EMFILE");
+        log.failed(&error);
+        let first = log.last;
+        assert!(first.is_some());
+        for _ in 0..100 {
+            log.failed(&error);
+        }
+        assert_eq!(log.last, first, "logged again within the interval");
+        assert_eq!(log.quiet, 100);
+    }
+
+    #[tokio::test]
+    async fn out_of_descriptors_a_waiting_client_is_answered_from_the_spare() {
+        let inner = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = inner.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Arc::new(Metrics::default());
+        let timeouts = ConnTimeouts {
+            header: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        };
+        let mut listener = CountingListener::new(inner, metrics.clone(), 10, timeouts);
+        let mut client = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The connection must be in the accept queue before the listener sheds it.
+        let mut shed = false;
+        for _ in 0..100 {
+            if listener.shed_one() {
+                shed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(shed, "nothing was shed");
+        assert!(
+            listener.spare.is_some(),
+            "the spare descriptor was not taken back"
+        );
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        assert_eq!(metrics.rejected_count(RejectReason::ConnectionLimit), 1);
     }
 }

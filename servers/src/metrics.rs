@@ -70,10 +70,14 @@ pub enum RejectReason {
     QueueFull,
     LeaseMismatch,
     SpoolFull,
+    JobLost,
+    RequestTimeout,
+    TooComplex,
+    ResponseTooLarge,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::BadTopic,
         RejectReason::BadQuery,
         RejectReason::CursorAhead,
@@ -91,6 +95,10 @@ impl RejectReason {
         RejectReason::QueueFull,
         RejectReason::LeaseMismatch,
         RejectReason::SpoolFull,
+        RejectReason::JobLost,
+        RejectReason::RequestTimeout,
+        RejectReason::TooComplex,
+        RejectReason::ResponseTooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +120,10 @@ impl RejectReason {
             RejectReason::QueueFull => "queue_full",
             RejectReason::LeaseMismatch => "lease_mismatch",
             RejectReason::SpoolFull => "spool_full",
+            RejectReason::JobLost => "job_lost",
+            RejectReason::RequestTimeout => "request_timeout",
+            RejectReason::TooComplex => "too_complex",
+            RejectReason::ResponseTooLarge => "response_too_large",
         }
     }
 }
@@ -124,6 +136,10 @@ const REASONS: usize = RejectReason::ALL.len();
 pub struct Metrics {
     pub connections_open: AtomicI64,
     pub connections_accepted: AtomicU64,
+    /// Keep-alive connections closed by `--idle-timeout`.
+    pub idle_closed: AtomicU64,
+    /// Failed `accept` calls (usually out of file descriptors).
+    pub accept_errors: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     pub events_published: AtomicU64,
@@ -156,6 +172,8 @@ pub struct SpoolCounters {
 #[derive(Debug, Default)]
 pub struct RedisCounters {
     pub reconnect_attempts: AtomicU64,
+    /// Times this instance found that Redis had lost its data (its epoch key changed or vanished).
+    pub data_losses: AtomicU64,
     pub publish_spool: std::sync::Arc<SpoolCounters>,
     pub enqueue_spool: std::sync::Arc<SpoolCounters>,
 }
@@ -211,6 +229,18 @@ impl Metrics {
                 "counter",
                 "TCP connections accepted.",
                 load(&self.connections_accepted),
+            ),
+            (
+                "commbench_idle_closed_total",
+                "counter",
+                "Keep-alive connections closed after --idle-timeout without a request.",
+                load(&self.idle_closed),
+            ),
+            (
+                "commbench_accept_errors_total",
+                "counter",
+                "Failed accepts (usually out of file descriptors).",
+                load(&self.accept_errors),
             ),
             (
                 "commbench_bytes_sent_total",
@@ -295,6 +325,13 @@ impl Metrics {
             "Attempts to reconnect to Redis after it became unreachable.",
             [("", redis.reconnect_attempts.load(Relaxed) as i64)],
         );
+        family(
+            out,
+            "commbench_redis_data_losses_total",
+            "counter",
+            "Times Redis was found to have lost its data (restarted without persistence, flushed).",
+            [("", redis.data_losses.load(Relaxed) as i64)],
+        );
         let spools = [
             ("publish", &*redis.publish_spool),
             ("enqueue", &*redis.enqueue_spool),
@@ -361,6 +398,7 @@ pub struct QueueMetrics {
     completed: [AtomicU64; 2],
     redelivered: AtomicU64,
     duplicates: AtomicU64,
+    lost: AtomicU64,
     /// Jobs the in-server workers are processing now.
     pub workers_busy: AtomicI64,
 }
@@ -387,6 +425,11 @@ impl QueueMetrics {
 
     pub fn duplicate(&self) {
         self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    /// Jobs this instance had accepted that Redis lost, unfinished, with its data.
+    pub fn lost(&self, jobs: u64) {
+        self.lost.fetch_add(jobs, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -420,6 +463,12 @@ impl QueueMetrics {
                 "counter",
                 "Acknowledgements of jobs already completed (processed more than once).",
                 load(&self.duplicates),
+            ),
+            (
+                "commbench_jobs_lost_total",
+                "counter",
+                "Queue jobs this instance accepted that Redis lost, unfinished, with its data.",
+                load(&self.lost),
             ),
             (
                 "commbench_queue_workers_busy",

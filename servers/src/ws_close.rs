@@ -1,12 +1,12 @@
 //! The edges every WebSocket route shares: the upgrade's buffer sizes, which close a read error
 //! deserves, carrying out a session's step (sends bounded by the send timeout, a close), and sending
 //! a close frame (reason cut to the protocol's 123 bytes) without waiting long for a client that is
-//! gone.
+//! gone, then lingering for the client's own close so unread data does not reset the connection.
 
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use futures_util::{Sink, SinkExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use crate::metrics::{Metrics, PatternKind, RejectReason};
@@ -35,8 +35,10 @@ pub enum Step {
 
 /// Carries out `step`; false when the session is over. Each send may take `send_timeout`: a client
 /// that stops reading longer than that is counted as a lagging subscriber of `pattern` and dropped.
-pub async fn perform<S>(
+/// A close lingers on `incoming` for the client's answer (see [`close_gracefully`]).
+pub async fn perform<S, R>(
     sink: &mut S,
+    incoming: &mut R,
     step: Step,
     send_timeout: Duration,
     metrics: &Metrics,
@@ -44,6 +46,7 @@ pub async fn perform<S>(
 ) -> bool
 where
     S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     match step {
         Step::Send(messages) => {
@@ -60,7 +63,7 @@ where
             true
         }
         Step::Close(code, reason) => {
-            send_close(sink, code, &reason).await;
+            close_gracefully(sink, incoming, code, &reason).await;
             false
         }
         Step::Gone => false,
@@ -131,6 +134,28 @@ where
         Duration::from_secs(1),
         sink.send(Message::Close(Some(frame))),
     )
+    .await;
+}
+
+/// How long a closed socket keeps reading for the client's answering close frame.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Sends a close frame, then reads (and drops) what the client still sends until its own close
+/// frame, for at most [`LINGER`]. Closing a socket with unread data in it resets the connection,
+/// and a client that was still sending (a flood) would lose the close frame and its reason.
+pub async fn close_gracefully<S, R>(sink: &mut S, incoming: &mut R, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    send_close(sink, code, reason).await;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = incoming.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
     .await;
 }
 

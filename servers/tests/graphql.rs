@@ -14,15 +14,12 @@ use commbench_servers::{
     ServerHandle,
 };
 use common::{
-    client, eventually, get, poll, post, publish, seqs, spawn_default, spawn_with, wait_until,
-    within, Reply, Ws, STEP,
+    client, eventually, get,
+    gql_ws::{self, init, next_in, next_json, send_json, In},
+    poll, post, publish, seqs, spawn_default, spawn_with, wait_until, within, Reply, Ws, STEP,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::{
-    tungstenite::{client::IntoClientRequest, http::HeaderValue, Message},
-    MaybeTlsStream,
-};
 
 const PAGE: &str = "query($topic: String!, $after: Int!, $limit: Int) {
     events(topic: $topic, after: $after, limit: $limit) {
@@ -91,97 +88,18 @@ fn metric_line(server: &ServerHandle, line: &str) -> bool {
 // graphql-transport-ws client
 // ---------------------------------------------------------------------------------------------
 
-/// Opens `/graphql/ws` offering graphql-transport-ws, and checks the server chose it.
+/// Opens `/graphql/ws` offering graphql-transport-ws.
 async fn gql_ws_connect(server: &ServerHandle) -> Ws {
     connect_with_recv_buffer(server, None).await
 }
 
-/// Like [`gql_ws_connect`], optionally with a small socket receive buffer (for a client that will
-/// stop reading).
 async fn connect_with_recv_buffer(server: &ServerHandle, recv_buffer: Option<u32>) -> Ws {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if let Some(size) = recv_buffer {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let stream = within("raw connect", STEP, socket.connect(server.addr))
-        .await
-        .unwrap();
-    let mut request = format!("ws://{}/graphql/ws", server.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (ws, response) = within(
-        "the GraphQL WebSocket handshake",
-        STEP,
-        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status().as_u16(), 101);
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    ws
-}
-
-async fn send_json(ws: &mut Ws, value: Value) {
-    within(
-        "a WebSocket send",
-        STEP,
-        ws.send(Message::text(value.to_string())),
-    )
-    .await
-    .unwrap();
-}
-
-/// What the server sent next: a JSON protocol message, a close code, or the end of the socket.
-#[derive(Debug)]
-enum In {
-    Json(Value),
-    Close(u16),
-    End,
-}
-
-async fn next_in(ws: &mut Ws, limit: Duration) -> In {
-    within("the next GraphQL WebSocket message", limit, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return In::Json(serde_json::from_str(&text).unwrap())
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(frame))) => {
-                    return In::Close(frame.map(|f| u16::from(f.code)).unwrap_or(1005))
-                }
-                Some(Ok(other)) => panic!("unexpected message {other:?}"),
-                Some(Err(_)) | None => return In::End,
-            }
-        }
-    })
-    .await
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    match next_in(ws, STEP).await {
-        In::Json(value) => value,
-        other => panic!("expected a protocol message, got {other:?}"),
-    }
+    gql_ws::connect(server.addr, "graphql-transport-ws", recv_buffer).await
 }
 
 /// connection_init → connection_ack.
 async fn gql_ws_open(server: &ServerHandle) -> Ws {
     init(gql_ws_connect(server).await).await
-}
-
-async fn init(mut ws: Ws) -> Ws {
-    send_json(&mut ws, json!({ "type": "connection_init", "payload": {} })).await;
-    let ack = next_json(&mut ws).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    ws
 }
 
 async fn subscribe(ws: &mut Ws, id: &str, topic: &str, after: Option<u64>) {
@@ -398,12 +316,14 @@ async fn bad_queries_get_graphql_errors_with_useful_messages() {
     publish(&client(), &server.url(), "t", "x").await;
 
     let syntax = gql_error(&server, "{ events(topic: \"t\") { head ", json!({})).await;
+    assert_eq!(syntax["extensions"]["code"], "bad_query", "{syntax}");
     assert!(
         syntax["message"].as_str().unwrap().contains("expected"),
         "{syntax}"
     );
 
     let unknown = gql_error(&server, "{ events(topic: \"t\") { nope } }", json!({})).await;
+    assert_eq!(unknown["extensions"]["code"], "bad_query", "{unknown}");
     assert!(
         unknown["message"].as_str().unwrap().contains("nope"),
         "{unknown}"
@@ -428,17 +348,20 @@ async fn bad_queries_get_graphql_errors_with_useful_messages() {
     let huge = gql_error(&server, PAGE, json!({ "topic": "t", "after": i64::MAX })).await;
     assert_eq!(huge["extensions"]["code"], "cursor_ahead", "{huge}");
     let too_big = gql_error(&server, PAGE, json!({ "topic": "t", "after": u64::MAX })).await;
+    assert_eq!(too_big["extensions"]["code"], "bad_query", "{too_big}");
     assert!(
         too_big["message"].as_str().unwrap().contains("Int"),
         "{too_big}"
     );
     let negative = gql_error(&server, PAGE, json!({ "topic": "t", "after": -1 })).await;
+    assert_eq!(negative["extensions"]["code"], "bad_query", "{negative}");
     assert!(
         negative["message"].as_str().unwrap().contains("Int"),
         "{negative}"
     );
 
     let missing = gql_error(&server, "{ events { head } }", json!({})).await;
+    assert_eq!(missing["extensions"]["code"], "bad_query", "{missing}");
     assert!(
         missing["message"].as_str().unwrap().contains("topic"),
         "{missing}"
@@ -446,6 +369,7 @@ async fn bad_queries_get_graphql_errors_with_useful_messages() {
 
     // Subscriptions need the WebSocket.
     let over_http = gql_error(&server, FEED, json!({ "topic": "t" })).await;
+    assert_eq!(over_http["extensions"]["code"], "bad_query", "{over_http}");
     assert!(
         over_http["message"]
             .as_str()
@@ -456,7 +380,7 @@ async fn bad_queries_get_graphql_errors_with_useful_messages() {
 
     assert_eq!(rejected(&server, RejectReason::BadTopic), 1);
     assert_eq!(rejected(&server, RejectReason::CursorAhead), 2);
-    assert_eq!(rejected(&server, RejectReason::BadMessage), 6);
+    assert_eq!(rejected(&server, RejectReason::BadQuery), 6);
 
     // A body that is no GraphQL request at all gets the server's usual JSON error.
     let url = format!("{}/graphql", server.url());
@@ -484,8 +408,9 @@ async fn too_deep_and_too_complex_queries_are_refused() {
     }
     let deep = format!("{{ __type(name: \"Event\") {{ {deep} }} }}");
     let error = gql_error(&server, &deep, json!({})).await;
+    assert_eq!(error["extensions"]["code"], "too_complex", "{error}");
     assert!(
-        error["message"].as_str().unwrap().contains("too deep"),
+        error["message"].as_str().unwrap().contains("nested"),
         "{error}"
     );
 
@@ -494,8 +419,9 @@ async fn too_deep_and_too_complex_queries_are_refused() {
         .map(|i| format!("a{i}: events(topic: \"t\") {{ head }} "))
         .collect();
     let error = gql_error(&server, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(error["extensions"]["code"], "too_complex", "{error}");
     assert!(
-        error["message"].as_str().unwrap().contains("too complex"),
+        error["message"].as_str().unwrap().contains("fields"),
         "{error}"
     );
 
@@ -508,8 +434,15 @@ async fn too_deep_and_too_complex_queries_are_refused() {
         reply.status
     );
     assert!(reply.json()["errors"].is_array(), "{}", reply.text());
+    assert_eq!(
+        reply.json()["errors"][0]["extensions"]["code"],
+        "bad_query",
+        "{}",
+        reply.text()
+    );
 
-    assert_eq!(rejected(&server, RejectReason::BadMessage), 3);
+    assert_eq!(rejected(&server, RejectReason::TooComplex), 2);
+    assert_eq!(rejected(&server, RejectReason::BadQuery), 1);
     let fine = page(&server, "t", 0, None).await;
     assert_eq!(fine["head"], 0);
 }
@@ -531,7 +464,7 @@ async fn oversized_bodies_and_messages_are_refused() {
     )
     .await;
     match next_in(&mut ws, STEP).await {
-        In::Close(code) => assert_eq!(code, 1009),
+        In::Close(code, _) => assert_eq!(code, 1009),
         other => panic!("expected close 1009, got {other:?}"),
     }
     assert_eq!(rejected(&server, RejectReason::MessageTooLarge), 1);
@@ -601,9 +534,7 @@ async fn subscription_delivers_live_events_in_order_until_the_client_completes()
     ));
 
     send_json(&mut ws, json!({ "id": "1", "type": "complete" })).await;
-    // async-graphql confirms with its own `complete`; after that nothing more for this id.
-    let confirm = next_json(&mut ws).await;
-    assert_eq!(confirm, json!({ "type": "complete", "id": "1" }));
+    // The protocol confirms nothing: the server stops sending for this id.
     until_subscribed(&server, 0).await;
     publish(&http, &server.url(), "news", "after complete").await;
     match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
@@ -694,10 +625,10 @@ async fn bad_subscriptions_get_errors_then_complete() {
     assert_eq!(rejected(&server, RejectReason::CursorAhead), 1);
     assert_eq!(rejected(&server, RejectReason::SubscriptionLimit), 1);
 
-    // A message outside the protocol closes the socket (async-graphql's code).
+    // A message outside the protocol closes the socket: 4400.
     send_json(&mut ws, json!({ "type": "shout" })).await;
     match next_in(&mut ws, STEP).await {
-        In::Close(code) => assert_ne!(code, 1000),
+        In::Close(code, _) => assert_eq!(code, 4400),
         other => panic!("expected a close, got {other:?}"),
     }
     assert_eq!(rejected(&server, RejectReason::BadMessage), 1);
@@ -803,7 +734,7 @@ async fn subscriptions_end_when_the_server_shuts_down() {
         json!({ "type": "complete", "id": "s" })
     );
     match next_in(&mut ws, STEP).await {
-        In::Close(code) => assert_eq!(code, 1001),
+        In::Close(code, _) => assert_eq!(code, 1001),
         other => panic!("expected close 1001, got {other:?}"),
     }
     within("the shutdown", STEP, stopping)

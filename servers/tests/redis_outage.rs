@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
 use common::{
-    client, get, metric, poll, post, publish, seqs, sse_open, sse_subscribe, wait_until, within,
-    ws_connect, ws_event, ws_subscribe, STEP,
+    client, get, metric, poll, post, publish, seqs, sse_open, wait_until, within, ws_event, STEP,
 };
 
 /// Recovery waits on backoff (capped near 2.5 s) on a loaded machine: be generous, still bounded.
@@ -52,12 +51,8 @@ async fn wait_replayed(server: &ServerHandle, count: i64) {
 #[tokio::test]
 async fn redis_killed_and_restarted_mid_run_loses_nothing() {
     let mut redis = common::start_redis(true).await;
-    let a = instance(&redis, |_| {}).await;
-    let b = instance(&redis, |_| {}).await;
+    let (a, b, mut sse, mut ws) = common::redis_pair_watching_t(&redis).await;
     let http = client();
-    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t?after=0", b.url()), &[]).await;
-    let mut ws = ws_connect(&b).await;
-    ws_subscribe(&mut ws, "t", Some(0)).await;
     for i in 1..=5 {
         assert_eq!(publish(&http, &a.url(), "t", format!("p{i}")).await, i);
     }

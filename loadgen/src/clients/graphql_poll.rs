@@ -18,7 +18,7 @@ use crate::{
 const ENDPOINT: &str = "/graphql";
 
 /// Every GraphQL request carries a JSON body.
-const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
 
 /// One page after a cursor. It selects the same event fields the plain patterns deliver
 /// (`topic seq data`), so the patterns carry the same content and differ only in their envelope.
@@ -45,7 +45,7 @@ pub(super) fn operation_start(query: &str, topic: &str) -> String {
 pub(super) async fn head(conn: &mut HttpConn, topic: &str) -> Result<u64, ClientError> {
     let body = format!("{}}}}}", operation_start(HEAD_QUERY, topic));
     let answer = conn
-        .fetch_with(Method::POST, ENDPOINT, JSON, Bytes::from(body))
+        .fetch_with(Method::POST, ENDPOINT, &JSON, Bytes::from(body))
         .await?;
     wire::graphql::<PageHead>(&answer)
         .and_then(wire::GraphqlEvents::events)
@@ -70,7 +70,7 @@ impl Exchange for GraphqlPoll {
         ENDPOINT.to_owned()
     }
 
-    fn request(&self) -> Ask {
+    fn request(&self) -> Ask<'_> {
         let body = format!(
             "{},\"after\":{}}}}}",
             self.body_start,
@@ -79,7 +79,7 @@ impl Exchange for GraphqlPoll {
         Ask {
             method: Method::POST,
             path: self.path(),
-            headers: JSON,
+            headers: JSON.to_vec(),
             body: Bytes::from(body),
         }
     }

@@ -50,12 +50,7 @@ impl FeedProtocol for GraphqlWs {
                 head(&mut conn, ctx.topic()).await?
             }
         };
-        let mut socket = ws_conn::open(ctx, PATH, Some(SUBPROTOCOL)).await?;
-        let init = r#"{"type":"connection_init","payload":{}}"#;
-        ws_conn::send_text(&mut socket, init.to_owned()).await?;
-        tokio::time::timeout(ACK_TIMEOUT, acknowledged(&mut socket))
-            .await
-            .map_err(|_| ClientError::Timeout(ACK_TIMEOUT))??;
+        let mut socket = open(ctx, PATH).await?;
         let subscribe = subscribe_message(&self.operation_start, after);
         ws_conn::send_text(&mut socket, subscribe).await?;
         Ok((socket, Some(after)))
@@ -87,16 +82,34 @@ impl FeedProtocol for GraphqlWs {
                 );
                 Step::Continue
             }
-            "ping" => Step::Reply(r#"{"type":"pong"}"#.to_owned()),
-            // A lagged subscriber gets `error` (then `complete`): either ends the operation.
-            "error" => {
-                counters.error("graphql_error");
-                Step::End
-            }
-            "complete" => Step::End,
-            _ => Step::Continue,
+            kind => control(kind, counters),
         }
     }
+}
+
+/// What a `graphql-transport-ws` message other than a result asks of the client: a pong for a
+/// ping; `error` (a lagged subscriber gets one, then `complete`) and `complete` end the operation.
+pub(super) fn control(kind: &str, counters: &crate::record::Counters) -> Step {
+    match kind {
+        "ping" => Step::Reply(r#"{"type":"pong"}"#.to_owned()),
+        "error" => {
+            counters.error("graphql_error");
+            Step::End
+        }
+        "complete" => Step::End,
+        _ => Step::Continue,
+    }
+}
+
+/// Opens `path` with the `graphql-transport-ws` subprotocol and waits for `connection_ack`.
+pub(super) async fn open(ctx: &ClientCtx, path: &str) -> Result<Socket, ClientError> {
+    let mut socket = ws_conn::open(ctx, path, Some(SUBPROTOCOL)).await?;
+    let init = r#"{"type":"connection_init","payload":{}}"#;
+    ws_conn::send_text(&mut socket, init.to_owned()).await?;
+    tokio::time::timeout(ACK_TIMEOUT, acknowledged(&mut socket))
+        .await
+        .map_err(|_| ClientError::Timeout(ACK_TIMEOUT))??;
+    Ok(socket)
 }
 
 /// `{"id":"1","type":"subscribe","payload":{"query":…,"variables":{"topic":…,"after":N}}}`.

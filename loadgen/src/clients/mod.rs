@@ -8,19 +8,18 @@ pub(crate) mod graphql_sub;
 mod job_notify;
 pub(crate) mod jobs;
 pub(crate) mod long_poll;
-pub(crate) mod poll_url;
+pub(crate) mod profiled;
 pub(crate) mod request_response;
 mod requests;
 pub(crate) mod short_poll;
 pub(crate) mod socketio;
 pub(crate) mod sse;
 mod sse_stream;
-pub(crate) mod sse_url;
+pub mod stamp;
 mod stream_feed;
 pub(crate) mod ws;
-mod ws_conn;
+pub(crate) mod ws_conn;
 mod ws_feed;
-pub(crate) mod ws_url;
 
 use std::{
     collections::HashMap,
@@ -34,11 +33,12 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use feed::FeedReceiver;
+pub use feed::{Accounting, FeedReceiver};
 pub use jobs::notify_topic;
 
 use crate::{
-    clock::RunClock, http::ClientError, record::Recorder, scenario::Scenario, target::Target,
+    clock::RunClock, http::ClientError, pattern::Pattern, profile::PatternSpec, record::Recorder,
+    scenario::Scenario, target::Target,
 };
 
 /// Where the run is; clients watch it.
@@ -57,6 +57,8 @@ pub enum Phase {
 /// State shared by the runner and every client of one cell.
 pub struct RunShared {
     pub scenario: Arc<Scenario>,
+    /// The cell's pattern.
+    pub pattern: Pattern,
     /// Every server instance; publishes go to the first.
     pub targets: Vec<Arc<Target>>,
     pub recorder: Arc<Recorder>,
@@ -70,6 +72,9 @@ pub struct RunShared {
     pub failed: AtomicUsize,
     /// The last sequence number published per topic, known once publishing stops.
     pub final_heads: OnceLock<HashMap<String, u64>>,
+    /// Publishes issued so far per topic (index as `topics`): the last publish ordinal, what books
+    /// kept by stamp start after and close at (`clients::stamp`).
+    pub issued: Vec<AtomicU64>,
     /// Topic names of this cell (client `i` follows `topics[i % len]`).
     pub topics: Vec<String>,
     /// The job queue of this cell (job patterns).
@@ -83,6 +88,47 @@ impl RunShared {
 
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// The target profile's section for this cell's pattern, when a profile describes the target.
+    pub fn spec(&self) -> Option<&PatternSpec> {
+        self.scenario.profile.as_ref()?.spec(self.pattern)
+    }
+
+    /// How this cell's clients keep their books: commbench's own by sequence number, the
+    /// profile-driven ones as [`Self::accounting`] says.
+    pub fn books(&self) -> Accounting {
+        if self.scenario.profiled(self.pattern) {
+            self.accounting()
+        } else {
+            Accounting::Seq
+        }
+    }
+
+    /// The last sequence number (or publish ordinal) of topic `index` once publishing has
+    /// stopped, for books kept by `accounting`; `None` before, or when nothing is accounted.
+    pub fn final_head(&self, accounting: Accounting, index: usize) -> Option<u64> {
+        let heads = self.final_heads.get()?;
+        match accounting {
+            Accounting::Seq => heads.get(self.topics.get(index)?).copied(),
+            Accounting::Stamp { .. } => Some(self.issued.get(index).map_or(0, |n| n.load(Relaxed))),
+            Accounting::InterArrival => None,
+        }
+    }
+
+    /// How the profile-driven clients of this cell keep their books: by stamp when the profile
+    /// publishes and the route relays the payloads, else by the messages themselves.
+    pub fn accounting(&self) -> Accounting {
+        let stamps = self
+            .scenario
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.stamps(self.pattern));
+        if stamps {
+            Accounting::Stamp { latest: false }
+        } else {
+            Accounting::InterArrival
+        }
     }
 }
 
@@ -101,7 +147,20 @@ pub struct ClientCtx {
 
 impl ClientCtx {
     pub fn topic(&self) -> &str {
-        &self.shared.topics[self.id % self.shared.topics.len()]
+        &self.shared.topics[self.topic_index()]
+    }
+
+    /// The index of the client's topic in the cell's topics.
+    pub fn topic_index(&self) -> usize {
+        self.id % self.shared.topics.len()
+    }
+
+    /// Publishes issued to the client's topic so far.
+    pub fn issued(&self) -> u64 {
+        self.shared
+            .issued
+            .get(self.topic_index())
+            .map_or(0, |n| n.load(Relaxed))
     }
 
     pub fn recorder(&self) -> &Recorder {

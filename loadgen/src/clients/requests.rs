@@ -1,5 +1,5 @@
 //! The one request loop every request-driven client shares (request-response, short and long
-//! polling, GraphQL polling, poll-url): open-loop on a schedule (latency from the intended time,
+//! polling, GraphQL polling, the profile-driven polls): open-loop on a schedule (latency from the intended time,
 //! and from the actual send) or closed-loop (next request when the answer arrives).
 
 use bytes::Bytes;
@@ -13,20 +13,20 @@ use crate::{
 };
 
 /// One request as an exchange asks for it.
-pub struct Ask {
+pub struct Ask<'a> {
     pub method: Method,
     pub path: String,
-    pub headers: &'static [(&'static str, &'static str)],
+    pub headers: Vec<(&'a str, &'a str)>,
     pub body: Bytes,
 }
 
-impl Ask {
+impl Ask<'_> {
     /// A body-less GET, what most exchanges send.
     pub fn get(path: String) -> Self {
         Self {
             method: Method::GET,
             path,
-            headers: &[],
+            headers: Vec::new(),
             body: Bytes::new(),
         }
     }
@@ -36,9 +36,11 @@ impl Ask {
 pub trait Exchange: Send {
     fn path(&self) -> String;
     /// The next request: a GET of [`path`](Self::path) unless the exchange needs a method or body.
-    fn request(&self) -> Ask {
+    fn request(&self) -> Ask<'_> {
         Ask::get(self.path())
     }
+    /// Sees a 2xx answer's headers, before [`answer`](Self::answer) gets its body.
+    fn headers(&mut self, _headers: &http::HeaderMap) {}
     /// Handles a 2xx answer received at `now_ns`.
     fn answer(&mut self, ctx: &ClientCtx, body: &Bytes, now_ns: u64);
     /// True when the last answer was cut short and the client should ask again at once.
@@ -79,10 +81,10 @@ pub async fn request_loop(
             _ => ctx.now_ns(),
         };
         let sent = ctx.now_ns();
-        let ask = exchange.request();
         let answer = {
+            let ask = exchange.request();
             let mut fetch =
-                std::pin::pin!(conn.fetch_with(ask.method, &ask.path, ask.headers, ask.body));
+                std::pin::pin!(conn.exchange(ask.method, &ask.path, &ask.headers, ask.body));
             loop {
                 tokio::select! {
                     answer = &mut fetch => break answer,
@@ -118,7 +120,10 @@ pub async fn request_loop(
             }
         }
         match answer {
-            Ok(body) => exchange.answer(ctx, &body, now),
+            Ok((headers, body)) => {
+                exchange.headers(&headers);
+                exchange.answer(ctx, &body, now);
+            }
             Err(error) => {
                 if !recover(ctx, conn, &error).await {
                     return;

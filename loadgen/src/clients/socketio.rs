@@ -20,11 +20,12 @@ use super::{
 };
 use crate::{
     http::ClientError,
+    record::Counters,
     wire::{self, WireGap},
 };
 
-/// Engine.IO v4 over WebSocket from the start (no polling, no upgrade).
-const PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+/// The Engine.IO path; the session is WebSocket from the start (no polling, no upgrade).
+const PATH: &str = "/socket.io/";
 
 /// The ack id of the one `subscribe` a socket sends.
 const SUBSCRIBE_ACK: u64 = 1;
@@ -45,10 +46,7 @@ struct SocketIo;
 
 impl FeedProtocol for SocketIo {
     async fn subscribe(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
-        let mut socket = ws_conn::open(ctx, PATH, None).await?;
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&mut socket))
-            .await
-            .map_err(|_| ClientError::Timeout(HANDSHAKE_TIMEOUT))??;
+        let mut socket = open(ctx, PATH, MAIN_NAMESPACE).await?;
         let subscribe = subscribe_packet(ctx.topic(), cursor);
         ws_conn::send_text(&mut socket, subscribe).await?;
         // The start cursor comes with the ack.
@@ -56,34 +54,57 @@ impl FeedProtocol for SocketIo {
     }
 
     fn message(&mut self, message: Message, arrival: Arrival<'_>) -> Step {
-        let counters = &arrival.ctx.recorder().counters;
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                counters.error("bad_socketio_packet");
-                return Step::Continue;
-            }
-            // WebSocket pings are answered by the socket itself.
-            _ => return Step::Continue,
-        };
-        match sio::decode_engine(&text) {
-            Ok(EnginePacket::Message(data)) => match sio::decode_packet(data) {
-                Ok(packet) => on_packet(&packet, arrival),
-                Err(_) => {
-                    counters.error("bad_socketio_packet");
-                    Step::Continue
-                }
-            },
-            // In Engine.IO v4 the server pings and the client answers.
-            Ok(EnginePacket::Ping(_)) => Step::Reply(sio::PONG.to_owned()),
-            Ok(EnginePacket::Close) => Step::End,
-            Ok(_) => Step::Continue,
-            Err(_) => {
-                counters.error("bad_socketio_packet");
-                Step::Continue
-            }
+        match read_packet(&message, &arrival.ctx.recorder().counters) {
+            Ok(packet) => on_packet(&packet, arrival),
+            Err(step) => step,
         }
     }
+}
+
+/// One message of an Engine.IO session over WebSocket: the Socket.IO packet it carries, or what
+/// the session does by itself (answer a ping, end on the Engine.IO close, skip anything else,
+/// counting what it cannot read).
+pub(super) fn read_packet<'a>(
+    message: &'a Message,
+    counters: &Counters,
+) -> Result<Packet<'a>, Step> {
+    let text = match message {
+        Message::Text(text) => text.as_str(),
+        Message::Binary(_) => {
+            counters.error("bad_socketio_packet");
+            return Err(Step::Continue);
+        }
+        // WebSocket pings are answered by the socket itself.
+        _ => return Err(Step::Continue),
+    };
+    match sio::decode_engine(text) {
+        Ok(EnginePacket::Message(data)) => sio::decode_packet(data).map_err(|_| {
+            counters.error("bad_socketio_packet");
+            Step::Continue
+        }),
+        // In Engine.IO v4 the server pings and the client answers.
+        Ok(EnginePacket::Ping(_)) => Err(Step::Reply(sio::PONG.to_owned())),
+        Ok(EnginePacket::Close) => Err(Step::End),
+        Ok(_) => Err(Step::Continue),
+        Err(_) => {
+            counters.error("bad_socketio_packet");
+            Err(Step::Continue)
+        }
+    }
+}
+
+/// Opens `path` (the Engine.IO path, e.g. `/socket.io/`) over WebSocket and connects to
+/// `namespace` within the handshake timeout.
+pub(super) async fn open(
+    ctx: &ClientCtx,
+    path: &str,
+    namespace: &str,
+) -> Result<Socket, ClientError> {
+    let mut socket = ws_conn::open(ctx, &format!("{path}?EIO=4&transport=websocket"), None).await?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&mut socket, namespace))
+        .await
+        .map_err(|_| ClientError::Timeout(HANDSHAKE_TIMEOUT))??;
+    Ok(socket)
 }
 
 /// `42<id>["subscribe",{"topic":…[,"after":N]}]`.
@@ -138,9 +159,9 @@ fn on_packet(packet: &Packet<'_>, mut arrival: Arrival<'_>) -> Step {
     Step::Continue
 }
 
-/// Reads the Engine.IO `open` packet, connects to the main namespace and waits for the answer,
-/// answering pings meanwhile.
-async fn connect(socket: &mut Socket) -> Result<(), ClientError> {
+/// Reads the Engine.IO `open` packet, connects to `namespace` and waits for the answer, answering
+/// pings meanwhile.
+async fn connect(socket: &mut Socket, namespace: &str) -> Result<(), ClientError> {
     let open = next_text(socket).await?;
     match sio::decode_engine(&open) {
         Ok(EnginePacket::Open(data)) => {
@@ -148,7 +169,7 @@ async fn connect(socket: &mut Socket) -> Result<(), ClientError> {
         }
         _ => return Err(protocol(format!("expected the open packet, got {open}"))),
     }
-    ws_conn::send_text(socket, sio::connect_request(MAIN_NAMESPACE, None)).await?;
+    ws_conn::send_text(socket, sio::connect_request(namespace, None)).await?;
     loop {
         let text = next_text(socket).await?;
         match sio::decode_engine(&text) {

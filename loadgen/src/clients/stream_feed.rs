@@ -4,7 +4,7 @@
 
 use std::{future::Future, sync::atomic::Ordering::Relaxed, time::Duration};
 
-use super::{ClientCtx, FeedReceiver, Phase};
+use super::{Accounting, ClientCtx, FeedReceiver, Phase};
 use crate::http::ClientError;
 
 /// Reconnects a stream client allows itself before giving up.
@@ -25,12 +25,14 @@ pub struct Arrival<'a> {
     pub receiver: &'a mut Option<FeedReceiver>,
     /// When it arrived (run clock).
     pub now_ns: u64,
+    /// How the client's books are kept.
+    pub accounting: Accounting,
 }
 
 impl Arrival<'_> {
     /// The server confirmed the subscription after `after` (see [`confirmed`]).
     pub fn subscribed(&mut self, after: u64) {
-        confirmed(self.ctx, self.receiver, after);
+        confirmed(self.ctx, self.receiver, self.accounting, after);
     }
 }
 
@@ -42,6 +44,12 @@ pub trait StreamProtocol: Send {
     type Item: Send;
     /// Why the client failed when a stream ended before the subscription was confirmed.
     const UNCONFIRMED: &'static str;
+
+    /// How the client's books are kept: by the server's sequence numbers unless the protocol
+    /// says otherwise (the profile-driven clients).
+    fn accounting(&self) -> Accounting {
+        Accounting::Seq
+    }
 
     /// Opens a stream subscribed to the client's topic after `cursor` (`None`: the first time).
     /// Returns the cursor the subscription starts after when it is known without a server notice.
@@ -74,12 +82,13 @@ pub async fn run<P: StreamProtocol>(ctx: ClientCtx, mut protocol: P) {
     let mut stop = std::pin::pin!(ctx.reached(Phase::Stop));
     let mut drain = std::pin::pin!(ctx.reached(Phase::Drain));
     let mut draining = false;
+    let accounting = protocol.accounting();
     'connection: loop {
         let cursor = receiver.as_ref().map(FeedReceiver::cursor);
         let mut stream = match protocol.open(&ctx, cursor).await {
             Ok((stream, confirmed_after)) => {
                 if let Some(after) = confirmed_after {
-                    confirmed(&ctx, &mut receiver, after);
+                    confirmed(&ctx, &mut receiver, accounting, after);
                 }
                 stream
             }
@@ -108,6 +117,7 @@ pub async fn run<P: StreamProtocol>(ctx: ClientCtx, mut protocol: P) {
                 ctx: &ctx,
                 receiver: &mut receiver,
                 now_ns: ctx.now_ns(),
+                accounting,
             };
             if protocol.handle(&mut stream, item, arrival).await == Flow::End {
                 break;
@@ -131,9 +141,14 @@ pub async fn run<P: StreamProtocol>(ctx: ClientCtx, mut protocol: P) {
 
 /// The first confirmation starts the client's books and marks it ready; later ones (after a
 /// reconnect) resume the same books.
-fn confirmed(ctx: &ClientCtx, receiver: &mut Option<FeedReceiver>, after: u64) {
+fn confirmed(
+    ctx: &ClientCtx,
+    receiver: &mut Option<FeedReceiver>,
+    accounting: Accounting,
+    after: u64,
+) {
     if receiver.is_none() {
-        *receiver = Some(FeedReceiver::new(after));
+        *receiver = Some(FeedReceiver::start(Some(ctx), accounting, after));
         ctx.mark_ready();
     }
 }

@@ -1,7 +1,9 @@
 //! Opening a WebSocket on a counted socket (handshake bytes and frame headers count), shared by the
-//! feed WebSocket, GraphQL subscription and generic `ws-url` clients.
+//! feed WebSocket, GraphQL subscription, Socket.IO and profile-driven clients and the publisher.
 
-use futures_util::{SinkExt, StreamExt};
+use std::{net::SocketAddr, sync::Arc};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::{
     client_async_with_config,
     tungstenite::{self, client::IntoClientRequest, http, protocol::WebSocketConfig, Message},
@@ -12,7 +14,8 @@ use super::ClientCtx;
 use crate::{
     http::ClientError,
     net::{connect, counted, CountedStream},
-    record::Metric,
+    record::{Metric, Recorder},
+    target::Target,
 };
 
 pub type Socket = WebSocketStream<CountedStream>;
@@ -29,11 +32,33 @@ pub async fn open(
     subprotocol: Option<&'static str>,
 ) -> Result<Socket, ClientError> {
     let started = ctx.now_ns();
-    let stream = connect(ctx.target.addr, ctx.source)
+    let socket = open_on(
+        &ctx.target,
+        ctx.source,
+        &ctx.shared.recorder,
+        path,
+        subprotocol,
+    )
+    .await?;
+    let micros = ctx.now_ns().saturating_sub(started) / 1_000;
+    ctx.recorder().record(ctx.id, Metric::Connect, micros);
+    Ok(socket)
+}
+
+/// [`open`] for a connection that is not a client's (the publisher's): its bytes count into
+/// `recorder`, its connect time nowhere.
+pub async fn open_on(
+    target: &Target,
+    source: Option<SocketAddr>,
+    recorder: &Arc<Recorder>,
+    path: &str,
+    subprotocol: Option<&'static str>,
+) -> Result<Socket, ClientError> {
+    let stream = connect(target.addr, source)
         .await
         .map_err(ClientError::Connect)?;
     let websocket_error = |e: tungstenite::Error| ClientError::WebSocket(e.to_string());
-    let mut request = format!("ws://{}{}", ctx.target.authority, path)
+    let mut request = format!("ws://{}{}", target.authority, path)
         .into_client_request()
         .map_err(websocket_error)?;
     if let Some(subprotocol) = subprotocol {
@@ -49,11 +74,9 @@ pub async fn open(
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let (socket, _response) =
-        client_async_with_config(request, counted(stream, &ctx.shared.recorder), Some(config))
+        client_async_with_config(request, counted(stream, recorder), Some(config))
             .await
             .map_err(websocket_error)?;
-    let micros = ctx.now_ns().saturating_sub(started) / 1_000;
-    ctx.recorder().record(ctx.id, Metric::Connect, micros);
     Ok(socket)
 }
 
@@ -70,4 +93,19 @@ pub async fn next(socket: &mut Socket) -> Option<Result<Message, ClientError>> {
         .next()
         .await
         .map(|m| m.map_err(|e| ClientError::WebSocket(e.to_string())))
+}
+
+/// Reads and drops every message already waiting, without waiting for more; an error once the
+/// socket has closed.
+pub fn drain_ready(socket: &mut Socket) -> Result<(), ClientError> {
+    loop {
+        match socket.next().now_or_never() {
+            None => return Ok(()),
+            Some(Some(Ok(Message::Close(_))) | None) => {
+                return Err(ClientError::WebSocket("closed by the server".into()))
+            }
+            Some(Some(Ok(_))) => {}
+            Some(Some(Err(error))) => return Err(ClientError::WebSocket(error.to_string())),
+        }
+    }
 }

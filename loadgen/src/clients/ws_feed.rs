@@ -1,4 +1,4 @@
-//! WebSocket feed clients (the plain WebSocket and GraphQL subscriptions) on the one streaming loop
+//! WebSocket feed clients (WebSocket, GraphQL subscriptions, Socket.IO, and their profile-driven kin) on the one streaming loop
 //! (`stream_feed`): a socket is the stream, a message the item; a protocol only subscribes and
 //! reads its messages, answering when it must.
 
@@ -37,6 +37,11 @@ pub trait FeedProtocol: Send {
 
     /// Handles a data message (not a close).
     fn message(&mut self, message: Message, arrival: Arrival<'_>) -> Step;
+
+    /// How the client's books are kept (see `StreamProtocol::accounting`).
+    fn accounting(&self) -> super::Accounting {
+        super::Accounting::Seq
+    }
 }
 
 /// Runs one feed client over `protocol` until the run stops or the client has everything.
@@ -50,6 +55,10 @@ impl<P: FeedProtocol> StreamProtocol for WebSocket<P> {
     type Stream = Socket;
     type Item = Message;
     const UNCONFIRMED: &'static str = "socket closed before the subscription was confirmed";
+
+    fn accounting(&self) -> super::Accounting {
+        self.0.accounting()
+    }
 
     async fn open(&mut self, ctx: &ClientCtx, cursor: Option<u64>) -> Opened {
         self.0.subscribe(ctx, cursor).await

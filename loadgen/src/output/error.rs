@@ -11,8 +11,13 @@ pub enum OutputError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write CSV file {}: {source}", path.display())]
     CsvWrite { path: PathBuf, source: csv::Error },
-    #[error("{} is not a valid summary file: {source}", path.display())]
-    CsvRead { path: PathBuf, source: csv::Error },
+    #[error("{} is not a valid {kind} file: {source}", path.display())]
+    CsvRead {
+        path: PathBuf,
+        /// What the file should be: `summary`, `capacity`.
+        kind: &'static str,
+        source: csv::Error,
+    },
     #[error("cannot write JSON file {}: {source}", path.display())]
     Json {
         path: PathBuf,

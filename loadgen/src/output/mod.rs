@@ -1,6 +1,8 @@
 //! Result files of a run: `summary.csv`, `run.json`, `.hgrm` and `.hlog` files, the terminal table
 //! and the `results/latest` link.
 
+mod capacity;
+mod csv_file;
 mod error;
 mod hgrm;
 mod hlog;
@@ -15,6 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use capacity::{read_capacity, write_capacity, CapacityRow, CAPACITY_FILE};
 pub use error::OutputError;
 pub use hgrm::{percentile_distribution, write_hgrm, MICROS_PER_MS, TICKS_PER_HALF_DISTANCE};
 pub use hlog::HlogWriter;
@@ -118,6 +121,7 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
+            notes: Vec::new(),
             cpu_sets: Default::default(),
             scheduling: Default::default(),
             placement: Default::default(),

@@ -116,6 +116,7 @@ mod tests {
             target: "embedded".into(),
             scenario: serde_json::json!({ "clients": 10 }),
             cells: vec!["sse-c10-r50-p128".into()],
+            notes: Vec::new(),
             cpu_sets: Default::default(),
             scheduling: Default::default(),
             placement: Default::default(),

@@ -1,11 +1,14 @@
 //! `summary.csv`: one row per measured cell, units in the column names, read back by reports.
 
-use std::{fs::File, io::BufWriter, path::Path};
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::OutputError;
+use super::{
+    csv_file::{read_rows, write_rows},
+    OutputError,
+};
 use crate::{
     pattern::{Kind, Pattern},
     record::Metric,
@@ -33,7 +36,8 @@ pub struct SummaryRow {
     pub warmup_s: f64,
     pub measured_s: f64,
     pub complete: bool,
-    /// Which histogram the headline latency columns describe: `delivery` or `round_trip`.
+    /// Which histogram the headline latency columns describe: `delivery`, `round_trip`,
+    /// `job_result`, or `inter_arrival` (a server that sends its own events, not the payloads).
     pub latency_metric: Option<String>,
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
@@ -141,10 +145,18 @@ pub struct SummaryRow {
     /// Distributed runs: how far the agents' clocks may be from the coordinator's.
     #[serde(default)]
     pub clock_error_ms: Option<f64>,
+    /// Which server the cell measured: `commbench`, a target profile's name (`node`), or
+    /// `external`. Missing in results written before target profiles, which were all commbench's.
+    #[serde(default = "commbench_target")]
+    pub target: String,
 }
 
 fn memory_bus() -> String {
     "memory".to_owned()
+}
+
+fn commbench_target() -> String {
+    crate::result::COMMBENCH.to_owned()
 }
 
 fn one_instance() -> u64 {
@@ -156,12 +168,20 @@ impl SummaryRow {
         let spec = &cell.spec;
         let c = &cell.counters;
         let hist = |metric: Metric| cell.histograms.get(&metric).filter(|h| !h.is_empty());
-        let headline = [Metric::Delivery, Metric::RoundTrip, Metric::JobResult]
-            .into_iter()
-            .find_map(|m| hist(m).map(|h| (m, h)));
+        let headline = [
+            Metric::Delivery,
+            Metric::RoundTrip,
+            Metric::JobResult,
+            Metric::InterArrival,
+        ]
+        .into_iter()
+        .find_map(|m| hist(m).map(|h| (m, h)));
+        // A server sending its own events has no books to close: nothing it sent was published.
+        let accounted =
+            spec.pattern.counts_loss() && headline.is_none_or(|(m, _)| m != Metric::InterArrival);
         let at = |h: Option<(Metric, &Histogram<u64>)>, q: f64| h.map(|(_, h)| quantile_ms(h, q));
         let of = |metric: Metric, q: f64| hist(metric).map(|h| quantile_ms(h, q));
-        let feed = |value: u64| spec.pattern.counts_loss().then_some(value);
+        let feed = |value: u64| accounted.then_some(value);
         let job = |value: u64| spec.pattern.is_job().then_some(value);
         let events = events_in_window(cell);
         let per_event = |value: f64| ratio(value, events as f64);
@@ -251,6 +271,7 @@ impl SummaryRow {
             publish_lateness_p99_ms: of(Metric::PublishLateness, 0.99),
             loadgen_wait_s: round3(cell.loadgen.wait_s),
             clock_error_ms: cell.placement.clock_error_us.map(|us| round3(us / 1_000.0)),
+            target: spec.target.clone(),
         }
     }
 }
@@ -290,33 +311,15 @@ fn round3(value: f64) -> f64 {
 
 /// Writes `summary.csv` with a header and one row per cell.
 pub fn write_summary(path: &Path, run_id: &str, cells: &[CellResult]) -> Result<(), OutputError> {
-    let csv_error = |source| OutputError::CsvWrite {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::create(path).map_err(OutputError::write(path))?;
-    let mut writer = csv::Writer::from_writer(BufWriter::new(file));
-    for cell in cells {
-        writer
-            .serialize(SummaryRow::from_cell(run_id, cell))
-            .map_err(csv_error)?;
-    }
-    writer.flush().map_err(OutputError::write(path))
+    write_rows(
+        path,
+        cells.iter().map(|cell| SummaryRow::from_cell(run_id, cell)),
+    )
 }
 
 /// Reads a `summary.csv` back; the error names the file and the row or column at fault.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>, OutputError> {
-    let file = File::open(path).map_err(|source| OutputError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    csv::Reader::from_reader(std::io::BufReader::new(file))
-        .deserialize()
-        .collect::<Result<Vec<SummaryRow>, _>>()
-        .map_err(|source| OutputError::CsvRead {
-            path: path.to_owned(),
-            source,
-        })
+    read_rows(path, "summary")
 }
 
 #[cfg(test)]
@@ -391,6 +394,50 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(error.contains("bad-summary.csv"), "{error}");
         assert!(error.contains("missing field"), "{error}");
+    }
+
+    #[test]
+    fn results_written_before_the_target_column_still_load() {
+        let path = temp_path("old-summary.csv");
+        let mut peer = sample_cell(Pattern::Ws, true);
+        peer.spec.target = "node".into();
+        write_summary(&path, "r", &[sample_cell(Pattern::Sse, true), peer]).unwrap();
+        let back = read_summary(&path).unwrap();
+        assert_eq!(
+            (back[0].target.as_str(), back[1].target.as_str()),
+            ("commbench", "node")
+        );
+        assert_eq!(back[1].cell, "ws-c1000-r50-p128-node");
+        // Drop the last column (`target`), as files from before target profiles lack it.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old: String = text
+            .lines()
+            .map(|line| format!("{}\n", &line[..line.rfind(',').unwrap()]))
+            .collect();
+        assert!(old.lines().next().unwrap().ends_with("clock_error_ms"));
+        std::fs::write(&path, old).unwrap();
+        let back = read_summary(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(back.iter().all(|r| r.target == "commbench"), "{back:?}");
+    }
+
+    #[test]
+    fn a_server_sending_its_own_events_has_inter_arrival_and_no_books() {
+        let mut cell = sample_cell(Pattern::SseUrl, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(row.latency_metric.as_deref(), Some("inter_arrival"));
+        assert!(row.p99_ms.is_some());
+        assert_eq!((row.events_expected, row.events_lost), (None, None));
+        let mut cell = sample_cell(Pattern::Sse, true);
+        let delivery = cell.histograms.remove(&Metric::Delivery).unwrap();
+        cell.histograms.insert(Metric::InterArrival, delivery);
+        let row = SummaryRow::from_cell("r", &cell);
+        assert_eq!(
+            (row.latency_metric.as_deref(), row.events_lost),
+            (Some("inter_arrival"), None)
+        );
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub fn render_table(cells: &[CellResult]) -> String {
              known)\n",
         );
     }
+    if metric("inter_arrival") {
+        out.push_str(
+            "(inter_arrival: the server sends its own events, not the published payloads, so the \
+             latency columns are the time between messages and there is no loss accounting)\n",
+        );
+    }
     for row in &rows {
         if let Some(line) = detail_line(row) {
             let _ = writeln!(out, "  {}: {line}", row.cell);
@@ -126,11 +132,14 @@ fn row_cells(row: &SummaryRow) -> [String; 16] {
     } else {
         format!("{}", row.rate_per_s)
     };
-    // Pollers are told apart by their interval: `short-poll@1s`.
-    let pattern = match row.interval_s {
+    // Pollers are told apart by their interval: `short-poll@1s`; other servers by name.
+    let mut pattern = match row.interval_s {
         Some(interval) => format!("{}@{interval}s", row.pattern),
         None => row.pattern.to_string(),
     };
+    if row.target != crate::result::COMMBENCH && row.target != "external" {
+        pattern.push_str(&format!(" ({})", row.target));
+    }
     [
         pattern,
         row.clients.to_string(),

@@ -3,6 +3,8 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use crate::{
+    capacity::judge::Constraint,
+    output::CapacityRow,
     record::{new_histogram, CounterSnapshot, Metric},
     result::{CellResult, CellSpec, ProcessUsage},
     {pattern::Pattern, scenario::BusKind},
@@ -39,6 +41,7 @@ pub fn sample_cell(pattern: Pattern, complete: bool) -> CellResult {
             warmup_s: 5.0,
             bus: BusKind::Memory,
             instances: 1,
+            target: crate::result::COMMBENCH.to_owned(),
         },
         complete,
         measured_s: 30.0,
@@ -74,5 +77,39 @@ pub fn sample_cell(pattern: Pattern, complete: bool) -> CellResult {
         warnings: vec!["load generator saturated: it used 95% of all 2 cores".to_owned()],
         notes: Vec::new(),
         placement: Default::default(),
+    }
+}
+
+/// A plausible row: `capacity` clients of `pattern` per `cores` server cores.
+pub fn capacity_row(
+    pattern: Pattern,
+    interval_s: Option<f64>,
+    capacity: u64,
+    cores: f64,
+) -> CapacityRow {
+    CapacityRow {
+        run_id: "r".into(),
+        pattern,
+        interval_s,
+        vary: "clients".into(),
+        slo: "p99<100ms".into(),
+        slo_metric: "delivery".into(),
+        capacity,
+        constraint: Constraint::Slo,
+        constraint_detail: "delivery p99 130 ms ≥ 100 ms".into(),
+        first_failing: Some(capacity + capacity / 10),
+        cell: Some(format!("{pattern}-c{capacity}-r50-p128")),
+        clients: Some(capacity),
+        rate_per_s: Some(50.0),
+        p50_ms: Some(3.0),
+        p99_ms: Some(42.0),
+        max_ms: Some(80.0),
+        server_cores: Some(cores),
+        capacity_per_core: Some(capacity as f64 / cores),
+        server_cpu_us_per_event: Some(20.0),
+        bytes_per_event: Some(180.0),
+        server_peak_rss_bytes: Some(64 << 20),
+        steps_run: 6,
+        steps: "100 ok; 200 ok".into(),
     }
 }

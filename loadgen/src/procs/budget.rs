@@ -108,8 +108,8 @@ pub fn check(
     let clients = scenario.clients as u64;
     let client_files = clients * per_client;
     let room = limits.per_process.saturating_sub(RESERVE).max(1);
-    let publisher = if pattern.uses_feed() {
-        publisher::CONNECTIONS as u64
+    let publisher = if scenario.publishes(pattern) {
+        publisher::route(scenario, pattern).connections as u64
     } else {
         0
     };

@@ -72,11 +72,23 @@ async fn host_cell(
             }
         }
     }
+    let mut scenario = spec.scenario.clone();
+    if let Some(profile) = &spec.profile {
+        match profile.load(&scenario) {
+            Ok(profile) => scenario.profile = Some(Arc::new(profile)),
+            Err(error) => {
+                let _ = up.send(Report::Failed { error });
+                return;
+            }
+        }
+    }
     let clock = RunClock::from_monotonic(spec.origin_ns);
     let recorder = Arc::new(Recorder::new(shards()));
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     let shared = Arc::new(RunShared {
-        scenario: Arc::new(spec.scenario.clone()),
+        issued: (0..spec.topics.len()).map(|_| AtomicU64::new(0)).collect(),
+        scenario: Arc::new(scenario),
+        pattern: spec.pattern,
         targets,
         recorder: recorder.clone(),
         clock,
@@ -126,7 +138,15 @@ async fn host_cell(
                     window_end_ns,
                 )));
             }
-            Some(Command::Drain { final_heads }) => break final_heads,
+            Some(Command::Drain {
+                final_heads,
+                issued,
+            }) => {
+                for (slot, n) in shared.issued.iter().zip(issued) {
+                    slot.store(n, Relaxed);
+                }
+                break final_heads;
+            }
             Some(Command::Start(_)) => {}
             Some(Command::Bye | Command::Refuse { .. }) | None => {
                 group.stop(&phase_tx).await;

@@ -4,7 +4,7 @@
 //! while the cell runs. A worker that goes silent or whose link closes before it is done is lost.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -331,12 +331,5 @@ fn apply(worker: &mut Worker, report: Report, recorder: &Recorder, live: &Record
             worker.outcome = Some(*outcome);
         }
         Report::Failed { error } => worker.lost = Some(error),
-    }
-}
-
-/// The final heads as the workers' `Drain` command carries them.
-pub fn drain_command(final_heads: &HashMap<String, u64>) -> Command {
-    Command::Drain {
-        final_heads: final_heads.clone(),
     }
 }

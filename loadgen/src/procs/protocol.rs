@@ -2,7 +2,7 @@
 //! per list entry (Redis): commands down, reports up. Histograms travel in hdrhistogram's V2
 //! serialization (base64), so the runner merges them exactly.
 
-use std::{collections::BTreeMap, collections::HashMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, collections::HashMap, net::Ipv4Addr, path::Path};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hdrhistogram::{
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     pattern::Pattern,
     pin::CpuList,
+    profile::Profile,
     record::{CounterSnapshot, Metric},
     scenario::Scenario,
 };
@@ -63,6 +64,44 @@ pub struct WorkerSpec {
     /// The CPUs the worker runs on, as pinned (recorded, not applied here).
     #[serde(default)]
     pub cpus: Option<CpuList>,
+    /// The target profile the clients follow, when one describes the target.
+    #[serde(default)]
+    pub profile: Option<WorkerProfile>,
+}
+
+/// A target profile as it crosses to a worker: the file's text, checked again there (its
+/// `[start]` only matters to the runner, which starts the server), or the ad-hoc profile of
+/// `--target`, built again from the scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerProfile {
+    File { source: String, toml: String },
+    AdHoc,
+}
+
+impl WorkerProfile {
+    pub fn of(profile: &Profile) -> Self {
+        match &profile.toml {
+            Some(toml) => Self::File {
+                source: profile.source.clone(),
+                toml: toml.clone(),
+            },
+            None => Self::AdHoc,
+        }
+    }
+
+    /// The profile again, for `scenario`'s clients.
+    pub fn load(&self, scenario: &Scenario) -> Result<Profile, String> {
+        match self {
+            Self::File { source, toml } => {
+                Profile::from_toml(toml, source, Path::new(".")).map_err(|e| e.to_string())
+            }
+            Self::AdHoc => Profile::ad_hoc(
+                scenario.target.as_deref().unwrap_or_default(),
+                scenario.ws_message.as_deref(),
+            ),
+        }
+    }
 }
 
 /// Runner → worker.
@@ -76,8 +115,13 @@ pub enum Command {
         window_start_ns: u64,
         window_end_ns: u64,
     },
-    /// Publishing stopped at these heads: catch up, close the books, report `Done`.
-    Drain { final_heads: HashMap<String, u64> },
+    /// Publishing stopped at these heads, after `issued` publishes per topic (what books kept by
+    /// stamp close at): catch up, close the books, report `Done`.
+    Drain {
+        final_heads: HashMap<String, u64>,
+        #[serde(default)]
+        issued: Vec<u64>,
+    },
     /// No more cells: exit.
     Bye,
     /// The coordinator does not take this agent (Redis link only).

@@ -25,14 +25,6 @@ fn cell_name(row: &SummaryRow) -> String {
     name
 }
 
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -106,14 +98,6 @@ fn cost_comparison(row: &SummaryRow, reference: &SummaryRow) -> Vec<String> {
     parts
 }
 
-fn join_and(parts: &[String]) -> String {
-    match parts {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
 fn p99(row: &SummaryRow) -> String {
     row.p99_ms
         .map_or_else(|| "n/a".to_owned(), |v| format!("{} ms", fmt::num(v)))
@@ -134,8 +118,28 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.push(model_finding(table));
     let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
     out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::peers::findings(&data.rows, &data.peer_rows));
     out.extend(super::jobs::findings(&data.job_rows, labeler));
+    out.extend(inter_arrival_finding(data));
     out
+}
+
+/// Cells whose server sent its own events: what their latency columns mean instead.
+fn inter_arrival_finding(data: &RunData) -> Option<String> {
+    let cells: Vec<String> = data
+        .all_rows()
+        .filter(|r| r.latency_metric.as_deref() == Some("inter_arrival"))
+        .map(|r| format!("`{}`", r.cell))
+        .collect();
+    (!cells.is_empty()).then(|| {
+        format!(
+            "{} measured the time between messages (`latency_metric = inter_arrival`), not \
+             delivery latency: the server sends its own events rather than the published \
+             payloads, so neither delivery latency nor loss can be computed for {}.",
+            cells.join(", "),
+            if cells.len() == 1 { "it" } else { "them" }
+        )
+    })
 }
 
 fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
@@ -177,7 +181,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 format!(
                     "{} used {}; p99 {} vs {}",
                     cell_name(other),
-                    join_and(&parts),
+                    fmt::join_and(&parts),
                     p99(other),
                     p99(reference)
                 )
@@ -197,7 +201,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             p99(reference)
         );
         if !others.is_empty() {
-            sentence.push_str(&format!(" {}.", capitalized(&others.join("; "))));
+            sentence.push_str(&format!(" {}.", fmt::capitalized(&others.join("; "))));
         }
         out.push(sentence);
         for poll in by(Pattern::ShortPoll) {
@@ -212,7 +216,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 "{}, {} used {} and had a p99 staleness of {} ({}: {}{slower}).",
                 next_context(),
                 cell_name(poll),
-                join_and(&parts),
+                fmt::join_and(&parts),
                 p99(poll),
                 cell_name(reference),
                 p99(reference)
@@ -230,7 +234,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
                 "{}, {} used {}{} requests per event: {}; p99 latency {} ({}: {}).",
                 next_context(),
                 long.pattern.prose(),
-                join_and(&parts),
+                fmt::join_and(&parts),
                 if parts.is_empty() { "" } else { ";" },
                 fmt::opt(long.requests_per_event),
                 p99(long),
@@ -250,7 +254,7 @@ fn group_findings(clients: u64, group: &[&SummaryRow]) -> Vec<String> {
             layer.name,
             cell_name(plain),
             cell_name(layered),
-            join_and(&parts),
+            fmt::join_and(&parts),
             p99(layered),
             p99(plain)
         ));
@@ -547,6 +551,8 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
+            capacity: Vec::new(),
         };
         let labeler = Labeler::new(&data.rows);
         let table = model_table(&data, &labeler);

@@ -3,7 +3,15 @@
 
 use std::fmt::Write as _;
 
-use super::{cells::Labeler, fmt};
+use super::{
+    cells::{is_flagged, Labeler},
+    content,
+    document::{
+        Align::{Left, Right},
+        Cell, Document, Table,
+    },
+    fmt,
+};
 use crate::output::SummaryRow;
 
 /// A Redis cell and its in-process counterpart (absent when the run has none).
@@ -19,18 +27,12 @@ pub fn is_in_process(row: &SummaryRow) -> bool {
 
 /// Every cell that did not run in-process, paired with its in-process counterpart.
 pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
-    let same = |a: &SummaryRow, b: &SummaryRow| {
-        a.pattern == b.pattern
-            && a.clients == b.clients
-            && a.rate_per_s == b.rate_per_s
-            && a.payload_bytes == b.payload_bytes
-            && a.topics == b.topics
-            && a.interval_s == b.interval_s
-    };
     others
         .iter()
         .map(|redis| BusPair {
-            memory: memory.iter().find(|m| same(m, redis)),
+            memory: memory
+                .iter()
+                .find(|m| super::cells::same_workload(m, redis)),
             redis,
         })
         .collect()
@@ -64,8 +66,8 @@ pub fn short_label(row: &SummaryRow) -> String {
     }
 }
 
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "-".to_owned(), |b| fmt::num(b as f64 / 1048576.0))
+fn mib(bytes: Option<u64>) -> Cell {
+    Cell::num(bytes.map(|b| b as f64 / 1048576.0))
 }
 
 /// One finding per pair: the latency and CPU the broker adds.
@@ -121,25 +123,33 @@ pub fn findings(pairs: &[BusPair<'_>], labeler: &Labeler) -> Vec<String> {
 }
 
 /// The section: a table of every pair, in-process row first.
-pub fn section(out: &mut String, pairs: &[BusPair<'_>], labeler: &Labeler) {
+pub fn section(doc: &mut Document, pairs: &[BusPair<'_>], labeler: &Labeler) {
     if pairs.is_empty() {
         return;
     }
-    let _ = writeln!(
-        out,
-        "## In-process vs Redis bus\n\nThe same pattern, clients, rate and payload on one server \
+    doc.section("In-process vs Redis bus");
+    doc.paragraph(
+        "The same pattern, clients, rate and payload on one server \
          with the in-process bus, and on several servers joined by a real `redis-server` (clients \
          balanced round-robin, events published through the first instance). Cross-instance p99 is \
          the delivery latency of the clients on the other instances: every one of those events \
          crossed Redis. Server CPU and RSS add up all instances; Redis's own CPU and RSS are read \
-         from /proc (empty for `--bus-url`). Total CPU = servers + Redis, per delivered event.\n"
+         from /proc (empty for `--bus-url`). Total CPU = servers + Redis, per delivered event.",
     );
-    let _ = writeln!(
-        out,
-        "| cell | clients | bus | p50 ms | p99 ms | cross-instance p99 ms | delivered/expected | \
-         servers µs/event | Redis µs/event | total µs/event | servers RSS MiB | Redis RSS MiB |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
+    let mut table = Table::new(&[
+        ("cell", Left),
+        ("clients", Right),
+        ("bus", Left),
+        ("p50 ms", Right),
+        ("p99 ms", Right),
+        ("cross-instance p99 ms", Right),
+        ("delivered/expected", Right),
+        ("servers µs/event", Right),
+        ("Redis µs/event", Right),
+        ("total µs/event", Right),
+        ("servers RSS MiB", Right),
+        ("Redis RSS MiB", Right),
+    ]);
     let mut shown: Vec<&str> = Vec::new();
     for pair in pairs {
         for row in pair.memory.into_iter().chain([pair.redis]) {
@@ -147,29 +157,26 @@ pub fn section(out: &mut String, pairs: &[BusPair<'_>], labeler: &Labeler) {
                 continue;
             }
             shown.push(&row.cell);
-            let delivered = match (row.events_delivered, row.events_expected) {
-                (Some(d), Some(e)) => format!("{d}/{e}"),
-                _ => "-".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                labeler.cell(row),
-                row.clients,
-                bus_label(row),
-                fmt::opt(row.p50_ms),
-                fmt::opt(row.p99_ms),
-                fmt::opt(row.cross_instance_p99_ms),
-                delivered,
-                fmt::opt(row.server_cpu_us_per_event),
-                fmt::opt(row.broker_cpu_us_per_event),
-                fmt::opt(total_cpu(row)),
-                mib(row.server_peak_rss_bytes),
-                mib(row.broker_peak_rss_bytes),
+            table.push(
+                vec![
+                    Cell::text(labeler.cell(row)),
+                    Cell::count(Some(row.clients)),
+                    Cell::text(bus_label(row)),
+                    Cell::num(row.p50_ms),
+                    Cell::num(row.p99_ms),
+                    Cell::num(row.cross_instance_p99_ms),
+                    content::delivered(row),
+                    Cell::num(row.server_cpu_us_per_event),
+                    Cell::num(row.broker_cpu_us_per_event),
+                    Cell::num(total_cpu(row)),
+                    mib(row.server_peak_rss_bytes),
+                    mib(row.broker_peak_rss_bytes),
+                ],
+                is_flagged(row),
             );
         }
     }
-    out.push('\n');
+    doc.table(table);
 }
 
 #[cfg(test)]
@@ -209,8 +216,9 @@ mod tests {
             text.contains("40 µs → 80 µs (2×, of which Redis 20 µs)"),
             "{text}"
         );
-        let mut out = String::new();
-        section(&mut out, &pairs, &Labeler::new(&memory));
+        let mut doc = Document::default();
+        section(&mut doc, &pairs, &Labeler::new(&memory));
+        let out = crate::report::markdown::render(&doc);
         assert!(out.contains("| redis, 2 servers |"), "{out}");
         assert_eq!(out.matches("\n| sse").count(), 2, "{out}");
     }

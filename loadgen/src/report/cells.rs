@@ -57,6 +57,17 @@ pub fn at_clients(rows: &[SummaryRow], clients: u64) -> Vec<&SummaryRow> {
     chosen
 }
 
+/// True when two cells ran the same workload: pattern, clients, rate, payload, topics, interval
+/// (they may differ in bus, instances or target).
+pub fn same_workload(a: &SummaryRow, b: &SummaryRow) -> bool {
+    a.pattern == b.pattern
+        && a.clients == b.clients
+        && a.rate_per_s == b.rate_per_s
+        && a.payload_bytes == b.payload_bytes
+        && a.topics == b.topics
+        && a.interval_s == b.interval_s
+}
+
 /// Server CPU as a percentage of one core over the measured window.
 pub fn cpu_percent(row: &SummaryRow) -> Option<f64> {
     let cpu = row.server_cpu_s?;
@@ -239,6 +250,7 @@ pub(crate) mod fixture {
             publish_lateness_p99_ms: None,
             loadgen_wait_s: 0.0,
             clock_error_ms: None,
+            target: "commbench".into(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Number formatting shared by the report text and the chart labels.
 
+use crate::pattern::Pattern;
+
 /// `value` with about three significant digits and no trailing zeros: 6.951 → `6.95`,
 /// 511.2 → `511`, 0.1 → `0.1`, 12345.6 → `12346`.
 pub fn num(value: f64) -> String {
@@ -18,6 +20,19 @@ pub fn num(value: f64) -> String {
         ((-magnitude.log10()).floor() as usize + 3).min(6)
     };
     trim(format!("{value:.decimals$}"))
+}
+
+/// A count with a thousands suffix and about three significant digits: 512 → `512`,
+/// 6_200 → `6.2k`, 41_234 → `41.2k`, 1_500_000 → `1.5M`.
+pub fn count(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 999_500.0 {
+        format!("{}M", num(value / 1e6))
+    } else if magnitude >= 999.5 {
+        format!("{}k", num(value / 1e3))
+    } else {
+        num(value.round())
+    }
 }
 
 /// A ratio: `12.3×`.
@@ -75,6 +90,32 @@ fn trim(text: String) -> String {
     }
 }
 
+/// Parts of a sentence joined with `, ` and a final ` and `.
+pub fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The text with its first letter upper-case: `node` → `Node`.
+pub fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A pattern, with its poll interval when it has one: `sse`, `short-poll 1s`.
+pub fn pattern_at(pattern: Pattern, interval_s: Option<f64>) -> String {
+    match interval_s {
+        Some(seconds) => format!("{pattern} {}", interval(seconds)),
+        None => pattern.to_string(),
+    }
+}
+
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(unix_s: u64) -> String {
     let [year, month, day, hour, minute, second] = crate::clock::utc_fields(unix_s);
@@ -97,6 +138,11 @@ mod tests {
         assert_eq!(num(-2.5), "-2.5");
         assert_eq!(num(f64::NAN), "-");
         assert_eq!(times(12.34), "12.3×");
+        assert_eq!(count(512.4), "512");
+        assert_eq!(count(6_200.0), "6.2k");
+        assert_eq!(count(41_234.0), "41.2k");
+        assert_eq!(count(999_999.0), "1M");
+        assert_eq!(count(1_500_000.0), "1.5M");
     }
 
     #[test]
@@ -105,6 +151,8 @@ mod tests {
         assert_eq!(interval(1.0), "1s");
         assert_eq!(interval(2.5), "2.5s");
         assert_eq!(interval(0.25), "250ms");
+        assert_eq!(pattern_at(Pattern::ShortPoll, Some(1.0)), "short-poll 1s");
+        assert_eq!(pattern_at(Pattern::Sse, None), "sse");
         assert_eq!(seconds(1.0 / 6.0), "167 ms");
         assert_eq!(seconds(12.5), "12.5 s");
         assert_eq!(percent(0.1234), "12.3%");

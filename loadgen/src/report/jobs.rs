@@ -2,9 +2,14 @@
 //! its job is done, what that costs in requests, bytes and CPU per job, the queue wait per lane, and
 //! whether every job was completed exactly once.
 
-use std::fmt::Write as _;
-
-use super::{cells::Labeler, fmt};
+use super::{
+    cells::{is_flagged, Labeler},
+    document::{
+        Align::{Left, Right},
+        Cell, Document, Table,
+    },
+    fmt,
+};
 use crate::output::SummaryRow;
 
 /// True for the job-submitter cells.
@@ -16,15 +21,14 @@ fn per_job(row: &SummaryRow, value: f64) -> Option<f64> {
     (row.events_received > 0).then(|| value / row.events_received as f64)
 }
 
-fn wait(p50: Option<f64>, p99: Option<f64>) -> String {
+/// `p50 / p99`, sorted by the p99.
+fn wait(p50: Option<f64>, p99: Option<f64>) -> Cell {
     match (p50, p99) {
-        (Some(p50), Some(p99)) => format!("{} / {}", fmt::num(p50), fmt::num(p99)),
-        _ => "-".to_owned(),
+        (Some(p50), Some(p99)) => {
+            Cell::sorted(format!("{} / {}", fmt::num(p50), fmt::num(p99)), Some(p99))
+        }
+        _ => Cell::text("-"),
     }
-}
-
-fn count(value: Option<u64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 /// Findings: the fastest and the cheapest way to learn a result, lanes, and any lost job.
@@ -74,49 +78,60 @@ pub fn findings(rows: &[SummaryRow], labeler: &Labeler) -> Vec<String> {
 }
 
 /// The section's table, one row per job cell.
-pub fn section(out: &mut String, rows: &[SummaryRow], labeler: &Labeler) {
+pub fn section(doc: &mut Document, rows: &[SummaryRow], labeler: &Labeler) {
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(
-        out,
-        "## Message queue: learning that a job finished\n\nEach user submits jobs to a queue on an \
+    doc.section("Message queue: learning that a job finished");
+    doc.paragraph(
+        "Each user submits jobs to a queue on an \
          open-loop schedule and waits for each result, learning it by short polling the job, long \
          polling its handle, or from a completion event on its own topic over SSE or WebSocket. \
          Latency is from the intended submit time to the user knowing the result; requests, bytes \
          and server CPU are per completed job (submits included). Queue wait is the server's \
-         enqueue → first take, per lane. Redelivered and duplicated count the jobs users saw done.\n"
+         enqueue → first take, per lane. Redelivered and duplicated count the jobs users saw done.",
     );
-    let _ = writeln!(
-        out,
-        "| cell | clients | jobs/s | p50 ms | p99 ms | req/job | B/job | srv CPU µs/job | \
-         premium wait p50/p99 ms | normal wait p50/p99 ms | submitted | completed | lost | \
-         redelivered | duplicated |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
+    let mut table = Table::new(&[
+        ("cell", Left),
+        ("clients", Right),
+        ("jobs/s", Right),
+        ("p50 ms", Right),
+        ("p99 ms", Right),
+        ("req/job", Right),
+        ("B/job", Right),
+        ("srv CPU µs/job", Right),
+        ("premium wait p50/p99 ms", Right),
+        ("normal wait p50/p99 ms", Right),
+        ("submitted", Right),
+        ("completed", Right),
+        ("lost", Right),
+        ("redelivered", Right),
+        ("duplicated", Right),
+    ]);
     for row in rows {
         let bytes = (row.bytes_up + row.bytes_down) as f64;
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            labeler.cell(row),
-            row.clients,
-            fmt::num(row.achieved_rate_per_s),
-            fmt::opt(row.p50_ms),
-            fmt::opt(row.p99_ms),
-            fmt::opt(per_job(row, row.requests as f64)),
-            fmt::opt(per_job(row, bytes)),
-            fmt::opt(row.server_cpu_us_per_event),
-            wait(row.queue_wait_premium_p50_ms, row.queue_wait_premium_p99_ms),
-            wait(row.queue_wait_normal_p50_ms, row.queue_wait_normal_p99_ms),
-            count(row.events_expected),
-            count(row.events_delivered),
-            count(row.events_lost),
-            count(row.jobs_redelivered),
-            count(row.jobs_duplicated),
+        table.push(
+            vec![
+                Cell::text(labeler.cell(row)),
+                Cell::count(Some(row.clients)),
+                Cell::num(Some(row.achieved_rate_per_s)),
+                Cell::num(row.p50_ms),
+                Cell::num(row.p99_ms),
+                Cell::num(per_job(row, row.requests as f64)),
+                Cell::num(per_job(row, bytes)),
+                Cell::num(row.server_cpu_us_per_event),
+                wait(row.queue_wait_premium_p50_ms, row.queue_wait_premium_p99_ms),
+                wait(row.queue_wait_normal_p50_ms, row.queue_wait_normal_p99_ms),
+                Cell::count(row.events_expected),
+                Cell::count(row.events_delivered),
+                Cell::count(row.events_lost),
+                Cell::count(row.jobs_redelivered),
+                Cell::count(row.jobs_duplicated),
+            ],
+            is_flagged(row),
         );
     }
-    out.push('\n');
+    doc.table(table);
 }
 
 #[cfg(test)]
@@ -153,8 +168,9 @@ mod tests {
         );
         assert!(text.contains("premium jobs waited 2 ms"), "{text}");
         assert!(text.contains("3 of 100 submitted jobs"), "{text}");
-        let mut out = String::new();
-        section(&mut out, &rows, &labeler);
+        let mut doc = Document::default();
+        section(&mut doc, &rows, &labeler);
+        let out = crate::report::markdown::render(&doc);
         assert_eq!(out.matches("\n| job-").count(), 2, "{out}");
         assert!(out.contains("| 1 / 2 | 4 / 9 |"), "{out}");
     }

@@ -8,7 +8,7 @@ use std::{
 use serde::Deserialize;
 
 use super::ReportError;
-use crate::output::{read_summary, SummaryRow};
+use crate::output::{read_capacity, read_summary, CapacityRow, SummaryRow, CAPACITY_FILE};
 
 /// `run.json` as a report needs it. Only `run_id` is required, so results of older or newer
 /// versions still render; unknown fields are ignored.
@@ -38,6 +38,9 @@ pub struct RunMeta {
     pub scenario: serde_json::Value,
     #[serde(default)]
     pub cells: Vec<String>,
+    /// What the run left out and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Where the servers, the broker and the load generator ran (missing before pinning existed).
     #[serde(default)]
     pub cpu_sets: Option<CpuSetsMeta>,
@@ -106,6 +109,11 @@ pub struct RunData {
     pub scale_out_rows: Vec<SummaryRow>,
     /// The message-queue cells (`job-*` patterns), in their own section.
     pub job_rows: Vec<SummaryRow>,
+    /// Cells of other servers measured beside commbench's (`compare --peers`), set beside
+    /// commbench's cells in their own section.
+    pub peer_rows: Vec<SummaryRow>,
+    /// `capacity.csv` of a `commbench capacity` run; empty for other runs.
+    pub capacity: Vec<CapacityRow>,
 }
 
 impl RunData {
@@ -115,6 +123,7 @@ impl RunData {
             .iter()
             .chain(&self.scale_out_rows)
             .chain(&self.job_rows)
+            .chain(&self.peer_rows)
     }
 }
 
@@ -148,14 +157,26 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
         path: run_json.clone(),
         message: format!("{e} (expected the JSON object commbench writes, with a run_id)"),
     })?;
+    let (peer_rows, rows) = super::peers::split(rows);
     let (job_rows, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(super::jobs::is_job);
     let (rows, scale_out_rows) = rows.into_iter().partition(super::bus::is_in_process);
+    let capacity_path = dir.join(CAPACITY_FILE);
+    let capacity = if capacity_path.is_file() {
+        read_capacity(&capacity_path).map_err(|e| ReportError::Summary {
+            path: capacity_path,
+            message: e.to_string(),
+        })?
+    } else {
+        Vec::new()
+    };
     Ok(RunData {
         dir: dir.to_owned(),
         meta,
         rows,
         scale_out_rows,
         job_rows,
+        peer_rows,
+        capacity,
     })
 }
 

@@ -1,16 +1,22 @@
-//! The report renderer: a run's result files (it never measures) → PNG charts and `REPORT.md`.
+//! The report renderer: a run's result files (it never measures) → PNG charts, `REPORT.md` and
+//! `REPORT.html`, both rendered from one document.
 
 pub mod analysis;
 pub mod bus;
+pub mod capacity;
 pub mod cells;
 pub mod charts;
+pub mod content;
+pub mod document;
 mod error;
 pub mod fmt;
+pub mod html;
 pub mod jobs;
 pub mod load;
 pub mod markdown;
 pub mod model;
 pub mod model_table;
+pub mod peers;
 
 use std::{
     fmt::Display,
@@ -22,22 +28,34 @@ pub use error::ReportError;
 use self::{
     cells::Labeler,
     charts::{
+        capacity as capacity_chart,
         chart::{ChartContext, ReportChart},
         cost, frontier, latency, memory,
         palette::SeriesColors,
         scaling,
     },
-    markdown::ReportParts,
+    content::ReportParts,
+    document::Document,
 };
 
 /// The report's file name.
 pub const REPORT_FILE: &str = "REPORT.md";
 
+/// The HTML report's file name.
+pub const HTML_FILE: &str = "REPORT.html";
+
+/// Renders the report's document into one file's text.
+type Renderer = fn(&Document) -> String;
+
+/// The files the report's document is rendered into, in the order they are written.
+const RENDERINGS: [(&str, Renderer); 2] =
+    [(REPORT_FILE, markdown::render), (HTML_FILE, html::render)];
+
 /// What [`render_report`] did.
 #[derive(Debug, Clone)]
 pub struct ReportOutcome {
     pub dir: PathBuf,
-    /// Every file written: the charts, then `REPORT.md`.
+    /// Every file written: the charts, then `REPORT.md` and `REPORT.html`.
     pub written: Vec<PathBuf>,
     /// Charts not drawn, as `(file, reason)` (e.g. `scaling.png` with one client count).
     pub skipped: Vec<(String, String)>,
@@ -51,6 +69,11 @@ impl ReportOutcome {
     /// The path of `REPORT.md`.
     pub fn report(&self) -> PathBuf {
         self.dir.join(REPORT_FILE)
+    }
+
+    /// The path of `REPORT.html`.
+    pub fn html(&self) -> PathBuf {
+        self.dir.join(HTML_FILE)
     }
 }
 
@@ -84,17 +107,19 @@ impl Display for ReportOutcome {
     }
 }
 
-/// The report's charts, in the order `REPORT.md` shows them.
-const CHARTS: [&dyn ReportChart; 6] = [
+/// The report's charts, in the order the report shows them.
+const CHARTS: [&dyn ReportChart; 8] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
     &frontier::CHART,
     &memory::CHART,
     &charts::bus::CHART,
+    &charts::peers::CHART,
+    &capacity_chart::CHART,
 ];
 
-/// Renders `dir`'s charts ([`CHARTS`]) and `REPORT.md` from its result files. Fails with a message
+/// Renders `dir`'s charts ([`CHARTS`]), `REPORT.md` and `REPORT.html` from its result files. Fails with a message
 /// naming the file when the directory, `summary.csv` or `run.json` is missing or corrupt; a chart
 /// without data (e.g. scaling with one client count) is skipped and the report says why.
 pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
@@ -112,39 +137,41 @@ pub fn render_report(dir: &Path) -> Result<ReportOutcome, ReportError> {
             .unwrap_or(0),
     };
     let mut notes = Vec::new();
-    let statuses = CHARTS
+    let figures = CHARTS
         .iter()
         .map(|chart| chart.render(&context, dir, &mut notes))
         .collect::<Result<Vec<_>, _>>()?;
 
     let table = model_table::model_table(&data, &labeler);
     let findings = analysis::findings(&data, &labeler, &table);
-    let text = markdown::render(&ReportParts {
+    let document = content::document(&ReportParts {
         data: &data,
         labeler: &labeler,
         table: &table,
         findings: &findings,
-        charts: &statuses,
+        charts: &figures,
         notes: &notes,
     });
-    let report = dir.join(REPORT_FILE);
-    std::fs::write(&report, text).map_err(|source| ReportError::Write {
-        path: report.clone(),
-        source,
-    })?;
-    let mut written: Vec<PathBuf> = statuses
+    let mut written: Vec<PathBuf> = figures
         .iter()
-        .filter(|s| s.drawn)
-        .map(|s| dir.join(s.file))
+        .filter(|f| f.drawn())
+        .map(|f| dir.join(f.file))
         .collect();
-    written.push(report);
+    for (file, render) in RENDERINGS {
+        let path = dir.join(file);
+        std::fs::write(&path, render(&document)).map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
     Ok(ReportOutcome {
         dir: dir.to_owned(),
         written,
-        skipped: statuses
+        skipped: figures
             .into_iter()
-            .filter(|s| !s.drawn)
-            .map(|s| (s.file.to_owned(), s.text))
+            .filter(|f| !f.drawn())
+            .map(|f| (f.file.to_owned(), f.text))
             .collect(),
         flagged: data
             .all_rows()

@@ -32,18 +32,27 @@ pub struct ModelRow {
 }
 
 impl ModelRow {
+    /// The deviation in percent (relative) or percentage points (absolute); `None` when a
+    /// relative deviation is undefined (a model value of 0).
+    pub fn deviation(&self) -> Option<f64> {
+        match self.compare {
+            Compare::Absolute => Some((self.measured - self.model) * 100.0),
+            Compare::Relative => {
+                model::relative_deviation(self.measured, self.model).map(|d| d * 100.0)
+            }
+        }
+    }
+
     /// The deviation as text: relative (`+12%`) or absolute in percentage points (`+12 pp`).
     pub fn deviation_text(&self) -> String {
-        match self.compare {
-            Compare::Absolute => format!(
-                "{} pp",
-                fmt::signed_one_decimal((self.measured - self.model) * 100.0)
-            ),
-            Compare::Relative => model::relative_deviation(self.measured, self.model).map_or_else(
-                || "-".to_owned(),
-                |d| format!("{}%", fmt::signed_one_decimal(d * 100.0)),
-            ),
-        }
+        let unit = match self.compare {
+            Compare::Absolute => " pp",
+            Compare::Relative => "%",
+        };
+        self.deviation().map_or_else(
+            || "-".to_owned(),
+            |d| format!("{}{unit}", fmt::signed_one_decimal(d)),
+        )
     }
 
     /// A value of this row formatted with its unit.
@@ -362,6 +371,8 @@ mod tests {
             rows,
             scale_out_rows: Vec::new(),
             job_rows: Vec::new(),
+            peer_rows: Vec::new(),
+            capacity: Vec::new(),
         }
     }
 

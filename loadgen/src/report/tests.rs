@@ -235,10 +235,8 @@ fn every_pattern_has_its_place_in_the_report() {
     );
 }
 
-#[test]
-fn renders_every_chart_and_the_report_from_a_fixture() {
-    let dir = TempDir::new("full");
-    let mut rows = cells(&[100, 1000]);
+/// `rows` plus a Redis twin of the SSE and long-poll cells at 1000 clients.
+fn with_redis(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
     for pattern in [Pattern::Sse, Pattern::LongPoll] {
         let mut redis = rows
             .iter()
@@ -253,7 +251,34 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         redis.broker_cpu_us_per_event = Some(12.0);
         rows.push(redis);
     }
-    write_fixture(&dir.0, &rows);
+    rows
+}
+
+/// `rows` plus the Node peer beside commbench's WebSocket and SSE cells at 1000 clients, as
+/// `compare --peers node` writes them.
+fn with_peers(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
+    for pattern in [Pattern::Ws, Pattern::Sse] {
+        let mut node = rows
+            .iter()
+            .find(|r| r.pattern == pattern && r.clients == 1000 && r.bus == "memory")
+            .unwrap()
+            .clone();
+        node.cell.push_str("-node");
+        node.target = "node".into();
+        node.server_cpu_us_per_event = node.server_cpu_us_per_event.map(|c| c * 2.5);
+        rows.push(node);
+    }
+    rows
+}
+
+#[test]
+fn renders_every_chart_and_the_report_from_a_fixture() {
+    let dir = TempDir::new("full");
+    write_fixture(&dir.0, &with_peers(with_redis(cells(&[100, 1000]))));
+    // A capacity run's answer: re-rendered from capacity.csv like everything else.
+    let mut sse = crate::output::test_util::capacity_row(Pattern::Sse, None, 8_200, 0.2);
+    sse.run_id = "20260101-000000".into();
+    crate::output::write_capacity(&dir.0.join(crate::output::CAPACITY_FILE), &[sse]).unwrap();
     let outcome = render_report(&dir.0).unwrap();
     let names: Vec<String> = outcome
         .written
@@ -269,7 +294,10 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
             "frontier.png",
             "memory.png",
             "bus.png",
-            "REPORT.md"
+            "peers.png",
+            "capacity.png",
+            "REPORT.md",
+            "REPORT.html"
         ]
     );
     assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
@@ -294,7 +322,15 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         "![Trade-off frontier](frontier.png)",
         "![Server memory per connection](memory.png)",
         "![In-process vs Redis bus](bus.png)",
+        "![Capacity per server core at the goal](capacity.png)",
+        "## Capacity",
+        "- With p99 < 100 ms, one core of server CPU carried 41k SSE clients.",
         "| sse | 1000 | redis, 2 servers |",
+        "![commbench beside its peers](peers.png)",
+        "## commbench beside its peers",
+        "| ws | 1000 | node |",
+        "At 1000 clients Node `ws` used 2.5× the server CPU per delivered event of commbench's \
+         WebSocket (138 vs 55 µs)",
         "## Saturated or unreliable cells",
         "| short-poll-c1000-r20-p128-i0.5s | 5 of 60 publishes started more than 5 ms late |",
         "| short-poll 500ms ! | 1000 |",
@@ -314,7 +350,89 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
     // Rendering again gives the same report.
     render_report(&dir.0).unwrap();
     assert_eq!(read(&outcome.report()), report);
+    let html = read(&outcome.html());
+    render_report(&dir.0).unwrap();
+    assert_eq!(read(&outcome.html()), html);
+    // The capacity section and chart are in the HTML report too.
+    for expected in [
+        "<h2>Capacity</h2>",
+        "<figure class=\"chart\" id=\"chart-capacity\">",
+        "<li>With p99 &lt; 100 ms, one core of server CPU carried 41k SSE clients.</li>",
+    ] {
+        assert!(html.contains(expected), "missing `{expected}` in\n{html}");
+    }
 }
+
+#[test]
+fn the_html_report_says_what_the_markdown_says() {
+    let dir = TempDir::new("html");
+    let mut rows = with_redis(cells(&[100, 1000]));
+    rows[0].warnings = "<script>alert('x')</script> & \"late\"".into();
+    write_fixture(&dir.0, &rows);
+    let outcome = render_report(&dir.0).unwrap();
+    let report = read(&outcome.report());
+    let page = read(&outcome.html());
+    // Every finding, in the same words.
+    let findings: Vec<&str> = report
+        .split("## Findings\n\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| &l[2..])
+        .collect();
+    assert!(findings.len() > 5, "{report}");
+    for finding in findings {
+        let item = format!("<li>{}</li>", html::inline(finding));
+        assert!(page.contains(&item), "missing {item}");
+    }
+    // Every section and every chart, drawn inline with hover titles.
+    for heading in report.lines().filter_map(|l| l.strip_prefix("## ")) {
+        assert!(
+            page.contains(&format!("<h2>{}</h2>", html::inline(heading))),
+            "{heading}"
+        );
+    }
+    for chart in CHARTS_FILES {
+        let stem = chart.trim_end_matches(".png");
+        let figure = page
+            .split(&format!("<figure class=\"chart\" id=\"chart-{stem}\">"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no figure for {chart}"));
+        let figure = figure.split("</figure>").next().unwrap();
+        assert!(figure.contains("<svg role=\"img\""), "{chart}");
+        assert!(
+            figure.contains("<g class=\"tips\""),
+            "{chart} has no hover titles"
+        );
+        assert!(figure.contains("font-family=\"sans-serif\""), "{chart}");
+    }
+    // The flagged cells, the model, the Redis pairs and the summary sort; the run facts do not.
+    assert_eq!(page.matches("<table class=\"sortable\">").count(), 4);
+    assert_eq!(page.matches("<table>").count(), 2);
+    // Text from the result files is text.
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "only the sorting script"
+    );
+    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;late&quot;"));
+    // Self-contained: nothing is fetched from anywhere.
+    for fetch in ["http://", "https://", "src=", "href=\"/", "url("] {
+        let outside = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        assert!(!outside.contains(fetch), "{fetch}");
+    }
+}
+
+/// The chart files of a run with every chart.
+const CHARTS_FILES: [&str; 6] = [
+    latency::FILE,
+    cost::FILE,
+    scaling::FILE,
+    frontier::FILE,
+    memory::FILE,
+    charts::bus::FILE,
+];
 
 #[test]
 fn statements_follow_the_numbers() {
@@ -352,9 +470,11 @@ fn one_client_count_skips_the_scaling_chart() {
     write_fixture(&dir.0, &cells(&[50]));
     let outcome = render_report(&dir.0).unwrap();
     assert!(!dir.0.join(scaling::FILE).exists());
-    assert_eq!(outcome.skipped.len(), 2);
+    assert_eq!(outcome.skipped.len(), 4);
     assert_eq!(outcome.skipped[0].0, scaling::FILE);
     assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
+    assert_eq!(outcome.skipped[2].0, charts::peers::FILE);
+    assert_eq!(outcome.skipped[3].0, charts::capacity::FILE);
     let report = read(&outcome.report());
     assert!(
         report.contains("Not drawn (scaling.png): the run has one client count (50)"),
@@ -406,6 +526,14 @@ fn errors_name_the_file() {
     assert!(error.contains("missing field"), "{error}");
 
     write_fixture(&dir.0, &cells(&[50]));
+    std::fs::write(dir.0.join("capacity.csv"), "run_id,pattern\nr,pigeon\n").unwrap();
+    let error = render_report(&dir.0).unwrap_err().to_string();
+    assert!(
+        error.contains("capacity.csv is corrupt") && error.contains("not a valid capacity file"),
+        "{error}"
+    );
+    std::fs::remove_file(dir.0.join("capacity.csv")).unwrap();
+
     std::fs::write(dir.0.join("run.json"), "{\"cells\": []}").unwrap();
     let error = render_report(&dir.0).unwrap_err().to_string();
     assert!(error.contains("run.json is corrupt"), "{error}");

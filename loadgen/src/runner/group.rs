@@ -47,7 +47,7 @@ impl ClientGroup {
             })
             .collect();
         let instances = targets.len();
-        let client = pattern.client();
+        let client = pattern.client(scenario.profiled(pattern));
         let per_second = scenario.ramp as f64 / share.of.max(1) as f64;
         let mut clients = JoinSet::new();
         for (nth, id) in share.ids(scenario.clients).enumerate() {

@@ -42,7 +42,7 @@ use crate::{
         budget::{self, BudgetError, Limits, ProcCount},
         pipe::{self, Children},
         pool::{Merged, Pool},
-        protocol::{Command, WorkerSpec},
+        protocol::{Command, WorkerProfile, WorkerSpec},
         Placement, Share,
     },
     procstat::RssPeaks,
@@ -100,24 +100,30 @@ pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
     result
 }
 
-/// Starts the cell's embedded servers (or connects to the external target), each server pinned to
-/// the servers' CPU set and the private broker to its own.
+/// Starts the cell's embedded servers (or the profile's server, or connects to the external
+/// target), each server this run starts pinned to the servers' CPU set and the private broker to
+/// its own.
 async fn start_target(options: &CellOptions) -> Result<Fleet, FleetError> {
     let cpus = &options.placement.cpus;
-    let args = match options.scenario.target {
-        Some(_) => Vec::new(),
-        None => {
-            let mut args = server_args(options);
-            if let Some(set) = &cpus.server {
-                args.extend(["--cpus".to_owned(), set.to_string()]);
-            }
-            args
+    let scenario = &options.scenario;
+    let args = if scenario.target.is_some() || scenario.profile.is_some() {
+        Vec::new()
+    } else {
+        let mut args = server_args(options);
+        if let Some(set) = &cpus.server {
+            args.extend(["--cpus".to_owned(), set.to_string()]);
         }
+        args
     };
     let fleet = Fleet::start(&options.scenario, &args).await?;
     if let (Some(pid), Some(set)) = (fleet.broker_pid(), &cpus.broker) {
         if let Err(error) = pin::pin_process(pid, set) {
             tracing::warn!(%error, "the broker runs unpinned");
+        }
+    }
+    if let (Some(pid), Some(set)) = (fleet.profile_server_pid(), &cpus.server) {
+        if let Err(error) = pin::pin_process(pid, set) {
+            tracing::warn!(%error, "the profile's server runs unpinned");
         }
     }
     Ok(fleet)
@@ -139,6 +145,9 @@ fn server_args(options: &CellOptions) -> Vec<String> {
             "--max-topics",
             (scenario.topics + notify_topics + 16).to_string(),
         ),
+        // Clients open their connections during the ramp and may poll once an hour: the
+        // harness's own idle connections are not the hostile kind.
+        ("--idle-timeout", "1h".to_owned()),
     ];
     if is_job {
         defaults.push(("--workers", scenario.workers.to_string()));
@@ -262,6 +271,7 @@ impl<'a> CellRun<'a> {
         let (phase_tx, phase) = watch::channel(Phase::Ramp);
         let shared = Arc::new(RunShared {
             scenario: scenario.clone(),
+            pattern: options.pattern,
             targets: fleet.targets.clone(),
             recorder: recorder.clone(),
             clock: RunClock::start(),
@@ -270,6 +280,7 @@ impl<'a> CellRun<'a> {
             ready: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             final_heads: OnceLock::new(),
+            issued: (0..scenario.topics).map(|_| AtomicU64::new(0)).collect(),
             // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
             topics: topic_names(options),
             queue: queue_name(options),
@@ -291,7 +302,7 @@ impl<'a> CellRun<'a> {
     /// Opens the publisher's connections before any client connects, so clients that run out of
     /// descriptors or ports never starve it.
     async fn open_publisher(&self) -> Result<Option<PublisherThread>, RunError> {
-        if !self.options.pattern.uses_feed() {
+        if !self.options.scenario.publishes(self.options.pattern) {
             return Ok(None);
         }
         PublisherThread::start(self.shared.clone())
@@ -318,7 +329,10 @@ impl<'a> CellRun<'a> {
             self.ramp_workers(procs.procs).await?
         };
         let (ready, _) = self.ready_failed(&hosts);
-        if ready > 0 {
+        // Someone else's server that refuses every client still gets its cell, marked, with the
+        // errors counted by kind: the run goes on.
+        let pattern = self.options.pattern;
+        if ready > 0 || self.options.scenario.profiled(pattern) {
             return Ok(hosts);
         }
         self.stop_hosts(hosts).await;
@@ -375,7 +389,7 @@ impl<'a> CellRun<'a> {
                 .fleet
                 .targets
                 .iter()
-                .map(|t| format!("http://{}", t.authority))
+                .map(|t| format!("http://{}{}", t.authority, t.path))
                 .collect(),
             topics: self.shared.topics.clone(),
             queue: self.shared.queue.clone(),
@@ -384,6 +398,10 @@ impl<'a> CellRun<'a> {
             ramp_at_ns,
             source: None,
             cpus,
+            profile: scenario
+                .profiled(options.pattern)
+                .then(|| scenario.profile.as_deref().map(WorkerProfile::of))
+                .flatten(),
         };
         pool.send(|index| {
             let mut spec = spec.clone();
@@ -485,8 +503,10 @@ impl<'a> CellRun<'a> {
                 group.drain(drain, &self.phase).await;
             }
             Hosts::Workers { pool, .. } => {
+                let issued: Vec<u64> = self.shared.issued.iter().map(|n| n.load(Relaxed)).collect();
                 pool.send(|_| Command::Drain {
                     final_heads: final_heads.clone(),
+                    issued: issued.clone(),
                 });
                 let _ = self.shared.final_heads.set(final_heads);
                 let _ = self.phase.send(Phase::Stop);
@@ -603,14 +623,12 @@ fn count_lost_shares(
     shares: &[Share],
     counters: &mut CounterSnapshot,
 ) {
-    let Some(heads) = shared.final_heads.get() else {
-        return;
-    };
-    let topics = &shared.topics;
+    let books = shared.books();
+    let topics = shared.topics.len();
     let clients = shared.scenario.clients;
     for share in shares.iter().filter(|s| merged.lost_index(s.index)) {
         for id in share.ids(clients) {
-            let head = heads.get(&topics[id % topics.len()]).copied().unwrap_or(0);
+            let head = shared.final_head(books, id % topics).unwrap_or(0);
             counters.events_expected += head;
             counters.events_lost += head;
         }
@@ -626,9 +644,10 @@ fn cell_prefix(options: &CellOptions) -> String {
 /// The cell's job queue: its own on the embedded servers (whose workers are told to serve it), the
 /// server's default worker queue `jobs` on an external target.
 fn queue_name(options: &CellOptions) -> String {
-    match options.scenario.target {
-        Some(_) => "jobs".to_owned(),
-        None => format!("{}q", cell_prefix(options)),
+    if options.scenario.target.is_some() || options.scenario.profile.is_some() {
+        "jobs".to_owned()
+    } else {
+        format!("{}q", cell_prefix(options))
     }
 }
 
@@ -661,5 +680,6 @@ fn cell_spec(scenario: &Scenario, pattern: Pattern) -> CellSpec {
         warmup_s: scenario.warmup.as_secs_f64(),
         bus: scenario.bus,
         instances: scenario.instances,
+        target: scenario.target_name(pattern),
     }
 }

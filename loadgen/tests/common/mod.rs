@@ -20,6 +20,26 @@ pub async fn server(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     ServerHandle::spawn(config).await.unwrap()
 }
 
+/// True when `node` runs; otherwise says why `test` is skipped and what installs it. With node
+/// present the npm packages of `dir` (from the repository root) must be installed: a missing
+/// `node_modules/<package>` fails with the command to run.
+pub fn node_ready(test: &str, install: &str, dir: &str, package: &str) -> bool {
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        eprintln!("{test}: skipped, `node` is not installed (run {install})");
+        return false;
+    }
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir)
+        .join("node_modules");
+    assert!(
+        modules.join(package).is_dir(),
+        "{dir}/node_modules is missing: run {install}"
+    );
+    true
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("commbench-lg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -28,8 +48,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Runs `flags` (field, value) against `target` and returns the single cell's result.
 pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -> CellResult {
+    let mut with_target = vec![("target", target)];
+    with_target.extend_from_slice(flags);
+    let cells = run_cells(&with_target, name).await;
+    assert_eq!(cells.len(), 1);
+    cells.into_iter().next().unwrap()
+}
+
+/// Runs `flags` (field, value; a 500 ms warm-up unless given) and returns every cell's result.
+pub async fn run_cells(flags: &[(&'static str, &str)], name: &str) -> Vec<CellResult> {
     let mut raw = RawScenario::default();
-    raw.set_flag("target", target);
     raw.set_flag("warmup", "500ms");
     for (field, value) in flags {
         raw.set_flag(field, *value);
@@ -44,15 +72,30 @@ pub async fn run_one(target: &str, flags: &[(&'static str, &str)], name: &str) -
             quiet: true,
             server_args: Vec::new(),
             interrupt: CancellationToken::new(),
+            notes: Vec::new(),
             placement: Default::default(),
         }),
     )
     .await
     .expect("run finished in time")
     .unwrap();
-    assert_eq!(outcome.cells.len(), 1);
     let _ = std::fs::remove_dir_all(&outcome.dir);
-    outcome.cells.into_iter().next().unwrap()
+    outcome.cells
+}
+
+/// Every event published to each client's topic reached it once: at least `at_least` expected,
+/// all delivered, none lost or duplicated, no error.
+pub fn every_event_once(cell: &CellResult, at_least: u64) {
+    let c = &cell.counters;
+    let what = cell.spec.name();
+    assert!(c.events_expected >= at_least, "{what}: {c:?}");
+    assert_eq!(c.events_delivered, c.events_expected, "{what}: {c:?}");
+    assert_eq!(
+        (c.events_lost, c.events_duplicated),
+        (0, 0),
+        "{what}: {c:?}"
+    );
+    assert_eq!(c.errors, 0, "{what}: {:?}", cell.errors);
 }
 
 /// The `commbench` binary under test.

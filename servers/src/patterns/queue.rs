@@ -17,7 +17,7 @@ use super::long_poll::wait_from;
 use crate::{
     app::AppState,
     error::AppError,
-    extract::{Body, ValidPath, ValidQuery},
+    extract::{json_object, Body, ValidPath, ValidQuery},
     metrics::PatternKind,
     queue::{self, Lane, NewJob, QueueName},
     topic::TopicName,
@@ -69,8 +69,7 @@ fn new_job(body: &[u8], max_work_ms: u64) -> Result<NewJob, AppError> {
     let parsed: EnqueueBody = if body.iter().all(u8::is_ascii_whitespace) {
         EnqueueBody::default()
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| AppError::BadBody(format!("job body is not valid: {e}")))?
+        json_object(body).map_err(|e| AppError::BadBody(format!("job body is not valid: {e}")))?
     };
     let lane = match parsed.lane.as_deref() {
         None => Lane::Normal,
@@ -210,8 +209,8 @@ async fn ack(
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::Queue);
     let (queue, id) = job_path(raw)?;
-    let body: AckBody = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadBody(format!("ack body is not valid: {e}")))?;
+    let body: AckBody =
+        json_object(&body).map_err(|e| AppError::BadBody(format!("ack body is not valid: {e}")))?;
     let outcome = queue::workers::complete(&state, &queue, &id, &body.lease).await?;
     Ok(Json(json!({
         "id": outcome.job.id,
@@ -253,6 +252,9 @@ mod tests {
             br#"{"notify":"a b"}"#,
             br#"{"extra":1}"#,
             b"{",
+            br#"["premium",5]"#,
+            b"[]",
+            b"null",
         ] {
             let err = new_job(bad, 10).err();
             assert!(

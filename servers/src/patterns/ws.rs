@@ -30,6 +30,7 @@ use crate::{
     app::AppState,
     bus::{BusError, Delivery},
     error::{error_json, AppError},
+    extract::json_object,
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
     ws_close::{perform, small_buffers, text_or_step, Step},
@@ -181,6 +182,7 @@ impl Session {
             };
             if !perform(
                 &mut sink,
+                &mut incoming,
                 step,
                 send_timeout,
                 &metrics,
@@ -200,7 +202,7 @@ impl Session {
             Ok(text) => text,
             Err(step) => return step,
         };
-        match serde_json::from_str::<Control>(&text) {
+        match json_object::<Control>(text.as_bytes()) {
             Ok(control) => self.on_control(control).await,
             Err(error) => self.error(
                 RejectReason::BadMessage,

@@ -6,6 +6,7 @@ mod ids;
 mod lane;
 mod memory;
 mod redis;
+mod redis_lost;
 mod redis_spool;
 mod redis_wake;
 pub(crate) mod redis_wire;
@@ -49,6 +50,12 @@ pub enum QueueError {
     QueueFull { queue: String, limit: usize },
     #[error("no job `{id}` in queue `{queue}` (never enqueued, or forgotten)")]
     UnknownJob { queue: String, id: String },
+    /// Accepted by this instance, then lost unfinished when Redis lost its data.
+    #[error(
+        "job `{id}` in queue `{queue}` was accepted, but Redis lost its data before the job \
+         finished; it will not run: submit it again"
+    )]
+    JobLost { queue: String, id: String },
     #[error("lease `{lease}` is malformed (expected `<attempt>.<token>` as returned by take)")]
     BadLease { lease: String },
     #[error("lease `{lease}` was not issued for job `{id}`")]

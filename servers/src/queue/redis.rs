@@ -3,7 +3,8 @@
 //! on a pub/sub notification from any instance, with a bounded fallback poll (also how idle takers
 //! notice expired leases, which are reclaimed by the next take). Commands go over the self-recovering
 //! [`Link`] the queue shares with the Redis bus: while Redis is down they answer 503 at once, except
-//! enqueues, which are spooled and replayed in order (`redis_spool.rs`).
+//! enqueues, which are spooled and replayed in order (`redis_spool.rs`). When Redis comes back without
+//! its data, the accepted jobs it lost unfinished are counted and answered as lost (`redis_lost.rs`).
 
 use std::{
     collections::HashMap,
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::DropGuard;
 
 use super::{
+    redis_lost::Accepted,
     redis_spool::{Enqueuer, PendingJob},
     redis_wake::Wakers,
     redis_wire as wire,
@@ -27,10 +29,10 @@ use super::{
 use crate::{
     metrics::Metrics,
     redis::{
-        link::{Conn, LinkDown, LinkShare},
+        link::{Conn, Link, LinkDown, LinkShare},
         pubsub,
     },
-    spool::SpoolLimits,
+    spool::{Failure, SpoolLimits},
 };
 
 /// Idle takers retry this often (expired leases are only reclaimed by a take).
@@ -39,6 +41,10 @@ const TAKE_POLL: Duration = Duration::from_millis(250);
 const CLAIM_ROUNDS: usize = 4;
 /// Handle long polls re-read the status this often in case a notification was missed.
 const STATUS_POLL: Duration = Duration::from_secs(1);
+/// Jobs one round trip of the check after a data loss looks for.
+const CHECK_BATCH: usize = 512;
+/// Lost job ids quoted in the warning after a data loss.
+const QUOTED: usize = 5;
 
 /// [`JobQueue`] over a Redis server shared by every instance. Stats are global (from Redis); the
 /// lane policy's state and the Prometheus counters are per instance.
@@ -53,6 +59,7 @@ pub struct RedisQueue {
     ack: Script,
     locals: Mutex<HashMap<QueueName, Local>>,
     wakers: Arc<Wakers>,
+    accepted: Arc<Accepted>,
     /// Ends the notification listener and the enqueue replay when the queue is dropped.
     _tasks: DropGuard,
 }
@@ -94,14 +101,33 @@ impl RedisQueue {
     ) -> Self {
         let wakers = Arc::new(Wakers::new(config.max_queues));
         let stop = link.child_stop();
-        let dispatch = wakers.clone();
+        // As many unfinished jobs as one queue may hold, over all queues this instance fed.
+        let accepted = Arc::new(Accepted::new(config.max_queued_jobs));
+        let (dispatch, finished) = (wakers.clone(), accepted.clone());
         tokio::spawn(pubsub::follow(
             link.client().clone(),
             wire::EVENTS,
-            move |message| dispatch.dispatch(message),
+            move |message| {
+                if let Some(handle) = message.strip_prefix("d ") {
+                    finished.finished(handle);
+                }
+                dispatch.dispatch(message);
+            },
             stop.clone(),
         ));
-        let enqueuer = Enqueuer::start(link.link(), config, metrics.clone(), spool, stop.clone());
+        let enqueuer = Enqueuer::start(
+            link.link(),
+            config,
+            metrics.clone(),
+            spool,
+            accepted.clone(),
+            stop.clone(),
+        );
+        let checking = (link.link(), accepted.clone(), metrics.clone());
+        link.link().on_data_loss(stop.clone(), move || {
+            let (link, accepted, metrics) = checking.clone();
+            async move { count_lost(&link, &accepted, &metrics).await }
+        });
         Self {
             link,
             config,
@@ -112,6 +138,7 @@ impl RedisQueue {
             ack: Script::new(wire::ACK),
             locals: Mutex::new(HashMap::new()),
             wakers,
+            accepted,
             _tasks: stop.drop_guard(),
         }
     }
@@ -245,10 +272,27 @@ impl RedisQueue {
             .query_async(&mut conn.inner.clone())
             .await
             .map_err(|e| self.failed(&conn, e))?;
-        wire::job_view(queue, id, &hash).ok_or_else(|| QueueError::UnknownJob {
-            queue: queue.as_str().to_owned(),
-            id: id.to_owned(),
-        })
+        let view = wire::job_view(queue, id, &hash).ok_or_else(|| self.unknown(queue, id))?;
+        if view.status == super::JobState::Done {
+            self.accepted.finished(&wire::handle(queue, id));
+        }
+        Ok(view)
+    }
+
+    /// Why a job is not in Redis: lost with Redis's data (when this instance accepted it), or unknown.
+    fn unknown(&self, queue: &QueueName, id: &str) -> QueueError {
+        let (queue_name, id) = (queue.as_str().to_owned(), id.to_owned());
+        if self.accepted.is_lost(queue, &id) {
+            QueueError::JobLost {
+                queue: queue_name,
+                id,
+            }
+        } else {
+            QueueError::UnknownJob {
+                queue: queue_name,
+                id,
+            }
+        }
     }
 }
 
@@ -278,7 +322,7 @@ impl JobQueue for RedisQueue {
         wait: Duration,
     ) -> Result<JobView, QueueError> {
         let deadline = Instant::now() + wait;
-        let waiter = self.wakers.job(format!("{} {id}", queue.as_str()));
+        let waiter = self.wakers.job(wire::handle(queue, id));
         loop {
             let notified = waiter.notify.notified();
             tokio::pin!(notified);
@@ -351,10 +395,7 @@ impl JobQueue for RedisQueue {
             return Err(malformed("ack", &reply));
         };
         match items.first().and_then(wire::int) {
-            Some(-1) => Err(QueueError::UnknownJob {
-                queue: queue.as_str().to_owned(),
-                id: id.to_owned(),
-            }),
+            Some(-1) => Err(self.unknown(queue, id)),
             Some(-2) => Err(QueueError::LeaseMismatch {
                 id: id.to_owned(),
                 lease: lease.to_owned(),
@@ -364,12 +405,14 @@ impl JobQueue for RedisQueue {
                 let job =
                     wire::job_view(queue, id, &hash).ok_or_else(|| malformed("ack", &reply))?;
                 let duplicate = dup == 1;
+                self.accepted.finished(&wire::handle(queue, id));
                 if duplicate {
                     self.metrics.queue.duplicate();
                 } else {
                     self.metrics.queue.completed(job.lane);
                     // This instance's handle waiters need not wait for the pub/sub round trip.
-                    self.wakers.dispatch(&format!("d {} {id}", queue.as_str()));
+                    self.wakers
+                        .dispatch(&format!("d {}", wire::handle(queue, id)));
                 }
                 Ok(AckOutcome { duplicate, job })
             }
@@ -398,4 +441,45 @@ impl JobQueue for RedisQueue {
             duplicates: get("duplicates"),
         })
     }
+}
+
+/// The check after Redis lost its data: which of the jobs this instance accepted, unfinished, are
+/// gone from Redis. They are counted, logged and from then on answered 410 `job_lost`. Jobs Redis
+/// took after the loss (e.g. replayed from the outage spool) are still there and are not lost.
+async fn count_lost(link: &Link, accepted: &Accepted, metrics: &Metrics) -> Result<(), Failure> {
+    let unfinished = accepted.unfinished();
+    let mut gone = Vec::new();
+    for chunk in unfinished.chunks(CHECK_BATCH) {
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::with_capacity(chunk.len());
+        for handle in chunk {
+            if let Some(key) = wire::job_key_of(handle) {
+                pipe.cmd("EXISTS").arg(key);
+                asked.push(handle);
+            }
+        }
+        let exists: Vec<bool> = link.query(&pipe).await?;
+        gone.extend(
+            asked
+                .into_iter()
+                .zip(exists)
+                .filter(|(_, exists)| !exists)
+                .map(|(handle, _)| handle.clone()),
+        );
+    }
+    let losses = accepted.lost(gone);
+    let count = losses.lost.len();
+    metrics.queue.lost(count as u64);
+    if count > 0 || losses.untracked > 0 {
+        let quoted: Vec<_> = losses.lost.iter().take(QUOTED).collect();
+        tracing::warn!(
+            lost = count,
+            checked = unfinished.len(),
+            untracked = losses.untracked,
+            ?quoted,
+            "redis lost queue jobs this instance had accepted and not seen finish; their status \
+             answers 410 job_lost (untracked: beyond the tracking bound, not checked)"
+        );
+    }
+    Ok(())
 }

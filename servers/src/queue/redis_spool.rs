@@ -8,7 +8,10 @@ use std::sync::Arc;
 use redis::{Script, ScriptInvocation};
 use tokio_util::sync::CancellationToken;
 
-use super::{redis_wire as wire, JobState, JobView, NewJob, QueueConfig, QueueError, QueueName};
+use super::{
+    redis_lost::Accepted, redis_wire as wire, JobState, JobView, NewJob, QueueConfig, QueueError,
+    QueueName,
+};
 use crate::{
     metrics::Metrics,
     redis::link::Link,
@@ -65,6 +68,8 @@ pub struct Enqueuer {
     config: QueueConfig,
     metrics: Arc<Metrics>,
     replayer: Replayer<PendingJob>,
+    /// Every job Redis takes is tracked until it finishes, so a loss of Redis's data is noticed.
+    accepted: Arc<Accepted>,
 }
 
 impl Enqueuer {
@@ -74,9 +79,10 @@ impl Enqueuer {
         config: QueueConfig,
         metrics: Arc<Metrics>,
         limits: SpoolLimits,
+        accepted: Arc<Accepted>,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let enqueuer = Arc::new(Self::new(link, config, metrics, limits));
+        let enqueuer = Arc::new(Self::new(link, config, metrics, limits, accepted));
         let replaying = enqueuer.clone();
         tokio::spawn(async move { replaying.replayer.run(&*replaying, stop).await });
         enqueuer
@@ -87,6 +93,7 @@ impl Enqueuer {
         config: QueueConfig,
         metrics: Arc<Metrics>,
         limits: SpoolLimits,
+        accepted: Arc<Accepted>,
     ) -> Self {
         let counters = metrics.redis.enqueue_spool.clone();
         Self {
@@ -95,6 +102,7 @@ impl Enqueuer {
             config,
             metrics,
             replayer: Replayer::new(limits, counters),
+            accepted,
         }
     }
 
@@ -106,7 +114,7 @@ impl Enqueuer {
             match self.link.invoke(&self.invocation(&pending)).await {
                 Ok(code) => {
                     self.outcome(&pending, code)?;
-                    self.metrics.queue.submitted(pending.job.lane);
+                    self.applied(&pending);
                     return Ok(pending.view(false));
                 }
                 Err(Failure::Refused(detail)) => return Err(QueueError::Unavailable(detail)),
@@ -193,9 +201,10 @@ impl Replay for Enqueuer {
         self.link.wait_up().await;
     }
 
-    /// Counted where a direct enqueue is: when Redis takes it.
+    /// Counted and tracked where a direct enqueue is: when Redis takes it.
     fn applied(&self, pending: &PendingJob) {
         self.metrics.queue.submitted(pending.job.lane);
+        self.accepted.enqueued(&pending.queue, &pending.id);
     }
 
     fn describe(pending: &PendingJob) -> String {
@@ -224,7 +233,13 @@ mod tests {
             bytes: 1000,
         };
         // No replay task: the test drains the spool itself.
-        let enqueuer = Enqueuer::new(link.link(), config, metrics.clone(), limits);
+        let enqueuer = Enqueuer::new(
+            link.link(),
+            config,
+            metrics.clone(),
+            limits,
+            Arc::new(Accepted::new(10)),
+        );
         let pending = |id: &str, queue: &str| PendingJob {
             queue: QueueName::parse(queue).unwrap(),
             id: id.to_owned(),

@@ -30,6 +30,20 @@ pub fn job_prefix(queue: &QueueName) -> String {
     format!("cb:q:{}:job:", queue.as_str())
 }
 
+/// A job's handle `{queue} {id}`, as completion notifications (`d {queue} {id}`) name it.
+pub fn handle(queue: &QueueName, id: &str) -> String {
+    format!("{} {id}", queue.as_str())
+}
+
+/// The hash key of the job a handle names, or `None` for a malformed handle.
+pub fn job_key_of(handle: &str) -> Option<String> {
+    let (queue, id) = handle.split_once(' ')?;
+    Some(format!(
+        "{}{id}",
+        job_prefix(&QueueName::parse(queue).ok()?)
+    ))
+}
+
 /// Claims the queue name, refuses a full queue, appends the job to its lane and writes its hash.
 /// Returns 0, 1 when the job already exists (a replay of an enqueue whose answer was lost), -1 at the
 /// queue limit, -2 when the queue is full.

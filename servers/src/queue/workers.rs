@@ -1,7 +1,13 @@
 //! In-server workers (`--workers N` on `--worker-queue`) and the one completion path shared with the
 //! HTTP ack route: acknowledge, then announce the first completion on the job's `notify` topic.
 
-use std::{sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use super::{AckOutcome, QueueError, QueueName};
 use crate::app::AppState;
@@ -34,14 +40,43 @@ pub async fn complete(
 
 /// Starts `config.workers` worker tasks; they stop when the server shuts down.
 pub fn spawn(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let outage = Arc::new(Outage::default());
     (0..state.config.workers)
-        .map(|n| tokio::spawn(work(state.clone(), format!("server-{n}"))))
+        .map(|n| tokio::spawn(work(state.clone(), format!("server-{n}"), outage.clone())))
         .collect()
+}
+
+/// What the workers of one server say about failing takes: one warning when takes start failing
+/// (e.g. Redis is down) and one line when they work again, however many workers retry meanwhile.
+#[derive(Default)]
+struct Outage {
+    failing: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl Outage {
+    fn failed(&self, error: &QueueError, worker: &str) {
+        self.failures.fetch_add(1, Relaxed);
+        if !self.failing.swap(true, Relaxed) {
+            tracing::warn!(
+                %error,
+                worker,
+                "queue takes failing; the workers retry every {RETRY_PAUSE:?} and say when they work again"
+            );
+        }
+    }
+
+    fn worked(&self) {
+        if self.failing.swap(false, Relaxed) {
+            let failures = self.failures.swap(0, Relaxed);
+            tracing::info!(failures, "queue takes work again");
+        }
+    }
 }
 
 /// Take, sleep the job's `work_ms`, ack; until shutdown. A job interrupted by shutdown is not acked,
 /// so (with Redis) another instance gets it after the visibility timeout.
-async fn work(state: AppState, name: String) {
+async fn work(state: AppState, name: String, outage: Arc<Outage>) {
     let queue = state.config.worker_queue.clone();
     let shutdown = state.shutdown.clone();
     loop {
@@ -49,11 +84,14 @@ async fn work(state: AppState, name: String) {
             taken = state.queue.take(&queue, &name, TAKE_WAIT) => taken,
             () = shutdown.cancelled() => return,
         };
+        if taken.is_ok() {
+            outage.worked();
+        }
         let job = match taken {
             Ok(Some(job)) => job,
             Ok(None) => continue,
             Err(error) => {
-                tracing::warn!(%error, worker = name, "take failed; retrying");
+                outage.failed(&error, &name);
                 tokio::select! {
                     () = tokio::time::sleep(RETRY_PAUSE) => continue,
                     () = shutdown.cancelled() => return,

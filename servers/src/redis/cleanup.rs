@@ -1,7 +1,8 @@
 //! Tidying a shared Redis after a run: the topic claims, sequence counters and streams of the given
 //! topics and the lane streams, stats and name claims of the given queues are removed, so runs
 //! against one long-lived Redis (`commbench run --bus-url`) never pile up towards `--max-topics` or
-//! `--max-queues`. Job hashes are left to expire (`--queue-retention`).
+//! `--max-queues`. Job hashes are left to expire (`--queue-retention`); the data epoch (`epoch.rs`) stays,
+//! since every instance on this Redis reads it and its removal would look like a loss of the data.
 
 use crate::{
     bus::redis::wire,

@@ -1,27 +1,31 @@
 //! The shared Redis connection and its recovery: handed out while Redis answers; once a command fails
 //! because Redis is unreachable, one background task reconnects with jittered exponential backoff, so
-//! a restarted Redis is picked up again (a `MultiplexedConnection` never reconnects by itself). One
+//! a restarted Redis is picked up again (a `MultiplexedConnection` never reconnects by itself). Every
+//! connect and health check also reads Redis's data epoch (`epoch.rs`), so a Redis that came back
+//! without its data is noticed and its owners repair what they can ([`Link::on_data_loss`]). One
 //! link per server instance, owned jointly by its Redis bus and Redis queue ([`LinkShare`]).
 
 use std::{
+    future::Future,
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::Duration,
 };
 
 use redis::{
-    aio::MultiplexedConnection, AsyncConnectionConfig, FromRedisValue, RedisError, Script,
-    ScriptInvocation,
+    aio::MultiplexedConnection, AsyncConnectionConfig, FromRedisValue, Pipeline, RedisError,
+    Script, ScriptInvocation,
 };
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::epoch::Epoch;
 use crate::{backoff::Backoff, metrics::RedisCounters, spool::Failure};
 
 /// Bound on connecting and on every ordinary command, so a stalled Redis becomes a 503 (or a spooled
 /// publish), never a hang.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle healthy link checks that Redis still answers, so an outage is noticed (and
-/// logged) and a restart picked up even when no request happens to fail.
+/// How often an idle healthy link checks that Redis still answers (and still holds its data), so an
+/// outage is noticed (and logged) and a restart picked up even when no request happens to fail.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
 /// True for failures that mean "Redis is not reachable right now" (refused, dropped, timed out,
@@ -56,6 +60,7 @@ pub struct Link {
     generation: std::sync::atomic::AtomicU64,
     up: watch::Sender<bool>,
     broken: Notify,
+    epoch: Epoch,
     counters: Arc<RedisCounters>,
     stop: CancellationToken,
 }
@@ -97,7 +102,9 @@ impl Link {
         counters: Arc<RedisCounters>,
     ) -> Result<LinkShare, RedisError> {
         let stop = CancellationToken::new();
-        let first = open_checked(&client).await?;
+        let epoch = Epoch::default();
+        let (first, seen) = open_checked(&client, &epoch).await?;
+        epoch.observe(seen, &counters);
         let link = Arc::new(Self {
             client,
             current: Mutex::new(Some(Conn {
@@ -107,6 +114,7 @@ impl Link {
             generation: std::sync::atomic::AtomicU64::new(0),
             up: watch::Sender::new(true),
             broken: Notify::new(),
+            epoch,
             counters,
             stop,
         });
@@ -189,6 +197,55 @@ impl Link {
             .map_err(|error| self.failure(&conn, &error))
     }
 
+    /// Runs `pipe` on the current connection, classifying a failure like [`invoke`](Self::invoke).
+    pub async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
+        let conn = self.get().map_err(not_sent)?;
+        pipe.query_async(&mut conn.inner.clone())
+            .await
+            .map_err(|error| self.failure(&conn, &error))
+    }
+
+    /// Runs `repair` after every loss of Redis's data this link notices, until `stop`: again after
+    /// Redis answers (paced by backoff) while it fails with an outage, given up with a warning when
+    /// Redis refuses it. Losses noticed while it runs are covered by one more run.
+    pub fn on_data_loss<F, Fut>(self: &Arc<Self>, stop: CancellationToken, repair: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), Failure>> + Send,
+    {
+        let link = self.clone();
+        let mut losses = self.epoch.losses();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = losses.changed() => if changed.is_err() { return },
+                }
+                losses.borrow_and_update();
+                let mut backoff = Backoff::new();
+                loop {
+                    match repair().await {
+                        Ok(()) => break,
+                        Err(Failure::Refused(detail)) => {
+                            tracing::warn!(%detail, "redis refused the repair after its data loss");
+                            break;
+                        }
+                        Err(Failure::Outage { .. }) => {
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                () = link.wait_up() => {}
+                            }
+                            tokio::select! {
+                                () = stop.cancelled() => return,
+                                () = tokio::time::sleep(backoff.next_wait()) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Runs invocations of `script` in one pipeline, in order; one answer each.
     pub async fn invoke_batch<T: FromRedisValue>(
         &self,
@@ -239,20 +296,25 @@ fn not_sent(down: LinkDown) -> Failure {
     }
 }
 
-/// Connects and checks that Redis answers (not just accepts: a restarting Redis may still load).
-async fn open_checked(client: &redis::Client) -> Result<MultiplexedConnection, RedisError> {
+/// Connects and checks that Redis answers (not just accepts: a restarting Redis may still load);
+/// returns the connection and Redis's data epoch.
+async fn open_checked(
+    client: &redis::Client,
+    epoch: &Epoch,
+) -> Result<(MultiplexedConnection, String), RedisError> {
     let settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
     let mut connection = client
         .get_multiplexed_async_connection_with_config(&settings)
         .await?;
-    let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-    Ok(connection)
+    let seen = epoch.read(&mut connection).await?;
+    Ok((connection, seen))
 }
 
-/// While up: a PING every [`HEALTH_CHECK`] (or a wake-up from [`Link::failed`]). While down: one
-/// reconnect attempt per backoff step, counted, until Redis answers.
+/// While up: an epoch read every [`HEALTH_CHECK`] (or a wake-up from [`Link::failed`]). While down:
+/// one reconnect attempt per backoff step, counted, until Redis answers; a changed epoch is announced
+/// before the new connection is handed out.
 async fn recover(link: Arc<Link>) {
     let mut backoff = Backoff::new();
     let mut attempts = 0u64;
@@ -262,10 +324,11 @@ async fn recover(link: Arc<Link>) {
                 () = link.stop.cancelled() => return,
                 () = link.broken.notified() => {}
                 () = tokio::time::sleep(HEALTH_CHECK) => {
-                    let ping: Result<String, _> =
-                        redis::cmd("PING").query_async(&mut conn.inner.clone()).await;
-                    if let Err(error) = ping {
-                        link.failed(&conn, &error);
+                    match link.epoch.read(&mut conn.inner.clone()).await {
+                        Ok(seen) => link.epoch.observe(seen, &link.counters),
+                        Err(error) => {
+                            link.failed(&conn, &error);
+                        }
                     }
                 }
             }
@@ -275,10 +338,11 @@ async fn recover(link: Arc<Link>) {
         link.counters.reconnect_attempts.fetch_add(1, Relaxed);
         let attempt = tokio::select! {
             () = link.stop.cancelled() => return,
-            attempt = open_checked(&link.client) => attempt,
+            attempt = open_checked(&link.client, &link.epoch) => attempt,
         };
         match attempt {
-            Ok(connection) => {
+            Ok((connection, seen)) => {
+                link.epoch.observe(seen, &link.counters);
                 link.install(connection);
                 tracing::info!(attempts, "redis is reachable again");
                 backoff.reset();

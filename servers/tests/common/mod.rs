@@ -6,6 +6,10 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod child;
+pub mod gql_ws;
+pub mod raw_http;
+
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
@@ -575,4 +579,17 @@ pub fn metric(server: &ServerHandle, name: &str) -> i64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Two servers on `redis` and, on the second, a live SSE stream and a WebSocket subscription of topic
+/// `t` from its start: what the broker-failure tests watch while the first one publishes.
+pub async fn redis_pair_watching_t(
+    redis: &commbench_servers::redis_server::RedisServer,
+) -> (ServerHandle, ServerHandle, SseStream, Ws) {
+    let a = redis_instance(redis, |_| {}).await;
+    let b = redis_instance(redis, |_| {}).await;
+    let (sse, _) = sse_subscribe(&client(), &format!("{}/sse/t?after=0", b.url()), &[]).await;
+    let mut ws = ws_connect(&b).await;
+    ws_subscribe(&mut ws, "t", Some(0)).await;
+    (a, b, sse, ws)
 }

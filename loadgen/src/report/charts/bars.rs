@@ -2,7 +2,10 @@
 
 use plotters::{coord::Shift, prelude::*};
 
-use super::{err, text, text_left, zero_range, AXIS, TICKS, TITLE};
+use super::{
+    canvas::{ChartBackend, Tip},
+    err, text, text_left, zero_range, AXIS, TICKS, TITLE,
+};
 use crate::report::fmt;
 
 /// One bar.
@@ -26,7 +29,7 @@ pub struct CellBars<const N: usize> {
 
 /// Draws `panels` (caption, unit) side by side under `title`, panel `i` showing every cell's
 /// `values[i]`.
-pub fn draw_panels<DB: DrawingBackend, const N: usize>(
+pub fn draw_panels<DB: ChartBackend, const N: usize>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     panels: [(&str, &str); N],
@@ -51,8 +54,14 @@ pub fn draw_panels<DB: DrawingBackend, const N: usize>(
 /// Pixels of height per bar (plus the axes), for sizing images.
 pub const ROW_HEIGHT: u32 = 46;
 
-/// Draws `rows` in `area` with `caption` above and `unit` under the x axis.
-pub fn draw_panel<DB: DrawingBackend>(
+/// The size of an image of `width` pixels showing `bars` bars per panel.
+pub fn size(width: u32, bars: usize) -> (u32, u32) {
+    (width, 200 + ROW_HEIGHT * bars as u32)
+}
+
+/// Draws `rows` in `area` with `caption` above and `unit` under the x axis; hovering a row shows
+/// its value (SVG).
+pub fn draw_panel<DB: ChartBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     unit: &str,
@@ -62,15 +71,21 @@ pub fn draw_panel<DB: DrawingBackend>(
     if n == 0 {
         return Ok(());
     }
-    // Room on the right for the value labels.
+    // Room on the right for the value labels, on the left for the longest cell label.
     let x_max = zero_range(rows.iter().filter_map(|r| r.value)) * 1.15;
+    let longest = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let label_area = (longest as u32 * 9 + 20).clamp(190, 400);
     // `0..n-1` segmented has n segments; slot i (from the bottom) holds row n − 1 − i, so the
     // first row is at the top.
     let mut chart = ChartBuilder::on(area)
         .caption(caption, text(AXIS + 1))
         .margin(15)
         .x_label_area_size(55)
-        .y_label_area_size(190)
+        .y_label_area_size(label_area)
         .build_cartesian_2d(0.0..x_max, (0..n - 1).into_segmented())
         .map_err(err)?;
     let label_of = |y: &SegmentValue<usize>| match y {
@@ -113,8 +128,15 @@ pub fn draw_panel<DB: DrawingBackend>(
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at((row.value.unwrap_or(0.0), SegmentValue::CenterOf(slot)))
-                    + Text::new(label, (6, 0), text_left(TICKS)),
+                    + Text::new(label.clone(), (6, 0), text_left(TICKS)),
             ))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(Tip::area(
+                (0.0, SegmentValue::Exact(slot)),
+                (x_max, top(slot)),
+                format!("{} — {caption}: {label} ({unit})", row.label),
+            )))
             .map_err(err)?;
     }
     Ok(())
@@ -125,7 +147,10 @@ mod tests {
     use super::*;
     use crate::{
         pattern::Pattern,
-        report::charts::{palette::pattern_color, test_util::ink},
+        report::charts::{
+            palette::pattern_color,
+            test_util::{ink, svg_titles},
+        },
     };
 
     #[test]
@@ -153,5 +178,14 @@ mod tests {
         let (inked, distinct) = ink((600, 300), |root| draw_panel(root, "CPU", "µs", &rows));
         assert!(inked > 8_000, "{inked}");
         assert!(distinct > 10, "{distinct}");
+        let titles = svg_titles((600, 300), |root| draw_panel(root, "CPU", "µs", &rows));
+        assert_eq!(
+            titles,
+            [
+                "sse — CPU: 40 (µs)",
+                "ws ! — CPU: 55 (µs)",
+                "poll-url — CPU: n/a (µs)"
+            ]
+        );
     }
 }

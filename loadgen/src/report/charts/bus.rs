@@ -5,6 +5,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
     chart::Chart,
     palette::{pattern_color, shade},
 };
@@ -71,13 +72,10 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
 }
 
 pub fn size(input: &Input) -> (u32, u32) {
-    (1600, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1600, input.bars.len())
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title =
         "In-process bus (1 server) vs Redis (N servers): the same pattern, clients and rate";
     bars::draw_panels(root, title, PANELS, &input.bars)

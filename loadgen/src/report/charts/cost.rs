@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, CellBars},
+    canvas::ChartBackend,
     chart::Chart,
     palette::SeriesColors,
 };
@@ -80,13 +81,10 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
 
 /// Image size: taller with more bars.
 pub fn size(input: &Input) -> (u32, u32) {
-    (1800, 200 + bars::ROW_HEIGHT * input.bars.len() as u32)
+    bars::size(1800, input.bars.len())
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Cost per delivered event at {} clients (request-response: per response; ! hollow = flagged cell)",
         input.clients

@@ -7,7 +7,11 @@ use plotters::{
 };
 
 use super::{
-    chart::Chart, err, log_keys, log_range, marker, palette::SeriesColors, text, AXIS, TICKS, TITLE,
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
+    err, log_keys, log_range, marker,
+    palette::SeriesColors,
+    text, AXIS, TICKS, TITLE,
 };
 use crate::{
     pattern::Pattern,
@@ -73,6 +77,14 @@ impl Cost {
         match self {
             Cost::CpuPerEvent => "server CPU per delivered event, µs (log scale)",
             Cost::BytesPerEvent => "bytes on the wire per delivered event (log scale)",
+        }
+    }
+
+    /// A value of this cost in words: `18.3 µs of server CPU per event`.
+    pub fn describe(self, value: f64) -> String {
+        match self {
+            Cost::CpuPerEvent => format!("{} µs of server CPU per event", fmt::num(value)),
+            Cost::BytesPerEvent => format!("{} B per event", fmt::num(value)),
         }
     }
 }
@@ -169,10 +181,7 @@ fn place_label(at: (i32, i32), size: (i32, i32), bounds: Rect, taken: &[Rect]) -
         .unwrap_or((rect(&candidates[0]), HPos::Left))
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Trade-off frontier at {} clients: cost vs p99 latency (lower left is better; ! hollow = flagged)",
         input.clients
@@ -232,6 +241,17 @@ pub fn draw<DB: DrawingBackend>(
                 .map(|p| marker((p.x, p.p99_ms), p.color, p.flagged)),
         )
         .map_err(err)?;
+    chart
+        .draw_series(input.points.iter().map(|p| {
+            let title = format!(
+                "{}: {}, p99 {} ms",
+                p.label,
+                input.cost.describe(p.x),
+                fmt::num(p.p99_ms)
+            );
+            Tip::point((p.x, p.p99_ms), 9, title)
+        }))
+        .map_err(err)?;
     // Labels, placed clear of the points and of each other, in backend pixels.
     let style = text(TICKS + 1);
     let (x_px, y_px) = chart.plotting_area().get_pixel_range();
@@ -264,7 +284,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::report::charts::{
+        palette::pattern_color,
+        test_util::{ink, svg_titles},
+    };
 
     #[test]
     fn labels_avoid_each_other() {
@@ -304,5 +327,8 @@ mod tests {
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));
         assert!(inked > 15_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(SIZE, |root| draw(root, &input));
+        assert_eq!(titles.len(), input.points.len());
+        assert_eq!(titles[0], "sse: 40 µs of server CPU per event, p99 7 ms");
     }
 }

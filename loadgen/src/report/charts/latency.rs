@@ -3,8 +3,11 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    chart::Chart, draw_legend, err, log_keys, log_range, palette::SeriesColors, text, LegendEntry,
-    AXIS, TICKS, TITLE,
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
+    draw_legend, err, log_keys, log_range,
+    palette::SeriesColors,
+    text, LegendEntry, AXIS, TICKS, TITLE,
 };
 use crate::report::{
     cells::{self, Labeler},
@@ -108,10 +111,21 @@ pub fn percentile_label(inverse: f64) -> String {
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+/// The percentiles (as `1/(1−p)`) a curve's hover titles name: 50%, 90%, 99%, … 99.999%.
+const TIP_KEYS: [f64; 6] = [2.0, 10.0, 100.0, 1e3, 1e4, 1e5];
+
+/// A curve's points at [`TIP_KEYS`]: the first point at or beyond each.
+fn tip_points(curve: &Curve) -> Vec<(f64, (f64, f64))> {
+    TIP_KEYS
+        .iter()
+        .filter_map(|key| {
+            let point = curve.points.iter().find(|p| p.0 >= key * 0.999)?;
+            Some((*key, *point))
+        })
+        .collect()
+}
+
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let title = format!(
         "Latency by percentile at {} clients (delivery: publish → client; request-response: round trip)",
         input.clients
@@ -174,6 +188,17 @@ pub fn draw<DB: DrawingBackend>(
                 .draw_series(LineSeries::new(curve.points.iter().copied(), style))
                 .map_err(err)?;
         }
+        chart
+            .draw_series(tip_points(curve).into_iter().map(|(key, point)| {
+                let title = format!(
+                    "{}: p{} {} ms",
+                    curve.label,
+                    percentile_label(key).trim_end_matches('%'),
+                    crate::report::fmt::num(point.1)
+                );
+                Tip::point(point, 8, title)
+            }))
+            .map_err(err)?;
         entries.push(LegendEntry {
             label: curve.label.clone(),
             color: curve.color,
@@ -192,7 +217,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::report::charts::{
+        palette::pattern_color,
+        test_util::{ink, svg_titles},
+    };
 
     #[test]
     fn percentile_labels() {
@@ -220,5 +248,16 @@ mod tests {
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));
         assert!(inked > 20_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(SIZE, |root| draw(root, &input));
+        assert_eq!(
+            titles[..4],
+            [
+                "sse: p50 3.9 ms",
+                "sse: p90 6 ms",
+                "sse: p99 9 ms",
+                "sse: p99.9 12 ms"
+            ]
+        );
+        assert_eq!(titles.len(), 8, "{titles:?}");
     }
 }

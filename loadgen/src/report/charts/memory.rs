@@ -4,6 +4,7 @@ use plotters::{coord::Shift, prelude::*};
 
 use super::{
     bars::{self, BarRow},
+    canvas::{ChartBackend, Tip},
     chart::Chart,
     draw_legend, err, marker,
     palette::SeriesColors,
@@ -89,10 +90,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
     })
 }
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let root = root
         .titled(
             "Server memory per connection (peak RSS ÷ peak connections)",
@@ -170,6 +168,17 @@ pub fn draw<DB: DrawingBackend>(
                     .map(|p| marker((p.0, p.1), line.color, p.2)),
             )
             .map_err(err)?;
+        chart
+            .draw_series(line.points.iter().map(|p| {
+                let title = format!(
+                    "{} at {} clients: {} KiB per connection",
+                    line.label,
+                    p.0,
+                    fmt::num(p.1)
+                );
+                Tip::point((p.0, p.1), 9, title)
+            }))
+            .map_err(err)?;
     }
     let entries: Vec<LegendEntry> = input
         .lines
@@ -188,7 +197,10 @@ mod tests {
     use super::*;
     use crate::{
         pattern::Pattern,
-        report::charts::{palette::pattern_color, test_util::ink},
+        report::charts::{
+            palette::pattern_color,
+            test_util::{ink, svg_titles},
+        },
     };
 
     #[test]
@@ -212,5 +224,15 @@ mod tests {
         let (inked, distinct) = ink(size(&input), |root| draw(root, &input));
         assert!(inked > 15_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(size(&input), |root| draw(root, &input));
+        assert_eq!(
+            titles,
+            [
+                "sse — at 50 clients (one client count; includes the server's baseline RSS; ! \
+                 hollow = flagged): 284 (server RSS per connection, KiB)",
+                "ws ! — at 50 clients (one client count; includes the server's baseline RSS; ! \
+                 hollow = flagged): 399 (server RSS per connection, KiB)"
+            ]
+        );
     }
 }

@@ -1,13 +1,17 @@
-//! PNG charts drawn with plotters and an embedded font: shared styles, legend, markers, PNG writer.
+//! Charts drawn with plotters and an embedded font, as PNG files and as inline SVG for
+//! `REPORT.html`: shared styles, legend, markers, the PNG and SVG writers.
 
 pub mod bars;
 pub mod bus;
+pub mod canvas;
+pub mod capacity;
 pub mod chart;
 pub mod cost;
 pub mod frontier;
 pub mod latency;
 pub mod memory;
 pub mod palette;
+pub mod peers;
 pub mod scaling;
 
 use std::{fmt::Display, path::Path, sync::OnceLock};
@@ -18,6 +22,7 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
+use self::canvas::{Area, Canvas, TipMark};
 use super::ReportError;
 
 /// The family name the embedded font is registered under.
@@ -71,17 +76,41 @@ pub const TICKS: u32 = 16;
 pub fn render_png(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+    draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
 ) -> Result<(), ReportError> {
     ensure_font()?;
     let chart_error = |message: String| ReportError::Chart {
         path: path.to_owned(),
         message,
     };
-    let root = BitMapBackend::new(path, size).into_drawing_area();
+    let root = Canvas::Png(BitMapBackend::new(path, size)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| chart_error(err(e)))?;
     draw(&root).map_err(chart_error)?;
     root.present().map_err(|e| chart_error(err(e)))
+}
+
+/// Draws into an SVG document (white background, `draw`, then the hover titles over it), for
+/// inlining in `REPORT.html`. Text names the chart font's generic family, so the browser renders
+/// it with its own sans-serif.
+pub fn render_svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
+) -> Result<String, String> {
+    ensure_font().map_err(err)?;
+    let mut svg = String::new();
+    let mut tips: Vec<TipMark> = Vec::new();
+    {
+        let root =
+            Canvas::Svg(SVGBackend::with_string(&mut svg, size), &mut tips).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    let end = svg
+        .rfind("</svg>")
+        .ok_or("the SVG backend wrote no closing tag")?;
+    svg.insert_str(end, &canvas::tip_layer(&tips));
+    Ok(svg)
 }
 
 /// How a legend entry or a series is drawn.
@@ -227,18 +256,21 @@ pub fn zero_range(values: impl IntoIterator<Item = f64>) -> f64 {
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Drawing into memory and checking the picture is not blank.
-    use plotters::{coord::Shift, prelude::*};
+    use plotters::prelude::*;
+
+    use super::canvas::{Area, Canvas};
 
     /// Draws with `draw` into an RGB buffer of `size` and returns the number of non-white pixels
     /// and of distinct colours.
     pub fn ink(
         size: (u32, u32),
-        draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+        draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
     ) -> (usize, usize) {
         super::ensure_font().unwrap();
         let mut buffer = vec![0_u8; (size.0 * size.1 * 3) as usize];
         {
-            let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+            let root =
+                Canvas::Png(BitMapBackend::with_buffer(&mut buffer, size)).into_drawing_area();
             root.fill(&WHITE).unwrap();
             draw(&root).unwrap();
             root.present().unwrap();
@@ -250,6 +282,28 @@ pub(crate) mod test_util {
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         (inked, distinct)
+    }
+
+    /// The hover titles of an SVG drawn by `draw`, in drawing order.
+    pub fn svg_titles(
+        size: (u32, u32),
+        draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
+    ) -> Vec<String> {
+        let svg = super::render_svg(size, draw).unwrap();
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        svg.split("<title>")
+            .skip(1)
+            .map(|t| {
+                t.split("</title>")
+                    .next()
+                    .unwrap()
+                    .replace("&#39;", "'")
+                    .replace("&quot;", "\"")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&")
+            })
+            .collect()
     }
 
     /// Width and height from a PNG file's IHDR chunk.

@@ -3,8 +3,11 @@
 use plotters::{coord::Shift, prelude::*};
 
 use super::{
-    chart::Chart, draw_legend, err, log_keys, log_range, marker, palette::SeriesColors, text,
-    zero_range, LegendEntry, AXIS, TICKS, TITLE,
+    canvas::{ChartBackend, Tip},
+    chart::Chart,
+    draw_legend, err, log_keys, log_range, marker,
+    palette::SeriesColors,
+    text, zero_range, LegendEntry, AXIS, TICKS, TITLE,
 };
 use crate::{
     pattern::Kind,
@@ -96,10 +99,7 @@ pub fn prepare(data: &RunData, labeler: &Labeler, colors: &SeriesColors) -> Resu
 
 type Getter = fn(&Point) -> Option<f64>;
 
-pub fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    input: &Input,
-) -> Result<(), String> {
+pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {
     let root = root
         .titled("Scaling with client count", text(TITLE))
         .map_err(err)?;
@@ -109,21 +109,24 @@ pub fn draw<DB: DrawingBackend>(
     let lo = input.client_counts.first().copied().unwrap_or(1) as f64;
     let hi = input.client_counts.last().copied().unwrap_or(10) as f64;
     let keys: Vec<f64> = input.client_counts.iter().map(|c| *c as f64).collect();
-    let specs: [(&str, &str, Getter, bool); 2] = [
+    // Caption, y axis, value, log scale, and the value's unit in hover titles.
+    let specs: [(&str, &str, Getter, bool, &str); 2] = [
         (
             "p99 latency",
             "p99 latency, ms (log scale)",
             |p| p.p99_ms,
             true,
+            " ms",
         ),
         (
             "Server CPU",
             "server CPU, % of one core",
             |p| p.cpu_percent,
             false,
+            "% of one core",
         ),
     ];
-    for (area, (caption, y_desc, get, log_y)) in panels.iter().zip(specs) {
+    for (area, (caption, y_desc, get, log_y, unit)) in panels.iter().zip(specs) {
         let values = input
             .lines
             .iter()
@@ -168,6 +171,18 @@ pub fn draw<DB: DrawingBackend>(
                     chart
                         .draw_series(points.iter().map(|p| marker((p.0, p.1), line.color, p.2)))
                         .map_err(err)?;
+                    chart
+                        .draw_series(points.iter().map(|p| {
+                            let title = format!(
+                                "{} at {} clients: {} {}{unit}",
+                                line.label,
+                                p.0,
+                                caption,
+                                fmt::num(p.1)
+                            );
+                            Tip::point((p.0, p.1), 9, title)
+                        }))
+                        .map_err(err)?;
                 }
             }};
         }
@@ -203,7 +218,10 @@ pub fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::charts::{palette::pattern_color, test_util::ink};
+    use crate::report::charts::{
+        palette::pattern_color,
+        test_util::{ink, svg_titles},
+    };
 
     #[test]
     fn draws_two_panels() {
@@ -227,5 +245,11 @@ mod tests {
         let (inked, distinct) = ink(SIZE, |root| draw(root, &input));
         assert!(inked > 20_000, "{inked}");
         assert!(distinct > 20, "{distinct}");
+        let titles = svg_titles(SIZE, |root| draw(root, &input));
+        assert_eq!(titles.len(), 12, "two panels of two lines of three points");
+        assert_eq!(titles[0], "sse at 100 clients: p99 latency 10 ms");
+        assert!(
+            titles.contains(&"long-poll at 5000 clients: Server CPU 50% of one core".to_owned())
+        );
     }
 }

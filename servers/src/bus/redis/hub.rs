@@ -1,7 +1,9 @@
 //! Per-instance fan-out of one Redis stream: one task per topic follows it with a blocking XREAD on
 //! its own connection and broadcasts each event (encoded once) to this instance's subscribers. When
 //! Redis goes away the task reconnects with backoff and resumes after the last event it handed on, so
-//! subscriptions stay open through an outage and miss nothing.
+//! subscriptions stay open through an outage and miss nothing. Events missing from the stream (Redis
+//! lost them before the task read them, or trimmed them under a lagging task) are logged; each
+//! subscription tells its subscriber of the hole as a gap.
 
 use std::{
     collections::HashMap,
@@ -13,7 +15,7 @@ use redis::{aio::MultiplexedConnection, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{recent::Recent, wire};
+use super::{floors::Floors, recent::Recent, wire};
 use crate::{
     backoff::Backoff,
     bus::ReadBatch,
@@ -47,6 +49,7 @@ pub struct Hubs {
     limit: usize,
     capacity: usize,
     link: Arc<Link>,
+    floors: Arc<Floors>,
     /// The bus's token: followers end when the bus is dropped.
     stop: CancellationToken,
 }
@@ -57,12 +60,19 @@ fn lock(map: &Mutex<HubMap>) -> std::sync::MutexGuard<'_, HubMap> {
 }
 
 impl Hubs {
-    pub fn new(limit: usize, capacity: usize, link: Arc<Link>, stop: CancellationToken) -> Self {
+    pub fn new(
+        limit: usize,
+        capacity: usize,
+        link: Arc<Link>,
+        floors: Arc<Floors>,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             map: Arc::new(Mutex::new(HashMap::new())),
             limit,
             capacity,
             link,
+            floors,
             stop,
         }
     }
@@ -103,7 +113,7 @@ impl Hubs {
             topic.clone(),
             head,
             hub,
-            self.link.clone(),
+            (self.link.clone(), self.floors.clone()),
             self.stop.clone(),
         ));
         Some(receiver)
@@ -118,7 +128,7 @@ async fn run(
     topic: TopicName,
     mut last: u64,
     hub: Hub,
-    link: Arc<Link>,
+    (link, floors): (Arc<Link>, Arc<Floors>),
     stop: CancellationToken,
 ) {
     let sender = &hub.sender;
@@ -184,12 +194,23 @@ async fn run(
             continue;
         }
         for event in events {
+            if event.seq > last + 1 {
+                // Numbers are handed out one by one, so a hole means events nobody here will see.
+                tracing::warn!(
+                    topic = topic.as_str(),
+                    after = last,
+                    oldest = event.seq,
+                    "stream follower found events missing (lost by Redis, or trimmed before it \
+                     read them); subscribers get a gap"
+                );
+            }
             last = event.seq;
             // Into the window before the broadcast, so a woken reader finds it there.
             lock_recent(&hub.recent).push(event.clone());
             // No receiver right now is fine: the next idle round removes the follower.
             let _ = sender.send(event);
         }
+        floors.raise(&topic, last);
     }
     let mut map = lock(&map);
     if map

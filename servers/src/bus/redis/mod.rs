@@ -5,8 +5,10 @@
 //! topic's stream with one task and fans events out like the in-process bus. When Redis becomes
 //! unreachable, the shared connection recovers with backoff (`crate::redis::link`), `POST /publish`
 //! spools (`publish.rs`) and followers resume where they left off (`hub.rs`); reads answer 503
-//! meanwhile.
+//! meanwhile. When Redis comes back without its data, numbering continues above the highest number
+//! this instance has seen (`floors.rs`) and readers get a gap for what was lost.
 
+mod floors;
 mod hub;
 mod publish;
 mod recent;
@@ -21,6 +23,7 @@ use redis::{Script, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use self::floors::Floors;
 use super::{
     Bus, BusError, Delivery, Gap, MemoryBusConfig, PublishError, Published, ReadBatch, Subscription,
 };
@@ -28,12 +31,14 @@ use crate::{
     event::SharedEvent,
     metrics::RedisCounters,
     redis::link::{Conn, Link, LinkDown, LinkShare},
-    spool::SpoolLimits,
+    spool::{Failure, SpoolLimits},
     topic::TopicName,
 };
 
 /// How often a waiter polls when this instance cannot follow one more topic.
 const FALLBACK_POLL: Duration = Duration::from_millis(50);
+/// Topics whose counters one round trip of the repair after a data loss raises.
+const REPAIR_BATCH: usize = 256;
 
 /// What a Redis bus needs beyond the feed limits.
 #[derive(Debug, Clone)]
@@ -65,6 +70,7 @@ pub struct RedisBus {
     publisher: Arc<publish::Publisher>,
     claim: Script,
     hubs: hub::Hubs,
+    floors: Arc<Floors>,
     /// Ends the replay and follower tasks when the bus is dropped.
     stop: CancellationToken,
 }
@@ -109,28 +115,39 @@ impl RedisBus {
     /// spooled publishes in the link's `publish_spool` counters).
     pub(crate) fn over(link: LinkShare, config: MemoryBusConfig, spool: SpoolLimits) -> Self {
         let stop = link.child_stop();
+        let floors = Arc::new(Floors::new(config.max_topics.saturating_mul(2)));
         let publisher = publish::Publisher::start(
             link.link(),
             config,
             spool,
             link.counters().publish_spool.clone(),
+            floors.clone(),
             stop.clone(),
         );
+        let repairing = (link.link(), floors.clone());
+        link.link().on_data_loss(stop.clone(), move || {
+            let (link, floors) = repairing.clone();
+            async move { raise_counters(&link, &floors).await }
+        });
         Self {
             hubs: hub::Hubs::new(
                 config.max_topics,
                 config.subscriber_buffer,
                 link.link(),
+                floors.clone(),
                 stop.clone(),
             ),
             link,
             config,
             publisher,
             claim: Script::new(wire::CLAIM_TOPIC),
+            floors,
             stop,
         }
     }
 
+    /// The topic's newest sequence number: Redis's counter, or this instance's floor when that is
+    /// higher (Redis lost its data and the repair has not raised the counter yet).
     async fn head(&self, topic: &TopicName) -> Result<u64, BusError> {
         let conn = self.link.get()?;
         let head: Option<u64> = redis::cmd("GET")
@@ -138,7 +155,7 @@ impl RedisBus {
             .query_async(&mut conn.inner.clone())
             .await
             .map_err(|e| self.failed(&conn, e))?;
-        Ok(head.unwrap_or(0))
+        Ok(self.floors.raise(topic, head.unwrap_or(0)))
     }
 
     /// Reports a failed command to the link (which retires the connection on an outage).
@@ -159,6 +176,55 @@ impl RedisBus {
         let head = self.head(topic).await?;
         Ok(self.hubs.follow(topic, head))
     }
+}
+
+/// A live subscription's state after handing on `event`.
+type Live = Option<(broadcast::Receiver<SharedEvent>, u64, Option<SharedEvent>)>;
+
+fn next_event(receiver: broadcast::Receiver<SharedEvent>, event: SharedEvent) -> (Delivery, Live) {
+    let last = event.seq;
+    (Delivery::Event(event), Some((receiver, last, None)))
+}
+
+/// The repair after Redis lost its data: every topic's counter is raised to this instance's floor, so
+/// readers, and instances that never saw the topic, find the head where it was and numbering goes on
+/// above it.
+async fn raise_counters(link: &Link, floors: &Floors) -> Result<(), Failure> {
+    let script = Script::new(wire::RAISE_FLOOR);
+    let floors = floors.all();
+    for chunk in floors.chunks(REPAIR_BATCH) {
+        let invocations: Vec<_> = chunk
+            .iter()
+            .map(|(topic, floor)| {
+                let mut invocation = script.prepare_invoke();
+                invocation.key(wire::seq_key(topic)).arg(*floor);
+                invocation
+            })
+            .collect();
+        let _: Vec<i64> = link.invoke_batch(&script, &invocations).await?;
+    }
+    tracing::info!(
+        topics = floors.len(),
+        "raised the sequence counters Redis lost to the highest numbers this instance has seen"
+    );
+    Ok(())
+}
+
+/// The gap before `events` (read after `after` from a stream whose newest number is `head`), and how
+/// many of them are contiguous. Numbers are handed out one by one, so a hole means events are gone:
+/// trimmed from history, or lost by Redis. A hole inside the batch ends it there (the next read after
+/// the batch reports it), so a batch never hides one.
+fn holes(after: u64, events: &[SharedEvent], head: u64) -> (Option<Gap>, usize) {
+    let first = events.first().map_or(head + 1, |e| e.seq);
+    let gap = (first > after + 1).then_some(Gap {
+        after,
+        oldest: first,
+    });
+    let contiguous = events
+        .windows(2)
+        .position(|pair| pair[1].seq != pair[0].seq + 1)
+        .map_or(events.len(), |i| i + 1);
+    (gap, contiguous)
 }
 
 #[async_trait]
@@ -190,20 +256,13 @@ impl Bus for RedisBus {
         // The stream never holds more than `history_events`, so that bounds an unlimited read; one
         // more than asked tells whether there is more.
         let count = limit.min(self.config.history_events).saturating_add(1);
-        let stream = wire::stream_key(topic);
         let conn = self.link.get()?;
-        let (head, first, range): (Option<u64>, Value, Value) = redis::pipe()
+        let (head, range): (Option<u64>, Value) = redis::pipe()
             .atomic()
             .cmd("GET")
             .arg(wire::seq_key(topic))
             .cmd("XRANGE")
-            .arg(&stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&stream)
+            .arg(wire::stream_key(topic))
             .arg(format!("{}-0", after.saturating_add(1)))
             .arg("+")
             .arg("COUNT")
@@ -211,21 +270,18 @@ impl Bus for RedisBus {
             .query_async(&mut conn.inner.clone())
             .await
             .map_err(|e| self.failed(&conn, e))?;
-        let head = head.unwrap_or(0);
+        let head = self.floors.raise(topic, head.unwrap_or(0));
         if after > head {
             return Err(BusError::CursorAhead { after, head });
         }
-        let oldest = wire::parse_entries(topic, &first)
-            .map_err(BusError::Unavailable)?
-            .first()
-            .map_or(head + 1, |e| e.seq);
         let mut events = wire::parse_entries(topic, &range).map_err(BusError::Unavailable)?;
-        let more = events.len() > limit;
-        events.truncate(limit);
+        let (gap, contiguous) = holes(after, &events, head);
+        let more = events.len() > limit.min(contiguous);
+        events.truncate(limit.min(contiguous));
         Ok(ReadBatch {
             events,
             head,
-            gap: (after + 1 < oldest).then_some(Gap { after, oldest }),
+            gap,
             more,
         })
     }
@@ -290,22 +346,41 @@ impl Bus for RedisBus {
             Some(after) => after,
             None => self.head(topic).await?,
         };
-        let backlog = self.read(topic, after, usize::MAX).await?;
-        let head = backlog.head;
-        let last = backlog.events.last().map_or(after.max(head), |e| e.seq);
-        let mut items: Vec<Delivery> = Vec::with_capacity(backlog.events.len() + 1);
-        items.extend(backlog.gap.map(Delivery::Gap));
-        items.extend(backlog.events.into_iter().map(Delivery::Event));
-        let live = stream::unfold(Some((receiver, last)), |state| async move {
-            let (mut receiver, mut last) = state?;
+        // A read stops at a hole (events lost in between), so the backlog may take a few.
+        let mut items: Vec<Delivery> = Vec::new();
+        let mut last = after;
+        let head = loop {
+            let backlog = self.read(topic, last, usize::MAX).await?;
+            if let Some(gap) = backlog.gap {
+                last = gap.oldest - 1;
+                items.push(Delivery::Gap(gap));
+            }
+            last = backlog.events.last().map_or(last, |e| e.seq);
+            items.extend(backlog.events.into_iter().map(Delivery::Event));
+            if !backlog.more {
+                break backlog.head;
+            }
+        };
+        let live = stream::unfold(Some((receiver, last, None)), |state| async move {
+            let (mut receiver, mut last, held) = state?;
+            if let Some(event) = held {
+                return Some(next_event(receiver, event));
+            }
             loop {
                 match receiver.recv().await {
                     // The follower may hand on events the backlog already delivered.
                     Ok(event) if event.seq <= last => continue,
-                    Ok(event) => {
-                        last = event.seq;
-                        return Some((Delivery::Event(event), Some((receiver, last))));
+                    // Numbers are handed out one by one: a jump means events this subscriber will
+                    // never see (lost by Redis, or trimmed before the follower read them).
+                    Ok(event) if event.seq > last + 1 => {
+                        let gap = Gap {
+                            after: last,
+                            oldest: event.seq,
+                        };
+                        last = event.seq - 1;
+                        return Some((Delivery::Gap(gap), Some((receiver, last, Some(event)))));
                     }
+                    Ok(event) => return Some(next_event(receiver, event)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         return Some((Delivery::Lagged { missed }, None))
                     }
@@ -318,5 +393,40 @@ impl Bus for RedisBus {
             head,
             stream::iter(items).chain(live),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::event::Event;
+
+    fn events(seqs: &[u64]) -> Vec<SharedEvent> {
+        let topic = TopicName::parse("t").unwrap_or_else(|e| panic!("{e}"));
+        seqs.iter()
+            .map(|&seq| Event::new(topic.clone(), seq, Bytes::new()))
+            .collect()
+    }
+
+    #[test]
+    fn a_hole_is_a_gap_before_the_batch_or_ends_it() {
+        assert_eq!(holes(3, &events(&[4, 5]), 5), (None, 2));
+        // Trimmed, or lost by Redis: the batch starts later than asked.
+        let gap = Some(Gap {
+            after: 3,
+            oldest: 21,
+        });
+        assert_eq!(holes(3, &events(&[21, 22]), 22), (gap, 2));
+        // Nothing left after the cursor although the head is beyond it.
+        let gap = Some(Gap {
+            after: 3,
+            oldest: 21,
+        });
+        assert_eq!(holes(3, &events(&[]), 20), (gap, 0));
+        assert_eq!(holes(20, &events(&[]), 20), (None, 0));
+        // A hole inside: only the events before it are contiguous.
+        assert_eq!(holes(0, &events(&[1, 2, 21, 22]), 22), (None, 2));
     }
 }

@@ -1,7 +1,8 @@
 //! Publishing through Redis with an outage spool: an event that cannot reach Redis is held in a bounded
 //! FIFO and replayed in order (by the generic [`Replayer`]) as soon as Redis answers again. While
 //! anything waits in the spool, new publishes queue behind it, so one publisher's events keep their
-//! order.
+//! order. Every publish carries the topic's floor (`floors.rs`), so numbering continues above what
+//! this instance has seen even when Redis lost its data.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering::Relaxed},
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 
-use super::wire;
+use super::{floors::Floors, wire};
 use crate::{
     bus::{BusError, MemoryBusConfig, PublishError, Published},
     metrics::SpoolCounters,
@@ -38,6 +39,8 @@ pub struct Publisher {
     script: Script,
     config: MemoryBusConfig,
     replayer: Replayer<Pending>,
+    /// Shared with the followers and reads of this bus instance.
+    floors: Arc<Floors>,
     /// Random per instance, so publish ids never collide across instances or restarts.
     instance: u64,
     next_id: AtomicU64,
@@ -50,9 +53,10 @@ impl Publisher {
         config: MemoryBusConfig,
         limits: SpoolLimits,
         counters: Arc<SpoolCounters>,
+        floors: Arc<Floors>,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let publisher = Arc::new(Self::new(link, config, limits, counters));
+        let publisher = Arc::new(Self::new(link, config, limits, counters, floors));
         let replaying = publisher.clone();
         tokio::spawn(async move { replaying.replayer.run(&*replaying, stop).await });
         publisher
@@ -63,12 +67,14 @@ impl Publisher {
         config: MemoryBusConfig,
         limits: SpoolLimits,
         counters: Arc<SpoolCounters>,
+        floors: Arc<Floors>,
     ) -> Self {
         Self {
             link,
             script: Script::new(wire::PUBLISH),
             config,
             replayer: Replayer::new(limits, counters),
+            floors,
             instance: fastrand::u64(..),
             next_id: AtomicU64::new(0),
         }
@@ -84,7 +90,7 @@ impl Publisher {
             )));
         }
         match self.append(&self.pending(topic, payload)).await {
-            Ok(seq) => self.sequence(seq),
+            Ok(seq) => self.sequence(topic, seq),
             Err(Failure::Outage { detail, .. } | Failure::Refused(detail)) => {
                 Err(BusError::Unavailable(detail))
             }
@@ -101,7 +107,7 @@ impl Publisher {
         let mut pending = self.pending(topic, payload);
         if self.replayer.is_empty() {
             match self.append(&pending).await {
-                Ok(seq) => return Ok(Published::Appended(self.sequence(seq)?)),
+                Ok(seq) => return Ok(Published::Appended(self.sequence(topic, seq)?)),
                 Err(Failure::Refused(detail)) => return Err(BusError::Unavailable(detail).into()),
                 Err(Failure::Outage { attempted, .. }) => pending.maybe_applied = attempted,
             }
@@ -126,10 +132,13 @@ impl Publisher {
         self.link.invoke(&self.invocation(pending)).await
     }
 
-    fn sequence(&self, answer: i64) -> Result<u64, BusError> {
-        u64::try_from(answer).map_err(|_| BusError::TopicLimit {
+    /// The script's answer as a sequence number, which raises the topic's floor.
+    fn sequence(&self, topic: &TopicName, answer: i64) -> Result<u64, BusError> {
+        let seq = u64::try_from(answer).map_err(|_| BusError::TopicLimit {
             limit: self.config.max_topics,
-        })
+        })?;
+        self.floors.raise(topic, seq);
+        Ok(seq)
     }
 
     fn invocation(&self, pending: &Pending) -> redis::ScriptInvocation<'_> {
@@ -145,7 +154,8 @@ impl Publisher {
             .arg(self.config.history_events)
             .arg(&pending.id)
             .arg(u8::from(pending.maybe_applied))
-            .arg(wire::DEDUPE_WINDOW);
+            .arg(wire::DEDUPE_WINDOW)
+            .arg(self.floors.get(topic));
         invocation
     }
 }
@@ -158,10 +168,14 @@ impl Replay for Publisher {
     async fn apply_batch(&self, batch: &[Pending]) -> Result<Vec<Outcome>, Failure> {
         let invocations: Vec<_> = batch.iter().map(|p| self.invocation(p)).collect();
         let answers: Vec<i64> = self.link.invoke_batch(&self.script, &invocations).await?;
-        Ok(answers
-            .into_iter()
-            .map(|seq| match seq {
-                1.. => Outcome::Applied,
+        Ok(batch
+            .iter()
+            .zip(answers)
+            .map(|(pending, seq)| match seq {
+                1.. => {
+                    self.floors.raise(&pending.topic, seq as u64);
+                    Outcome::Applied
+                }
                 _ => Outcome::Refused(format!(
                     "the topic limit ({}) is reached",
                     self.config.max_topics
@@ -191,12 +205,17 @@ impl Replay for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{metrics::RedisCounters, redis::link::test_link};
+    use crate::{
+        metrics::RedisCounters,
+        redis::link::{test_link, LinkShare},
+    };
 
-    #[tokio::test]
-    async fn a_replay_of_a_publish_that_was_applied_appends_nothing() {
-        let counters = Arc::new(RedisCounters::default());
-        let (_redis, client, link) = test_link(counters.clone()).await;
+    /// A publisher without a replay task (a test drains the spool itself).
+    fn test_publisher(
+        link: &LinkShare,
+        counters: &RedisCounters,
+        floors: Arc<Floors>,
+    ) -> Publisher {
         let config = MemoryBusConfig {
             history_events: 100,
             history_bytes: usize::MAX,
@@ -207,8 +226,16 @@ mod tests {
             events: 10,
             bytes: 1000,
         };
+        let spool = counters.publish_spool.clone();
+        Publisher::new(link.link(), config, limits, spool, floors)
+    }
+
+    #[tokio::test]
+    async fn a_replay_of_a_publish_that_was_applied_appends_nothing() {
+        let counters = Arc::new(RedisCounters::default());
+        let (_redis, client, link) = test_link(counters.clone()).await;
         // No replay task: the test drains the spool itself.
-        let publisher = Publisher::new(link.link(), config, limits, counters.publish_spool.clone());
+        let publisher = test_publisher(&link, &counters, Arc::new(Floors::new(10)));
         let topic = TopicName::parse("t").unwrap();
 
         let first = publisher.pending(&topic, Bytes::from_static(b"a"));
@@ -232,5 +259,36 @@ mod tests {
         // Without the mark, the same id is not looked for (ids are unique, so that is only cheaper).
         let fresh = publisher.pending(&topic, Bytes::from_static(b"c"));
         assert_eq!(publisher.append(&fresh).await.ok(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn numbering_continues_above_the_floor_when_redis_lost_the_counter() {
+        let counters = Arc::new(RedisCounters::default());
+        let (_redis, client, link) = test_link(counters.clone()).await;
+        let floors = Arc::new(Floors::new(10));
+        let publisher = test_publisher(&link, &counters, floors.clone());
+        let topic = TopicName::parse("t").unwrap();
+        for seq in 1..=3 {
+            let answer = publisher.publish(&topic, Bytes::from_static(b"x")).await;
+            assert_eq!(answer, Ok(seq));
+        }
+        assert_eq!(floors.get(&topic), 3);
+        // Redis forgets the topic (as after a restart without persistence).
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("FLUSHALL")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let answer = publisher.publish(&topic, Bytes::from_static(b"y")).await;
+        assert_eq!(answer, Ok(4), "a number already handed out was reused");
+        // Another instance's higher floor wins too: the counter only rises.
+        let () = redis::cmd("SET")
+            .arg(wire::seq_key(&topic))
+            .arg(10)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let answer = publisher.publish(&topic, Bytes::from_static(b"z")).await;
+        assert_eq!(answer, Ok(11));
     }
 }

@@ -39,10 +39,15 @@ pub const DEDUPE_WINDOW: usize = 1000;
 /// publish id (field `i`), atomically, so sequence numbers stay strictly increasing across every
 /// instance. Returns the sequence number, or -1 at the topic limit.
 ///
+/// The number is above ARGV[8], the highest this instance has seen for the topic: after Redis lost
+/// its data the counter starts from nothing, and is raised past it here, inside the script, so two
+/// instances doing so at once still never assign one number twice.
+///
 /// With ARGV[6] = 1 (a replay of a publish whose earlier attempt may have been applied before its
 /// reply was lost) it first looks for the id among the newest ARGV[7] entries and returns that
 /// earlier sequence number instead of appending a duplicate.
-/// KEYS: topics set, seq counter, stream. ARGV: topic, max topics, payload, history, id, check, window.
+/// KEYS: topics set, seq counter, stream. ARGV: topic, max topics, payload, history, id, check, window,
+/// floor.
 pub const PUBLISH: &str = r"
 if ARGV[6] == '1' then
   local recent = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[7]))
@@ -60,8 +65,21 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
   redis.call('SADD', KEYS[1], ARGV[1])
 end
 local seq = redis.call('INCR', KEYS[2])
+if seq <= tonumber(ARGV[8]) then
+  seq = tonumber(ARGV[8]) + 1
+  redis.call('SET', KEYS[2], seq)
+end
 redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[4], seq .. '-0', 'p', ARGV[3], 'i', ARGV[5])
 return seq
+";
+
+/// Raises the topic's counter to at least ARGV[1] (the repair after Redis lost its data: readers and
+/// instances that never saw the topic then see the head where it was). KEYS: seq counter.
+pub const RAISE_FLOOR: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 0
 ";
 
 /// The sequence number in a stream entry id `{seq}-0`.

@@ -1,9 +1,11 @@
 //! GraphQL over the shared feed: `POST /graphql` (queries and mutations) and `GET /graphql/ws`
 //! (subscriptions over the `graphql-transport-ws` protocol); the schema lives in `schema.rs`.
 
+mod limits;
 mod schema;
 mod slots;
 mod socket;
+mod transport_ws;
 
 use std::sync::Arc;
 
@@ -16,20 +18,24 @@ use axum::{
     Extension, Router,
 };
 use futures_util::{stream::BoxStream, StreamExt};
+use tokio::sync::Semaphore;
 
 use crate::{
     app::AppState,
     error::AppError,
-    extract::Body,
+    extract::{json_object, Body},
     metrics::{Metrics, PatternKind, RejectReason},
 };
 
-pub use schema::{FeedSchema, LAGGED, MAX_COMPLEXITY, MAX_DEPTH};
+pub use limits::{MAX_COMPLEXITY, MAX_DEPTH};
+pub use schema::{FeedSchema, LAGGED};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     let executor = Counted {
         schema: schema::build(state.clone()),
         metrics: state.metrics.clone(),
+        response_budget: state.config.graphql_max_response,
+        queries: Arc::new(Semaphore::new(state.config.graphql_concurrency)),
     };
     Router::new()
         .route("/graphql", post(query))
@@ -42,44 +48,45 @@ pub fn sdl() -> String {
     schema::sdl()
 }
 
-/// The schema behind a counter: every answer carrying errors counts as one rejection, whichever
-/// transport it went out on, so the resolvers only build errors and never count them.
+/// The schema behind a counter: every answer's errors get their reason code and every answer
+/// carrying errors counts as one rejection, whichever transport it went out on, so the resolvers only
+/// build errors and never count them. Each operation gets its own response budget.
 #[derive(Clone)]
 struct Counted {
     schema: FeedSchema,
     metrics: Arc<Metrics>,
+    /// `--graphql-max-response`.
+    response_budget: usize,
+    /// Queries and mutations over HTTP executed (and encoded) at once: `--graphql-concurrency`.
+    queries: Arc<Semaphore>,
 }
 
 impl Counted {
-    fn count(metrics: &Metrics, response: &Response) {
-        let Some(first) = response.errors.first() else {
+    fn finish(metrics: &Metrics, response: &mut Response) {
+        limits::label_errors(response);
+        let Some(code) = response.errors.first().and_then(limits::code) else {
             return;
         };
-        let code = first
-            .extensions
-            .as_ref()
-            .and_then(|ext| ext.get("code"))
-            .and_then(|code| match code {
-                async_graphql::Value::String(code) => Some(code.as_str()),
-                _ => None,
-            });
         // A lag is counted as a lagged disconnect where it happens, not as a refusal.
-        if code == Some(LAGGED) {
+        if code == LAGGED {
             return;
         }
-        // Errors without a code come from parsing and validation: the message itself was bad.
         let reason = RejectReason::ALL
             .into_iter()
-            .find(|reason| Some(reason.label()) == code)
-            .unwrap_or(RejectReason::BadMessage);
+            .find(|reason| reason.label() == code)
+            .unwrap_or(RejectReason::BadQuery);
         metrics.rejected(reason);
+    }
+
+    fn budgeted(&self, request: Request) -> Request {
+        request.data(limits::ResponseBudget::new(self.response_budget))
     }
 }
 
 impl Executor for Counted {
     async fn execute(&self, request: Request) -> Response {
-        let response = self.schema.execute(request).await;
-        Self::count(&self.metrics, &response);
+        let mut response = self.schema.execute(self.budgeted(request)).await;
+        Self::finish(&self.metrics, &mut response);
         response
     }
 
@@ -90,9 +97,12 @@ impl Executor for Counted {
     ) -> BoxStream<'static, Response> {
         let metrics = self.metrics.clone();
         self.schema
-            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-            .map(move |response| {
-                Self::count(&metrics, &response);
+            .execute_stream_with_session_data(
+                self.budgeted(request),
+                session_data.unwrap_or_default(),
+            )
+            .map(move |mut response| {
+                Self::finish(&metrics, &mut response);
                 response
             })
             .boxed()
@@ -109,11 +119,13 @@ async fn query(
     Body(body): Body,
 ) -> Result<HttpResponse, AppError> {
     state.metrics.request(PatternKind::GraphQl);
-    let request: Request = serde_json::from_slice(&body).map_err(|e| {
+    let request: Request = json_object(&body).map_err(|e| {
         AppError::BadBody(format!(
             "the body is not a GraphQL request ({{\"query\": …, \"variables\": …}}): {e}"
         ))
     })?;
+    // Executing and encoding hold the answer in memory: only so many at once.
+    let _permit = executor.queries.acquire().await.ok();
     let response = executor.execute(request).await;
     // A response is plain JSON values and strings; encoding it cannot fail in practice.
     let json = serde_json::to_vec(&response).unwrap_or_else(|e| {

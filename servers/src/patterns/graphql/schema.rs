@@ -8,7 +8,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::slots::SubscriptionSlots;
+use super::{
+    limits::{CostLimits, ResponseBudget},
+    slots::SubscriptionSlots,
+};
 use crate::{
     app::AppState,
     bus::{self, BusError, Delivery},
@@ -19,14 +22,8 @@ use crate::{
 
 pub type FeedSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Deepest selection accepted. The deepest useful query is three levels (`events { events { seq } }`),
-/// so this leaves room for introspection of a type without allowing runaway nesting.
-pub const MAX_DEPTH: usize = 8;
-/// Complexity budget (one per field): bounds how many aliased `events` reads one request can fan out
-/// to, since each alias is a separate bus read.
-pub const MAX_COMPLEXITY: usize = 500;
-/// Nesting the parser's recursive checks accept (selections, lists, objects); above [`MAX_DEPTH`] so
-/// an over-deep selection gets the clearer depth error.
+/// Nesting the parser's recursive checks accept (selections, lists, objects); above
+/// [`MAX_DEPTH`](super::limits::MAX_DEPTH) so an over-deep selection gets the clearer depth error.
 pub const MAX_RECURSION: usize = 16;
 /// Directives accepted on one field; the schema defines none beyond `@skip`/`@include`.
 pub const MAX_DIRECTIVES: usize = 4;
@@ -38,8 +35,8 @@ pub const LAGGED: &str = "lagged";
 pub fn build(state: AppState) -> FeedSchema {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(state)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+        // Depth and complexity are checked there, so the refusal carries its reason code.
+        .extension(CostLimits)
         .limit_recursive_depth(MAX_RECURSION)
         .limit_directives(MAX_DIRECTIVES)
         .finish()
@@ -145,8 +142,9 @@ pub struct QueryRoot;
 
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// Events after the cursor, at most `limit` (default and cap: --poll-max-events); `more` marks
-    /// a capped answer and `gap` a cursor older than history. The GraphQL form of short polling.
+    /// Events after the cursor, at most `limit` (default and cap: --poll-max-events) and at most
+    /// --graphql-max-response bytes of them per answer; `more` marks a capped answer and `gap` a
+    /// cursor older than history. The GraphQL form of short polling.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -160,11 +158,29 @@ impl QueryRoot {
         let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let limit = super::super::poll_limit(limit, state.config.poll_max_events)
             .map_err(|e| refusal(e.reason(), e.to_string()))?;
-        let batch = state
+        let mut batch = state
             .bus
             .read(&name, after, limit)
             .await
             .map_err(bus_refusal)?;
+        // One answer carries a bounded amount of event data, however many aliases ask for it.
+        if let Some(budget) = ctx.data_opt::<ResponseBudget>() {
+            let fits = budget.take(&batch.events);
+            if fits == 0 && !batch.events.is_empty() {
+                return Err(refusal(
+                    RejectReason::ResponseTooLarge,
+                    format!(
+                        "this answer already carries its limit of {} bytes of events \
+                         (--graphql-max-response); ask for fewer aliases or a smaller limit",
+                        budget.limit()
+                    ),
+                ));
+            }
+            if fits < batch.events.len() {
+                batch.events.truncate(fits);
+                batch.more = true;
+            }
+        }
         state
             .metrics
             .delivered(PatternKind::GraphQl, batch.events.len() as u64);

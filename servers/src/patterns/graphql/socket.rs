@@ -1,7 +1,16 @@
-//! `GET /graphql/ws`: async-graphql's `graphql-transport-ws` engine driven by our own socket loop, so
-//! GraphQL sockets get the limits `/ws` has (message size, send timeout, heartbeat, shutdown close).
+//! `GET /graphql/ws`: the upgrade, and the legacy `graphql-ws` (subscriptions-transport-ws)
+//! protocol through async-graphql's engine driven by our own socket loop, so those sockets get the
+//! limits `/ws` has (message size, send timeout, heartbeat, shutdown close). `graphql-transport-ws`
+//! is served by `transport_ws.rs`.
 
-use std::{str::FromStr, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicUsize, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_graphql::{
     http::{WebSocket as Engine, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS},
@@ -16,7 +25,10 @@ use axum::{
     Extension,
 };
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{
+    stream::{SplitSink, SplitStream},
+    FutureExt, SinkExt, StreamExt,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -24,8 +36,8 @@ use super::{slots::SubscriptionSlots, Counted};
 use crate::{
     app::AppState,
     error::AppError,
-    metrics::{PatternKind, RejectReason},
-    ws_close::{close_for_read_error, send_close},
+    metrics::{Metrics, PatternKind, RejectReason},
+    ws_close::{close_for_read_error, close_gracefully},
 };
 
 /// Read buffer per socket: client messages are small; larger ones still arrive whole.
@@ -66,11 +78,20 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(socket, state, executor, protocol)))
+        .on_upgrade(move |socket| async move {
+            match protocol {
+                WebSocketProtocols::GraphQLWS => {
+                    super::transport_ws::session(socket, state, executor).await
+                }
+                WebSocketProtocols::SubscriptionsTransportWS => {
+                    legacy_session(socket, state, executor, protocol).await
+                }
+            }
+        }))
 }
 
-/// What the loop does after one input.
-enum Step {
+/// What a socket loop does after one input.
+pub(super) enum Step {
     Send(Message),
     Nothing,
     Close(u16, String),
@@ -78,7 +99,82 @@ enum Step {
     Gone,
 }
 
-async fn session(
+/// One GraphQL socket's two halves and what sending on it needs; both protocols' loops use it.
+pub(super) struct Wire {
+    sink: SplitSink<WebSocket, Message>,
+    pub incoming: SplitStream<WebSocket>,
+    send_timeout: Duration,
+    /// The socket's open subscriptions (shared with its slots).
+    open: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    max_body: usize,
+}
+
+impl Wire {
+    pub fn new(socket: WebSocket, state: &AppState, open: Arc<AtomicUsize>) -> Self {
+        let (sink, incoming) = socket.split();
+        Self {
+            sink,
+            incoming,
+            send_timeout: state.config.send_timeout,
+            open,
+            metrics: state.metrics.clone(),
+            max_body: state.config.max_body,
+        }
+    }
+
+    /// Carries out one step; false when the session is over.
+    pub async fn carry_out(&mut self, step: Step) -> bool {
+        match step {
+            Step::Send(message) => self.deliver(message).await,
+            Step::Nothing => true,
+            Step::Close(code, reason) => {
+                close_gracefully(&mut self.sink, &mut self.incoming, code, &reason).await;
+                false
+            }
+            Step::Gone => false,
+        }
+    }
+
+    /// Sends one message; false when the session must end: the client is gone, or it stopped
+    /// reading for --send-timeout — a lagging subscriber (counted), unless its subscriptions already
+    /// ended, since a lag is counted where the subscription is cut off.
+    pub async fn deliver(&mut self, message: Message) -> bool {
+        match tokio::time::timeout(self.send_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                if self.open.load(Relaxed) > 0 {
+                    self.metrics.lagged_disconnect(PatternKind::GraphQl);
+                }
+                false
+            }
+        }
+    }
+
+    /// The bytes of a protocol message read from the socket, or how the socket ends. Both protocols
+    /// are JSON text; a binary frame holding the same JSON is read the same way.
+    pub fn message_bytes(
+        &self,
+        message: Option<Result<Message, axum::Error>>,
+    ) -> Result<Bytes, Step> {
+        match message {
+            None | Some(Ok(Message::Close(_))) => Err(Step::Gone),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Err(Step::Nothing),
+            Some(Ok(Message::Text(text))) => Ok(Bytes::from(text)),
+            Some(Ok(Message::Binary(bytes))) => Ok(bytes),
+            Some(Err(error)) => Err(
+                match close_for_read_error(error, self.max_body, &self.metrics) {
+                    Some((code, reason)) => Step::Close(code, reason),
+                    None => Step::Gone,
+                },
+            ),
+        }
+    }
+}
+
+/// The legacy `graphql-ws` protocol, as async-graphql's engine speaks it.
+async fn legacy_session(
     socket: WebSocket,
     state: AppState,
     executor: Counted,
@@ -86,11 +182,9 @@ async fn session(
 ) {
     let metrics = state.metrics.clone();
     let shutdown = state.shutdown.clone();
-    let send_timeout = state.config.send_timeout;
-    let (mut sink, mut incoming) = socket.split();
     let (inbox, inbox_rx) = mpsc::channel::<Bytes>(INBOX);
     let slots = SubscriptionSlots::new(state.config.ws_max_subscriptions);
-    let open = slots.open();
+    let mut wire = Wire::new(socket, &state, slots.open());
     let mut data = Data::default();
     data.insert(slots);
     let mut engine =
@@ -104,8 +198,7 @@ async fn session(
                 for _ in 0..DRAIN_ON_SHUTDOWN {
                     match engine.next().now_or_never() {
                         Some(Some(WsMessage::Text(text))) => {
-                            let message = Message::Text(text.into());
-                            if send(&mut sink, message, send_timeout).await != Sent::Done {
+                            if !wire.deliver(Message::Text(text.into())).await {
                                 return;
                             }
                         }
@@ -114,7 +207,10 @@ async fn session(
                 }
                 Step::Close(1001, "server shutting down".into())
             }
-            message = incoming.next() => on_message(message, &inbox, &state),
+            message = wire.incoming.next() => match wire.message_bytes(message) {
+                Ok(bytes) => to_engine(bytes, &inbox, &metrics),
+                Err(step) => step,
+            },
             out = engine.next() => match out {
                 Some(WsMessage::Text(text)) => Step::Send(Message::Text(text.into())),
                 Some(WsMessage::Close(code, reason)) => {
@@ -126,69 +222,14 @@ async fn session(
             },
             _ = heartbeat.tick() => Step::Send(Message::Ping(Bytes::new())),
         };
-        match step {
-            Step::Send(message) => match send(&mut sink, message, send_timeout).await {
-                Sent::Done => {}
-                Sent::Failed => return,
-                Sent::Stalled => {
-                    // The client stopped reading: a lagging subscriber, unless its subscriptions
-                    // already ended (a lag is counted where the subscription is cut off).
-                    if open.load(Relaxed) > 0 {
-                        metrics.lagged_disconnect(PatternKind::GraphQl);
-                    }
-                    return;
-                }
-            },
-            Step::Nothing => {}
-            Step::Close(code, reason) => {
-                send_close(&mut sink, code, &reason).await;
-                return;
-            }
-            Step::Gone => return,
+        if !wire.carry_out(step).await {
+            return;
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Sent {
-    Done,
-    Failed,
-    /// Not written within --send-timeout.
-    Stalled,
-}
-
-async fn send(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    message: Message,
-    limit: Duration,
-) -> Sent {
-    match tokio::time::timeout(limit, sink.send(message)).await {
-        Ok(Ok(())) => Sent::Done,
-        Ok(Err(_)) => Sent::Failed,
-        Err(_) => Sent::Stalled,
-    }
-}
-
-/// Hands a client message to the engine, or decides how the socket ends.
-fn on_message(
-    message: Option<Result<Message, axum::Error>>,
-    inbox: &mpsc::Sender<Bytes>,
-    state: &AppState,
-) -> Step {
-    let metrics = &state.metrics;
-    let data = match message {
-        None | Some(Ok(Message::Close(_))) => return Step::Gone,
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Step::Nothing,
-        // graphql-transport-ws is text; the engine reads JSON from binary frames just as well.
-        Some(Ok(Message::Text(text))) => Bytes::from(text),
-        Some(Ok(Message::Binary(bytes))) => bytes,
-        Some(Err(error)) => {
-            return match close_for_read_error(error, state.config.max_body, metrics) {
-                Some((code, reason)) => Step::Close(code, reason),
-                None => Step::Gone,
-            };
-        }
-    };
+/// Hands a client message to the engine; a client flooding faster than it is served is closed.
+fn to_engine(data: Bytes, inbox: &mpsc::Sender<Bytes>, metrics: &Metrics) -> Step {
     match inbox.try_send(data) {
         Ok(()) => Step::Nothing,
         Err(mpsc::error::TrySendError::Full(_)) => {

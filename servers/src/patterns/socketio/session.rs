@@ -112,7 +112,16 @@ impl Session {
         let mut deadline = pin!(tokio::time::sleep_until(armed.unwrap_or_else(Instant::now)));
         loop {
             let timeout = config.send_timeout;
-            if !perform(&mut sink, step, timeout, &metrics, PatternKind::SocketIo).await {
+            if !perform(
+                &mut sink,
+                &mut incoming,
+                step,
+                timeout,
+                &metrics,
+                PatternKind::SocketIo,
+            )
+            .await
+            {
                 return;
             }
             if self.deadline() != armed {

@@ -35,6 +35,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Process jobs of a server's message queue: take, simulate the work, acknowledge.
     Worker(crate::worker::WorkerArgs),
+    /// Host shares of a distributed run's clients for a coordinator (`run --agents N
+    /// --coordinator redis://…`), e.g. one per machine or per Kubernetes Job index.
+    Agent(crate::agent::AgentArgs),
+    /// A load-worker process of `run --procs N`, driven over its standard input and output.
+    #[command(hide = true)]
+    LoadWorker(LoadWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadWorkerArgs {
+    /// Pin this worker to these CPUs.
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +110,10 @@ pub struct ServeArgs {
     /// Exit when standard input closes (how `commbench run` stops its embedded server).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
+    /// Run only on these CPUs (e.g. 1, 2-3, 0,2): how `commbench run` keeps its embedded servers
+    /// off the load generator's CPUs.
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
 }
 
 /// `commbench run` flags. Values take friendly units (`10k`, `30s`, `250ms`, `64KiB`); a flag
@@ -194,6 +211,39 @@ pub struct RunArgs {
     /// Extra flag for the embedded server, e.g. --server-arg=--history=4096 (repeatable).
     #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// Load-worker processes the clients are split over (1..=256; one publisher stays in this
+    /// process). [default: as many as the open-file limit needs]
+    #[arg(long)]
+    pub procs: Option<String>,
+    /// CPUs for the embedded servers (e.g. 1, 2-3). [default: with 2+ CPUs, the second half]
+    #[arg(long, value_name = "LIST")]
+    pub server_cpus: Option<String>,
+    /// CPUs for the load generator and its workers. [default: with 2+ CPUs, the first half]
+    #[arg(long, value_name = "LIST")]
+    pub loadgen_cpus: Option<String>,
+    /// CPUs for the private redis-server. [default: the servers' set]
+    #[arg(long, value_name = "LIST")]
+    pub broker_cpus: Option<String>,
+    /// Do not pin anything that is not named: servers, broker and load generator share every CPU.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Scheduling class of the load generator, servers and broker: auto (real-time round-robin
+    /// when permitted), normal, or realtime.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(crate::priority::PriorityRequest))]
+    pub priority: crate::priority::PriorityRequest,
+    /// Distributed run: the clients are hosted by this many `commbench agent` processes that
+    /// register with --coordinator; this process publishes and merges.
+    #[arg(long, value_name = "N", requires = "coordinator")]
+    pub agents: Option<usize>,
+    /// The Redis (redis://host:port) the coordinator and its agents meet at.
+    #[arg(long, value_name = "URL", requires = "agents")]
+    pub coordinator: Option<String>,
+    /// The distributed run's name (the agents' --run-name). [default: default]
+    #[arg(long, default_value = "default")]
+    pub run_name: String,
+    /// How long to wait for every agent to register.
+    #[arg(long, default_value = "2m", value_name = "D")]
+    pub agent_wait: String,
     /// Exit with status 1 when a threshold fails, after writing everything: `[pattern:]column OP
     /// value` over summary.csv's columns (capacity: capacity.csv's), OP one of < <= > >= == !=,
     /// e.g. `p99_ms<50,events_lost==0,ws:p99_ms<20` (comma-separated or repeated).
@@ -206,6 +256,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The CPU sets asked for.
+    pub fn pin_request(&self) -> crate::pin::PinRequest {
+        crate::pin::PinRequest {
+            server: self.server_cpus.clone(),
+            loadgen: self.loadgen_cpus.clone(),
+            broker: self.broker_cpus.clone(),
+            no_pin: self.no_pin,
+        }
+    }
+
     /// The scenario file (if any) overlaid with the flags given.
     pub fn raw_scenario(&self) -> Result<RawScenario, ScenarioError> {
         let mut raw = match &self.scenario {
@@ -238,6 +298,7 @@ impl RunArgs {
             ("work", &self.work),
             ("workers", &self.workers),
             ("premium", &self.premium),
+            ("procs", &self.procs),
         ];
         for (field, value) in optional {
             if let Some(value) = value {

@@ -1,6 +1,7 @@
 //! One clock for the whole run, and the payload format that carries a publish's intended send time
-//! to the clients, so delivery latency is measured on a single clock from when an event was *meant*
-//! to be sent.
+//! (and the instant the publisher wrote it) to the clients, so delivery latency is measured on a
+//! single clock from when an event was *meant* to be sent, and from when it actually was. Processes
+//! of one run share the clock through its origin on `CLOCK_MONOTONIC`.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,26 @@ impl RunClock {
         }
     }
 
+    /// The clock whose zero is `origin_ns` on this machine's `CLOCK_MONOTONIC` (what another
+    /// process of the same run passes on; an `Instant` cannot cross a process boundary).
+    pub fn from_monotonic(origin_ns: u64) -> Self {
+        let (now, mono) = (Instant::now(), monotonic_ns());
+        let epoch = if mono >= origin_ns {
+            now.checked_sub(Duration::from_nanos(mono - origin_ns))
+        } else {
+            now.checked_add(Duration::from_nanos(origin_ns - mono))
+        };
+        Self {
+            epoch: epoch.unwrap_or(now),
+        }
+    }
+
+    /// This clock's zero on `CLOCK_MONOTONIC`, in nanoseconds.
+    pub fn monotonic_origin_ns(&self) -> u64 {
+        let (now, mono) = (Instant::now(), monotonic_ns());
+        mono.saturating_sub(now.saturating_duration_since(self.epoch).as_nanos() as u64)
+    }
+
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
@@ -30,6 +51,13 @@ impl RunClock {
     pub fn ns_of(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads on Linux, as a number.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// A Unix time split into UTC calendar fields: `[year, month, day, hour, minute, second]`.
@@ -51,10 +79,22 @@ pub fn utc_fields(unix_s: u64) -> [i64; 6] {
 
 const MAGIC: &[u8] = b"cb:";
 
-/// Builds a payload of exactly `size` bytes (at least the header's length): `cb:{id}:{ns}:` padded
-/// with `x`. ASCII only, so the server sends it as a plain JSON string on every pattern.
-pub fn encode_payload(publish_id: u64, intended_ns: u64, size: usize) -> Bytes {
-    let header = format!("cb:{publish_id}:{intended_ns}:");
+/// What a payload says about its publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub publish_id: u64,
+    /// When the publish was meant to be sent (run clock).
+    pub intended_ns: u64,
+    /// When the publisher started writing it (run clock), if the payload says.
+    pub written_ns: Option<u64>,
+}
+
+/// Builds a payload of exactly `size` bytes (at least the header's length):
+/// `cb:{id}:{intended ns}:w{written ns}:` padded with `x`. The prefix `cb:{id}:{intended ns}:` is
+/// the stamp every reader understands; the write time follows it as one more field. ASCII only, so
+/// the server sends it as a plain JSON string on every pattern.
+pub fn encode_payload(publish_id: u64, intended_ns: u64, written_ns: u64, size: usize) -> Bytes {
+    let header = format!("cb:{publish_id}:{intended_ns}:w{written_ns}:");
     let mut out = BytesMut::with_capacity(size.max(header.len()));
     out.put_slice(header.as_bytes());
     out.put_bytes(b'x', size.saturating_sub(header.len()));
@@ -63,12 +103,25 @@ pub fn encode_payload(publish_id: u64, intended_ns: u64, size: usize) -> Bytes {
 
 /// Reads `(publish_id, intended_ns)` back from a payload, or `None` if it is not one of ours.
 pub fn decode_payload(data: &[u8]) -> Option<(u64, u64)> {
+    decode_stamp(data).map(|s| (s.publish_id, s.intended_ns))
+}
+
+/// Reads the whole stamp back from a payload, or `None` if it is not one of ours.
+pub fn decode_stamp(data: &[u8]) -> Option<Stamp> {
     let rest = data.strip_prefix(MAGIC)?;
     let mut fields = rest.splitn(3, |b| *b == b':');
-    let id = parse_u64(fields.next()?)?;
-    let ns = parse_u64(fields.next()?)?;
-    fields.next()?;
-    Some((id, ns))
+    let publish_id = parse_u64(fields.next()?)?;
+    let intended_ns = parse_u64(fields.next()?)?;
+    let tail = fields.next()?;
+    let written_ns = tail
+        .strip_prefix(b"w")
+        .and_then(|t| t.split(|b| *b == b':').next())
+        .and_then(parse_u64);
+    Some(Stamp {
+        publish_id,
+        intended_ns,
+        written_ns,
+    })
 }
 
 fn parse_u64(digits: &[u8]) -> Option<u64> {
@@ -88,9 +141,27 @@ mod tests {
 
     #[test]
     fn payload_round_trips_at_exact_size() {
-        let p = encode_payload(42, 1_234_567_890, 128);
+        let p = encode_payload(42, 1_234_567_890, 1_234_600_000, 128);
         assert_eq!(p.len(), 128);
+        assert!(p.starts_with(b"cb:42:1234567890:w1234600000:x"));
         assert_eq!(decode_payload(&p), Some((42, 1_234_567_890)));
+        assert_eq!(
+            decode_stamp(&p).and_then(|s| s.written_ns),
+            Some(1_234_600_000)
+        );
+        // A stamp without the write time (another publisher, an older run) still reads.
+        let old = decode_stamp(b"cb:7:100:xxxx").unwrap();
+        assert_eq!((old.intended_ns, old.written_ns), (100, None));
+    }
+
+    #[test]
+    fn processes_share_the_clock_through_its_monotonic_origin() {
+        let clock = RunClock::start();
+        std::thread::sleep(Duration::from_millis(5));
+        let other = RunClock::from_monotonic(clock.monotonic_origin_ns());
+        let (a, b) = (clock.now_ns(), other.now_ns());
+        assert!(a.abs_diff(b) < 1_000_000, "{a} vs {b}");
+        assert!(a >= 5_000_000);
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl Fleet {
         pids
     }
 
+    /// The process of a target profile's server, when the load generator started it.
+    pub fn profile_server_pid(&self) -> Option<u32> {
+        self.profiled.as_ref().map(|s| s.pid)
+    }
+
     /// The private Redis's process id, when the load generator started one.
     pub fn broker_pid(&self) -> Option<u32> {
         match &self.broker {

@@ -1,6 +1,7 @@
 //! commbench's load generator: many simulated clients per pattern, an open-loop publisher, honest
 //! recording (HDR histograms, socket byte counts, loss by sequence number) and result files.
 
+pub mod agent;
 pub mod capacity;
 pub mod cli;
 pub mod clients;
@@ -12,6 +13,9 @@ pub mod http;
 pub mod net;
 pub mod output;
 pub mod pattern;
+pub mod pin;
+pub mod priority;
+pub mod procs;
 pub mod procstat;
 pub mod profile;
 pub mod progress;

@@ -1,11 +1,18 @@
 //! `commbench`: the user-facing command. Errors become one clear message and a non-zero exit.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Parser;
 use commbench_loadgen::{
+    agent::Coordinator,
     capacity::{self, CapacityArgs},
     cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
     output::{self, SummaryRow},
+    pin::{self, CpuList, CpuPlan},
+    priority,
+    procs::{host::HostOptions, pipe, Placement},
+    profile::Profile,
     scenario::ScenarioError,
     session::{run_session, CellPlan, SessionOptions, SessionOutcome},
     study,
@@ -20,6 +27,11 @@ fn main() -> std::process::ExitCode {
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
     }
+    // Pinned before the runtime starts, so its threads inherit the set and it sizes itself to it.
+    let placed = match place_process(&cli.command) {
+        Ok(placed) => placed,
+        Err(error) => return error_exit(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,25 +44,89 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Compare(args) => compare(args).await,
-            Command::Capacity(args) => capacity(args).await,
+            Command::Run(args) => run(args, placed).await,
+            Command::Compare(args) => compare(args, placed).await,
+            Command::Capacity(args) => capacity(args, placed).await,
             Command::Report(args) => report(&args.dir),
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
+            Command::Agent(args) => agent(args).await,
+            Command::LoadWorker(_) => {
+                pipe::serve_stdio(HostOptions::default()).await;
+                Ok(std::process::ExitCode::SUCCESS)
+            }
         }
     });
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            if is_usage_error(&error) {
-                std::process::ExitCode::from(2)
-            } else {
-                std::process::ExitCode::FAILURE
-            }
-        }
+        Err(error) => error_exit(&error),
     }
+}
+
+/// Prints the error; status 2 for a usage error, else 1.
+fn error_exit(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    if is_usage_error(error) {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Chooses the run's CPU sets (or the set a server, worker or agent was given), pins this process
+/// to its own and sets its scheduling class; every thread and child started later inherits both.
+fn place_process(command: &Command) -> anyhow::Result<Placement> {
+    let (cpus, priority) = pin_process(command)?;
+    let scheduling = match priority {
+        Some(request) => priority::apply(request)?,
+        None => priority::Scheduling::default(),
+    };
+    Ok(Placement {
+        cpus,
+        scheduling,
+        agents: None,
+    })
+}
+
+fn pin_process(
+    command: &Command,
+) -> anyhow::Result<(Arc<CpuPlan>, Option<priority::PriorityRequest>)> {
+    let pin_to = |flag: &'static str, text: &Option<String>| -> anyhow::Result<()> {
+        if let Some(text) = text {
+            pin::pin_self(&CpuList::parse_flag(flag, text)?)?;
+        }
+        Ok(())
+    };
+    let run = match command {
+        Command::Run(args) => args,
+        Command::Compare(args) => &args.run,
+        Command::Capacity(args) => &args.run,
+        // Servers and load workers started by `run` inherit its class; only their CPUs differ.
+        Command::Serve(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok((Arc::default(), None));
+        }
+        Command::LoadWorker(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok((Arc::default(), None));
+        }
+        Command::Agent(args) => {
+            pin_to("--cpus", &args.cpus)?;
+            return Ok((Arc::default(), Some(args.priority)));
+        }
+        Command::Report(_) | Command::Worker(_) => return Ok((Arc::default(), None)),
+    };
+    let raw = run.raw_scenario()?;
+    // Servers this run starts itself (embedded, or a profile's `[start]`) get a set of their own.
+    let embedded = raw.text_of("target").is_none()
+        && raw
+            .text_of("profile")
+            .is_none_or(|path| Profile::load(path.as_ref()).is_ok_and(|p| p.start.is_some()));
+    let plan = CpuPlan::choose(&run.pin_request(), embedded)?;
+    if let Some(set) = &plan.loadgen {
+        pin::pin_self(set)?;
+    }
+    Ok((Arc::new(plan), Some(run.priority)))
 }
 
 /// A mistake in what was asked — a flag, a scenario field, a threshold, a goal — found before
@@ -59,20 +135,23 @@ fn is_usage_error(error: &anyhow::Error) -> bool {
     error.downcast_ref::<ScenarioError>().is_some()
         || error.downcast_ref::<ThresholdError>().is_some()
         || error.downcast_ref::<capacity::PlanError>().is_some()
+        || error
+            .downcast_ref::<pin::PinError>()
+            .is_some_and(pin::PinError::is_usage)
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+async fn run(args: RunArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
     let raw = args.raw_scenario()?;
     let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
     let scenario = raw.validate()?;
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
-    let outcome = measure(&args, plans, description, Vec::new()).await?;
+    let outcome = measure(&args, plans, description, Vec::new(), placed).await?;
     let checked = check_summary(&thresholds, &outcome.dir)?;
     Ok(exit_code(outcome.complete, checked))
 }
 
-async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+async fn compare(args: CompareArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
     let raw = args.raw_study()?;
     let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
     let mut study = study::with_defaults(raw, args.quick);
@@ -88,14 +167,14 @@ async fn compare(args: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
         eprintln!("note: {note}");
     }
     eprintln!("comparing {} cells", plans.len());
-    let outcome = measure(&args.run, plans, study.to_json(), notes).await?;
+    let outcome = measure(&args.run, plans, study.to_json(), notes, placed).await?;
     report(&outcome.dir)?;
     let checked = check_summary(&thresholds, &outcome.dir)?;
     Ok(exit_code(outcome.complete, checked))
 }
 
 /// `commbench capacity`: the searches, `capacity.csv`, the report, the thresholds.
-async fn capacity(args: CapacityArgs) -> anyhow::Result<std::process::ExitCode> {
+async fn capacity(args: CapacityArgs, placed: Placement) -> anyhow::Result<std::process::ExitCode> {
     let plan = capacity::Plan::from_args(&args)?;
     eprintln!(
         "capacity: {} searches for {} under {}",
@@ -103,6 +182,7 @@ async fn capacity(args: CapacityArgs) -> anyhow::Result<std::process::ExitCode> 
         plan.vary.unit(),
         plan.slo
     );
+    let agents = connect_agents(&args.run).await?;
     let outcome = capacity::run(
         &plan,
         SessionOptions {
@@ -113,9 +193,17 @@ async fn capacity(args: CapacityArgs) -> anyhow::Result<std::process::ExitCode> 
             server_args: args.run.server_arg.clone(),
             interrupt: interrupt_on_ctrl_c(),
             notes: Vec::new(),
+            placement: Placement {
+                agents: agents.clone(),
+                ..placed
+            },
         },
     )
-    .await?;
+    .await;
+    if let Some(agents) = &agents {
+        agents.finish().await;
+    }
+    let outcome = outcome?;
     for line in commbench_loadgen::report::capacity::sentences(&outcome.rows) {
         println!("{line}");
     }
@@ -157,7 +245,9 @@ async fn measure(
     plans: Vec<CellPlan>,
     description: serde_json::Value,
     notes: Vec<String>,
+    placed: Placement,
 ) -> anyhow::Result<SessionOutcome> {
+    let agents = connect_agents(args).await?;
     let outcome = run_session(SessionOptions {
         plans,
         description,
@@ -166,11 +256,38 @@ async fn measure(
         server_args: args.server_arg.clone(),
         interrupt: interrupt_on_ctrl_c(),
         notes,
+        placement: Placement {
+            agents: agents.clone(),
+            ..placed
+        },
     })
-    .await?;
+    .await;
+    if let Some(agents) = &agents {
+        agents.finish().await;
+    }
+    let outcome = outcome?;
     println!("{}", output::render_table(&outcome.cells));
     println!("results: {}", outcome.dir.display());
     Ok(outcome)
+}
+
+/// A distributed run (`--agents N --coordinator URL`): waits until every agent has registered.
+async fn connect_agents(args: &RunArgs) -> anyhow::Result<Option<Arc<Coordinator>>> {
+    let (Some(count), Some(url)) = (args.agents, &args.coordinator) else {
+        return Ok(None);
+    };
+    let wait = commbench_servers::units::parse_duration(&args.agent_wait)
+        .map_err(|e| anyhow::anyhow!("--agent-wait: {e}"))?;
+    eprintln!(
+        "waiting up to {wait:?} for {count} agents at {url} (run `{}`)",
+        args.run_name
+    );
+    let coordinator = Coordinator::connect(url, &args.run_name, count, wait).await?;
+    eprintln!(
+        "{count} agents registered; clocks agree within ±{:.0} µs",
+        coordinator.clock_error_ns() as f64 / 1_000.0
+    );
+    Ok(Some(Arc::new(coordinator)))
 }
 
 /// Cancelled on Ctrl-C: the current measurement ends early and what was measured is written.
@@ -188,10 +305,13 @@ fn interrupt_on_ctrl_c() -> CancellationToken {
     interrupt
 }
 
-/// 130 for an interrupted run, 1 when a threshold failed, else 0.
+/// 130 for an incomplete run (interrupted, or a load worker lost), 1 when a threshold failed,
+/// else 0.
 fn exit_code(complete: bool, thresholds_held: bool) -> std::process::ExitCode {
     if !complete {
-        println!("the run is INCOMPLETE (interrupted); run.json and summary.csv say so too");
+        println!(
+            "the run is INCOMPLETE (interrupted, or a load worker was lost); run.json and summary.csv say so too"
+        );
         return std::process::ExitCode::from(130);
     }
     if !thresholds_held {
@@ -221,6 +341,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     })
     .await
     .context("server failed")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `commbench agent`: hosts its shares until the coordinator is done.
+async fn agent(
+    args: commbench_loadgen::agent::AgentArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    commbench_loadgen::agent::run_agent(args).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,8 @@ pub struct SourceAddrs {
     /// Connections per source address before moving to the next one.
     per_address: usize,
     spread: bool,
+    /// Every connection from this address (an agent that stands for one machine).
+    fixed: Option<Ipv4Addr>,
 }
 
 impl SourceAddrs {
@@ -27,11 +29,24 @@ impl SourceAddrs {
         Self {
             per_address: ephemeral_ports() * 8 / 10,
             spread: target.ip().is_loopback() && target.is_ipv4(),
+            fixed: None,
+        }
+    }
+
+    /// Every connection from `ip` (port chosen by the kernel).
+    pub fn fixed(ip: Ipv4Addr) -> Self {
+        Self {
+            per_address: usize::MAX,
+            spread: false,
+            fixed: Some(ip),
         }
     }
 
     /// The source address for connection number `index`, or `None` to let the kernel choose.
     pub fn source(&self, index: usize) -> Option<SocketAddr> {
+        if let Some(ip) = self.fixed {
+            return Some(SocketAddr::new(IpAddr::V4(ip), 0));
+        }
         if !self.spread {
             return None;
         }
@@ -123,6 +138,7 @@ mod tests {
         let local = SourceAddrs {
             per_address: 2,
             spread: true,
+            fixed: None,
         };
         let hosts: Vec<_> = (0..6)
             .map(|i| local.source(i).map(|a| a.ip().to_string()))
@@ -133,5 +149,7 @@ mod tests {
         let remote = SourceAddrs::for_target("10.0.0.1:80".parse().unwrap());
         assert!(remote.source(0).is_none());
         assert!(ephemeral_ports() > 1000);
+        let agent = SourceAddrs::fixed(Ipv4Addr::new(127, 0, 0, 12));
+        assert_eq!(agent.source(70_000).unwrap().to_string(), "127.0.0.12:0");
     }
 }

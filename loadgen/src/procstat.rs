@@ -15,24 +15,33 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn schedstat_seconds(pid: u32) -> Option<f64> {
+    schedstat(pid).map(|(on_cpu, _)| on_cpu)
+}
+
+/// Seconds `pid`'s threads waited, runnable, for a CPU so far (`schedstat`'s run delay): how much
+/// more CPU it wanted than it got.
+pub fn wait_seconds(pid: u32) -> Option<f64> {
+    schedstat(pid).map(|(_, waited)| waited)
+}
+
+/// `(on CPU, waiting for a CPU)` in seconds, summed over `pid`'s threads.
+fn schedstat(pid: u32) -> Option<(f64, f64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut nanos: u64 = 0;
+    let (mut on_cpu, mut waited) = (0u64, 0u64);
     let mut any = false;
     for task in tasks.flatten() {
         // A thread may exit between listing and reading; it simply no longer counts.
         let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
-        if let Some(on_cpu) = text
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-        {
-            nanos += on_cpu;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
+            on_cpu += run;
+            waited += wait;
             any = true;
         }
     }
-    any.then_some(nanos as f64 / 1e9)
+    any.then_some((on_cpu as f64 / 1e9, waited as f64 / 1e9))
 }
 
 fn stat_seconds(pid: u32) -> Option<f64> {
@@ -43,6 +52,30 @@ fn stat_seconds(pid: u32) -> Option<f64> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some((user + system) as f64 / TICKS_PER_SECOND)
+}
+
+/// Idle and total time (in clock ticks) of `cpus` so far, from `/proc/stat`: how busy a CPU set
+/// was, whoever kept it busy.
+pub fn cpu_set_ticks(cpus: &[usize]) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let (mut idle, mut total) = (0, 0);
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let Some(cpu) = fields.next().and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        if !cpus.contains(&cpu) {
+            continue;
+        }
+        let ticks: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        total += ticks.iter().take(8).sum::<u64>();
+        idle += ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    }
+    (total > 0).then_some((idle, total))
 }
 
 /// Resident set size of `pid` in bytes.
@@ -96,5 +129,8 @@ mod tests {
         assert!(stat_seconds(me).is_some());
         assert!(rss_bytes(me).is_some_and(|b| b > 1024 * 1024));
         assert!(cpu_seconds(u32::MAX).is_none());
+        let (idle, total) = cpu_set_ticks(&[0]).unwrap();
+        assert!(idle <= total && total > 0);
+        assert!(cpu_set_ticks(&[usize::MAX]).is_none());
     }
 }

@@ -47,19 +47,23 @@ impl Progress {
         }
     }
 
-    /// Called once per collector interval (about a second).
-    pub fn tick(&self, counters: &Counters) {
-        let events = counters.events_received.load(Relaxed);
-        let requests = counters.requests.load(Relaxed);
+    /// Called once per collector interval (about a second), with this process's counters and
+    /// the load workers' live ones.
+    pub fn tick(&self, counters: &Counters, workers: Option<&Counters>) {
+        let both = |read: &dyn Fn(&Counters) -> u64| read(counters) + workers.map_or(0, read);
+        let events = both(&|c| c.events_received.load(Relaxed));
+        let requests = both(&|c| c.requests.load(Relaxed));
+        let open = counters.connections_open.load(Relaxed)
+            + workers.map_or(0, |w| w.connections_open.load(Relaxed));
         let event_rate = events.saturating_sub(self.last_events.swap(events, Relaxed));
         let request_rate = requests.saturating_sub(self.last_requests.swap(requests, Relaxed));
         let message = format!(
             "conns {} | events/s {} | req/s {} | published {} | errors {}",
-            counters.connections_open.load(Relaxed),
+            open,
             event_rate,
             request_rate,
             counters.published.load(Relaxed),
-            counters.error_total.load(Relaxed),
+            both(&|c| c.error_total.load(Relaxed)),
         );
         let elapsed = self.started.elapsed().as_secs();
         match &self.bar {

@@ -10,13 +10,13 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest value a histogram holds: one hour in microseconds. Larger samples are clamped (and counted).
 pub const MAX_MICROS: u64 = 3_600_000_000;
 
 /// The latency distributions a run records, all in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Publish (intended send time) → the client has the event. For polling this is the staleness.
@@ -38,10 +38,15 @@ pub enum Metric {
     QueueWaitPremium,
     /// The same for the normal lane.
     QueueWaitNormal,
+    /// Publish (the instant the publisher started writing it) → the client has the event: the
+    /// delivery latency without the publisher's own lateness.
+    DeliveryFromWrite,
+    /// How late the publisher started writing each publish after its intended time.
+    PublishLateness,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Delivery,
         Metric::RoundTrip,
         Metric::RoundTripUncorrected,
@@ -51,6 +56,8 @@ impl Metric {
         Metric::JobResult,
         Metric::QueueWaitPremium,
         Metric::QueueWaitNormal,
+        Metric::DeliveryFromWrite,
+        Metric::PublishLateness,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +71,8 @@ impl Metric {
             Metric::JobResult => "job_result",
             Metric::QueueWaitPremium => "queue_wait_premium",
             Metric::QueueWaitNormal => "queue_wait_normal",
+            Metric::DeliveryFromWrite => "delivery_from_write",
+            Metric::PublishLateness => "publish_lateness",
         }
     }
 }
@@ -96,6 +105,9 @@ pub struct Counters {
     pub connections_peak: AtomicI64,
     pub reconnects: AtomicU64,
     pub published: AtomicU64,
+    /// The publisher's successful publishes whose intended time fell in the measured window:
+    /// exact, however late each answer comes.
+    pub published_in_window: AtomicU64,
     pub late_sends: AtomicU64,
     pub dropped_sends: AtomicU64,
     pub clamped_samples: AtomicU64,
@@ -165,7 +177,7 @@ impl Counters {
 }
 
 /// Plain copy of [`Counters`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSnapshot {
     /// Events received in the measured window (duplicates included): divide window costs by this.
     pub events_received: u64,
@@ -210,6 +222,34 @@ impl CounterSnapshot {
             late_sends: d(|s| s.late_sends),
             dropped_sends: d(|s| s.dropped_sends),
             ..*last
+        }
+    }
+
+    /// The counts of two processes together (each worker's connection peak adds up: its clients
+    /// are open at the same time as the others').
+    pub fn add(&self, other: &Self) -> Self {
+        Self {
+            events_received: self.events_received + other.events_received,
+            requests: self.requests + other.requests,
+            empty_responses: self.empty_responses + other.empty_responses,
+            events_delivered: self.events_delivered + other.events_delivered,
+            events_expected: self.events_expected + other.events_expected,
+            events_lost: self.events_lost + other.events_lost,
+            events_duplicated: self.events_duplicated + other.events_duplicated,
+            events_out_of_order: self.events_out_of_order + other.events_out_of_order,
+            gaps: self.gaps + other.gaps,
+            bytes_up: self.bytes_up + other.bytes_up,
+            bytes_down: self.bytes_down + other.bytes_down,
+            connections_opened: self.connections_opened + other.connections_opened,
+            connections_peak: self.connections_peak + other.connections_peak,
+            reconnects: self.reconnects + other.reconnects,
+            published: self.published + other.published,
+            late_sends: self.late_sends + other.late_sends,
+            dropped_sends: self.dropped_sends + other.dropped_sends,
+            clamped_samples: self.clamped_samples + other.clamped_samples,
+            jobs_redelivered: self.jobs_redelivered + other.jobs_redelivered,
+            jobs_duplicated: self.jobs_duplicated + other.jobs_duplicated,
+            errors: self.errors + other.errors,
         }
     }
 }
@@ -258,20 +298,51 @@ impl Recorder {
         let _ = shard.histograms[metric as usize].record(value);
     }
 
+    /// Adds histograms recorded elsewhere (another process of the run) to what the next
+    /// [`Recorder::take_interval`] returns: exact, bucket by bucket.
+    pub fn absorb(&self, metric: Metric, histogram: &Histogram<u64>) {
+        let mut shard = self.shards[0].lock().unwrap_or_else(|p| p.into_inner());
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = shard.histograms[metric as usize].add(histogram);
+    }
+
+    /// Adds another process's live traffic (what the progress display and the error limit read).
+    pub fn absorb_live(&self, delta: &CounterSnapshot, connections_open: i64) {
+        let c = &self.counters;
+        c.events_received.fetch_add(delta.events_received, Relaxed);
+        c.requests.fetch_add(delta.requests, Relaxed);
+        c.error_total.fetch_add(delta.errors, Relaxed);
+        c.connections_open.fetch_add(connections_open, Relaxed);
+    }
+
     /// Takes everything recorded since the last call, one histogram per metric.
     pub fn take_interval(&self) -> [Histogram<u64>; METRICS] {
         let mut total: [Histogram<u64>; METRICS] = std::array::from_fn(|_| new_histogram());
-        for shard in &self.shards {
-            let taken = {
-                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                std::mem::replace(&mut *shard, Shard::new())
-            };
-            for (sum, part) in total.iter_mut().zip(taken.histograms.iter()) {
-                // Same bounds everywhere, so adding cannot fail.
-                let _ = sum.add(part);
-            }
+        for shard in 0..self.shards.len() {
+            self.take_shard(shard, &mut total);
         }
         total
+    }
+
+    /// Number of shards (the collector takes them one at a time).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Moves what shard `shard` recorded into `into`, leaving it empty. Empty histograms are
+    /// skipped and nothing is allocated, so the lock is held for microseconds.
+    pub fn take_shard(&self, shard: usize, into: &mut [Histogram<u64>; METRICS]) {
+        let Some(shard) = self.shards.get(shard) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for (sum, part) in into.iter_mut().zip(shard.histograms.iter_mut()) {
+            if !part.is_empty() {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = sum.add(&*part);
+                part.reset();
+            }
+        }
     }
 }
 

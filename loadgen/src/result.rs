@@ -7,6 +7,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::{
+    pin::CpuList,
+    procs::pool::{LostWorker, WorkerUsage},
     record::{CounterSnapshot, Metric},
     {pattern::Pattern, scenario::BusKind},
 };
@@ -71,6 +73,8 @@ pub struct ProcessUsage {
     pub cpu_s: f64,
     /// Highest resident set size seen, in bytes.
     pub peak_rss_bytes: u64,
+    /// Seconds its threads waited, runnable, for a CPU in the window (0 where not read).
+    pub wait_s: f64,
 }
 
 /// One measured cell.
@@ -96,8 +100,33 @@ pub struct CellResult {
     pub achieved_rate: f64,
     /// 99th percentile of the load generator's own scheduling delay (µs): how late its timers fire.
     pub loadgen_lag_p99_us: u64,
-    /// Reasons the numbers may describe the load generator rather than the server (empty when fine).
+    /// Figures that would mislead, each with why (empty when fine): the cell is flagged.
     pub warnings: Vec<String>,
+    /// What a reader should know that does not make a figure wrong (not a flag).
+    pub notes: Vec<String>,
+    pub placement: CellPlacement,
+}
+
+/// Where a cell's processes ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CellPlacement {
+    /// Processes that hosted the clients (1: the runner's own process).
+    pub procs: usize,
+    pub server_cpus: Option<CpuList>,
+    pub broker_cpus: Option<CpuList>,
+    pub loadgen_cpus: Option<CpuList>,
+    /// CPUs the load generator could use: its set, or every CPU when unpinned.
+    pub loadgen_cpu_count: usize,
+    /// True when the servers and the load generator ran on disjoint CPU sets.
+    pub separated: bool,
+    /// Share of the window the load generator's CPU set was busy, by anyone (when pinned).
+    pub loadgen_set_busy: Option<f64>,
+    /// Estimated clock error between the coordinator and its agents (µs); distributed runs only.
+    pub clock_error_us: Option<f64>,
+    /// Each load worker's share and cost (empty when the runner hosted the clients itself).
+    pub workers: Vec<WorkerUsage>,
+    /// Workers lost mid-run.
+    pub lost: Vec<LostWorker>,
 }
 
 /// Facts about the run as a whole, written to `run.json`.
@@ -118,4 +147,10 @@ pub struct RunInfo {
     /// What the run left out and why (a peer that cannot start here, a cell whose target could
     /// not be reached); the report lists them.
     pub notes: Vec<String>,
+    /// The CPU sets of the servers, the broker and the load generator.
+    pub cpu_sets: crate::pin::CpuPlan,
+    /// Their scheduling class.
+    pub scheduling: crate::priority::Scheduling,
+    /// Per cell: how many processes hosted its clients and what each used.
+    pub placement: std::collections::BTreeMap<String, CellPlacement>,
 }

@@ -46,8 +46,8 @@ impl fmt::Display for BusKind {
     }
 }
 
-/// A validated run description.
-#[derive(Debug, Clone, Serialize)]
+/// A validated run description (also what a load worker is handed, as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scenario {
     pub patterns: Vec<Pattern>,
     pub clients: usize,
@@ -71,8 +71,9 @@ pub struct Scenario {
     /// An already-running server; `None` starts the embedded one (or the profile's server).
     pub target: Option<String>,
     /// The target profile describing someone else's server (`--profile`), or the ad-hoc one the
-    /// generic patterns follow; recorded as where it came from.
-    #[serde(serialize_with = "profile_source")]
+    /// generic patterns follow; recorded as where it came from. A load worker is handed it apart
+    /// (`procs::protocol::WorkerProfile`).
+    #[serde(serialize_with = "profile_source", skip_deserializing)]
     pub profile: Option<Arc<Profile>>,
     /// The process of an already-running target, whose CPU and memory are then measured.
     pub target_pid: Option<u32>,
@@ -95,6 +96,10 @@ pub struct Scenario {
     pub workers: usize,
     /// Job patterns: the share of users whose jobs go to the premium lane (0..=1).
     pub premium: f64,
+    /// Load-worker processes a cell's clients are split over; `None` = as many as the open-file
+    /// limit needs (one: the clients run inside the runner's own process).
+    #[serde(default)]
+    pub procs: Option<usize>,
 }
 
 fn profile_source<S: serde::Serializer>(
@@ -110,8 +115,15 @@ fn profile_source<S: serde::Serializer>(
 mod secs {
     use std::time::Duration;
 
+    use serde::Deserialize as _;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
@@ -129,7 +141,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 30] = [
+pub const FIELDS: [&str; 31] = [
     "patterns",
     "profile",
     "target_pid",
@@ -158,6 +170,7 @@ pub const FIELDS: [&str; 30] = [
     "work",
     "workers",
     "premium",
+    "procs",
     // Read by `threshold::Thresholds::from_raw`, not by the scenario itself.
     "fail_if",
     "fail_if_missing",
@@ -416,6 +429,9 @@ impl RawScenario {
             work: v.field("work", "20ms", |t| duration(t, 0.0, 60.0))?,
             workers: v.field("workers", "4", |t| count(t, 0, 4_096))? as usize,
             premium: v.field("premium", "0.2", |t| rate(t, 0.0, 1.0))?,
+            procs: v
+                .optional("procs", |t| count(t, 1, 256))?
+                .map(|n| n as usize),
             target_pid: v.optional("target_pid", |t| {
                 let pid = count(t, 1, u64::from(u32::MAX))? as u32;
                 if Path::new(&format!("/proc/{pid}/stat")).exists() {
@@ -784,6 +800,21 @@ mod tests {
             serde_json::to_value(sub).unwrap(),
             serde_json::json!("graphql-sub")
         );
+    }
+
+    #[test]
+    fn procs_are_counted_from_one_and_scenarios_cross_processes() {
+        let mut flags = RawScenario::default();
+        flags.set_flag("procs", "0");
+        let err = flags.validate().unwrap_err().to_string();
+        assert!(err.contains("--procs") && err.contains("1..=256"), "{err}");
+        flags.set_flag("procs", "6");
+        flags.set_flag("duration", "1.5s");
+        let s = flags.validate().unwrap();
+        assert_eq!(s.procs, Some(6));
+        let back: Scenario = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!((back.procs, back.duration), (Some(6), s.duration));
+        assert_eq!(RawScenario::default().validate().unwrap().procs, None);
     }
 
     #[test]

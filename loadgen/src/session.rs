@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     output,
+    procs::Placement,
     result::{CellResult, RunInfo},
     runner::{run_cell, CellOptions, RunError},
     {pattern::Pattern, scenario::Scenario},
@@ -61,6 +62,8 @@ pub struct SessionOptions {
     pub interrupt: CancellationToken,
     /// What was left out before the run (e.g. a peer that cannot start here), for `run.json`.
     pub notes: Vec<String>,
+    /// CPU sets and agents (the default: nothing pinned, clients on this machine).
+    pub placement: Placement,
 }
 
 pub struct SessionOutcome {
@@ -114,6 +117,8 @@ pub struct Session {
     cells: Vec<CellResult>,
     /// What was left out (e.g. a peer that cannot start here), for `run.json`.
     notes: Vec<String>,
+    /// CPU sets and agents, the same for every cell.
+    placement: Placement,
 }
 
 impl Session {
@@ -144,6 +149,7 @@ impl Session {
             started_cells: 0,
             cells: Vec::new(),
             notes: options.notes.clone(),
+            placement: options.placement.clone(),
         })
     }
 
@@ -179,6 +185,7 @@ impl Session {
             quiet: self.quiet,
             server_args: self.server_args.clone(),
             interrupt: self.interrupt.clone(),
+            placement: self.placement.clone(),
         })
         .await
         .map_err(|error| SessionError::Cell {
@@ -207,6 +214,7 @@ impl Session {
             target,
             cells,
             notes,
+            placement,
             ..
         } = self;
         let complete = all_ran && cells.iter().all(|c| c.complete);
@@ -225,6 +233,12 @@ impl Session {
             scenario: description,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
             notes,
+            cpu_sets: (*placement.cpus).clone(),
+            scheduling: placement.scheduling.clone(),
+            placement: cells
+                .iter()
+                .map(|c| (c.spec.name(), c.placement.clone()))
+                .collect(),
         };
         output::write_run(&dir, &info, &cells)
             .map_err(|e| SessionError::Write(dir.clone(), e.to_string()))?;

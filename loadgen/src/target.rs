@@ -95,6 +95,23 @@ impl Target {
     }
 }
 
+/// A child of the load generator (a server, a load worker): driven through its standard input
+/// and output, its errors on ours, killed if dropped, logging only warnings unless `RUST_LOG` says
+/// otherwise (its INFO lines would interleave with the progress display).
+pub fn child_process(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
 /// Reads a started server's standard output until `ready` finds the line that says it is ready
 /// (and the base URL in it), within `wait`; then keeps draining it so the child never blocks on a
 /// full pipe. A server that exits or stays silent is killed and the error says which.
@@ -150,18 +167,9 @@ impl EmbeddedServer {
     }
 
     pub async fn start_program(program: &str, extra_args: &[String]) -> Result<Self, TargetError> {
-        let mut child = Command::new(program)
+        let mut child = child_process(program)
             .args(["serve", "--bind", "127.0.0.1:0", "--exit-on-stdin-eof"])
             .args(extra_args)
-            // The server's own INFO lines would interleave with the progress display.
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);

@@ -222,8 +222,10 @@ fn ctrl_c_writes_what_was_measured_and_marks_the_run_incomplete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_errors_stops_the_cell_and_says_so() {
-    // Only 5 connections are allowed, so most of the 20 clients are refused with 503.
-    let server = common::server(|c| c.max_connections = 5).await;
+    // The publisher's connections open first; beyond them only 5 are allowed, so most of the 20
+    // clients are refused with 503.
+    let publisher = commbench_loadgen::publisher::CONNECTIONS;
+    let server = common::server(|c| c.max_connections = publisher + 5).await;
     let cell = common::run_one(
         &server.url(),
         &[

@@ -4,7 +4,11 @@
 use std::fmt;
 
 use super::{limits, slo::Slo};
-use crate::{record::Metric, result::CellResult};
+use crate::{
+    health::{self, FlagKind},
+    record::Metric,
+    result::CellResult,
+};
 
 /// What ends a search, or fails a step; `capacity.csv` names it in kebab case (`server-cpu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,7 +124,10 @@ pub fn judge(cell: &CellResult, slo: &Slo, metric: Metric) -> Verdict {
 fn failures(cell: &CellResult, slo: &Slo, metric: Metric) -> Vec<(Constraint, String)> {
     let mut reasons = Vec::new();
     let c = &cell.counters;
-    let missing = cell.warnings.iter().find(|w| w.starts_with("only "));
+    let missing = cell
+        .warnings
+        .iter()
+        .find(|w| health::kind_of(w) == FlagKind::MissingClients);
     if c.errors > 0 || c.dropped_sends > 0 || missing.is_some() {
         let kinds: Vec<String> = cell
             .errors
@@ -183,6 +190,7 @@ mod tests {
         cell.server = Some(ProcessUsage {
             cpu_s: 0.1,
             peak_rss_bytes: 1 << 20,
+            wait_s: 0.0,
         });
         cell
     }
@@ -205,12 +213,15 @@ mod tests {
     fn a_struggling_load_generator_does_not_undo_a_met_goal() {
         let mut cell = clean();
         cell.warnings = vec![
-            "load generator timers fired up to 40 ms late (p99): …".into(),
-            "achieved 40.0/s of the 50/s target: the target rate was not sustained".into(),
+            "p99 delivery (99.0 ms): the load generator was up to 40.0 ms late (p99) to run what \
+             woke it, 40% of it"
+                .into(),
+            "the rate: achieved 40.0/s of the 50/s target, so every figure describes a lighter load"
+                .into(),
         ];
         let verdict = judge(&cell, &slo("p99<2s"), Metric::Delivery);
         assert!(
-            matches!(verdict, Verdict::Pass { harness: Some(ref w), .. } if w.contains("timers")),
+            matches!(verdict, Verdict::Pass { harness: Some(ref w), .. } if w.contains("late (p99)")),
             "{verdict:?}"
         );
         let verdict = judge(&cell, &slo("p99<100ms"), Metric::Delivery);
@@ -223,7 +234,7 @@ mod tests {
     #[test]
     fn a_saturated_server_that_met_the_goal_passes_and_says_so() {
         let mut cell = clean();
-        let cores = limits::server_core_budget();
+        let cores = limits::server_core_budget(&cell);
         cell.server.as_mut().unwrap().cpu_s = cell.measured_s * cores;
         let verdict = judge(&cell, &slo("p99<2s"), Metric::Delivery);
         assert!(
@@ -280,7 +291,11 @@ mod tests {
             text.starts_with("2 errors (connect_refused=2); 3 of"),
             "{text}"
         );
-        cell.warnings = vec!["load generator timers fired up to 40 ms late (p99): …".into()];
+        cell.warnings = vec![
+            "every figure: the load generator was saturated: its CPU set (0) was busy 99% of the \
+             window, …"
+                .into(),
+        ];
         let verdict = judge(&cell, &slo("p99<2s"), Metric::Delivery);
         assert!(
             matches!(verdict, Verdict::Fail(Constraint::Harness, _)),

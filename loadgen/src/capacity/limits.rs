@@ -2,7 +2,11 @@
 //! server's CPU, and — checked before a step, so a search never fails half-way through a ramp — open
 //! files and memory.
 
-use crate::{procstat, result::CellResult};
+use crate::{
+    health::{self, FlagKind},
+    procstat,
+    result::CellResult,
+};
 
 /// Descriptors a cell needs besides one per client: the publisher, monitors, the runtime, the
 /// server's own listener and pipes.
@@ -14,9 +18,9 @@ const MEMORY_SHARE: f64 = 0.8;
 /// Share of its CPU budget at which the server counts as saturated.
 const SERVER_SATURATED: f64 = 0.9;
 
-/// Whether the load generator may have been the bottleneck: the first harness-health warning
-/// of `health.rs` that describes the load generator (not errors, which a search judges by
-/// themselves, nor a machine saturated mainly by the server). The one place capacity asks.
+/// Whether the load generator may have been the bottleneck: the first flag of `health.rs` that
+/// blames the harness (not errors or missing clients, which a search judges by themselves, nor
+/// CPUs shared with a server that used more of them). The one place capacity asks.
 ///
 /// Latencies are measured from intended send times, so a late, saturated or short-of-rate load
 /// generator can only add its own delay to them: a goal met despite such a warning was met, and a
@@ -25,12 +29,10 @@ pub fn loadgen_bottleneck(cell: &CellResult) -> Option<String> {
     let server_led = server_cores(cell).is_some_and(|server| server >= loadgen_cores(cell));
     cell.warnings
         .iter()
-        .find(|warning| {
-            let about_errors = warning.ends_with(" errors")
-                || warning.starts_with("stopped early")
-                || warning.starts_with("only ");
-            let server_saturated_it = warning.starts_with("machine saturated") && server_led;
-            !(about_errors || server_saturated_it)
+        .find(|flag| match health::kind_of(flag) {
+            FlagKind::Harness => true,
+            FlagKind::SharedCpus => !server_led,
+            FlagKind::MissingClients | FlagKind::Errors => false,
         })
         .cloned()
 }
@@ -45,20 +47,23 @@ fn loadgen_cores(cell: &CellResult) -> f64 {
     cell.loadgen.cpu_s / cell.measured_s.max(1e-9)
 }
 
-/// The cores the server may use: every core of the machine (no CPU set is given to it).
-pub fn server_core_budget() -> f64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+/// The cores the server may use: its CPU set's when it was pinned, else every core of the machine.
+pub fn server_core_budget(cell: &CellResult) -> f64 {
+    match &cell.placement.server_cpus {
+        Some(set) => set.len().max(1) as f64,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+    }
 }
 
-/// Whether the server's CPU was the limit: it used nearly all the cores it may use, or the machine
-/// was saturated and the server used more of it than the load generator.
+/// Whether the server's CPU was the limit: it used nearly all the cores it may use, or it shared
+/// the machine's CPUs with the load generator, they were saturated, and the server used more.
 pub fn server_cpu_saturated(cell: &CellResult) -> Option<String> {
     let server = server_cores(cell)?;
-    let budget = server_core_budget();
+    let budget = server_core_budget(cell);
     let machine_full = cell
         .warnings
         .iter()
-        .any(|w| w.starts_with("machine saturated"));
+        .any(|flag| health::kind_of(flag) == FlagKind::SharedCpus);
     let loadgen = loadgen_cores(cell);
     if server >= budget * SERVER_SATURATED {
         Some(format!(
@@ -163,7 +168,7 @@ mod tests {
         let mut raw = RawScenario::default();
         raw.set_flag("clients", cell.spec.clients.to_string());
         let scenario = raw.validate().unwrap();
-        cell.warnings = health::warnings(cell, &scenario, ready);
+        cell.warnings = health::assess(cell, &scenario, ready).flags;
     }
 
     fn quiet_cell() -> CellResult {
@@ -172,9 +177,17 @@ mod tests {
         cell.server = Some(ProcessUsage {
             cpu_s: 0.1,
             peak_rss_bytes: 1 << 20,
+            wait_s: 0.0,
         });
         cell.counters.errors = 0;
         cell
+    }
+
+    /// Every delivery took `ms`.
+    fn delivered_in(cell: &mut CellResult, ms: u64) {
+        let mut h = crate::record::new_histogram();
+        h.record(ms * 1_000).unwrap();
+        cell.histograms.insert(crate::record::Metric::Delivery, h);
     }
 
     #[test]
@@ -188,27 +201,31 @@ mod tests {
     #[test]
     fn the_harness_warnings_name_the_load_generator() {
         let mut cell = quiet_cell();
+        delivered_in(&mut cell, 50);
         cell.loadgen_lag_p99_us = 40_000;
         with_health(&mut cell, 0);
         let found = loadgen_bottleneck(&cell).unwrap();
-        assert!(found.contains("timers fired"), "{found}");
+        assert!(found.contains("to run what woke it"), "{found}");
 
         let mut cell = quiet_cell();
         cell.achieved_rate = 10.0;
         with_health(&mut cell, 0);
-        assert!(loadgen_bottleneck(&cell).unwrap().contains("not sustained"));
+        assert!(loadgen_bottleneck(&cell)
+            .unwrap()
+            .starts_with("the rate: achieved"));
 
         let mut cell = quiet_cell();
-        cell.loadgen.cpu_s = cell.measured_s * server_core_budget();
+        cell.loadgen.cpu_s = cell.measured_s * server_core_budget(&cell);
         with_health(&mut cell, 0);
         let found = loadgen_bottleneck(&cell).unwrap();
-        assert!(found.contains("load generator saturated"), "{found}");
+        assert!(found.contains("load generator was saturated"), "{found}");
     }
 
     #[test]
     fn errors_and_missing_clients_are_not_the_harness() {
         let mut cell = quiet_cell();
-        cell.counters.errors = 3;
+        // More than one error in a thousand operations: a flag, not a note.
+        cell.counters.errors = 3_000;
         with_health(&mut cell, 5);
         assert!(cell.warnings.len() == 2, "{:?}", cell.warnings);
         assert_eq!(loadgen_bottleneck(&cell), None);
@@ -217,7 +234,9 @@ mod tests {
     #[test]
     fn a_machine_saturated_by_the_server_is_the_servers_cpu() {
         let mut cell = quiet_cell();
-        let cores = server_core_budget();
+        let cores = server_core_budget(&cell);
+        // Unpinned, both may use every CPU.
+        cell.placement.loadgen_cpu_count = cores as usize;
         // The server takes most of the machine, the load generator a little: the machine is full.
         cell.server.as_mut().unwrap().cpu_s = cell.measured_s * cores * 0.8;
         cell.loadgen.cpu_s = cell.measured_s * cores * 0.15;
@@ -225,7 +244,7 @@ mod tests {
         assert!(cell
             .warnings
             .iter()
-            .any(|w| w.starts_with("machine saturated")));
+            .any(|w| health::kind_of(w) == FlagKind::SharedCpus));
         assert_eq!(loadgen_bottleneck(&cell), None);
         assert!(server_cpu_saturated(&cell)
             .unwrap()
@@ -235,6 +254,22 @@ mod tests {
         cell.loadgen.cpu_s = cell.measured_s * cores * 0.8;
         with_health(&mut cell, 0);
         assert!(loadgen_bottleneck(&cell).is_some());
+        assert_eq!(server_cpu_saturated(&cell), None);
+    }
+
+    #[test]
+    fn a_pinned_server_is_held_to_its_cpu_set() {
+        let mut cell = quiet_cell();
+        cell.placement.server_cpus = Some("1".parse().unwrap());
+        cell.placement.loadgen_cpus = Some("0".parse().unwrap());
+        cell.placement.separated = true;
+        assert_eq!(server_core_budget(&cell), 1.0);
+        cell.server.as_mut().unwrap().cpu_s = cell.measured_s * 0.95;
+        with_health(&mut cell, 0);
+        let found = server_cpu_saturated(&cell).unwrap();
+        assert!(found.contains("0.95 of 1 cores"), "{found}");
+        cell.placement.server_cpus = Some("1-3".parse().unwrap());
+        assert_eq!(server_core_budget(&cell), 3.0);
         assert_eq!(server_cpu_saturated(&cell), None);
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{stamp, ClientCtx, Phase};
 use crate::{
-    clock::decode_payload,
+    clock::{decode_stamp, Stamp},
     record::{Counters, Metric, SeqTracker},
     wire::PollAnswer,
 };
@@ -69,14 +69,14 @@ impl FeedReceiver {
             .counters
             .events_received
             .fetch_add(1, Relaxed);
-        let Some((_, intended_ns)) = data.and_then(|d| decode_payload(d.as_bytes())) else {
+        let Some(stamp) = data.and_then(|d| decode_stamp(d.as_bytes())) else {
             if self.take(seq) {
                 ctx.recorder().counters.error("foreign_payload");
             }
             return;
         };
         if self.take(seq) {
-            delivered(ctx, intended_ns, now_ns);
+            delivered(ctx, &stamp, now_ns);
         }
     }
 
@@ -120,7 +120,7 @@ impl FeedReceiver {
                     }
                     counters.events_received.fetch_add(1, Relaxed);
                     if self.take(ordinal) {
-                        delivered(ctx, found.intended_ns, now_ns);
+                        delivered(ctx, &found, now_ns);
                         new += 1;
                     }
                 }
@@ -157,15 +157,7 @@ impl FeedReceiver {
     /// The last sequence number (or publish ordinal) of the client's topic once publishing has
     /// stopped; `None` before, or when nothing is accounted.
     fn final_head(&self, ctx: &ClientCtx) -> Option<u64> {
-        match self.accounting {
-            Accounting::Seq => ctx
-                .shared
-                .final_heads
-                .get()
-                .and_then(|heads| heads.get(ctx.topic()).copied()),
-            Accounting::Stamp { .. } => ctx.shared.final_heads.get().map(|_| ctx.issued()),
-            Accounting::InterArrival => None,
-        }
+        ctx.shared.final_head(self.accounting, ctx.topic_index())
     }
 
     /// True once publishing has stopped and this client has seen its topic's last event.
@@ -200,13 +192,19 @@ impl FeedReceiver {
     }
 }
 
-/// Records a new event's delivery latency (in the window), and its cross-instance latency.
-fn delivered(ctx: &ClientCtx, intended_ns: u64, now_ns: u64) {
-    if ctx.shared.in_window(intended_ns) {
-        let micros = now_ns.saturating_sub(intended_ns) / 1_000;
+/// Records a new event's delivery latency (in the window) from its intended send time, its
+/// cross-instance latency, and its latency from the publisher's write when the stamp carries it.
+fn delivered(ctx: &ClientCtx, stamp: &Stamp, now_ns: u64) {
+    if ctx.shared.in_window(stamp.intended_ns) {
+        let micros = now_ns.saturating_sub(stamp.intended_ns) / 1_000;
         ctx.recorder().record(ctx.id, Metric::Delivery, micros);
         if ctx.remote {
             ctx.recorder().record(ctx.id, Metric::CrossInstance, micros);
+        }
+        if let Some(written_ns) = stamp.written_ns {
+            let micros = now_ns.saturating_sub(written_ns) / 1_000;
+            ctx.recorder()
+                .record(ctx.id, Metric::DeliveryFromWrite, micros);
         }
     }
 }

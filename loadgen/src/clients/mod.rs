@@ -95,6 +95,27 @@ impl RunShared {
         self.scenario.profile.as_ref()?.spec(self.pattern)
     }
 
+    /// How this cell's clients keep their books: commbench's own by sequence number, the
+    /// profile-driven ones as [`Self::accounting`] says.
+    pub fn books(&self) -> Accounting {
+        if self.scenario.profiled(self.pattern) {
+            self.accounting()
+        } else {
+            Accounting::Seq
+        }
+    }
+
+    /// The last sequence number (or publish ordinal) of topic `index` once publishing has
+    /// stopped, for books kept by `accounting`; `None` before, or when nothing is accounted.
+    pub fn final_head(&self, accounting: Accounting, index: usize) -> Option<u64> {
+        let heads = self.final_heads.get()?;
+        match accounting {
+            Accounting::Seq => heads.get(self.topics.get(index)?).copied(),
+            Accounting::Stamp { .. } => Some(self.issued.get(index).map_or(0, |n| n.load(Relaxed))),
+            Accounting::InterArrival => None,
+        }
+    }
+
     /// How the profile-driven clients of this cell keep their books: by stamp when the profile
     /// publishes and the route relays the payloads, else by the messages themselves.
     pub fn accounting(&self) -> Accounting {

@@ -1,20 +1,14 @@
-//! Finding the publish stamp `cb:{publish id}:{intended ns}:` (`crate::clock`) anywhere in what a
-//! server sends — a poll body holding several events, an SSE `data`, a WebSocket frame, a
-//! Socket.IO argument, JSON-escaped inside a string or not — and numbering publishes per topic,
-//! so delivery is accounted by publish id for servers that know nothing of commbench's sequence
-//! numbers. The publisher and the clients share the numbering below.
+//! Finding the publish stamp `cb:{publish id}:{intended ns}:` (`crate::clock`; commbench's own
+//! publisher follows it with `w{written ns}:`) anywhere in what a server sends — a poll body
+//! holding several events, an SSE `data`, a WebSocket frame, a Socket.IO argument, JSON-escaped
+//! inside a string or not — and numbering publishes per topic, so delivery is accounted by publish
+//! id for servers that know nothing of commbench's sequence numbers. The publisher and the clients share the numbering below.
 
-use crate::clock::decode_payload;
+use crate::clock::decode_stamp;
+pub use crate::clock::Stamp;
 
 /// The stamp's first bytes.
 const MAGIC: &[u8] = b"cb:";
-
-/// One stamp found in a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    pub publish_id: u64,
-    pub intended_ns: u64,
-}
 
 /// Every stamp in `bytes`, in order. A stamp holds only ASCII letters, digits and `:`, which no
 /// JSON, SSE or Socket.IO encoding escapes, so it reads the same at any depth of quoting.
@@ -24,11 +18,8 @@ pub fn stamps(bytes: &[u8]) -> impl Iterator<Item = Stamp> + '_ {
         while let Some(at) = find(&bytes[from..]) {
             let start = from + at;
             from = start + MAGIC.len();
-            if let Some((publish_id, intended_ns)) = decode_payload(&bytes[start..]) {
-                return Some(Stamp {
-                    publish_id,
-                    intended_ns,
-                });
+            if let Some(stamp) = decode_stamp(&bytes[start..]) {
+                return Some(stamp);
             }
         }
         from = bytes.len();
@@ -64,11 +55,14 @@ mod tests {
 
     #[test]
     fn finds_every_stamp_in_a_poll_page() {
-        let a = String::from_utf8(encode_payload(4, 1_000, 64).to_vec()).unwrap();
-        let b = String::from_utf8(encode_payload(14, 2_000, 64).to_vec()).unwrap();
+        let a = String::from_utf8(encode_payload(4, 1_000, 1_200, 64).to_vec()).unwrap();
+        let b = String::from_utf8(encode_payload(14, 2_000, 2_300, 64).to_vec()).unwrap();
         let page =
             format!(r#"{{"head":9,"events":[{{"seq":1,"data":"{a}"}},{{"seq":2,"data":"{b}"}}]}}"#);
         assert_eq!(found(page.as_bytes()), [(4, 1_000), (14, 2_000)]);
+        // The write time commbench's publisher adds is read too (delivery from the write).
+        let written: Vec<Option<u64>> = stamps(page.as_bytes()).map(|s| s.written_ns).collect();
+        assert_eq!(written, [Some(1_200), Some(2_300)]);
     }
 
     #[test]

@@ -122,6 +122,9 @@ mod tests {
             scenario: serde_json::Value::Null,
             cells: cells.iter().map(|c| c.spec.name()).collect(),
             notes: Vec::new(),
+            cpu_sets: Default::default(),
+            scheduling: Default::default(),
+            placement: Default::default(),
         }
     }
 

@@ -117,6 +117,9 @@ mod tests {
             scenario: serde_json::json!({ "clients": 10 }),
             cells: vec!["sse-c10-r50-p128".into()],
             notes: Vec::new(),
+            cpu_sets: Default::default(),
+            scheduling: Default::default(),
+            placement: Default::default(),
         };
         write_run_json(&path, &info).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -118,6 +118,33 @@ pub struct SummaryRow {
     pub jobs_redelivered: Option<u64>,
     #[serde(default)]
     pub jobs_duplicated: Option<u64>,
+    /// What a reader should know that does not flag the cell (`; `-separated).
+    #[serde(default)]
+    pub notes: String,
+    /// Processes that hosted the clients (1: the runner's own; more: `--procs` or agents).
+    #[serde(default = "one_instance")]
+    pub loadgen_procs: u64,
+    /// CPU sets (`0`, `2-3`); empty = not pinned.
+    #[serde(default)]
+    pub server_cpus: String,
+    #[serde(default)]
+    pub broker_cpus: String,
+    #[serde(default)]
+    pub loadgen_cpus: String,
+    /// Delivery latency from the instant the publisher wrote the event (without its lateness).
+    #[serde(default)]
+    pub write_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub write_p99_ms: Option<f64>,
+    /// How late the publisher started writing, p99.
+    #[serde(default)]
+    pub publish_lateness_p99_ms: Option<f64>,
+    /// Seconds the load generator's threads waited, runnable, for a CPU in the window.
+    #[serde(default)]
+    pub loadgen_wait_s: f64,
+    /// Distributed runs: how far the agents' clocks may be from the coordinator's.
+    #[serde(default)]
+    pub clock_error_ms: Option<f64>,
     /// Which server the cell measured: `commbench`, a target profile's name (`node`), or
     /// `external`. Missing in results written before target profiles, which were all commbench's.
     #[serde(default = "commbench_target")]
@@ -234,9 +261,23 @@ impl SummaryRow {
             queue_wait_normal_p99_ms: of(Metric::QueueWaitNormal, 0.99),
             jobs_redelivered: job(c.jobs_redelivered),
             jobs_duplicated: job(c.jobs_duplicated),
+            notes: cell.notes.join("; "),
+            loadgen_procs: cell.placement.procs.max(1) as u64,
+            server_cpus: set(&cell.placement.server_cpus),
+            broker_cpus: set(&cell.placement.broker_cpus),
+            loadgen_cpus: set(&cell.placement.loadgen_cpus),
+            write_p50_ms: of(Metric::DeliveryFromWrite, 0.5),
+            write_p99_ms: of(Metric::DeliveryFromWrite, 0.99),
+            publish_lateness_p99_ms: of(Metric::PublishLateness, 0.99),
+            loadgen_wait_s: round3(cell.loadgen.wait_s),
+            clock_error_ms: cell.placement.clock_error_us.map(|us| round3(us / 1_000.0)),
             target: spec.target.clone(),
         }
     }
+}
+
+fn set(cpus: &Option<crate::pin::CpuList>) -> String {
+    cpus.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
 /// The denominator of the per-event costs: messages received in the measured window (the same
@@ -373,7 +414,7 @@ mod tests {
             .lines()
             .map(|line| format!("{}\n", &line[..line.rfind(',').unwrap()]))
             .collect();
-        assert!(old.lines().next().unwrap().ends_with("jobs_duplicated"));
+        assert!(old.lines().next().unwrap().ends_with("clock_error_ms"));
         std::fs::write(&path, old).unwrap();
         let back = read_summary(&path).unwrap();
         std::fs::remove_file(&path).unwrap();

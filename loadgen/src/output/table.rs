@@ -220,6 +220,7 @@ mod tests {
         cell.broker = Some(crate::result::ProcessUsage {
             cpu_s: 1.5,
             peak_rss_bytes: 8 << 20,
+            wait_s: 0.0,
         });
         let table = render_table(&[cell]);
         assert!(

@@ -64,15 +64,19 @@ pub fn sample_cell(pattern: Pattern, complete: bool) -> CellResult {
         server: Some(ProcessUsage {
             cpu_s: 3.0,
             peak_rss_bytes: 64 << 20,
+            wait_s: 0.0,
         }),
         broker: None,
         loadgen: ProcessUsage {
             cpu_s: 10.0,
             peak_rss_bytes: 128 << 20,
+            wait_s: 0.0,
         },
         achieved_rate: 50.0,
         loadgen_lag_p99_us: 800,
         warnings: vec!["load generator saturated: it used 95% of all 2 cores".to_owned()],
+        notes: Vec::new(),
+        placement: Default::default(),
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Profile {
     /// `None`: nothing is published, so every pattern measures the server's own events.
     pub publish: Option<Publish>,
     pub patterns: BTreeMap<Pattern, PatternSpec>,
+    /// The text it was read from, which load workers check again for their clients (`None`: the
+    /// ad-hoc profile of `--target`, which they build again from the scenario).
+    pub toml: Option<String>,
 }
 
 impl Profile {
@@ -120,6 +123,7 @@ impl Profile {
             })
             .map(|mut profile| {
                 profile.source = path.to_owned();
+                profile.toml = Some(text.to_owned());
                 profile
             })
     }
@@ -174,6 +178,7 @@ impl Profile {
             start: None,
             publish: None,
             patterns,
+            toml: None,
         })
     }
 
@@ -304,6 +309,7 @@ impl RawProfile {
             start,
             publish,
             patterns,
+            toml: None,
         })
     }
 }

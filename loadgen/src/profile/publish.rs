@@ -2,6 +2,8 @@
 //! over a number of connections; commbench's own `POST /publish/{topic}` is the built-in route.
 //! The publisher (`crate::publisher`) schedules; this module sends one publish.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::Method;
 use serde::Deserialize;
@@ -61,7 +63,7 @@ pub struct Publish {
 }
 
 /// Concurrent publish connections by default: enough to keep up with slow answers without queueing.
-const CONNECTIONS: usize = 16;
+pub const CONNECTIONS: usize = 16;
 
 impl Publish {
     /// commbench's own: `POST /publish/{topic}` with the payload as the body; the answer's `seq`.
@@ -82,26 +84,113 @@ impl Publish {
         }
     }
 
-    /// Sends one publish of `payload` to `topic` through `conn` (opened first when `None`; the
-    /// caller drops it after an error). Returns the event's sequence number when the route
-    /// reports one.
+    /// Opens one publish connection ahead of the first publish (the publisher's connections
+    /// exist before any client's); `None` when the route's WebSocket URL names the topic, so its
+    /// connection is opened with its first publish.
+    pub async fn open(
+        &self,
+        target: &Target,
+        recorder: &Arc<Recorder>,
+    ) -> Result<Option<Conn>, ClientError> {
+        if matches!(&self.route, Route::WebSocket { url, .. } if url.uses(Var::Topic)) {
+            return Ok(None);
+        }
+        let values = Values::default();
+        self.connect(target, recorder, &values).await.map(Some)
+    }
+
+    /// Sends one publish to `topic` through `conn` (opened first when `None`; the caller drops it
+    /// after an error). The payload is made once the connection is in hand, right before it is
+    /// written. Returns the event's sequence number when the route reports one.
     pub async fn send(
         &self,
         conn: &mut Option<Conn>,
         target: &Target,
-        recorder: &std::sync::Arc<Recorder>,
+        recorder: &Arc<Recorder>,
         topic: &str,
-        payload: Bytes,
+        payload: impl FnOnce() -> Bytes,
     ) -> Result<Option<u64>, ClientError> {
-        let path = |url: &Template, values: &Values<'_>| {
-            let path = url.render(values);
-            if self.under_target_path {
-                target.join(&path)
-            } else {
-                path
-            }
+        let values = Values {
+            topic,
+            ..Values::default()
         };
-        send(&self.route, conn, target, recorder, topic, payload, path).await
+        if conn.is_none() {
+            *conn = Some(self.connect(target, recorder, &values).await?);
+        }
+        match (&self.route, conn.as_mut()) {
+            (
+                Route::Http {
+                    method,
+                    url,
+                    body,
+                    headers,
+                    seq,
+                },
+                Some(Conn::Http(http)),
+            ) => {
+                let payload = payload();
+                let body = if body.is_only(Var::Payload) {
+                    payload
+                } else {
+                    Bytes::from(body.render_with(&values, &payload, &[]))
+                };
+                let path = self.path(url, target, &values);
+                let answer = http
+                    .fetch_with(method.clone(), &path, headers, body)
+                    .await?;
+                let Some(pointer) = seq else {
+                    return Ok(None);
+                };
+                let json: serde_json::Value = serde_json::from_slice(&answer)
+                    .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))?;
+                pointer
+                    .get(&json)
+                    .and_then(serde_json::Value::as_u64)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!("publish answer has no {pointer}"))
+                    })
+            }
+            (Route::WebSocket { message, .. }, Some(Conn::WebSocket(socket))) => {
+                // Whatever the server said meanwhile (acks, echoes) is read and dropped, so the
+                // socket never backs up; a close ends this connection.
+                ws_conn::drain_ready(socket)?;
+                let payload = payload();
+                let text = String::from_utf8_lossy(&message.render_with(&values, &payload, &[]))
+                    .into_owned();
+                ws_conn::send_text(socket, text).await?;
+                Ok(None)
+            }
+            _ => Err(ClientError::Protocol("no publish connection".into())),
+        }
+    }
+
+    /// Opens a connection for the route: keep-alive HTTP to the target, or the route's WebSocket.
+    async fn connect(
+        &self,
+        target: &Target,
+        recorder: &Arc<Recorder>,
+        values: &Values<'_>,
+    ) -> Result<Conn, ClientError> {
+        match &self.route {
+            Route::Http { .. } => Ok(Conn::Http(HttpConn::open(target, None, recorder).await?)),
+            Route::WebSocket { url, .. } => {
+                let path = self.path(url, target, values);
+                let socket = ws_conn::open_on(target, None, recorder, &path, None).await?;
+                Ok(Conn::WebSocket(Box::new(socket)))
+            }
+        }
+    }
+
+    /// `url` rendered with `values`: under the target URL's path for a profile's route, at the
+    /// root for commbench's.
+    fn path(&self, url: &Template, target: &Target, values: &Values<'_>) -> String {
+        let path = url.render(values);
+        if self.under_target_path {
+            target.join(&path)
+        } else {
+            path
+        }
     }
 }
 
@@ -180,75 +269,8 @@ impl RawPublish {
     }
 }
 
-/// One publisher connection, opened on first use.
+/// One publisher connection, opened before publishing starts or with its first publish.
 pub enum Conn {
     Http(HttpConn),
     WebSocket(Box<Socket>),
-}
-
-async fn send(
-    route: &Route,
-    conn: &mut Option<Conn>,
-    target: &Target,
-    recorder: &std::sync::Arc<Recorder>,
-    topic: &str,
-    payload: Bytes,
-    path: impl Fn(&Template, &Values<'_>) -> String,
-) -> Result<Option<u64>, ClientError> {
-    let values = Values {
-        topic,
-        ..Values::default()
-    };
-    match route {
-        Route::Http {
-            method,
-            url,
-            body,
-            headers,
-            seq,
-        } => {
-            if conn.is_none() {
-                *conn = Some(Conn::Http(HttpConn::open(target, None, recorder).await?));
-            }
-            let Some(Conn::Http(http)) = conn.as_mut() else {
-                return Err(ClientError::Protocol("no publish connection".into()));
-            };
-            let body = if body.is_only(Var::Payload) {
-                payload
-            } else {
-                Bytes::from(body.render_with(&values, &payload, &[]))
-            };
-            let path = path(url, &values);
-            let answer = http
-                .fetch_with(method.clone(), &path, headers, body)
-                .await?;
-            let Some(pointer) = seq else {
-                return Ok(None);
-            };
-            let json: serde_json::Value = serde_json::from_slice(&answer)
-                .map_err(|e| ClientError::Protocol(format!("publish answer: {e}")))?;
-            pointer
-                .get(&json)
-                .and_then(serde_json::Value::as_u64)
-                .map(Some)
-                .ok_or_else(|| ClientError::Protocol(format!("publish answer has no {pointer}")))
-        }
-        Route::WebSocket { url, message } => {
-            if conn.is_none() {
-                let path = path(url, &values);
-                let socket = ws_conn::open_on(target, None, recorder, &path, None).await?;
-                *conn = Some(Conn::WebSocket(Box::new(socket)));
-            }
-            let Some(Conn::WebSocket(socket)) = conn.as_mut() else {
-                return Err(ClientError::Protocol("no publish connection".into()));
-            };
-            // Whatever the server said meanwhile (acks, echoes) is read and dropped, so the socket
-            // never backs up; a close ends this connection.
-            ws_conn::drain_ready(socket)?;
-            let text =
-                String::from_utf8_lossy(&message.render_with(&values, &payload, &[])).into_owned();
-            ws_conn::send_text(socket, text).await?;
-            Ok(None)
-        }
-    }
 }

@@ -74,6 +74,15 @@ pub fn cpu_percent(row: &SummaryRow) -> Option<f64> {
     (row.measured_s > 0.0).then(|| cpu / row.measured_s * 100.0)
 }
 
+/// Server CPU as a percentage of the servers' CPU set (of one core when they were not pinned).
+pub fn cpu_percent_of_set(row: &SummaryRow) -> Option<f64> {
+    let set = row
+        .server_cpus
+        .parse::<crate::pin::CpuList>()
+        .map_or(1, |s| s.len().max(1));
+    cpu_percent(row).map(|p| p / set as f64)
+}
+
 /// Events per second reaching each client's topic: the publish rate spread over the topics.
 pub fn lambda_per_client(row: &SummaryRow) -> Option<f64> {
     (row.rate_per_s > 0.0 && row.topics > 0).then(|| row.rate_per_s / row.topics as f64)
@@ -231,6 +240,16 @@ pub(crate) mod fixture {
             queue_wait_normal_p99_ms: None,
             jobs_redelivered: None,
             jobs_duplicated: None,
+            notes: String::new(),
+            loadgen_procs: 1,
+            server_cpus: String::new(),
+            broker_cpus: String::new(),
+            loadgen_cpus: String::new(),
+            write_p50_ms: None,
+            write_p99_ms: None,
+            publish_lateness_p99_ms: None,
+            loadgen_wait_s: 0.0,
+            clock_error_ms: None,
             target: "commbench".into(),
         }
     }
@@ -256,6 +275,15 @@ mod tests {
         assert_eq!(labeler.cell(&rows[1]), "short-poll 1s p1024 !");
         assert!(is_flagged(&rows[1]));
         assert_eq!(flag_reason(&rows[1]), "harness saturated");
+    }
+
+    #[test]
+    fn server_cpu_is_a_share_of_its_set() {
+        let mut r = row(Pattern::Sse, 100, None);
+        r.server_cpu_s = Some(8.0);
+        assert_eq!(cpu_percent_of_set(&r), Some(80.0), "unpinned: of one core");
+        r.server_cpus = "2-3".into();
+        assert_eq!(cpu_percent_of_set(&r), Some(40.0));
     }
 
     #[test]

@@ -114,6 +114,19 @@ fn run_section(doc: &mut Document, parts: &ReportParts<'_>) {
         facts.fact("rustc", rustc.clone());
     }
     facts.fact(
+        "CPU sets",
+        meta.cpu_sets.as_ref().map_or_else(
+            || "not recorded (nothing pinned)".to_owned(),
+            |s| s.note.clone(),
+        ),
+    );
+    if let Some(scheduling) = meta.scheduling.as_ref().filter(|s| !s.class.is_empty()) {
+        facts.fact(
+            "scheduling",
+            format!("{}: {}", scheduling.class, scheduling.note),
+        );
+    }
+    facts.fact(
         "cells",
         format!(
             "{} ({} flagged)",
@@ -231,7 +244,8 @@ fn summary_section(doc: &mut Document, parts: &ReportParts<'_>) {
         "Latency: publish → delivery for the feed patterns, round trip for request-response, the \
          time between messages for a server that sends its own events (`inter_arrival`). \
          Per-event costs divide by events received in the measured window (request-response: \
-         responses). CPU % is server CPU seconds ÷ measured seconds.",
+         responses). CPU % is server CPU seconds ÷ measured seconds, as a share of the servers' \
+         CPU set when they were pinned (of one core otherwise).",
     );
     let mut table = Table::new(&[
         ("cell", Left),
@@ -267,7 +281,7 @@ fn summary_section(doc: &mut Document, parts: &ReportParts<'_>) {
                 Cell::num(row.requests_per_event),
                 Cell::num(row.bytes_per_event),
                 Cell::num(row.server_cpu_us_per_event),
-                Cell::num(cells::cpu_percent(row)),
+                Cell::num(cells::cpu_percent_of_set(row)),
                 Cell::num(
                     row.server_rss_per_connection_bytes
                         .map(|b| b as f64 / 1024.0),

@@ -41,6 +41,28 @@ pub struct RunMeta {
     /// What the run left out and why.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Where the servers, the broker and the load generator ran (missing before pinning existed).
+    #[serde(default)]
+    pub cpu_sets: Option<CpuSetsMeta>,
+    /// The processes' scheduling class (missing before it was recorded).
+    #[serde(default)]
+    pub scheduling: Option<SchedulingMeta>,
+}
+
+/// `run.json`'s `scheduling`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SchedulingMeta {
+    #[serde(default)]
+    pub class: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `run.json`'s `cpu_sets`, as the report shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuSetsMeta {
+    #[serde(default)]
+    pub note: String,
 }
 
 impl RunMeta {

@@ -1,7 +1,10 @@
-//! Runs a scenario: for each pattern, a fresh embedded server (or the external target), clients
-//! started at the ramp rate, publishing through warm-up and the measured window, a drain for late
-//! deliveries, then the cell's result. Ctrl-C ends the window early and marks the run incomplete.
+//! Runs a scenario: for each pattern, a fresh embedded server (or the external target), the
+//! descriptor budget checked, the publisher's connections opened, clients started at the ramp rate
+//! (in this process, in load-worker processes, or on agents), publishing through warm-up and the
+//! measured window, a drain for late deliveries, then the cell's result with everything merged.
+//! Ctrl-C ends the window early and marks the run incomplete.
 
+mod group;
 mod monitors;
 mod usage;
 
@@ -15,32 +18,46 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    sync::watch,
-    task::{JoinHandle, JoinSet},
-};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use self::{
+    group::ClientGroup,
+    monitors::{scheduling_lag, unix_now_s},
+};
 use self::{
+    group::SETTLE_DEADLINE,
     monitors::Monitors,
     usage::{CpuReading, Processes},
 };
 use crate::{
-    clients::{notify_topic, ClientCtx, Phase, RunShared},
+    clients::{notify_topic, Phase, RunShared},
     clock::RunClock,
     fleet::{CellKeys, Fleet, FleetError},
     health,
-    net::SourceAddrs,
+    http::ClientError,
     pattern::{Kind, Pattern, RateOf},
+    pin,
+    procs::{
+        budget::{self, BudgetError, Limits, ProcCount},
+        pipe::{self, Children},
+        pool::{Merged, Pool},
+        protocol::{Command, WorkerProfile, WorkerSpec},
+        Placement, Share,
+    },
     procstat::RssPeaks,
-    publisher,
-    record::{CounterSnapshot, Recorder},
-    result::{CellResult, CellSpec},
+    publisher::PublisherThread,
+    record::{new_histogram, CounterSnapshot, Recorder},
+    result::{CellPlacement, CellResult, CellSpec},
     scenario::Scenario,
 };
 
-/// Histogram shards: enough that concurrent clients rarely share one.
-const SHARDS: usize = 64;
+/// Histogram shards: enough that clients on different threads rarely share one, few enough that
+/// a process pinned to one CPU does not hold 64 copies of every histogram (each about 190 KB).
+pub fn shards() -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (threads * 4).clamp(2, 64)
+}
 
 /// How one cell is run.
 pub struct CellOptions {
@@ -53,6 +70,8 @@ pub struct CellOptions {
     /// Extra flags for the embedded server (e.g. a test-only stall).
     pub server_args: Vec<String>,
     pub interrupt: CancellationToken,
+    /// CPU sets, and agents when the run is distributed.
+    pub placement: Placement,
 }
 
 /// Why a cell could not run at all.
@@ -60,28 +79,54 @@ pub struct CellOptions {
 pub enum RunError {
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error("not enough open files: {0}")]
+    Budget(#[from] BudgetError),
+    #[error("the publisher cannot connect to {target}: {error}")]
+    Publisher { target: String, error: ClientError },
+    #[error(transparent)]
+    Workers(#[from] pipe::PipeError),
     #[error("no client could start against {target}: {errors}")]
     NoClients { target: String, errors: String },
 }
 
 /// Runs one pattern cell and returns what it measured.
 pub async fn run_cell(options: CellOptions) -> Result<CellResult, RunError> {
+    let agents = options.placement.agents.as_ref().map(|a| a.count());
+    let limits = Limits::of_this_machine();
+    let procs = budget::check(&options.scenario, options.pattern, limits, agents)?;
     let fleet = start_target(&options).await?;
-    let result = measure(&options, &fleet).await;
+    let result = measure(&options, &fleet, procs).await;
     fleet.stop(&cell_keys(&options)).await;
     result
 }
 
 /// Starts the cell's embedded servers (or the profile's server, or connects to the external
-/// target).
+/// target), each server this run starts pinned to the servers' CPU set and the private broker to
+/// its own.
 async fn start_target(options: &CellOptions) -> Result<Fleet, FleetError> {
+    let cpus = &options.placement.cpus;
     let scenario = &options.scenario;
     let args = if scenario.target.is_some() || scenario.profile.is_some() {
         Vec::new()
     } else {
-        server_args(options)
+        let mut args = server_args(options);
+        if let Some(set) = &cpus.server {
+            args.extend(["--cpus".to_owned(), set.to_string()]);
+        }
+        args
     };
-    Fleet::start(&options.scenario, &args).await
+    let fleet = Fleet::start(&options.scenario, &args).await?;
+    if let (Some(pid), Some(set)) = (fleet.broker_pid(), &cpus.broker) {
+        if let Err(error) = pin::pin_process(pid, set) {
+            tracing::warn!(%error, "the broker runs unpinned");
+        }
+    }
+    if let (Some(pid), Some(set)) = (fleet.profile_server_pid(), &cpus.server) {
+        if let Err(error) = pin::pin_process(pid, set) {
+            tracing::warn!(%error, "the profile's server runs unpinned");
+        }
+    }
+    Ok(fleet)
 }
 
 /// The embedded servers' flags: room for the cell's connections and topics, and workers only
@@ -153,19 +198,30 @@ fn topic_names(options: &CellOptions) -> Vec<String> {
         .collect()
 }
 
-/// The steps of a cell on a started target: ramp, warm-up and window, drain, result.
-async fn measure(options: &CellOptions, fleet: &Fleet) -> Result<CellResult, RunError> {
+/// The steps of a cell on a started target: publisher, ramp, warm-up and window, drain, result.
+async fn measure(
+    options: &CellOptions,
+    fleet: &Fleet,
+    procs: ProcCount,
+) -> Result<CellResult, RunError> {
     let run = CellRun::start(options, fleet);
-    let mut clients = match run.ramp().await {
-        Ok(clients) => clients,
+    let publisher = match run.open_publisher().await {
+        Ok(publisher) => publisher,
         Err(error) => {
             run.monitors.finish().await;
             return Err(error);
         }
     };
-    let (window, publisher) = run.warm_up_and_window().await;
-    run.drain(&mut clients, publisher).await;
-    Ok(run.result(window).await)
+    let mut hosts = match run.ramp(procs).await {
+        Ok(hosts) => hosts,
+        Err(error) => {
+            run.monitors.finish().await;
+            return Err(error);
+        }
+    };
+    let (window, publisher) = run.warm_up_and_window(&hosts, publisher).await;
+    run.drain(&mut hosts, publisher).await;
+    Ok(run.result(window, hosts).await)
 }
 
 /// A cell from its first client to its last: what the steps share.
@@ -174,9 +230,23 @@ struct CellRun<'a> {
     fleet: &'a Fleet,
     shared: Arc<RunShared>,
     phase: watch::Sender<Phase>,
+    /// Live traffic of the load workers (for the progress line and the error limit).
+    live: Arc<Recorder>,
     /// Ctrl-C, or too many errors (`--max-errors`), ends the cell early.
     stop: CancellationToken,
     monitors: Monitors,
+}
+
+/// Who hosts the cell's clients.
+enum Hosts {
+    /// The runner's own process.
+    Local(ClientGroup),
+    /// Load workers: local child processes or agents.
+    Workers {
+        pool: Pool,
+        children: Option<Children>,
+        shares: Vec<Share>,
+    },
 }
 
 /// What the measured window saw.
@@ -192,17 +262,12 @@ struct Window {
     rss: RssPeaks,
 }
 
-/// The publisher task and how to stop it.
-struct Publisher {
-    task: JoinHandle<HashMap<String, u64>>,
-    stop: CancellationToken,
-}
-
 impl<'a> CellRun<'a> {
     /// The shared state every client sees, and the tasks that watch the cell.
     fn start(options: &'a CellOptions, fleet: &'a Fleet) -> Self {
         let scenario = options.scenario.clone();
-        let recorder = Arc::new(Recorder::new(SHARDS));
+        let recorder = Arc::new(Recorder::new(shards()));
+        let live = Arc::new(Recorder::new(1));
         let (phase_tx, phase) = watch::channel(Phase::Ramp);
         let shared = Arc::new(RunShared {
             scenario: scenario.clone(),
@@ -222,81 +287,169 @@ impl<'a> CellRun<'a> {
         });
         let stop = options.interrupt.child_token();
         let cell = cell_spec(&scenario, options.pattern).name();
-        let monitors = Monitors::start(options, &cell, &recorder, &stop);
+        let monitors = Monitors::start(options, &cell, &shared, &live, &stop);
         Self {
             options,
             fleet,
             shared,
             phase: phase_tx,
+            live,
             stop,
             monitors,
         }
     }
 
-    /// Starts clients at the configured rate and waits until each is subscribed or has failed;
-    /// an error when none started.
-    async fn ramp(&self) -> Result<JoinSet<()>, RunError> {
-        let scenario = &self.options.scenario;
-        let targets = &self.fleet.targets;
-        let sources: Vec<SourceAddrs> = targets
-            .iter()
-            .map(|target| SourceAddrs::for_target(target.addr))
-            .collect();
-        let instances = targets.len();
-        let pattern = self.options.pattern;
-        let client = pattern.client(scenario.profiled(pattern));
-        let mut clients = JoinSet::new();
-        let ramp_started = Instant::now();
-        for id in 0..scenario.clients {
-            let due = ramp_started + Duration::from_secs_f64(id as f64 / scenario.ramp as f64);
-            tokio::select! {
-                () = tokio::time::sleep_until(due.into()) => {}
-                () = self.stop.cancelled() => break,
-            }
-            // Round-robin over the instances, as a load balancer would; each instance's clients
-            // get their own spread of source addresses.
-            let instance = id % instances;
-            clients.spawn(client(ClientCtx {
-                id,
-                shared: self.shared.clone(),
-                target: targets[instance].clone(),
-                remote: instance != 0,
-                source: sources[instance].source(id / instances),
-                rng: fastrand::Rng::with_seed(id as u64),
-            }));
+    /// Opens the publisher's connections before any client connects, so clients that run out of
+    /// descriptors or ports never starve it.
+    async fn open_publisher(&self) -> Result<Option<PublisherThread>, RunError> {
+        if !self.options.scenario.publishes(self.options.pattern) {
+            return Ok(None);
         }
-        let shared = &self.shared;
-        let settled = || shared.ready.load(Relaxed) + shared.failed.load(Relaxed);
-        let ramp_deadline = Instant::now() + Duration::from_secs(30);
-        while settled() < clients.len()
-            && Instant::now() < ramp_deadline
-            && !self.stop.is_cancelled()
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        PublisherThread::start(self.shared.clone())
+            .await
+            .map(Some)
+            .map_err(|error| RunError::Publisher {
+                target: self.fleet.targets[0].authority.clone(),
+                error,
+            })
+    }
+
+    /// Starts the clients — here, or in load workers — and waits until each is subscribed or has
+    /// failed; an error when none started.
+    async fn ramp(&self, procs: ProcCount) -> Result<Hosts, RunError> {
+        let agents = self.options.placement.agents.as_ref();
+        let hosts = if procs.procs == 1 && agents.is_none() {
+            let shared = &self.shared;
+            let pattern = self.options.pattern;
+            let (started, stop) = (Instant::now(), &self.stop);
+            let group = ClientGroup::ramp(shared, pattern, Share::WHOLE, None, started, stop).await;
+            group.settle(shared, stop).await;
+            Hosts::Local(group)
+        } else {
+            self.ramp_workers(procs.procs).await?
+        };
+        let (ready, _) = self.ready_failed(&hosts);
         // Someone else's server that refuses every client still gets its cell, marked, with the
         // errors counted by kind: the run goes on.
-        if shared.ready.load(Relaxed) > 0 || scenario.profiled(pattern) {
-            return Ok(clients);
+        let pattern = self.options.pattern;
+        if ready > 0 || self.options.scenario.profiled(pattern) {
+            return Ok(hosts);
         }
-        let _ = self.phase.send(Phase::Stop);
-        clients.shutdown().await;
-        let errors = shared.recorder.counters.errors();
+        self.stop_hosts(hosts).await;
+        let errors = self.shared.recorder.counters.errors();
         let errors = if errors.is_empty() {
             "none started in time".to_owned()
         } else {
             format!("{errors:?}")
         };
-        let target = targets.iter().map(|t| t.authority.as_str());
+        let target = self.fleet.targets.iter().map(|t| t.authority.as_str());
         Err(RunError::NoClients {
             target: target.collect::<Vec<_>>().join(", "),
             errors,
         })
     }
 
+    /// Hands each worker its share (all ramping from one agreed instant) and waits until every
+    /// worker has settled its clients or is lost.
+    async fn ramp_workers(&self, count: usize) -> Result<Hosts, RunError> {
+        let options = self.options;
+        let (links, children) = match &options.placement.agents {
+            Some(agents) => (agents.links(), None),
+            None => {
+                let cpus = match &options.placement.cpus.loadgen {
+                    Some(set) => set.split(count).into_iter().map(Some).collect(),
+                    None => vec![None; count],
+                };
+                let (links, children) = pipe::spawn(&cpus)?;
+                (links, Some(children))
+            }
+        };
+        let cpus = options.placement.cpus.loadgen.clone();
+        let pool = Pool::start(links, self.shared.recorder.clone(), self.live.clone());
+        let shares: Vec<Share> = (0..pool.len())
+            .map(|index| Share {
+                index,
+                of: pool.len(),
+            })
+            .collect();
+        let scenario = &options.scenario;
+        let clock = self.shared.clock;
+        // Time for every worker to hear about the cell before the agreed start.
+        let lead = if options.placement.agents.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(300)
+        };
+        let ramp_at_ns = clock.now_ns() + lead.as_nanos() as u64;
+        let spec = WorkerSpec {
+            cell: cell_spec(scenario, options.pattern).name(),
+            scenario: (**scenario).clone(),
+            pattern: options.pattern,
+            targets: self
+                .fleet
+                .targets
+                .iter()
+                .map(|t| format!("http://{}{}", t.authority, t.path))
+                .collect(),
+            topics: self.shared.topics.clone(),
+            queue: self.shared.queue.clone(),
+            share: Share::WHOLE,
+            origin_ns: clock.monotonic_origin_ns(),
+            ramp_at_ns,
+            source: None,
+            cpus,
+            profile: scenario
+                .profiled(options.pattern)
+                .then(|| scenario.profile.as_deref().map(WorkerProfile::of))
+                .flatten(),
+        };
+        pool.send(|index| {
+            let mut spec = spec.clone();
+            spec.share = shares[index];
+            Command::Start(Box::new(spec))
+        });
+        let ramp_s = scenario.clients as f64 / scenario.ramp as f64;
+        let deadline = Instant::now() + lead + Duration::from_secs_f64(ramp_s) + SETTLE_DEADLINE;
+        let mut pool = pool;
+        pool.settled(deadline, &self.stop).await;
+        Ok(Hosts::Workers {
+            pool,
+            children,
+            shares,
+        })
+    }
+
+    fn ready_failed(&self, hosts: &Hosts) -> (usize, usize) {
+        let shared = &self.shared;
+        let own = (shared.ready.load(Relaxed), shared.failed.load(Relaxed));
+        match hosts {
+            Hosts::Local(_) => own,
+            Hosts::Workers { pool, .. } => {
+                let (ready, failed) = pool.ready_failed();
+                (own.0 + ready, own.1 + failed)
+            }
+        }
+    }
+
+    async fn stop_hosts(&self, hosts: Hosts) {
+        match hosts {
+            Hosts::Local(group) => group.stop(&self.phase).await,
+            Hosts::Workers { pool, children, .. } => {
+                drop(pool.merge(&[]));
+                if let Some(children) = children {
+                    children.reap().await;
+                }
+            }
+        }
+    }
+
     /// Publishing starts; samples count from the end of the warm-up; counters, CPU and memory are
     /// read at both ends of the window. The publisher is still running.
-    async fn warm_up_and_window(&self) -> (Window, Option<Publisher>) {
+    async fn warm_up_and_window(
+        &self,
+        hosts: &Hosts,
+        mut publisher: Option<PublisherThread>,
+    ) -> (Window, Option<PublisherThread>) {
         let scenario = &self.options.scenario;
         let clock = self.shared.clock;
         let run_start = clock.now_ns();
@@ -304,17 +457,16 @@ impl<'a> CellRun<'a> {
         let window_end = window_start + scenario.duration.as_nanos() as u64;
         self.shared.window_start_ns.store(window_start, Relaxed);
         let _ = self.phase.send(Phase::Run);
-        let publisher = scenario.publishes(self.options.pattern).then(|| {
-            let stop = self.stop.child_token();
-            let task = tokio::spawn(publisher::publish(
-                self.shared.clone(),
-                run_start,
-                window_end,
-                stop.clone(),
-            ));
-            Publisher { task, stop }
-        });
-        let processes = Processes::of(self.fleet);
+        if let Hosts::Workers { pool, .. } = hosts {
+            pool.send(|_| Command::Run {
+                window_start_ns: window_start,
+                window_end_ns: window_end,
+            });
+        }
+        if let Some(publisher) = &mut publisher {
+            publisher.go(run_start, window_end, self.stop.child_token());
+        }
+        let processes = Processes::of(self.fleet, self.options.placement.cpus.loadgen.as_ref());
         let (rss, rss_task) = RssPeaks::start(processes.all(), Duration::from_millis(250));
         let counters = &self.shared.recorder.counters;
         let interrupted = !sleep_until_ns(clock, window_start, &self.stop).await;
@@ -336,55 +488,117 @@ impl<'a> CellRun<'a> {
     }
 
     /// Publishing stops; feed clients catch up to the final heads, then everyone stops.
-    async fn drain(&self, clients: &mut JoinSet<()>, publisher: Option<Publisher>) {
+    async fn drain(&self, hosts: &mut Hosts, publisher: Option<PublisherThread>) {
         let final_heads = match publisher {
-            Some(Publisher { task, stop }) => {
-                stop.cancel();
-                task.await.unwrap_or_default()
+            Some(publisher) => {
+                self.stop.cancel();
+                publisher.heads().await
             }
             None => HashMap::new(),
         };
-        let _ = self.shared.final_heads.set(final_heads);
-        let _ = self.phase.send(Phase::Drain);
-        let drained = tokio::time::timeout(self.options.scenario.drain, async {
-            while clients.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
-        let _ = self.phase.send(Phase::Stop);
-        if !drained {
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while clients.join_next().await.is_some() {}
-            })
-            .await;
-            clients.shutdown().await;
+        let drain = self.options.scenario.drain;
+        match hosts {
+            Hosts::Local(group) => {
+                let _ = self.shared.final_heads.set(final_heads);
+                group.drain(drain, &self.phase).await;
+            }
+            Hosts::Workers { pool, .. } => {
+                let issued: Vec<u64> = self.shared.issued.iter().map(|n| n.load(Relaxed)).collect();
+                pool.send(|_| Command::Drain {
+                    final_heads: final_heads.clone(),
+                    issued: issued.clone(),
+                });
+                let _ = self.shared.final_heads.set(final_heads);
+                let _ = self.phase.send(Phase::Stop);
+                // The workers' own drain, their last interval and the way back; a worker still
+                // silent after that is lost.
+                let deadline = Instant::now() + drain + crate::procs::pool::SILENCE;
+                pool.done(deadline).await;
+            }
         }
     }
 
     /// The cell's result: counters over the window (loss over each client's subscription), the
-    /// processes' usage, the histograms, and what the harness's health says about them.
-    async fn result(self, window: Window) -> CellResult {
-        let ready = self.shared.ready.load(Relaxed);
+    /// processes' usage, the histograms (the workers' merged in), and what the harness's health
+    /// says about them.
+    async fn result(self, window: Window, hosts: Hosts) -> CellResult {
+        let merged = match hosts {
+            Hosts::Local(_) => None,
+            Hosts::Workers {
+                pool,
+                children,
+                shares,
+            } => {
+                let clients = self.options.scenario.clients;
+                let sizes: Vec<usize> = shares.iter().map(|s| s.len(clients)).collect();
+                let merged = pool.merge(&sizes);
+                if let Some(children) = children {
+                    children.reap().await;
+                }
+                Some((merged, shares))
+            }
+        };
         let recorder = self.shared.recorder.clone();
-        let (histograms, lag) = self.monitors.finish().await;
+        let (histograms, mut lag) = self.monitors.finish().await;
         let (start_cpu, end_cpu) = &window.cpu;
-        let usage = window
+        let mut usage = window
             .processes
             .usage(&window.rss, start_cpu, end_cpu)
             .await;
         let (start, end) = &window.counters;
-        let counters = CounterSnapshot::windowed(start, end, &recorder.counters.snapshot());
+        let mut counters = CounterSnapshot::windowed(start, end, &recorder.counters.snapshot());
+        if self.options.pattern.uses_feed() {
+            // Counted by intended time, so the count does not depend on when answers arrive.
+            counters.published = recorder.counters.published_in_window.load(Relaxed);
+        }
+        let mut errors = recorder.counters.errors();
+        let mut ready = self.shared.ready.load(Relaxed);
+        let cpus = &self.options.placement.cpus;
+        let mut placement = CellPlacement {
+            procs: 1,
+            server_cpus: cpus.server.clone(),
+            broker_cpus: cpus.broker.clone(),
+            loadgen_cpus: cpus.loadgen.clone(),
+            loadgen_cpu_count: cpus.loadgen_cpus(),
+            separated: cpus.separated(),
+            loadgen_set_busy: usage.loadgen_set_busy,
+            ..CellPlacement::default()
+        };
+        if let Some((merged, shares)) = merged {
+            placement.procs = shares.len();
+            counters = counters.add(&merged.counters);
+            for (kind, n) in &merged.errors {
+                *errors.entry(kind.clone()).or_insert(0) += n;
+            }
+            if let Some(worker_lag) = &merged.lag {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = lag.add(worker_lag);
+            }
+            usage.loadgen.cpu_s += merged.cpu_s;
+            usage.loadgen.peak_rss_bytes += merged.peak_rss_bytes;
+            usage.loadgen.wait_s += merged.wait_s;
+            ready += merged.ready;
+            if self.options.placement.agents.is_some() {
+                placement.clock_error_us = Some(merged.clock_error_ns as f64 / 1_000.0);
+            }
+            if self.options.pattern.uses_feed() {
+                count_lost_shares(&self.shared, &merged, &shares, &mut counters);
+            }
+            placement.workers = merged.per_worker;
+            placement.lost = merged.lost;
+        }
         let seconds = window.measured_s.max(1e-9);
         let achieved_rate = match self.options.pattern.about().rate_of {
             RateOf::Requests => counters.requests as f64 / seconds,
             RateOf::Publishes => counters.published as f64 / seconds,
         };
+        let lag = if lag.is_empty() { new_histogram() } else { lag };
         let mut result = CellResult {
             spec: cell_spec(&self.options.scenario, self.options.pattern),
-            complete: !window.interrupted,
+            complete: !window.interrupted && placement.lost.is_empty(),
             measured_s: window.measured_s,
             counters,
-            errors: recorder.counters.errors(),
+            errors,
             histograms,
             server: usage.servers,
             broker: usage.broker,
@@ -392,9 +606,32 @@ impl<'a> CellRun<'a> {
             achieved_rate,
             loadgen_lag_p99_us: lag.value_at_quantile(0.99),
             warnings: Vec::new(),
+            notes: Vec::new(),
+            placement,
         };
-        result.warnings = health::warnings(&result, &self.options.scenario, ready);
+        let health = health::assess(&result, &self.options.scenario, ready);
+        (result.warnings, result.notes) = (health.flags, health.notes);
         result
+    }
+}
+
+/// A lost worker's clients never closed their books: every event published on their topics
+/// counts as expected and lost for them.
+fn count_lost_shares(
+    shared: &RunShared,
+    merged: &Merged,
+    shares: &[Share],
+    counters: &mut CounterSnapshot,
+) {
+    let books = shared.books();
+    let topics = shared.topics.len();
+    let clients = shared.scenario.clients;
+    for share in shares.iter().filter(|s| merged.lost_index(s.index)) {
+        for id in share.ids(clients) {
+            let head = shared.final_head(books, id % topics).unwrap_or(0);
+            counters.events_expected += head;
+            counters.events_lost += head;
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CellOptions;
 use crate::{
+    clients::{Phase, RunShared},
     collector::Collector,
     progress::Progress,
     record::{new_histogram, Metric, Recorder},
@@ -28,13 +29,16 @@ pub struct Monitors {
 }
 
 impl Monitors {
-    /// Starts them; `cell_stop` is cancelled when the error limit is reached.
+    /// Starts them; `cell_stop` is cancelled when the error limit is reached. `live` holds the
+    /// load workers' traffic, which the progress line and the error limit count too.
     pub fn start(
         options: &CellOptions,
         cell: &str,
-        recorder: &Arc<Recorder>,
+        shared: &Arc<RunShared>,
+        live: &Arc<Recorder>,
         cell_stop: &CancellationToken,
     ) -> Self {
+        let recorder = &shared.recorder;
         let scenario = &options.scenario;
         let total = scenario.warmup + scenario.duration + scenario.drain;
         let progress = Progress::new(cell, total, options.quiet);
@@ -42,21 +46,20 @@ impl Monitors {
         let collector = tokio::spawn(
             Collector {
                 recorder: recorder.clone(),
-                dir: options.dir.clone(),
+                live: Some(live.clone()),
+                dir: Some(options.dir.clone()),
                 cell: cell.to_owned(),
-                started_unix_s: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
+                started_unix_s: unix_now_s(),
                 interval: Duration::from_secs(1),
                 progress: progress.clone(),
+                forward: None,
             }
             .run(stop.clone()),
         );
         Self {
-            lag_probe: tokio::spawn(scheduling_lag(stop.clone())),
+            lag_probe: tokio::spawn(scheduling_lag(shared.clone(), stop.clone())),
             error_watch: tokio::spawn(stop_on_errors(
-                recorder.clone(),
+                [recorder.clone(), live.clone()],
                 scenario.max_errors,
                 cell_stop.clone(),
             )),
@@ -77,27 +80,71 @@ impl Monitors {
     }
 }
 
-/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted.
-async fn stop_on_errors(recorder: Arc<Recorder>, max_errors: u64, stop: CancellationToken) {
+/// The wall clock in seconds since the Unix epoch (an interval log's base time).
+pub fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Cancels `stop` once `max_errors` (when non-zero) errors have been counted in `recorders`.
+async fn stop_on_errors(recorders: [Arc<Recorder>; 2], max_errors: u64, stop: CancellationToken) {
     if max_errors == 0 {
         return;
     }
-    while recorder.counters.error_total.load(Relaxed) < max_errors {
+    let errors = || -> u64 {
+        recorders
+            .iter()
+            .map(|r| r.counters.error_total.load(Relaxed))
+            .sum()
+    };
+    while errors() < max_errors {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::warn!(max_errors, "stopping the cell: error limit reached");
     stop.cancel();
 }
 
-/// How late the load generator's own timers fire (µs): a busy load generator shows here first.
-async fn scheduling_lag(stop: CancellationToken) -> Histogram<u64> {
+/// How late the load generator gets to run a task that was due (µs): a probe thread sleeps
+/// precisely (no millisecond timer ticks) until each 10 ms mark and wakes a task, which records how
+/// long after the mark it ran. That is the delay a client's receive timestamp carries (a socket
+/// wakes a task the same way), plus any time the load generator's CPUs were taken from it. A busy
+/// or starved load generator shows here first.
+/// Only marks inside the measured window count (from its start until publishing stops): the ramp,
+/// the warm-up and the drain (closing thousands of connections) are busy by design and their
+/// delays touch no recorded sample.
+pub async fn scheduling_lag(shared: Arc<RunShared>, stop: CancellationToken) -> Histogram<u64> {
     let mut lag = new_histogram();
-    let period = Duration::from_millis(10);
-    while !stop.is_cancelled() {
-        let due = Instant::now() + period;
-        tokio::time::sleep_until(due.into()).await;
-        let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
-        let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+    let (wakes, mut woken) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let probe_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lag-probe".into())
+        .spawn(move || {
+            let mut due = Instant::now();
+            while !probe_stop.is_cancelled() {
+                due += Duration::from_millis(10);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if wakes.send(due).is_err() {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() {
+        return lag;
+    }
+    loop {
+        tokio::select! {
+            due = woken.recv() => {
+                let Some(due) = due else { break };
+                if shared.phase() != Phase::Run || !shared.in_window(shared.clock.now_ns()) {
+                    continue;
+                }
+                let late = due.elapsed().as_micros() as u64;
+                let _ = lag.record(late.clamp(1, crate::record::MAX_MICROS));
+            }
+            () = stop.cancelled() => break,
+        }
     }
     lag
 }

@@ -243,5 +243,14 @@ mod tests {
         assert_eq!(kind("complete"), ColumnKind::Bool);
         assert_eq!(kind("warnings"), ColumnKind::Text);
         assert_eq!(kind("target"), ColumnKind::Text);
+        // The load generator's placement and the write-time figures are thresholds too.
+        assert_eq!(kind("notes"), ColumnKind::Text);
+        assert_eq!(kind("server_cpus"), ColumnKind::Text);
+        assert_eq!(kind("loadgen_procs"), ColumnKind::Number);
+        assert_eq!(kind("loadgen_wait_s"), ColumnKind::Number);
+        let optional = |name: &str| columns.iter().find(|c| c.name == name).unwrap().optional;
+        assert_eq!(kind("write_p99_ms"), ColumnKind::Number);
+        assert!(optional("write_p99_ms") && optional("publish_lateness_p99_ms"));
+        assert!(optional("clock_error_ms") && !optional("loadgen_procs"));
     }
 }

@@ -73,6 +73,7 @@ pub async fn run_cells(flags: &[(&'static str, &str)], name: &str) -> Vec<CellRe
             server_args: Vec::new(),
             interrupt: CancellationToken::new(),
             notes: Vec::new(),
+            placement: Default::default(),
         }),
     )
     .await
@@ -95,4 +96,71 @@ pub fn every_event_once(cell: &CellResult, at_least: u64) {
         "{what}: {c:?}"
     );
     assert_eq!(c.errors, 0, "{what}: {:?}", cell.errors);
+}
+
+/// The `commbench` binary under test.
+pub fn commbench() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_commbench"))
+}
+
+/// A small WebSocket workload that every way of hosting the clients must measure alike: 30
+/// clients on 3 topics, 20 events/s, a 2 s window after 500 ms (40 events in it, 50 in all).
+pub const SMALL_WS: [&str; 12] = [
+    "--pattern",
+    "ws",
+    "--clients",
+    "30",
+    "--topics",
+    "3",
+    "--rate",
+    "20",
+    "--duration",
+    "2s",
+    "--warmup",
+    "500ms",
+];
+
+/// A private redis-server (and the runtime that started it), or `None` with a note when
+/// redis-server is not installed.
+pub fn private_redis() -> Option<(
+    tokio::runtime::Runtime,
+    commbench_servers::redis_server::RedisServer,
+)> {
+    use commbench_servers::redis_server::{self, RedisOptions, RedisServer};
+    if !redis_server::installed() {
+        eprintln!("skipped: {}", redis_server::INSTALL_HINT);
+        return None;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime
+        .block_on(RedisServer::start(RedisOptions::default()))
+        .unwrap();
+    Some((runtime, redis))
+}
+
+/// Runs `command` and returns its output; fails the test with its stderr when it fails.
+pub fn succeed(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits until `child` exits, for at most `limit` from `since`; fails the test otherwise.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    since: std::time::Instant,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(since.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -25,10 +25,12 @@ pub fn is_in_process(row: &SummaryRow) -> bool {
     row.bus == "memory" && row.instances <= 1
 }
 
-/// Every cell that did not run in-process, paired with its in-process counterpart.
+/// Every Redis cell, paired with its in-process counterpart (the other brokers are compared with
+/// Redis in `brokers.rs`).
 pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
     others
         .iter()
+        .filter(|row| row.bus == "redis")
         .map(|redis| BusPair {
             memory: memory
                 .iter()

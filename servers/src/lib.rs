@@ -69,10 +69,18 @@ pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::
     socket.listen(4096)
 }
 
-/// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`).
+/// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`). The Kafka client's own
+/// logs are off unless `RUST_LOG` names `rskafka`: it logs at ERROR the "unknown topic" a log that
+/// does not exist yet gets, an expected answer (`log::kafka` reports real failures itself).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let given = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let directives = if given.contains("rskafka") {
+        given
+    } else {
+        format!("{given},rskafka=off")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

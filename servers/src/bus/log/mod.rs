@@ -9,6 +9,7 @@
 //! (`publish.rs`, the shared replayer), followers resume where they left off, and whatever needs the
 //! broker now answers 503.
 
+mod ends;
 mod follow;
 mod publish;
 
@@ -19,7 +20,8 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    follow::{topic_log, Followers},
+    ends::Ends,
+    follow::Followers,
     publish::{Publisher, CATCH_UP},
 };
 use super::{
@@ -43,6 +45,7 @@ pub struct LogBus {
     local: Arc<MemoryBus>,
     followers: Arc<Followers>,
     publisher: Arc<Publisher>,
+    ends: Ends,
     stop: CancellationToken,
 }
 
@@ -85,6 +88,7 @@ impl LogBus {
         let until = stop.clone();
         tokio::spawn(async move { replaying.replayer().run(&*replaying, until).await });
         Self {
+            ends: Ends::new(broker.clone()),
             broker,
             local,
             followers,
@@ -96,7 +100,7 @@ impl LogBus {
     /// Brings this instance up to the log's end as of now: follows the topic if its log exists and
     /// waits until the follower has handed on everything the broker had. False when there is no log.
     async fn sync(&self, topic: &TopicName) -> Result<bool, BusError> {
-        let end = match self.broker.end(&topic_log(topic)).await {
+        let end = match self.ends.end(topic).await {
             Ok(end) => end,
             Err(LogError::Missing(_)) => return Ok(self.followers.get(topic).is_some()),
             Err(error) => return Err(unavailable(error)),

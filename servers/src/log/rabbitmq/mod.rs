@@ -11,7 +11,7 @@
 
 mod link;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use amqprs::{
     channel::{
@@ -51,10 +51,18 @@ const DOWN: &str = "down or inaccessible";
 const CREATE_TRIES: u32 = 10;
 /// Most records one [`LogReader::next`] hands on.
 const BATCH: usize = 512;
+/// How old a stream must be (since this instance first saw it) before anything here consumes from
+/// it: RabbitMQ 3.10 may fail the whole connection (541) on a consume of a stream declared a moment
+/// ago, which a thousand pollers of a topic whose first publish is under way reliably hit.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Streams remembered as settled; beyond it the memory starts again (a stream then waits once more).
+const SETTLED_MAX: usize = 16_384;
 
 /// [`LogBroker`] over a RabbitMQ node.
 pub struct RabbitLog {
     link: Arc<RabbitLink>,
+    /// When this instance first saw each stream exist (see [`SETTLE`]).
+    first_seen: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl RabbitLog {
@@ -63,7 +71,35 @@ impl RabbitLog {
     pub async fn connect(url: &str, counters: Arc<RedisCounters>) -> Result<Self, LogError> {
         Ok(Self {
             link: RabbitLink::connect(url, counters).await?,
+            first_seen: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Waits until the stream is at least [`SETTLE`] old as far as this instance knows; `Missing`
+    /// when it does not exist (asked without a consumer).
+    async fn settled(&self, log: &str) -> Result<(), LogError> {
+        let known = self.first_seen().get(log).copied();
+        let first_seen = match known {
+            Some(at) => at,
+            None => {
+                if !self.exists(log).await? {
+                    return Err(LogError::Missing(log.to_owned()));
+                }
+                let mut seen = self.first_seen();
+                if seen.len() >= SETTLED_MAX {
+                    seen.clear();
+                }
+                *seen
+                    .entry(log.to_owned())
+                    .or_insert_with(tokio::time::Instant::now)
+            }
+        };
+        tokio::time::sleep_until(first_seen + SETTLE).await;
+        Ok(())
+    }
+
+    fn first_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::time::Instant>> {
+        self.first_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection, shared with the RabbitMQ queue when the server runs both.
@@ -73,6 +109,7 @@ impl RabbitLog {
 
     /// The stream's end counting the genesis record (0: missing or, for a moment, empty).
     async fn raw_end(&self, log: &str) -> Result<u64, LogError> {
+        self.settled(log).await?;
         let channel = self.link.channel().await?;
         let result = newest_end(&self.link, &channel, log).await;
         let _ = channel.close().await;
@@ -313,6 +350,7 @@ impl LogBroker for RabbitLog {
     }
 
     async fn reader(&self, log: &str, offset: u64) -> Result<Box<dyn LogReader>, LogError> {
+        self.settled(log).await?;
         let channel = self.link.channel().await?;
         let raw = i64::try_from(offset + 1).unwrap_or(i64::MAX);
         let receiver = consume(&self.link, &channel, log, FieldValue::l(raw)).await?;
@@ -330,6 +368,7 @@ impl LogBroker for RabbitLog {
 
     /// The id of the stream's genesis record (random per creation).
     async fn identity(&self, log: &str) -> Result<Option<String>, LogError> {
+        self.settled(log).await?;
         let channel = self.link.channel().await?;
         let first = async {
             let mut receiver = consume(&self.link, &channel, log, FieldValue::l(0)).await?;

@@ -18,7 +18,7 @@ use crate::{
 /// Fields a study may sweep (comma-separated on the command line, arrays in TOML).
 pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 
-/// The default study: the comparison the README promises, about 9 minutes on 2 cores.
+/// The default study: the comparison the README promises, about 8.5 minutes on 2 cores.
 pub const DEFAULTS: [(&str, &str); 14] = [
     (
         "patterns",
@@ -53,7 +53,7 @@ pub const DEFAULTS: [(&str, &str); 14] = [
     ("broker_duration", "3s"),
 ];
 
-/// `--quick`: the same study, smaller, in about two minutes.
+/// `--quick`: the same study, smaller, in about 2.5 minutes.
 pub const QUICK: [(&str, &str); 5] = [
     ("clients", "100,500"),
     ("interval", "250ms,1s"),

@@ -1,9 +1,9 @@
 //! Each broker killed (SIGKILL) mid-run and restarted, from the same tests: publishes and enqueues are
 //! spooled (202) and replayed in order once it is back, open SSE and WebSocket streams see every event
 //! once, reads that need the broker are a 503 meanwhile, a full spool is a 503, and it is all counted.
-//! Redis (append-only, fsync always) comes back with its data; tansu (memory storage) comes back
-//! empty, so its logs are made again and numbering goes on after the last event the instances saw.
-//! RabbitMQ is not in this suite yet (see `backends::suite!`).
+//! Redis (append-only, fsync always) and RabbitMQ (its streams on disk; the node settled first, see
+//! `RabbitServer::settle`) come back with their data; tansu (memory storage) comes back empty, so its
+//! logs are made again and numbering goes on after the last event the instances saw.
 
 #![allow(clippy::unwrap_used)]
 

@@ -14,6 +14,8 @@ use super::process::{self, BrokerError};
 /// How long a starting node may take to accept an AMQP connection.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const WHAT: &str = "rabbitmq-server";
+/// Channels one connection may open on a private node (RabbitMQ's default is 2047).
+const CHANNEL_MAX: u32 = 16_383;
 /// How long a graceful stop may take before the node is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
 
@@ -205,8 +207,10 @@ impl RabbitServer {
             self.epmd = Some(epmd);
         }
         let dir = &self.dir;
+        // A server instance holds a channel per log it follows (a stream consumer each): room for
+        // more than the default 2047 a connection may open.
         let config = format!(
-            "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\n\
+            "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\nchannel_max = {CHANNEL_MAX}\n\
              log.console = false\nlog.file.level = warning\n",
             self.port
         );

@@ -83,7 +83,8 @@ pub async fn follow(
                     Ok(entries)
                         if entries.is_empty()
                             && identity.is_some()
-                            && checked.elapsed() >= IDENTITY_EVERY =>
+                            && checked.elapsed() >= IDENTITY_EVERY
+                            && broker.remakes_under_readers() =>
                     {
                         checked = tokio::time::Instant::now();
                         let seen = broker.identity(&log).await;

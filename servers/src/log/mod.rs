@@ -92,6 +92,14 @@ pub trait LogBroker: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether a log can be made again under a reader that stays connected (tansu on memory storage,
+    /// restarted between two of its fetches), so an idle follower must check its identity now and
+    /// then; `false` where only a failure can hide that (RabbitMQ: a stream is only made again
+    /// after the node restarted, which ends every consumer), sparing a query per idle log per second.
+    fn remakes_under_readers(&self) -> bool {
+        true
+    }
+
     /// The identity of a log whose first record (offset 0) is `first`, when the broker's identity
     /// is that record (Kafka); `None` when only [`identity`](Self::identity) can tell.
     fn identity_of_first(&self, first: &Entry) -> Option<String> {

@@ -42,7 +42,13 @@ async fn server() -> ServerHandle {
 async fn publish_live(server: &ServerHandle) {
     let http = client();
     let base = server.url();
-    publish(&http, &base, TOPIC, "he said \"hi\"\n\tü € \u{1F600} \\".as_bytes()).await;
+    publish(
+        &http,
+        &base,
+        TOPIC,
+        "he said \"hi\"\n\tü € \u{1F600} \\".as_bytes(),
+    )
+    .await;
     publish(&http, &base, TOPIC, vec![0xff, 0x00, 0x80, b'x']).await;
     publish(&http, &base, TOPIC, "l".repeat(300)).await;
     publish(&http, &base, TOPIC, "end").await;
@@ -218,8 +224,17 @@ fn check(name: &str, raw: &Raw) {
              --- expected ({})\n{}\n--- received\n{}",
             line + 1,
             path.display(),
-            expected.lines().skip(line).take(6).collect::<Vec<_>>().join("\n"),
-            got.lines().skip(line).take(6).collect::<Vec<_>>().join("\n"),
+            expected
+                .lines()
+                .skip(line)
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            got.lines()
+                .skip(line)
+                .take(6)
+                .collect::<Vec<_>>()
+                .join("\n"),
         );
     }
 }

@@ -10,11 +10,10 @@ use std::{
     },
 };
 
+use std::task::{Context, Poll};
+
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
-        State,
-    },
+    extract::{ws::rejection::WebSocketUpgradeRejection, State},
     response::Response,
     routing::get,
     Extension, Router,
@@ -25,6 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::{wrappers::BroadcastStream, StreamMap};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     app::AppState,
@@ -33,7 +33,8 @@ use crate::{
     extract::json_object,
     metrics::{PatternKind, RejectReason},
     topic::TopicName,
-    ws_close::{perform, small_buffers, text_or_step, Step},
+    ws_close::{perform, text_or_step, Step},
+    ws_conn::{Limits, Upgrade, WsConn},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -45,7 +46,7 @@ pub fn routes(_: &AppState) -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     Extension(presence): Extension<Arc<Presence>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::WebSocket);
     let ws = ws.map_err(|rejection| {
@@ -54,8 +55,8 @@ async fn upgrade(
             rejection.body_text()
         ))
     })?;
-    Ok(small_buffers(ws, state.config.max_body)
-        .on_upgrade(move |socket| Session::new(state, presence).run(socket)))
+    let limits = Limits::of(&state, PatternKind::WebSocket);
+    Ok(ws.on_upgrade(limits, move |conn| Session::new(state, presence).run(conn)))
 }
 
 /// Client → server control messages.
@@ -163,39 +164,37 @@ impl Session {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let metrics = self.state.metrics.clone();
-        let _active = metrics.active(PatternKind::WebSocket);
-        let send_timeout = self.state.config.send_timeout;
-        let shutdown = self.state.shutdown.clone();
-        let (mut sink, mut incoming) = socket.split();
+    async fn run(mut self, mut conn: WsConn) {
+        let _active = self.state.metrics.active(PatternKind::WebSocket);
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        let mut shutdown = std::pin::pin!(shutdown);
         let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
         heartbeat.reset();
         loop {
             let step = tokio::select! {
-                () = shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
-                message = incoming.next() => self.on_message(message).await,
+                () = &mut shutdown => Step::Close(1001, "server shutting down".into()),
+                message = conn.next() => self.on_message(message).await,
                 Some((topic, out)) = self.topics.next(), if !self.topics.is_empty() => {
                     self.on_topic(topic, out)
                 }
-                _ = heartbeat.tick() => Step::Send(vec![Message::Ping(Bytes::new())]),
+                _ = heartbeat.tick() => Step::Send(crate::ws_conn::PING_FRAME),
             };
-            if !perform(
-                &mut sink,
-                &mut incoming,
-                step,
-                send_timeout,
-                &metrics,
-                PatternKind::WebSocket,
-            )
-            .await
-            {
+            // Events already waiting go out in the same write.
+            if !perform(&mut conn, step, |cx| self.ready_topic(cx)).await {
                 return;
             }
         }
     }
 
-    async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
+    /// The next delivery that is already waiting, if any.
+    fn ready_topic(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        match self.topics.poll_next_unpin(cx) {
+            Poll::Ready(Some((topic, out))) => Some(self.on_topic(topic, out)),
+            _ => None,
+        }
+    }
+
+    async fn on_message(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Step {
         let max_body = self.state.config.max_body;
         let binary = "binary messages are not accepted; send JSON text";
         let text = match text_or_step(message, max_body, &self.state.metrics, binary) {
@@ -298,7 +297,7 @@ impl Session {
         match out {
             Out::Delivery(Delivery::Event(event)) => {
                 self.state.metrics.delivered(PatternKind::WebSocket, 1);
-                Step::Send(vec![Message::Binary(event.json.clone())])
+                Step::Send(event.ws_frame().clone())
             }
             Out::Delivery(Delivery::Gap(gap)) => reply(json!({
                 "type": "gap", "topic": topic.as_str(), "after": gap.after, "oldest": gap.oldest,
@@ -315,14 +314,14 @@ impl Session {
             })),
             Out::End => {
                 self.topics.remove(&topic);
-                Step::Send(Vec::new())
+                Step::Nothing
             }
         }
     }
 
     fn error(&self, reason: RejectReason, detail: &str) -> Step {
         self.state.metrics.rejected(reason);
-        Step::Send(vec![Message::Text(error_json(reason, detail).into())])
+        Step::text(error_json(reason, detail))
     }
 
     fn bus_error(&self, error: &BusError) -> Step {
@@ -336,7 +335,7 @@ impl Session {
 }
 
 fn reply(value: serde_json::Value) -> Step {
-    Step::Send(vec![Message::Text(value.to_string().into())])
+    Step::text(value.to_string())
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ async fn sse(
         Box::new(move || {
             metrics.lagged_disconnect(PatternKind::Sse);
             if let Some(closer) = closer {
-                closer.cancel();
+                closer.close();
             }
         }),
     );

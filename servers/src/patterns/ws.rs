@@ -10,7 +10,10 @@ use std::{
     },
 };
 
-use std::task::{Context, Poll};
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use axum::{
     extract::{ws::rejection::WebSocketUpgradeRejection, State},
@@ -19,7 +22,7 @@ use axum::{
     Extension, Router,
 };
 use bytes::Bytes;
-use futures_util::{stream, stream::BoxStream, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -28,10 +31,10 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     app::AppState,
-    bus::{BusError, Delivery},
+    bus::{BusError, Delivery, Subscription},
     error::{error_json, AppError},
     extract::json_object,
-    metrics::{PatternKind, RejectReason},
+    metrics::{Metrics, PatternKind, RejectReason},
     topic::TopicName,
     ws_close::{perform, text_or_step, Step},
     ws_conn::{Limits, Upgrade, WsConn},
@@ -142,15 +145,71 @@ impl Presence {
 enum Out {
     Delivery(Delivery),
     Join(JoinNotice),
-    /// The subscription itself ended.
-    End,
+}
+
+/// One followed topic: its deliveries and, for a member that listens, the room's join notices,
+/// taken in turn. It ends with the subscription; dropping it leaves the room.
+struct TopicFeed {
+    deliveries: Subscription,
+    joins: Option<BroadcastStream<JoinNotice>>,
+    me: u64,
+    metrics: Arc<Metrics>,
+    joins_first: bool,
+    _membership: Membership,
+}
+
+impl TopicFeed {
+    fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        let Some(joins) = &mut self.joins else {
+            return Poll::Pending;
+        };
+        loop {
+            match joins.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(notice))) if notice.joiner != self.me => {
+                    return Poll::Ready(Some(Out::Join(notice)))
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(_))) => {
+                    self.metrics.join_notices_dropped.fetch_add(1, Relaxed);
+                }
+                Poll::Ready(None) => {
+                    self.joins = None;
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for TopicFeed {
+    type Item = Out;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        let this = &mut *self;
+        // Fair between the two, as a select of both streams would be.
+        this.joins_first = !this.joins_first;
+        if this.joins_first {
+            if let Poll::Ready(out) = this.poll_join(cx) {
+                return Poll::Ready(out);
+            }
+        }
+        match this.deliveries.poll_next_unpin(cx) {
+            Poll::Ready(delivery) => return Poll::Ready(delivery.map(Out::Delivery)),
+            Poll::Pending => {}
+        }
+        if !this.joins_first {
+            return this.poll_join(cx);
+        }
+        Poll::Pending
+    }
 }
 
 struct Session {
     state: AppState,
     presence: Arc<Presence>,
     id: u64,
-    topics: StreamMap<TopicName, BoxStream<'static, Out>>,
+    topics: StreamMap<TopicName, TopicFeed>,
 }
 
 impl Session {
@@ -262,34 +321,19 @@ impl Session {
             "after": subscription.after,
             "head": subscription.head,
         });
-        let me = self.id;
-        let metrics = self.state.metrics.clone();
         // Re-subscribing replaces the old subscription: leave the room first so it is not counted
         // twice.
         self.topics.remove(&name);
-        let (membership, notices) = self.presence.join(&name, me, listens);
-        let joins = stream::iter(notices)
-            .flat_map(BroadcastStream::new)
-            .filter_map(move |notice| {
-                let out = match notice {
-                    Ok(notice) if notice.joiner != me => Some(Out::Join(notice)),
-                    Ok(_) => None,
-                    Err(_) => {
-                        metrics.join_notices_dropped.fetch_add(1, Relaxed);
-                        None
-                    }
-                };
-                std::future::ready(out)
-            });
-        let deliveries = subscription
-            .map(move |delivery| {
-                // The stream owns the membership: unsubscribing or closing leaves the room.
-                let _ = &membership;
-                Out::Delivery(delivery)
-            })
-            .chain(stream::once(async { Out::End }));
-        self.topics
-            .insert(name, Box::pin(stream::select(deliveries, joins)));
+        let (membership, joins) = self.presence.join(&name, self.id, listens);
+        let feed = TopicFeed {
+            deliveries: subscription,
+            joins: joins.map(BroadcastStream::new),
+            me: self.id,
+            metrics: self.state.metrics.clone(),
+            joins_first: false,
+            _membership: membership,
+        };
+        self.topics.insert(name, feed);
         reply(ack)
     }
 
@@ -312,10 +356,6 @@ impl Session {
             Out::Join(notice) => reply(json!({
                 "type": "join", "topic": topic.as_str(), "subscribers": notice.subscribers,
             })),
-            Out::End => {
-                self.topics.remove(&topic);
-                Step::Nothing
-            }
         }
     }
 

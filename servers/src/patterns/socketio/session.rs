@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{stream, stream::BoxStream, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     app::AppState,
-    bus::Delivery,
+    bus::{Delivery, Subscription},
     error::{error_json, AppError},
     metrics::{PatternKind, RejectReason},
     socketio_wire::{self as wire, EnginePacket, Handshake, Packet, PacketType, MAIN_NAMESPACE},
@@ -74,8 +74,8 @@ struct Session {
     state: AppState,
     /// The Socket.IO id once the client connected to the main namespace.
     sid: Option<String>,
-    /// Followed topics; `None` ends a subscription.
-    topics: StreamMap<TopicName, BoxStream<'static, Option<Delivery>>>,
+    /// Followed topics (an ended subscription leaves the map by itself).
+    topics: StreamMap<TopicName, Subscription>,
     /// When the outstanding ping must have been answered.
     pong_due: Option<Instant>,
     /// When the client must have connected to the namespace.
@@ -323,11 +323,7 @@ impl Session {
         };
         let ack = json!({ "topic": topic, "after": subscription.after, "head": subscription.head });
         // Re-subscribing replaces the old subscription.
-        let feed = subscription
-            .map(Some)
-            .chain(stream::once(async { None }))
-            .boxed();
-        self.topics.insert(name, feed);
+        self.topics.insert(name, subscription);
         reply(id, "subscribed", &ack)
     }
 
@@ -356,13 +352,13 @@ impl Session {
         }
     }
 
-    fn on_topic(&mut self, topic: TopicName, out: Option<Delivery>) -> Step {
+    fn on_topic(&mut self, topic: TopicName, out: Delivery) -> Step {
         match out {
-            Some(Delivery::Event(event)) => {
+            Delivery::Event(event) => {
                 self.state.metrics.delivered(PatternKind::SocketIo, 1);
                 Step::Send(event.socketio_frame().clone())
             }
-            Some(Delivery::Gap(gap)) => text(wire::event(
+            Delivery::Gap(gap) => text(wire::event(
                 MAIN_NAMESPACE,
                 None,
                 "gap",
@@ -371,16 +367,12 @@ impl Session {
                         .to_string(),
                 ],
             )),
-            Some(Delivery::Lagged { missed }) => {
+            Delivery::Lagged { missed } => {
                 self.state.metrics.lagged_disconnect(PatternKind::SocketIo);
                 Step::Close(
                     CLOSE_POLICY,
                     format!("fell {missed} events behind on {topic}; resubscribe from your cursor"),
                 )
-            }
-            None => {
-                self.topics.remove(&topic);
-                Step::Nothing
             }
         }
     }

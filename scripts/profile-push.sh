@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Where the server's CPU goes for one push pattern (a script, not a test): runs the cell
-# push-efficiency.sh runs (same pinning and load), samples the server with `perf record -e cpu-clock
-# -g` over the middle of the window, and prints a text summary: how much is kernel work, how much of
+# push-efficiency.sh runs (same pinning and load), samples the server with `perf record -e cpu-clock`
+# over the middle of the window (call graphs by frame pointers; CALL_GRAPH=dwarf for a release build
+# without them), and prints a text summary: how much is kernel work, how much of
 # it is the send path and, inside it, the loopback receive work done for the client's socket
 # (softirq), then the top frames by self time.
 #
 #   scripts/profile-push.sh ws                     # this tree's release build
 #   BIN=~/.cache/commbench/push-efficiency/base/target/release/commbench scripts/profile-push.sh sse
+#   CALL_GRAPH=dwarf scripts/profile-push.sh sse   # perf's --call-graph mode (default fp)
 #
 # Needs `perf` (Debian: linux-perf). Hardware counters are not needed: cpu-clock is a software event.
 set -euo pipefail
@@ -42,7 +44,7 @@ while kill -0 "$loadgen" 2>/dev/null; do
   done
   if [ -n "$server" ] && [ -z "$recorder" ]; then
     # Ramp and warm-up first: sample the steady state.
-    (sleep 6; perf record -q -e cpu-clock -g -p "$server" -o "$work/perf.data" -- sleep "$SECONDS_SAMPLED" \
+    (sleep 6; perf record -q -e cpu-clock --call-graph "${CALL_GRAPH:-fp}" -p "$server" -o "$work/perf.data" -- sleep "$SECONDS_SAMPLED" \
       >/dev/null 2>&1) &
     recorder=$!
   fi

@@ -303,23 +303,35 @@ async fn socketio_bytes_are_unchanged() {
 
 const SUBSCRIPTION: &str = r#"subscription { events(topic: \"wire\", after: 1) { event { topic seq data dataB64 } gap { after oldest } } }"#;
 
-#[tokio::test]
-async fn graphql_transport_ws_bytes_are_unchanged() {
+/// A GraphQL socket speaking `protocol`, initialised and subscribed (with the protocol's `start`
+/// message type) after seq 1, read up to the end of the backlog.
+async fn graphql_subscribed(protocol: &'static str, start: &str) -> (ServerHandle, Raw) {
     let server = server().await;
-    let mut raw = Raw::ws_open(server.addr, "/graphql/ws", Some("graphql-transport-ws")).await;
+    let mut raw = Raw::ws_open(server.addr, "/graphql/ws", Some(protocol)).await;
     raw.ws_text(r#"{"type":"connection_init"}"#).await;
     raw.until("connection_ack\"}").await;
     raw.ws_text(&format!(
-        r#"{{"type":"subscribe","id":"w1","payload":{{"query":"{SUBSCRIPTION}"}}}}"#
+        r#"{{"type":"{start}","id":"w1","payload":{{"query":"{SUBSCRIPTION}"}}}}"#
     ))
     .await;
     raw.until(r#""seq":6,"data":"backlog 6","dataB64":null},"gap":null}}}}"#)
         .await;
-    raw.ws_text(r#"{"type":"ping","payload":{"n":1}}"#).await;
-    raw.until(r#""type":"pong","payload":{"n":1}}"#).await;
-    publish_live(&server).await;
+    (server, raw)
+}
+
+/// Publishes the live events and reads the subscription up to the last one.
+async fn graphql_live(server: &ServerHandle, raw: &mut Raw) {
+    publish_live(server).await;
     raw.until(r#""data":"end","dataB64":null},"gap":null}}}}"#)
         .await;
+}
+
+#[tokio::test]
+async fn graphql_transport_ws_bytes_are_unchanged() {
+    let (server, mut raw) = graphql_subscribed("graphql-transport-ws", "subscribe").await;
+    raw.ws_text(r#"{"type":"ping","payload":{"n":1}}"#).await;
+    raw.until(r#""type":"pong","payload":{"n":1}}"#).await;
+    graphql_live(&server, &mut raw).await;
     raw.ws_text(r#"{"type":"complete","id":"w1"}"#).await;
     raw.ws_text(r#"{"type":"connection_init"}"#).await;
     raw.until("Too many initialisation requests").await;
@@ -330,19 +342,8 @@ async fn graphql_transport_ws_bytes_are_unchanged() {
 
 #[tokio::test]
 async fn legacy_graphql_ws_bytes_are_unchanged() {
-    let server = server().await;
-    let mut raw = Raw::ws_open(server.addr, "/graphql/ws", Some("graphql-ws")).await;
-    raw.ws_text(r#"{"type":"connection_init"}"#).await;
-    raw.until("connection_ack\"}").await;
-    raw.ws_text(&format!(
-        r#"{{"type":"start","id":"w1","payload":{{"query":"{SUBSCRIPTION}"}}}}"#
-    ))
-    .await;
-    raw.until(r#""seq":6,"data":"backlog 6","dataB64":null},"gap":null}}}}"#)
-        .await;
-    publish_live(&server).await;
-    raw.until(r#""data":"end","dataB64":null},"gap":null}}}}"#)
-        .await;
+    let (server, mut raw) = graphql_subscribed("graphql-ws", "start").await;
+    graphql_live(&server, &mut raw).await;
     raw.ws_text(r#"{"type":"stop","id":"w1"}"#).await;
     raw.until(r#"{"type":"complete","id":"w1"}"#).await;
     raw.ws_close(1000).await;

@@ -77,13 +77,7 @@ impl Drop for Fanout {
     /// The topic is gone: every stream ends after what it holds.
     fn drop(&mut self) {
         for mailbox in lock(&self.mailboxes).drain(..) {
-            let mut state = mailbox.state();
-            state.ended = true;
-            let waker = state.waker.take();
-            drop(state);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            mailbox.end();
         }
     }
 }
@@ -116,6 +110,17 @@ struct State {
 impl Mailbox {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Nothing more comes: the stream ends after what it holds.
+    fn end(&self) {
+        let mut state = self.state();
+        state.ended = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Queues `item`; false when the receiver is gone and the mailbox can be forgotten.
@@ -278,13 +283,7 @@ async fn forward(
         let item = match item {
             Some(item) => item,
             None => {
-                let mut state = mailbox.state();
-                state.ended = true;
-                let waker = state.waker.take();
-                drop(state);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
+                mailbox.end();
                 return;
             }
         };

@@ -2,8 +2,9 @@
 //!
 //! Every pattern carries the same JSON object per event, `{"topic":"t","seq":7,"data":"…"}` (or
 //! `"data_b64"` when the payload is not UTF-8), so byte counts compare like with like. The SSE frame is
-//! pre-built too; WebSocket frames and poll bodies reuse the JSON bytes without copying. The
-//! Socket.IO packet is built on first use, once, so patterns nobody follows cost nothing.
+//! pre-built too; poll bodies reuse the JSON bytes without copying. The `/ws` WebSocket frame and
+//! the Socket.IO one are built on first use, once, so patterns nobody follows cost nothing, and
+//! every subscriber writes the same bytes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -26,8 +27,11 @@ pub struct Event {
     pub json: Bytes,
     /// The complete SSE frame: `id: {seq}\ndata: {json}\n\n`.
     pub sse: Bytes,
-    /// The Socket.IO event packet `42["event",{json}]`, built by its first Socket.IO subscriber.
-    socketio: OnceLock<Bytes>,
+    /// The `/ws` binary frame holding the JSON, built by its first WebSocket subscriber.
+    ws_frame: OnceLock<Bytes>,
+    /// The WebSocket text frame holding the Socket.IO event packet `42["event",{json}]`, built by
+    /// its first Socket.IO subscriber.
+    socketio_frame: OnceLock<Bytes>,
 }
 
 impl Event {
@@ -46,20 +50,31 @@ impl Event {
             payload,
             json,
             sse: sse.freeze(),
-            socketio: OnceLock::new(),
+            ws_frame: OnceLock::new(),
+            socketio_frame: OnceLock::new(),
         })
     }
 
-    /// The Socket.IO packet carrying this event (the event JSON as the argument of an `event`
-    /// event), encoded once and shared by every Socket.IO subscriber.
-    pub fn socketio(&self) -> &Bytes {
-        self.socketio
-            .get_or_init(|| crate::socketio_wire::event_bytes("event", &self.json).into())
+    /// The complete `/ws` WebSocket frame carrying this event (the JSON as a binary message),
+    /// framed once and shared by every WebSocket subscriber.
+    pub fn ws_frame(&self) -> &Bytes {
+        self.ws_frame
+            .get_or_init(|| crate::ws_conn::frame(crate::ws_conn::BINARY, &self.json))
+    }
+
+    /// The complete WebSocket frame carrying this event's Socket.IO packet (the event JSON as the
+    /// argument of an `event` event, a text message), encoded once and shared by every Socket.IO
+    /// subscriber.
+    pub fn socketio_frame(&self) -> &Bytes {
+        self.socketio_frame.get_or_init(|| {
+            let packet = crate::socketio_wire::event_bytes("event", &self.json);
+            crate::ws_conn::frame(crate::ws_conn::TEXT, &packet)
+        })
     }
 
     /// Bytes this event occupies in memory (payload plus encodings), for history accounting. The
-    /// Socket.IO packet is left out: it may be built after the event entered history, and the
-    /// accounting must not change while the event is held (it adds about the JSON's size again).
+    /// WebSocket frames are left out: they may be built after the event entered history, and the
+    /// accounting must not change while the event is held (each adds about the JSON's size again).
     pub fn footprint(&self) -> usize {
         self.payload.len() + self.json.len() + self.sse.len()
     }
@@ -117,16 +132,19 @@ mod tests {
     }
 
     #[test]
-    fn socketio_packet_wraps_the_json_once() {
+    fn websocket_frames_wrap_the_json_once() {
         let e = Event::new(topic(), 3, Bytes::from_static(b"x"));
         let footprint = e.footprint();
-        let packet = e.socketio().clone();
-        assert_eq!(
-            &packet[..],
-            br#"42["event",{"topic":"t1","seq":3,"data":"x"}]"#
-        );
+        let packet = br#"42["event",{"topic":"t1","seq":3,"data":"x"}]"#;
+        let frame = e.socketio_frame().clone();
+        assert_eq!(frame[..2], [0x81, packet.len() as u8]);
+        assert_eq!(&frame[2..], packet);
+        let ws = e.ws_frame().clone();
+        assert_eq!(ws[..2], [0x82, e.json.len() as u8]);
+        assert_eq!(&ws[2..], &e.json[..]);
         // The same bytes every time, and history accounting is unchanged.
-        assert_eq!(e.socketio().as_ptr(), packet.as_ptr());
+        assert_eq!(e.socketio_frame().as_ptr(), frame.as_ptr());
+        assert_eq!(e.ws_frame().as_ptr(), ws.as_ptr());
         assert_eq!(e.footprint(), footprint);
     }
 

@@ -10,8 +10,6 @@ use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::{app::AppState, error::AppError, listener::ConnInfo, topic::TopicName};
 
 /// The `{topic}` path segment, validated.
@@ -41,7 +39,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPa
 }
 
 /// The switch that aborts this request's connection, when the server was started through `run`.
-pub struct ConnCloser(pub Option<CancellationToken>);
+pub struct ConnCloser(pub Option<crate::listener::Closer>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ConnCloser {
     type Rejection = std::convert::Infallible;

@@ -27,6 +27,7 @@ pub mod spool;
 pub mod topic;
 pub mod units;
 pub mod ws_close;
+pub mod ws_conn;
 
 /// The paths the load generator, the benches and the integration tests use for the private
 /// `redis-server` launcher and the post-run tidy (both live in `redis/`).

@@ -3,22 +3,26 @@
 //! on it, headers and frames included, and survives running out of file descriptors.
 
 use std::{
-    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::{
+        atomic::{
+            AtomicBool,
+            Ordering::{Acquire, Relaxed, Release},
+        },
+        Arc,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use futures_util::FutureExt;
+use futures_util::{task::AtomicWaker, FutureExt};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::{
     conn_timeouts::{Activity, ConnTimeouts, Deadlined},
@@ -127,7 +131,7 @@ impl AcceptLog {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub closer: CancellationToken,
+    pub closer: Closer,
     pub activity: Arc<Activity>,
 }
 
@@ -171,7 +175,7 @@ impl axum::serve::Listener for CountingListener {
                 continue;
             }
             self.metrics.connections_accepted.fetch_add(1, Relaxed);
-            let closer = CancellationToken::new();
+            let closer = Closer::default();
             let activity = Arc::new(Activity::default());
             let stream = Deadlined::new(
                 stream,
@@ -195,7 +199,7 @@ impl axum::serve::Listener for CountingListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(ConnInfo {
             peer: self.inner.local_addr()?,
-            closer: CancellationToken::new(),
+            closer: Closer::default(),
             activity: Arc::default(),
         })
     }
@@ -240,34 +244,49 @@ impl IoCounter for ServerCounter {
 /// An accepted connection, counted and closable.
 pub type CountedStream = CountedIo<Closable<Deadlined<TcpStream>>, ServerCounter>;
 
-/// A stream whose reads and writes fail once its closer is cancelled, even while blocked on a full
-/// socket, so hyper drops the connection.
-pub struct Closable<S> {
-    inner: S,
-    closer: CancellationToken,
-    /// Registered only when an operation would block, so the fast path is one atomic load.
-    wakeup: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+/// The switch that aborts one connection (for cutting off a subscriber that stopped reading):
+/// once thrown, the connection's reads and writes fail, even while blocked on a full socket.
+#[derive(Debug, Clone, Default)]
+pub struct Closer(Arc<CloserState>);
+
+#[derive(Debug, Default)]
+struct CloserState {
+    closed: AtomicBool,
+    /// The task blocked on the connection (one task drives a connection's socket at a time).
+    waker: AtomicWaker,
 }
 
-impl<S> Closable<S> {
-    pub fn new(inner: S, closer: CancellationToken) -> Self {
-        Self {
-            inner,
-            closer,
-            wakeup: None,
-        }
+impl Closer {
+    pub fn close(&self) {
+        self.0.closed.store(true, Release);
+        self.0.waker.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Acquire)
     }
 
     /// `Ready(err)` once closed; otherwise arranges to be woken when it is.
-    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let closer = &self.closer;
-        let wakeup = self
-            .wakeup
-            .get_or_insert_with(|| Box::pin(closer.clone().cancelled_owned()));
-        match wakeup.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(closed()),
-            Poll::Pending => Poll::Pending,
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.0.waker.register(cx.waker());
+        if self.is_closed() {
+            Poll::Ready(closed())
+        } else {
+            Poll::Pending
         }
+    }
+}
+
+/// A stream whose reads and writes fail once its [`Closer`] is thrown, even while blocked on a full
+/// socket, so hyper drops the connection. The check on every operation is one atomic load.
+pub struct Closable<S> {
+    inner: S,
+    closer: Closer,
+}
+
+impl<S> Closable<S> {
+    pub fn new(inner: S, closer: Closer) -> Self {
+        Self { inner, closer }
     }
 }
 
@@ -281,15 +300,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Closable<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.closer.is_cancelled() {
+        if self.closer.is_closed() {
             return Poll::Ready(Err(closed()));
         }
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Pending => self.poll_closed(cx).map(Err),
+            Poll::Pending => self.closer.poll_closed(cx).map(Err),
             ready => ready,
         }
     }
 }
+
+/// A vectored write of one buffer goes out as a `send`, and of several small ones (hyper's chunk
+/// header, chunk and CRLF; a head and a small body; a WebSocket session's queued frames) as one
+/// `send` of a copy: a `writev` costs the kernel more than copying a few hundred bytes does.
+const GATHER_BELOW: usize = 2048;
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
     fn poll_write(
@@ -297,11 +321,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.closer.is_cancelled() {
+        if self.closer.is_closed() {
             return Poll::Ready(Err(closed()));
         }
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.poll_closed(cx).map(Err),
+            Poll::Pending => self.closer.poll_closed(cx).map(Err),
             ready => ready,
         }
     }
@@ -311,11 +335,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.closer.is_cancelled() {
+        if self.closer.is_closed() {
             return Poll::Ready(Err(closed()));
         }
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.poll_closed(cx).map(Err),
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let polled = if let [one] = bufs {
+            Pin::new(&mut self.inner).poll_write(cx, one)
+        } else if total < GATHER_BELOW {
+            let mut gathered = [0u8; GATHER_BELOW];
+            let mut at = 0;
+            for buf in bufs {
+                gathered[at..at + buf.len()].copy_from_slice(buf);
+                at += buf.len();
+            }
+            Pin::new(&mut self.inner).poll_write(cx, &gathered[..total])
+        } else {
+            Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        };
+        match polled {
+            Poll::Pending => self.closer.poll_closed(cx).map(Err),
             ready => ready,
         }
     }
@@ -326,7 +364,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.poll_closed(cx).map(Err),
+            Poll::Pending => self.closer.poll_closed(cx).map(Err),
             ready => ready,
         }
     }
@@ -352,6 +390,35 @@ mod tests {
         }
         assert_eq!(log.last, first, "logged again within the interval");
         assert_eq!(log.quiet, 100);
+    }
+
+    #[tokio::test]
+    async fn small_vectored_writes_are_gathered_and_a_closer_fails_a_blocked_read() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let closer = Closer::default();
+        let mut socket = Closable::new(server, closer.clone());
+        let bufs = [
+            io::IoSlice::new(b"5\r\n"),
+            io::IoSlice::new(b"hello"),
+            io::IoSlice::new(b"\r\n"),
+        ];
+        let written = socket.write_vectored(&bufs).await.unwrap_or_default();
+        assert_eq!(written, 10, "the three buffers went out together");
+        let mut got = [0u8; 10];
+        assert!(client.read_exact(&mut got).await.is_ok());
+        assert_eq!(&got, b"5\r\nhello\r\n");
+
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            socket.read(&mut buf).await.map_err(|e| e.kind())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        closer.close();
+        let read = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        assert!(
+            matches!(read, Ok(Ok(Err(io::ErrorKind::ConnectionAborted)))),
+            "{read:?}"
+        );
     }
 
     #[tokio::test]

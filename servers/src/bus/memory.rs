@@ -1,7 +1,9 @@
-//! The in-process bus: per-topic bounded history ring plus a bounded broadcast channel for fan-out.
+//! The in-process bus: per-topic bounded history ring plus a [`Fanout`] of bounded per-subscriber
+//! mailboxes.
 //!
-//! Publish, history append and broadcast happen under one per-topic lock, and subscribe snapshots the
-//! backlog and joins the channel under the same lock, so a subscriber sees every event exactly once.
+//! Publish, history append and fan-out happen under one per-topic lock, and subscribe snapshots the
+//! backlog and joins the fan-out under the same lock, so a subscriber sees every event exactly once.
+//! Long polls wait on a per-topic notification instead of subscribing.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -10,10 +12,9 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{stream, StreamExt};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
-use super::{Bus, BusError, Delivery, Gap, ReadBatch, Subscription};
+use super::{Bus, BusError, Delivery, Fanout, Gap, ReadBatch, Subscription};
 use crate::{
     event::{Event, SharedEvent},
     topic::TopicName,
@@ -34,7 +35,9 @@ pub struct MemoryBusConfig {
 
 struct TopicState {
     inner: Mutex<TopicInner>,
-    sender: broadcast::Sender<SharedEvent>,
+    subscribers: Fanout,
+    /// Wakes long polls waiting for the next event.
+    published: Notify,
 }
 
 struct TopicInner {
@@ -115,7 +118,7 @@ impl MemoryBus {
                 // Only the map holds it (no subscribe is half-way), nobody listens, nothing published.
                 .find(|(_, state)| {
                     Arc::strong_count(state) == 1
-                        && state.sender.receiver_count() == 0
+                        && state.subscribers.receiver_count() == 0
                         && lock(&state.inner).head == 0
                 })
                 .map(|(name, _)| name.clone());
@@ -130,14 +133,14 @@ impl MemoryBus {
                 }
             }
         }
-        let (sender, _) = broadcast::channel(self.config.subscriber_buffer);
         let state = Arc::new(TopicState {
             inner: Mutex::new(TopicInner {
                 history: VecDeque::new(),
                 history_bytes: 0,
                 head: 0,
             }),
-            sender,
+            subscribers: Fanout::new(self.config.subscriber_buffer),
+            published: Notify::new(),
         });
         topics.insert(topic.clone(), state.clone());
         self.topic_created.notify_waiters();
@@ -163,6 +166,8 @@ impl MemoryBus {
         }
         let event = Event::new(topic.clone(), seq, payload);
         self.push(&state, &mut inner, event);
+        drop(inner);
+        state.published.notify_waiters();
         Ok(true)
     }
 
@@ -172,7 +177,9 @@ impl MemoryBus {
             .map_or(0, |state| lock(&state.inner).head)
     }
 
-    /// Makes `event` the head: into history (evicting beyond the bounds), then to subscribers.
+    /// Makes `event` the head: into history (evicting beyond the bounds), then to subscribers, under
+    /// the topic lock, so subscribers joining meanwhile see it once: in their backlog or live. The
+    /// caller wakes the waiting pollers (`published`) once it has let the lock go.
     fn push(&self, state: &TopicState, inner: &mut TopicInner, event: SharedEvent) -> u64 {
         inner.head = event.seq;
         inner.history_bytes += event.footprint();
@@ -184,10 +191,9 @@ impl MemoryBus {
                 inner.history_bytes -= old.footprint();
             }
         }
-        let seq = event.seq;
-        // No receivers is fine: the event is still in history for pollers.
-        let _ = state.sender.send(event);
-        seq
+        // No subscribers is fine: the event is still in history for pollers.
+        state.subscribers.send(&event);
+        event.seq
     }
 }
 
@@ -206,7 +212,10 @@ impl Bus for MemoryBus {
         let state = self.get_or_create(topic)?;
         let mut inner = lock(&state.inner);
         let event = Event::new(topic.clone(), inner.head + 1, payload);
-        Ok(self.push(&state, &mut inner, event))
+        let seq = self.push(&state, &mut inner, event);
+        drop(inner);
+        state.published.notify_waiters();
+        Ok(seq)
     }
 
     async fn read(
@@ -241,7 +250,11 @@ impl Bus for MemoryBus {
             let mut created = std::pin::pin!(created);
             created.as_mut().enable();
             if let Some(state) = self.existing(topic) {
-                let mut receiver = {
+                // Registered before looking, so a publish after the look still wakes us.
+                let published = state.published.notified();
+                let mut published = std::pin::pin!(published);
+                published.as_mut().enable();
+                {
                     let inner = lock(&state.inner);
                     if after > inner.head {
                         return Err(BusError::CursorAhead {
@@ -252,10 +265,9 @@ impl Bus for MemoryBus {
                     if inner.head > after {
                         return Ok(());
                     }
-                    state.sender.subscribe()
-                };
-                // Any outcome (an event, a lag, a closed channel, the deadline) means: look again.
-                let _ = tokio::time::timeout_at(deadline, receiver.recv()).await;
+                }
+                // An event or the deadline: either way the caller looks again.
+                let _ = tokio::time::timeout_at(deadline, published).await;
                 return Ok(());
             }
             if after > 0 {
@@ -277,27 +289,13 @@ impl Bus for MemoryBus {
             let inner = lock(&state.inner);
             let after = after.unwrap_or(inner.head);
             let backlog = inner.since(after, usize::MAX)?;
-            (after, backlog, state.sender.subscribe())
+            (after, backlog, state.subscribers.subscribe())
         };
         let head = backlog.head;
         let mut items: Vec<Delivery> = Vec::with_capacity(backlog.events.len() + 1);
         items.extend(backlog.gap.map(Delivery::Gap));
         items.extend(backlog.events.into_iter().map(Delivery::Event));
-        let live = stream::unfold(Some(receiver), |receiver| async move {
-            let mut receiver = receiver?;
-            match receiver.recv().await {
-                Ok(event) => Some((Delivery::Event(event), Some(receiver))),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Some((Delivery::Lagged { missed }, None))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        });
-        Ok(Subscription::new(
-            after,
-            head,
-            stream::iter(items).chain(live),
-        ))
+        Ok(Subscription::with_backlog(after, head, items, receiver))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The bus: how events are published, stored as bounded history and fanned out to subscribers.
 //! Patterns talk only to this trait, so a Redis-backed bus can replace the in-process one.
 
+mod fanout;
 mod log;
 mod memory;
 mod outbox;
@@ -13,10 +14,11 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
 pub use self::redis::{RedisBus, RedisBusOptions};
+pub use fanout::{Fanout, OverflowHook};
 pub use log::LogBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
 
@@ -99,6 +101,8 @@ pub struct Subscription {
     pub after: u64,
     /// The topic's head when the subscription started.
     pub head: u64,
+    /// The mailbox the live part comes from, when the bus fans out through a [`Fanout`].
+    mailbox: Option<std::sync::Arc<fanout::Mailbox>>,
 }
 
 impl Subscription {
@@ -111,7 +115,33 @@ impl Subscription {
             inner: Box::pin(inner),
             after,
             head,
+            mailbox: None,
         }
+    }
+
+    /// A subscription whose live part is `receiver`, after the `backlog` items.
+    pub fn with_backlog(
+        after: u64,
+        head: u64,
+        backlog: Vec<Delivery>,
+        receiver: fanout::Receiver,
+    ) -> Self {
+        let mailbox = Some(receiver.mailbox());
+        let inner: Pin<Box<dyn Stream<Item = Delivery> + Send>> = if backlog.is_empty() {
+            Box::pin(receiver)
+        } else {
+            Box::pin(futures_util::stream::iter(backlog).chain(receiver))
+        };
+        Self {
+            inner,
+            after,
+            head,
+            mailbox,
+        }
+    }
+
+    fn from_receiver(after: u64, head: u64, receiver: fanout::Receiver) -> Self {
+        Self::with_backlog(after, head, Vec::new(), receiver)
     }
 }
 

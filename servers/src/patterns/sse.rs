@@ -2,7 +2,13 @@
 //! from `Last-Event-ID` or `?after=`, announces gaps, sends comment heartbeats, and ends the stream of
 //! a subscriber that falls too far behind.
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use axum::{
     body::Body,
@@ -13,18 +19,16 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
-use futures_util::{stream, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::{
     app::AppState,
     bus::{Delivery, Subscription},
     error::AppError,
     extract::{ConnCloser, Topic, ValidQuery},
-    metrics::{ActiveGuard, PatternKind},
+    metrics::{ActiveGuard, Metrics, PatternKind},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -52,13 +56,6 @@ fn resume_cursor(headers: &HeaderMap, after: Option<u64>) -> Result<Option<u64>,
     }
 }
 
-enum Frame {
-    Delivery(Delivery),
-    Heartbeat,
-    /// The subscription ended (after a lag, or the bus closed): end the response.
-    End,
-}
-
 async fn sse(
     State(state): State<AppState>,
     Topic(topic): Topic,
@@ -73,93 +70,105 @@ async fn sse(
         "retry: 1000\nevent: subscribed\ndata: {{\"topic\":\"{topic}\",\"after\":{},\"head\":{}}}\n\n",
         subscription.after, subscription.head
     ));
-    // The queue between the subscription and the socket is the subscriber's buffer: a pump keeps
-    // reading the subscription, so a client that stops reading fills the queue (not the shared
-    // channel) and is cut off when it is full.
-    let (queue, frames) = mpsc::channel::<Bytes>(state.config.subscriber_buffer);
-    let _ = queue.try_send(hello);
+    // A client that stops reading falls behind in its mailbox; a full one cuts the connection at
+    // once, from the publishing side (there is no room left to say why).
+    let metrics = state.metrics.clone();
+    let subscription = subscription.on_overflow(
+        state.config.subscriber_buffer,
+        Box::new(move || {
+            metrics.lagged_disconnect(PatternKind::Sse);
+            if let Some(closer) = closer {
+                closer.close();
+            }
+        }),
+    );
     // Counted from here, so the gauge is up before the client sees `subscribed`.
     let active = state.metrics.active(PatternKind::Sse);
-    tokio::spawn(pump(state, subscription, queue, closer, active));
-    let body = ReceiverStream::new(frames).map(Ok::<_, Infallible>);
+    let mut heartbeat = tokio::time::interval(state.config.heartbeat);
+    heartbeat.reset(); // the first tick would otherwise fire at once
+    let body = Stream {
+        hello: Some(hello),
+        subscription,
+        heartbeat,
+        shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
+        metrics: state.metrics.clone(),
+        _active: active,
+        ended: false,
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(body),
+        Body::new(body),
     )
         .into_response())
 }
 
-/// Moves frames from the subscription (and heartbeats) into the client's queue until the client
-/// leaves, the server shuts down, or the client falls a full queue behind.
-async fn pump(
-    state: AppState,
+/// The response body: the `subscribed` frame, then the subscription's frames and heartbeats, read
+/// by the connection's own task as it writes (one wake-up per burst of events), until the
+/// subscription or the server ends.
+struct Stream {
+    hello: Option<Bytes>,
     subscription: Subscription,
-    queue: mpsc::Sender<Bytes>,
-    closer: Option<CancellationToken>,
+    heartbeat: tokio::time::Interval,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    metrics: Arc<Metrics>,
     _active: ActiveGuard,
-) {
-    let metrics = state.metrics.clone();
-    let mut ticks = tokio::time::interval(state.config.heartbeat);
-    ticks.reset(); // the first tick would otherwise fire at once
-    let heartbeats = IntervalStream::new(ticks).map(|_| Frame::Heartbeat);
-    let deliveries = subscription
-        .map(Frame::Delivery)
-        .chain(stream::once(async { Frame::End }));
-    let mut frames =
-        std::pin::pin!(stream::select(deliveries, heartbeats)
-            .take_until(state.shutdown.clone().cancelled_owned()));
-    loop {
-        let frame = tokio::select! {
-            frame = frames.next() => frame,
-            // The client left (the body was dropped): release the subscription now, not at the
-            // next event or heartbeat.
-            () = queue.closed() => return,
-        };
-        let Some(frame) = frame else {
-            return;
-        };
-        let (bytes, sent) = match frame {
-            Frame::End => return,
-            Frame::Heartbeat => (Bytes::from_static(b": heartbeat\n\n"), Sent::Other),
-            Frame::Delivery(Delivery::Event(event)) => (event.sse.clone(), Sent::Event),
-            Frame::Delivery(Delivery::Gap(gap)) => (
-                Bytes::from(format!(
+    ended: bool,
+}
+
+impl http_body::Body for Stream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(hello) = this.hello.take() {
+            return data(hello);
+        }
+        match this.subscription.poll_next_unpin(cx) {
+            Poll::Ready(Some(Delivery::Event(event))) => {
+                this.metrics.delivered(PatternKind::Sse, 1);
+                return data(event.sse.clone());
+            }
+            Poll::Ready(Some(Delivery::Gap(gap))) => {
+                return data(Bytes::from(format!(
                     "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
                     gap.after, gap.oldest
-                )),
-                Sent::Other,
-            ),
-            Frame::Delivery(Delivery::Lagged { missed }) => (lagged_frame(missed), Sent::Last),
-        };
-        match (queue.try_send(bytes), sent) {
-            (Ok(()), Sent::Event) => metrics.delivered(PatternKind::Sse, 1),
-            (Ok(()), Sent::Other) => {}
-            (Ok(()), Sent::Last) => {
-                metrics.lagged_disconnect(PatternKind::Sse);
-                return;
+                )));
             }
-            (Err(mpsc::error::TrySendError::Closed(_)), _) => return,
-            (Err(mpsc::error::TrySendError::Full(_)), _) => {
-                // The client is a whole buffer behind: hang up (there is no room left to say so).
-                metrics.lagged_disconnect(PatternKind::Sse);
-                if let Some(closer) = &closer {
-                    closer.cancel();
-                }
-                return;
+            Poll::Ready(Some(Delivery::Lagged { missed })) => {
+                this.metrics.lagged_disconnect(PatternKind::Sse);
+                this.ended = true;
+                return data(lagged_frame(missed));
             }
+            Poll::Ready(None) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
         }
+        // Looked at only when nothing is queued: once per wake-up, not once per event.
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        if this.heartbeat.poll_tick(cx).is_ready() {
+            return data(Bytes::from_static(b": heartbeat\n\n"));
+        }
+        Poll::Pending
     }
 }
 
-/// What a queued frame means for the counters.
-enum Sent {
-    Event,
-    Other,
-    /// The `lagged` notice: the stream ends after it.
-    Last,
+fn data(bytes: Bytes) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+    Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
 }
 
 fn lagged_frame(missed: u64) -> Bytes {

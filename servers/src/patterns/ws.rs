@@ -10,30 +10,34 @@ use std::{
     },
 };
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
-        State,
-    },
+    extract::{ws::rejection::WebSocketUpgradeRejection, State},
     response::Response,
     routing::get,
     Extension, Router,
 };
 use bytes::Bytes;
-use futures_util::{stream, stream::BoxStream, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::{wrappers::BroadcastStream, StreamMap};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     app::AppState,
-    bus::{BusError, Delivery},
+    bus::{BusError, Delivery, Subscription},
     error::{error_json, AppError},
     extract::json_object,
-    metrics::{PatternKind, RejectReason},
+    metrics::{Metrics, PatternKind, RejectReason},
     topic::TopicName,
-    ws_close::{perform, small_buffers, text_or_step, Step},
+    ws_close::{perform, text_or_step, Step},
+    ws_conn::{Limits, Upgrade, WsConn},
 };
 
 pub fn routes(_: &AppState) -> Router<AppState> {
@@ -45,7 +49,7 @@ pub fn routes(_: &AppState) -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     Extension(presence): Extension<Arc<Presence>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::WebSocket);
     let ws = ws.map_err(|rejection| {
@@ -54,8 +58,8 @@ async fn upgrade(
             rejection.body_text()
         ))
     })?;
-    Ok(small_buffers(ws, state.config.max_body)
-        .on_upgrade(move |socket| Session::new(state, presence).run(socket)))
+    let limits = Limits::of(&state, PatternKind::WebSocket);
+    Ok(ws.on_upgrade(limits, move |conn| Session::new(state, presence).run(conn)))
 }
 
 /// Client → server control messages.
@@ -141,15 +145,71 @@ impl Presence {
 enum Out {
     Delivery(Delivery),
     Join(JoinNotice),
-    /// The subscription itself ended.
-    End,
+}
+
+/// One followed topic: its deliveries and, for a member that listens, the room's join notices,
+/// taken in turn. It ends with the subscription; dropping it leaves the room.
+struct TopicFeed {
+    deliveries: Subscription,
+    joins: Option<BroadcastStream<JoinNotice>>,
+    me: u64,
+    metrics: Arc<Metrics>,
+    joins_first: bool,
+    _membership: Membership,
+}
+
+impl TopicFeed {
+    fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        let Some(joins) = &mut self.joins else {
+            return Poll::Pending;
+        };
+        loop {
+            match joins.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(notice))) if notice.joiner != self.me => {
+                    return Poll::Ready(Some(Out::Join(notice)))
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(_))) => {
+                    self.metrics.join_notices_dropped.fetch_add(1, Relaxed);
+                }
+                Poll::Ready(None) => {
+                    self.joins = None;
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for TopicFeed {
+    type Item = Out;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Out>> {
+        let this = &mut *self;
+        // Fair between the two, as a select of both streams would be.
+        this.joins_first = !this.joins_first;
+        if this.joins_first {
+            if let Poll::Ready(out) = this.poll_join(cx) {
+                return Poll::Ready(out);
+            }
+        }
+        match this.deliveries.poll_next_unpin(cx) {
+            Poll::Ready(delivery) => return Poll::Ready(delivery.map(Out::Delivery)),
+            Poll::Pending => {}
+        }
+        if !this.joins_first {
+            return this.poll_join(cx);
+        }
+        Poll::Pending
+    }
 }
 
 struct Session {
     state: AppState,
     presence: Arc<Presence>,
     id: u64,
-    topics: StreamMap<TopicName, BoxStream<'static, Out>>,
+    topics: StreamMap<TopicName, TopicFeed>,
 }
 
 impl Session {
@@ -163,39 +223,37 @@ impl Session {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let metrics = self.state.metrics.clone();
-        let _active = metrics.active(PatternKind::WebSocket);
-        let send_timeout = self.state.config.send_timeout;
-        let shutdown = self.state.shutdown.clone();
-        let (mut sink, mut incoming) = socket.split();
+    async fn run(mut self, mut conn: WsConn) {
+        let _active = self.state.metrics.active(PatternKind::WebSocket);
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        let mut shutdown = std::pin::pin!(shutdown);
         let mut heartbeat = tokio::time::interval(self.state.config.heartbeat);
         heartbeat.reset();
         loop {
             let step = tokio::select! {
-                () = shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
-                message = incoming.next() => self.on_message(message).await,
+                () = &mut shutdown => Step::Close(1001, "server shutting down".into()),
+                message = conn.next() => self.on_message(message).await,
                 Some((topic, out)) = self.topics.next(), if !self.topics.is_empty() => {
                     self.on_topic(topic, out)
                 }
-                _ = heartbeat.tick() => Step::Send(vec![Message::Ping(Bytes::new())]),
+                _ = heartbeat.tick() => Step::Send(crate::ws_conn::PING_FRAME),
             };
-            if !perform(
-                &mut sink,
-                &mut incoming,
-                step,
-                send_timeout,
-                &metrics,
-                PatternKind::WebSocket,
-            )
-            .await
-            {
+            // Events already waiting go out in the same write.
+            if !perform(&mut conn, step, |cx| self.ready_topic(cx)).await {
                 return;
             }
         }
     }
 
-    async fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
+    /// The next delivery that is already waiting, if any.
+    fn ready_topic(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        match self.topics.poll_next_unpin(cx) {
+            Poll::Ready(Some((topic, out))) => Some(self.on_topic(topic, out)),
+            _ => None,
+        }
+    }
+
+    async fn on_message(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Step {
         let max_body = self.state.config.max_body;
         let binary = "binary messages are not accepted; send JSON text";
         let text = match text_or_step(message, max_body, &self.state.metrics, binary) {
@@ -263,34 +321,19 @@ impl Session {
             "after": subscription.after,
             "head": subscription.head,
         });
-        let me = self.id;
-        let metrics = self.state.metrics.clone();
         // Re-subscribing replaces the old subscription: leave the room first so it is not counted
         // twice.
         self.topics.remove(&name);
-        let (membership, notices) = self.presence.join(&name, me, listens);
-        let joins = stream::iter(notices)
-            .flat_map(BroadcastStream::new)
-            .filter_map(move |notice| {
-                let out = match notice {
-                    Ok(notice) if notice.joiner != me => Some(Out::Join(notice)),
-                    Ok(_) => None,
-                    Err(_) => {
-                        metrics.join_notices_dropped.fetch_add(1, Relaxed);
-                        None
-                    }
-                };
-                std::future::ready(out)
-            });
-        let deliveries = subscription
-            .map(move |delivery| {
-                // The stream owns the membership: unsubscribing or closing leaves the room.
-                let _ = &membership;
-                Out::Delivery(delivery)
-            })
-            .chain(stream::once(async { Out::End }));
-        self.topics
-            .insert(name, Box::pin(stream::select(deliveries, joins)));
+        let (membership, joins) = self.presence.join(&name, self.id, listens);
+        let feed = TopicFeed {
+            deliveries: subscription,
+            joins: joins.map(BroadcastStream::new),
+            me: self.id,
+            metrics: self.state.metrics.clone(),
+            joins_first: false,
+            _membership: membership,
+        };
+        self.topics.insert(name, feed);
         reply(ack)
     }
 
@@ -298,7 +341,7 @@ impl Session {
         match out {
             Out::Delivery(Delivery::Event(event)) => {
                 self.state.metrics.delivered(PatternKind::WebSocket, 1);
-                Step::Send(vec![Message::Binary(event.json.clone())])
+                Step::Send(event.ws_frame().clone())
             }
             Out::Delivery(Delivery::Gap(gap)) => reply(json!({
                 "type": "gap", "topic": topic.as_str(), "after": gap.after, "oldest": gap.oldest,
@@ -313,16 +356,12 @@ impl Session {
             Out::Join(notice) => reply(json!({
                 "type": "join", "topic": topic.as_str(), "subscribers": notice.subscribers,
             })),
-            Out::End => {
-                self.topics.remove(&topic);
-                Step::Send(Vec::new())
-            }
         }
     }
 
     fn error(&self, reason: RejectReason, detail: &str) -> Step {
         self.state.metrics.rejected(reason);
-        Step::Send(vec![Message::Text(error_json(reason, detail).into())])
+        Step::text(error_json(reason, detail))
     }
 
     fn bus_error(&self, error: &BusError) -> Step {
@@ -336,7 +375,7 @@ impl Session {
 }
 
 fn reply(value: serde_json::Value) -> Step {
-    Step::Send(vec![Message::Text(value.to_string().into())])
+    Step::text(value.to_string())
 }
 
 #[cfg(test)]

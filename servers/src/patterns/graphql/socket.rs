@@ -1,15 +1,11 @@
 //! `GET /graphql/ws`: the upgrade, and the legacy `graphql-ws` (subscriptions-transport-ws)
-//! protocol through async-graphql's engine driven by our own socket loop, so those sockets get the
-//! limits `/ws` has (message size, send timeout, heartbeat, shutdown close). `graphql-transport-ws`
-//! is served by `transport_ws.rs`.
+//! protocol through async-graphql's engine driven by our own socket loop on the shared WebSocket
+//! connection (`ws_conn.rs`), so those sockets get the limits `/ws` has (message size, send timeout,
+//! heartbeat, shutdown close). `graphql-transport-ws` is served by `transport_ws.rs`.
 
 use std::{
     str::FromStr,
-    sync::{
-        atomic::{AtomicUsize, Ordering::Relaxed},
-        Arc,
-    },
-    time::Duration,
+    task::{Context, Poll},
 };
 
 use async_graphql::{
@@ -17,31 +13,25 @@ use async_graphql::{
     Data,
 };
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket},
-        State, WebSocketUpgrade,
-    },
+    extract::{ws::rejection::WebSocketUpgradeRejection, State},
     response::Response,
     Extension,
 };
 use bytes::Bytes;
-use futures_util::{
-    stream::{SplitSink, SplitStream},
-    FutureExt, SinkExt, StreamExt,
-};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{slots::SubscriptionSlots, Counted};
 use crate::{
     app::AppState,
     error::AppError,
     metrics::{Metrics, PatternKind, RejectReason},
-    ws_close::{close_for_read_error, close_gracefully},
+    ws_close::{close_for_read_error, perform, Step},
+    ws_conn::{Limits, Upgrade, WsConn, PING_FRAME},
 };
 
-/// Read buffer per socket: client messages are small; larger ones still arrive whole.
-const READ_BUFFER: usize = 8 << 10;
 /// Client messages waiting for the engine. It drains them whenever the loop polls it, so a full
 /// queue means a client flooding faster than it is served.
 const INBOX: usize = 64;
@@ -51,7 +41,7 @@ const DRAIN_ON_SHUTDOWN: usize = 1024;
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(executor): Extension<Counted>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::GraphQl);
     let ws = ws.map_err(|rejection| {
@@ -61,7 +51,7 @@ pub async fn upgrade(
         ))
     })?;
     // The server's order of preference: graphql-transport-ws, then the legacy graphql-ws.
-    let ws = ws.protocols(ALL_WEBSOCKET_PROTOCOLS);
+    let ws = ws.protocols(&ALL_WEBSOCKET_PROTOCOLS);
     let protocol = ws
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
@@ -72,119 +62,52 @@ pub async fn upgrade(
                     .into(),
             )
         })?;
-    let limit = state.config.max_body;
-    Ok(ws
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            match protocol {
-                WebSocketProtocols::GraphQLWS => {
-                    super::transport_ws::session(socket, state, executor).await
-                }
-                WebSocketProtocols::SubscriptionsTransportWS => {
-                    legacy_session(socket, state, executor, protocol).await
-                }
+    let limits = Limits::of(&state, PatternKind::GraphQl);
+    Ok(ws.on_upgrade(limits, move |conn| async move {
+        match protocol {
+            WebSocketProtocols::GraphQLWS => {
+                super::transport_ws::session(conn, state, executor).await
             }
-        }))
-}
-
-/// What a socket loop does after one input.
-pub(super) enum Step {
-    Send(Message),
-    Nothing,
-    Close(u16, String),
-    /// The peer is gone or the protocol ended the connection cleanly.
-    Gone,
-}
-
-/// One GraphQL socket's two halves and what sending on it needs; both protocols' loops use it.
-pub(super) struct Wire {
-    sink: SplitSink<WebSocket, Message>,
-    pub incoming: SplitStream<WebSocket>,
-    send_timeout: Duration,
-    /// The socket's open subscriptions (shared with its slots).
-    open: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-    max_body: usize,
-}
-
-impl Wire {
-    pub fn new(socket: WebSocket, state: &AppState, open: Arc<AtomicUsize>) -> Self {
-        let (sink, incoming) = socket.split();
-        Self {
-            sink,
-            incoming,
-            send_timeout: state.config.send_timeout,
-            open,
-            metrics: state.metrics.clone(),
-            max_body: state.config.max_body,
-        }
-    }
-
-    /// Carries out one step; false when the session is over.
-    pub async fn carry_out(&mut self, step: Step) -> bool {
-        match step {
-            Step::Send(message) => self.deliver(message).await,
-            Step::Nothing => true,
-            Step::Close(code, reason) => {
-                close_gracefully(&mut self.sink, &mut self.incoming, code, &reason).await;
-                false
-            }
-            Step::Gone => false,
-        }
-    }
-
-    /// Sends one message; false when the session must end: the client is gone, or it stopped
-    /// reading for --send-timeout — a lagging subscriber (counted), unless its subscriptions already
-    /// ended, since a lag is counted where the subscription is cut off.
-    pub async fn deliver(&mut self, message: Message) -> bool {
-        match tokio::time::timeout(self.send_timeout, self.sink.send(message)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                if self.open.load(Relaxed) > 0 {
-                    self.metrics.lagged_disconnect(PatternKind::GraphQl);
-                }
-                false
+            WebSocketProtocols::SubscriptionsTransportWS => {
+                legacy_session(conn, state, executor, protocol).await
             }
         }
-    }
+    }))
+}
 
-    /// The bytes of a protocol message read from the socket, or how the socket ends. Both protocols
-    /// are JSON text; a binary frame holding the same JSON is read the same way.
-    pub fn message_bytes(
-        &self,
-        message: Option<Result<Message, axum::Error>>,
-    ) -> Result<Bytes, Step> {
-        match message {
-            None | Some(Ok(Message::Close(_))) => Err(Step::Gone),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Err(Step::Nothing),
-            Some(Ok(Message::Text(text))) => Ok(Bytes::from(text)),
-            Some(Ok(Message::Binary(bytes))) => Ok(bytes),
-            Some(Err(error)) => Err(
-                match close_for_read_error(error, self.max_body, &self.metrics) {
-                    Some((code, reason)) => Step::Close(code, reason),
-                    None => Step::Gone,
-                },
-            ),
-        }
+/// The bytes of a protocol message read from the socket, or how the socket ends. Both protocols
+/// are JSON text; a binary frame holding the same JSON is read the same way.
+pub(super) fn message_bytes(
+    message: Option<Result<Message, tungstenite::Error>>,
+    conn: &WsConn,
+) -> Result<Bytes, Step> {
+    match message {
+        None | Some(Ok(Message::Close(_))) => Err(Step::Gone),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Err(Step::Nothing),
+        Some(Ok(Message::Text(text))) => Ok(Bytes::from(text)),
+        Some(Ok(Message::Binary(bytes))) => Ok(bytes),
+        Some(Err(error)) => Err(
+            match close_for_read_error(error, conn.max_message(), conn.metrics()) {
+                Some((code, reason)) => Step::Close(code, reason),
+                None => Step::Gone,
+            },
+        ),
     }
 }
 
 /// The legacy `graphql-ws` protocol, as async-graphql's engine speaks it.
 async fn legacy_session(
-    socket: WebSocket,
+    mut conn: WsConn,
     state: AppState,
     executor: Counted,
     protocol: WebSocketProtocols,
 ) {
     let metrics = state.metrics.clone();
-    let shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let mut shutdown = std::pin::pin!(shutdown);
     let (inbox, inbox_rx) = mpsc::channel::<Bytes>(INBOX);
     let slots = SubscriptionSlots::new(state.config.ws_max_subscriptions);
-    let mut wire = Wire::new(socket, &state, slots.open());
+    conn.count_stalls_while(slots.open());
     let mut data = Data::default();
     data.insert(slots);
     let mut engine =
@@ -193,38 +116,44 @@ async fn legacy_session(
     heartbeat.reset();
     loop {
         let step = tokio::select! {
-            () = shutdown.cancelled() => {
+            () = &mut shutdown => {
                 // Subscriptions end on the same token: send their `complete` before the close.
                 for _ in 0..DRAIN_ON_SHUTDOWN {
                     match engine.next().now_or_never() {
-                        Some(Some(WsMessage::Text(text))) => {
-                            if !wire.deliver(Message::Text(text.into())).await {
-                                return;
-                            }
-                        }
+                        Some(Some(WsMessage::Text(text))) => conn.queue_text(text),
                         _ => break,
                     }
                 }
                 Step::Close(1001, "server shutting down".into())
             }
-            message = wire.incoming.next() => match wire.message_bytes(message) {
+            message = conn.next() => match message_bytes(message, &conn) {
                 Ok(bytes) => to_engine(bytes, &inbox, &metrics),
                 Err(step) => step,
             },
-            out = engine.next() => match out {
-                Some(WsMessage::Text(text)) => Step::Send(Message::Text(text.into())),
-                Some(WsMessage::Close(code, reason)) => {
-                    // The engine closes on a malformed or out-of-order protocol message.
-                    metrics.rejected(RejectReason::BadMessage);
-                    Step::Close(code, reason)
-                }
-                None => Step::Close(1000, "connection terminated".into()),
-            },
-            _ = heartbeat.tick() => Step::Send(Message::Ping(Bytes::new())),
+            out = engine.next() => engine_step(out, &metrics),
+            _ = heartbeat.tick() => Step::Send(PING_FRAME),
         };
-        if !wire.carry_out(step).await {
+        // Answers the engine already has go out in the same write.
+        let ready = |cx: &mut Context<'_>| match engine.poll_next_unpin(cx) {
+            Poll::Ready(out) => Some(engine_step(out, &metrics)),
+            Poll::Pending => None,
+        };
+        if !perform(&mut conn, step, ready).await {
             return;
         }
+    }
+}
+
+/// What the engine's output means for the socket.
+fn engine_step(out: Option<WsMessage>, metrics: &Metrics) -> Step {
+    match out {
+        Some(WsMessage::Text(text)) => Step::text(text),
+        Some(WsMessage::Close(code, reason)) => {
+            // The engine closes on a malformed or out-of-order protocol message.
+            metrics.rejected(RejectReason::BadMessage);
+            Step::Close(code, reason)
+        }
+        None => Step::Close(1000, "connection terminated".into()),
     }
 }
 

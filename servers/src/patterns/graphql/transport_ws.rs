@@ -4,11 +4,12 @@
 //! operation id, 4429 a second `connection_init`. Each client message is handled before the next is
 //! read, so a flood of pings is answered pong by pong under TCP backpressure, never buffered.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use async_graphql::{Data, Executor as _, Response, ServerError, Variables};
-use axum::extract::ws::{Message, WebSocket};
-use bytes::Bytes;
 use futures_util::{
     stream::{self, BoxStream},
     StreamExt,
@@ -17,13 +18,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_stream::StreamMap;
 
-use super::{
-    limits,
-    slots::SubscriptionSlots,
-    socket::{Step, Wire},
-    Counted,
+use super::{limits, slots::SubscriptionSlots, socket::message_bytes, Counted};
+use crate::{
+    app::AppState,
+    extract::json_object,
+    metrics::RejectReason,
+    ws_close::{perform, Step},
+    ws_conn::{WsConn, PING_FRAME},
 };
-use crate::{app::AppState, extract::json_object, metrics::RejectReason};
 
 /// A client message, checked as the reference implementation's `validateMessage` checks it.
 #[derive(Debug)]
@@ -139,9 +141,13 @@ enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
-    fn text(&self) -> Message {
+    fn json(&self) -> Vec<u8> {
         // Plain strings and JSON values: encoding cannot fail.
-        Message::Text(serde_json::to_string(self).unwrap_or_default().into())
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn step(&self) -> Step {
+        Step::text(self.json())
     }
 }
 
@@ -163,9 +169,9 @@ struct Session {
     operations: StreamMap<String, BoxStream<'static, Out>>,
 }
 
-pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
+pub async fn session(mut conn: WsConn, state: AppState, executor: Counted) {
     let slots = SubscriptionSlots::new(state.config.ws_max_subscriptions);
-    let mut wire = Wire::new(socket, &state, slots.open());
+    conn.count_stalls_while(slots.open());
     let mut data = Data::default();
     data.insert(slots);
     let mut session = Session {
@@ -176,20 +182,18 @@ pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
         acknowledged: false,
         operations: StreamMap::new(),
     };
-    let shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let mut shutdown = std::pin::pin!(shutdown);
     let init_wait = tokio::time::sleep(state.config.graphql_init_timeout);
     let mut init_wait = std::pin::pin!(init_wait);
     let mut heartbeat = tokio::time::interval(state.config.heartbeat);
     heartbeat.reset();
     loop {
         let step = tokio::select! {
-            () = shutdown.cancelled() => {
+            () = &mut shutdown => {
                 // Subscriptions end on the same token: say so before the close.
-                let ids: Vec<String> = session.operations.keys().cloned().collect();
-                for id in ids {
-                    if !wire.deliver(ServerMessage::Complete { id: &id }.text()).await {
-                        return;
-                    }
+                for id in session.operations.keys() {
+                    conn.queue_text(ServerMessage::Complete { id }.json());
                 }
                 Step::Close(1001, "server shutting down".into())
             }
@@ -197,26 +201,35 @@ pub async fn session(socket: WebSocket, state: AppState, executor: Counted) {
                 state.metrics.rejected(RejectReason::RequestTimeout);
                 Step::Close(4408, "Connection initialisation timeout".into())
             }
-            message = wire.incoming.next() => match wire.message_bytes(message) {
+            message = conn.next() => match message_bytes(message, &conn) {
                 Ok(bytes) => session.on_bytes(&bytes),
                 Err(step) => step,
             },
             Some((id, out)) = session.operations.next(), if !session.operations.is_empty() => {
                 session.on_output(&id, out)
             }
-            _ = heartbeat.tick() => Step::Send(Message::Ping(Bytes::new())),
+            _ = heartbeat.tick() => Step::Send(PING_FRAME),
         };
         if let Step::Close(..) = step {
             // Subscriptions end (and free their slots) before the socket does.
             session.operations.clear();
         }
-        if !wire.carry_out(step).await {
+        // Answers already waiting go out in the same write.
+        if !perform(&mut conn, step, |cx| session.ready_output(cx)).await {
             return;
         }
     }
 }
 
 impl Session {
+    /// The next operation output that is already waiting, if any.
+    fn ready_output(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        match self.operations.poll_next_unpin(cx) {
+            Poll::Ready(Some((id, out))) => Some(self.on_output(&id, out)),
+            _ => None,
+        }
+    }
+
     fn on_bytes(&mut self, bytes: &[u8]) -> Step {
         match parse(bytes) {
             Ok(message) => self.on_client_message(message),
@@ -232,9 +245,9 @@ impl Session {
             ClientMessage::ConnectionInit => {
                 self.init_received = true;
                 self.acknowledged = true;
-                Step::Send(ServerMessage::ConnectionAck.text())
+                ServerMessage::ConnectionAck.step()
             }
-            ClientMessage::Ping(payload) => Step::Send(ServerMessage::Pong { payload }.text()),
+            ClientMessage::Ping(payload) => ServerMessage::Pong { payload }.step(),
             ClientMessage::Pong => Step::Nothing,
             ClientMessage::Subscribe { .. } if !self.acknowledged => {
                 self.refuse(4401, "Unauthorized".into())
@@ -270,24 +283,20 @@ impl Session {
             // operation, with no `complete` after it.
             Out::Response { first, response } if first && refused_before_running(&response) => {
                 self.operations.remove(id);
-                Step::Send(
-                    ServerMessage::Error {
-                        id,
-                        payload: &response.errors,
-                    }
-                    .text(),
-                )
-            }
-            Out::Response { response, .. } => Step::Send(
-                ServerMessage::Next {
+                ServerMessage::Error {
                     id,
-                    payload: &response,
+                    payload: &response.errors,
                 }
-                .text(),
-            ),
+                .step()
+            }
+            Out::Response { response, .. } => ServerMessage::Next {
+                id,
+                payload: &response,
+            }
+            .step(),
             Out::End => {
                 self.operations.remove(id);
-                Step::Send(ServerMessage::Complete { id }.text())
+                ServerMessage::Complete { id }.step()
             }
         }
     }

@@ -7,10 +7,7 @@
 mod session;
 
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        State,
-    },
+    extract::{ws::rejection::WebSocketUpgradeRejection, State},
     response::Response,
     routing::get,
     Router,
@@ -18,8 +15,11 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    app::AppState, error::AppError, extract::ValidQuery, metrics::PatternKind,
-    ws_close::small_buffers,
+    app::AppState,
+    error::AppError,
+    extract::ValidQuery,
+    metrics::PatternKind,
+    ws_conn::{Limits, Upgrade},
 };
 
 /// The path Socket.IO clients use by default (`path` option `/socket.io`, plus the trailing slash).
@@ -87,7 +87,7 @@ fn check_query(query: &EngineQuery) -> Result<(), AppError> {
 async fn upgrade(
     State(state): State<AppState>,
     ValidQuery(query): ValidQuery<EngineQuery>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::SocketIo);
     check_query(&query)?;
@@ -97,8 +97,8 @@ async fn upgrade(
             rejection.body_text()
         ))
     })?;
-    Ok(small_buffers(ws, state.config.max_body)
-        .on_upgrade(move |socket| session::run(state, socket)))
+    let limits = Limits::of(&state, PatternKind::SocketIo);
+    Ok(ws.on_upgrade(limits, move |conn| session::run(state, conn)))
 }
 
 /// `POST /socket.io/` is how the polling transport sends packets: refused like a polling `GET`.

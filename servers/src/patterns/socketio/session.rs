@@ -3,27 +3,32 @@
 //! client asks for one, else by an event), and delivery of the shared pre-encoded event packets.
 //! Malformed packets close the socket with a code and a reason that says what was wrong.
 
-use std::{pin::pin, time::Duration};
+use std::{
+    pin::pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use futures_util::{stream, stream::BoxStream, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     app::AppState,
-    bus::Delivery,
+    bus::{Delivery, Subscription},
     error::{error_json, AppError},
     metrics::{PatternKind, RejectReason},
     socketio_wire::{self as wire, EnginePacket, Handshake, Packet, PacketType, MAIN_NAMESPACE},
     topic::TopicName,
-    ws_close::{perform, text_or_step, Step},
+    ws_close::{none, perform, text_or_step, Step},
+    ws_conn::WsConn,
 };
 
-pub(super) async fn run(state: AppState, socket: WebSocket) {
-    Session::new(state).run(socket).await;
+pub(super) async fn run(state: AppState, conn: WsConn) {
+    Session::new(state).run(conn).await;
 }
 
 /// Close codes (RFC 6455) this server uses beyond those `ws_close` picks for read errors.
@@ -69,8 +74,8 @@ struct Session {
     state: AppState,
     /// The Socket.IO id once the client connected to the main namespace.
     sid: Option<String>,
-    /// Followed topics; `None` ends a subscription.
-    topics: StreamMap<TopicName, BoxStream<'static, Option<Delivery>>>,
+    /// Followed topics (an ended subscription leaves the map by itself).
+    topics: StreamMap<TopicName, Subscription>,
     /// When the outstanding ping must have been answered.
     pong_due: Option<Instant>,
     /// When the client must have connected to the namespace.
@@ -89,12 +94,11 @@ impl Session {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let metrics = self.state.metrics.clone();
-        let _active = metrics.active(PatternKind::SocketIo);
+    async fn run(mut self, mut conn: WsConn) {
+        let _active = self.state.metrics.active(PatternKind::SocketIo);
         let config = self.state.config.clone();
-        let shutdown = self.state.shutdown.clone();
-        let (mut sink, mut incoming) = socket.split();
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        let mut shutdown = pin!(shutdown);
         let open = Handshake {
             sid: new_sid(),
             upgrades: Vec::new(),
@@ -102,7 +106,8 @@ impl Session {
             ping_timeout: millis(config.send_timeout),
             max_payload: config.max_body as u64,
         };
-        let mut step = Step::Send(vec![Message::Text(open.encode().into())]);
+        let mut step = Step::text(open.encode());
+        let mut follows = false;
         let mut ping =
             tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,17 +116,13 @@ impl Session {
         let mut armed = self.deadline();
         let mut deadline = pin!(tokio::time::sleep_until(armed.unwrap_or_else(Instant::now)));
         loop {
-            let timeout = config.send_timeout;
-            if !perform(
-                &mut sink,
-                &mut incoming,
-                step,
-                timeout,
-                &metrics,
-                PatternKind::SocketIo,
-            )
-            .await
-            {
+            // After a delivery, the events already waiting go out in the same write.
+            let more = if follows {
+                perform(&mut conn, step, |cx| self.ready_topic(cx)).await
+            } else {
+                perform(&mut conn, step, none).await
+            };
+            if !more {
                 return;
             }
             if self.deadline() != armed {
@@ -130,17 +131,19 @@ impl Session {
                     deadline.as_mut().reset(at);
                 }
             }
+            follows = false;
             step = tokio::select! {
-                () = shutdown.cancelled() => {
+                () = &mut shutdown => {
                     Step::Close(CLOSE_GOING_AWAY, "server shutting down".into())
                 }
-                message = incoming.next() => self.on_frame(message).await,
+                message = conn.next() => self.on_frame(message).await,
                 Some((topic, out)) = self.topics.next(), if !self.topics.is_empty() => {
+                    follows = true;
                     self.on_topic(topic, out)
                 }
                 _ = ping.tick() => {
                     self.pong_due.get_or_insert(Instant::now() + config.send_timeout);
-                    Step::Send(vec![Message::Text(Utf8Bytes::from_static(wire::PING))])
+                    Step::text(wire::PING)
                 }
                 () = &mut deadline, if armed.is_some() => {
                     // Disarm: a fired timer stays ready, so it must be re-armed before it is
@@ -149,6 +152,14 @@ impl Session {
                     self.on_deadline()
                 }
             };
+        }
+    }
+
+    /// The next delivery that is already waiting, if any.
+    fn ready_topic(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        match self.topics.poll_next_unpin(cx) {
+            Poll::Ready(Some((topic, out))) => Some(self.on_topic(topic, out)),
+            _ => None,
         }
     }
 
@@ -180,10 +191,10 @@ impl Session {
                 ),
             );
         }
-        Step::Send(Vec::new())
+        Step::Nothing
     }
 
-    async fn on_frame(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
+    async fn on_frame(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Step {
         let max_body = self.state.config.max_body;
         let binary = "binary frames (Socket.IO binary attachments) are not accepted";
         match text_or_step(message, max_body, &self.state.metrics, binary) {
@@ -197,17 +208,15 @@ impl Session {
             Ok(EnginePacket::Message(data)) => self.on_packet(data).await,
             Ok(EnginePacket::Pong(_)) => {
                 self.pong_due = None;
-                Step::Send(Vec::new())
+                Step::Nothing
             }
             // A ping from the client (an upgrade probe, or an EIO3 habit) is answered in kind.
-            Ok(EnginePacket::Ping(data)) => {
-                Step::Send(vec![Message::Text(format!("{}{data}", wire::PONG).into())])
-            }
+            Ok(EnginePacket::Ping(data)) => Step::text(format!("{}{data}", wire::PONG)),
             Ok(EnginePacket::Close) => {
                 Step::Close(CLOSE_NORMAL, "client closed the session".into())
             }
             // Nothing to upgrade from: a WebSocket session starts upgraded.
-            Ok(EnginePacket::Upgrade | EnginePacket::Noop) => Step::Send(Vec::new()),
+            Ok(EnginePacket::Upgrade | EnginePacket::Noop) => Step::Nothing,
             Ok(EnginePacket::Open(_)) => {
                 self.protocol_error("a client may not send an open packet")
             }
@@ -251,10 +260,10 @@ impl Session {
                 self.topics.clear();
                 self.sid = None;
                 self.connect_due = Some(Instant::now() + connect_window(&self.state));
-                Step::Send(Vec::new())
+                Step::Nothing
             }
             // The server never asks for acks, so there is nothing to match one against.
-            PacketType::Ack => Step::Send(Vec::new()),
+            PacketType::Ack => Step::Nothing,
             _ => self.protocol_error(&format!("a client may not send {}", packet.kind.name())),
         }
     }
@@ -314,11 +323,7 @@ impl Session {
         };
         let ack = json!({ "topic": topic, "after": subscription.after, "head": subscription.head });
         // Re-subscribing replaces the old subscription.
-        let feed = subscription
-            .map(Some)
-            .chain(stream::once(async { None }))
-            .boxed();
-        self.topics.insert(name, feed);
+        self.topics.insert(name, subscription);
         reply(id, "subscribed", &ack)
     }
 
@@ -347,17 +352,13 @@ impl Session {
         }
     }
 
-    fn on_topic(&mut self, topic: TopicName, out: Option<Delivery>) -> Step {
+    fn on_topic(&mut self, topic: TopicName, out: Delivery) -> Step {
         match out {
-            Some(Delivery::Event(event)) => {
+            Delivery::Event(event) => {
                 self.state.metrics.delivered(PatternKind::SocketIo, 1);
-                // The packet wraps the event JSON, which is always UTF-8.
-                match Utf8Bytes::try_from(event.socketio().clone()) {
-                    Ok(packet) => Step::Send(vec![Message::Text(packet)]),
-                    Err(_) => Step::Send(Vec::new()),
-                }
+                Step::Send(event.socketio_frame().clone())
             }
-            Some(Delivery::Gap(gap)) => text(wire::event(
+            Delivery::Gap(gap) => text(wire::event(
                 MAIN_NAMESPACE,
                 None,
                 "gap",
@@ -366,16 +367,12 @@ impl Session {
                         .to_string(),
                 ],
             )),
-            Some(Delivery::Lagged { missed }) => {
+            Delivery::Lagged { missed } => {
                 self.state.metrics.lagged_disconnect(PatternKind::SocketIo);
                 Step::Close(
                     CLOSE_POLICY,
                     format!("fell {missed} events behind on {topic}; resubscribe from your cursor"),
                 )
-            }
-            None => {
-                self.topics.remove(&topic);
-                Step::Send(Vec::new())
             }
         }
     }
@@ -419,7 +416,7 @@ fn argument<'a, T: Deserialize<'a>>(arg: Option<&'a RawValue>) -> Result<T, Stri
 }
 
 fn text(packet: String) -> Step {
-    Step::Send(vec![Message::Text(packet.into())])
+    Step::text(packet)
 }
 
 /// The answer to a request: an ack when the client asked for one, else the named event.

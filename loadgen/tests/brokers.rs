@@ -5,34 +5,22 @@
 //! tested in the servers crate's backend suites.)
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command};
+mod common;
 
-use commbench_loadgen::output::SummaryRow;
 use commbench_servers::broker::{rabbitmq, tansu, INSTALL_SCRIPT};
-
-fn commbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_commbench"))
-}
-
-fn rows(dir: &Path) -> Vec<SummaryRow> {
-    let mut reader = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    reader.deserialize().map(Result::unwrap).collect()
-}
+use common::{commbench, succeed, summary_rows as rows, temp_dir};
 
 /// Runs sse, ws and job-ws on two instances over `bus` and checks every row.
 fn every_event_and_job_once_over(bus: &str) {
-    let dir = std::env::temp_dir().join(format!("commbench-{bus}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = commbench()
-        .args(["run", "--quiet", "--instances", "2", "--bus", bus])
-        .args(["-p", "sse,ws,job-ws", "-c", "20", "-r", "20"])
-        .args(["-d", "2s", "--warmup", "500ms"])
-        .arg("--out")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let dir = temp_dir(bus);
+    succeed(
+        commbench()
+            .args(["run", "--quiet", "--instances", "2", "--bus", bus])
+            .args(["-p", "sse,ws,job-ws", "-c", "20", "-r", "20"])
+            .args(["-d", "2s", "--warmup", "500ms"])
+            .arg("--out")
+            .arg(&dir),
+    );
     let rows = rows(&dir);
     assert_eq!(rows.len(), 3, "{rows:?}");
     for row in &rows {
@@ -59,12 +47,7 @@ fn every_event_and_job_once_over(bus: &str) {
         assert!(row.broker_peak_rss_bytes.unwrap() > 1 << 20, "{cell}");
         assert!(row.server_cpu_s.is_some(), "{cell}");
     }
-    let out = commbench().arg("report").arg(&dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(commbench().arg("report").arg(&dir));
     let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
     assert!(report.contains("## Brokers side by side"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -108,20 +91,18 @@ fn a_broker_that_is_not_installed_is_a_clear_error_for_run() {
 
 #[test]
 fn compare_leaves_a_broker_that_is_not_installed_out_with_a_note() {
-    let dir = std::env::temp_dir().join(format!("commbench-no-broker-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = commbench()
-        .env(NO_TANSU.0, NO_TANSU.1)
-        .args(["compare", "--quick", "-p", "sse", "-c", "5", "-r", "10"])
-        .args(["-d", "1s", "--warmup", "200ms", "--interval", "1s"])
-        .args(["--bus-patterns", "none", "--job-patterns", "none"])
-        .args(["--brokers", "kafka", "--broker-patterns", "sse"])
-        .arg("--out")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let dir = temp_dir("no-broker");
+    let out = succeed(
+        commbench()
+            .env(NO_TANSU.0, NO_TANSU.1)
+            .args(["compare", "--quick", "-p", "sse", "-c", "5", "-r", "10"])
+            .args(["-d", "1s", "--warmup", "200ms", "--interval", "1s"])
+            .args(["--bus-patterns", "none", "--job-patterns", "none"])
+            .args(["--brokers", "kafka", "--broker-patterns", "sse"])
+            .arg("--out")
+            .arg(&dir),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("note: the cells on kafka were left out: tansu")
             && stderr.contains(INSTALL_SCRIPT),
@@ -135,29 +116,4 @@ fn compare_leaves_a_broker_that_is_not_installed_out_with_a_note() {
         "{report}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn an_unreachable_broker_url_is_named() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    for url in [
-        format!("amqp://127.0.0.1:{port}"),
-        format!("kafka://127.0.0.1:{port}"),
-    ] {
-        let out = commbench()
-            .args(["run", "--quiet", "-d", "1s", "--instances", "2"])
-            .args(["--bus-url", &url])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&url) && stderr.contains("does not answer"),
-            "{stderr}"
-        );
-    }
 }

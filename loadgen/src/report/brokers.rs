@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    bus::total_cpu,
+    bus::{cost_cells, total_cpu},
     cells::{is_flagged, same_workload, Labeler},
     content,
     document::{
@@ -129,10 +129,6 @@ pub fn findings(groups: &[Group<'_>], labeler: &Labeler) -> Vec<String> {
     out
 }
 
-fn mib(bytes: Option<u64>) -> Cell {
-    Cell::num(bytes.map(|b| b as f64 / 1_048_576.0))
-}
-
 /// The section: one table row per broker cell, each group's cells together.
 pub fn section(doc: &mut Document, groups: &[Group<'_>], labeler: &Labeler) {
     if groups.is_empty() {
@@ -157,10 +153,10 @@ pub fn section(doc: &mut Document, groups: &[Group<'_>], labeler: &Labeler) {
         ("p99 ms", Right),
         ("cross-instance p99 ms", Right),
         ("delivered/expected", Right),
+        ("vs first", Right),
         ("servers µs/unit", Right),
         ("broker µs/unit", Right),
         ("total µs/unit", Right),
-        ("vs first", Right),
         ("servers RSS MiB", Right),
         ("broker RSS MiB", Right),
     ]);
@@ -171,25 +167,19 @@ pub fn section(doc: &mut Document, groups: &[Group<'_>], labeler: &Labeler) {
                 (Some(cpu), Some(first)) if first > 0.0 => Some(cpu / first),
                 _ => None,
             };
-            table.push(
-                vec![
-                    Cell::text(labeler.cell(row)),
-                    Cell::count(Some(row.clients)),
-                    Cell::count(Some(row.instances)),
-                    Cell::text(BusKind::title_of(&row.bus)),
-                    Cell::num(row.p50_ms),
-                    Cell::num(row.p99_ms),
-                    Cell::num(row.cross_instance_p99_ms),
-                    content::delivered(row),
-                    Cell::num(row.server_cpu_us_per_event),
-                    Cell::num(row.broker_cpu_us_per_event),
-                    Cell::num(total_cpu(row)),
-                    Cell::sorted(ratio.map_or_else(|| "-".to_owned(), fmt::times), ratio),
-                    mib(row.server_peak_rss_bytes),
-                    mib(row.broker_peak_rss_bytes),
-                ],
-                is_flagged(row),
-            );
+            let mut cells = vec![
+                Cell::text(labeler.cell(row)),
+                Cell::count(Some(row.clients)),
+                Cell::count(Some(row.instances)),
+                Cell::text(BusKind::title_of(&row.bus)),
+                Cell::num(row.p50_ms),
+                Cell::num(row.p99_ms),
+                Cell::num(row.cross_instance_p99_ms),
+                content::delivered(row),
+                Cell::sorted(ratio.map_or_else(|| "-".to_owned(), fmt::times), ratio),
+            ];
+            cells.extend(cost_cells(row));
+            table.push(cells, is_flagged(row));
         }
     }
     doc.table(table);
@@ -198,18 +188,7 @@ pub fn section(doc: &mut Document, groups: &[Group<'_>], labeler: &Labeler) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{pattern::Pattern, report::cells::fixture::row};
-
-    fn on(bus: &str, pattern: Pattern, p99: f64, servers: f64, broker: f64) -> SummaryRow {
-        let mut r = row(pattern, 1000, None);
-        r.cell.push_str(&format!("-{bus}-x2"));
-        r.bus = bus.into();
-        r.instances = 2;
-        r.p99_ms = Some(p99);
-        r.server_cpu_us_per_event = Some(servers);
-        r.broker_cpu_us_per_event = Some(broker);
-        r
-    }
+    use crate::{pattern::Pattern, report::cells::fixture::on_broker as on};
 
     fn data(rows: Vec<SummaryRow>) -> RunData {
         let (job_rows, scale_out_rows) = rows.into_iter().partition(|r| r.pattern.is_job());

@@ -3,8 +3,10 @@
 
 use plotters::{coord::Shift, prelude::*};
 
+// The in-process vs Redis chart's bars (one cell: p99 ms, total CPU µs per unit) and size.
 use super::{
-    bars::{self, CellBars},
+    bars,
+    bus::{size, Bar, Input},
     canvas::ChartBackend,
     chart::Chart,
     palette::{pattern_color, shade},
@@ -29,14 +31,6 @@ pub const CHART: Chart<Input> = Chart {
             .to_owned()
     },
 };
-
-/// One cell on one broker: p99 ms, total CPU µs per unit.
-pub type Bar = CellBars<2>;
-
-#[derive(Debug, Clone)]
-pub struct Input {
-    pub bars: Vec<Bar>,
-}
 
 pub const PANELS: [(&str, &str); 2] = [
     ("p99 latency", "ms"),
@@ -80,10 +74,6 @@ pub fn prepare(data: &RunData, labeler: &Labeler) -> Result<Input, String> {
         })
         .collect();
     Ok(Input { bars })
-}
-
-pub fn size(input: &Input) -> (u32, u32) {
-    bars::size(1600, input.bars.len())
 }
 
 pub fn draw<DB: ChartBackend>(root: &DrawingArea<DB, Shift>, input: &Input) -> Result<(), String> {

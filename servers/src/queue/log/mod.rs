@@ -572,9 +572,7 @@ impl JobQueue for LogQueue {
         id: &str,
         lease: &str,
     ) -> Result<AckOutcome, QueueError> {
-        let parsed = Lease::parse(lease).ok_or_else(|| QueueError::BadLease {
-            lease: lease.to_owned(),
-        })?;
+        let parsed = Lease::of_ack(lease)?;
         let slot = self.known_slot(queue, id).await?;
         let mismatch = || QueueError::LeaseMismatch {
             id: id.to_owned(),

@@ -9,6 +9,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 # The Redis bus tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The RabbitMQ backend tests start a private node (and its own epmd) on free loopback ports.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || need_apt+=(rabbitmq-server)
 # The GraphQL WebSocket tests drive the reference graphql-transport-ws client (npm graphql-ws).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
@@ -34,4 +37,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The Kafka backend tests start tansu, a Kafka-compatible broker from crates.io. Building it takes
+# about 16 minutes on 2 cores, so it is cached in ~/.cache/commbench and skipped when present
+# (COMMBENCH_TANSU or a tansu on PATH are used instead when set).
+tansu_version=0.6.0
+tansu_root="$HOME/.cache/commbench/tansu-$tansu_version"
+if [ -z "${COMMBENCH_TANSU:-}" ] && ! command -v tansu >/dev/null 2>&1 \
+  && [ ! -x "$tansu_root/bin/tansu" ]; then
+  echo "building tansu $tansu_version into $tansu_root (about 16 minutes on 2 cores)"
+  nice cargo install tansu --version "$tansu_version" --features dynostore \
+    --root "$tansu_root"
+fi
 echo "test dependencies present"

@@ -67,6 +67,18 @@ pub struct CompareArgs {
     /// leaves them out. [default: job-short-poll,job-long-poll,job-sse,job-ws]
     #[arg(long, value_name = "PATTERNS")]
     pub job_patterns: Option<String>,
+    /// The broker comparison: these brokers side by side (redis, rabbitmq, kafka; `none` leaves it
+    /// out), each running --broker-patterns on the first --bus-instances count at the middle client
+    /// count. A broker that is not installed is skipped with a note. [default: redis,rabbitmq,kafka]
+    #[arg(long, value_name = "BROKERS")]
+    pub brokers: Option<String>,
+    /// Patterns of the broker comparison. [default: sse,ws,long-poll,short-poll,job-long-poll,job-ws]
+    #[arg(long, value_name = "PATTERNS")]
+    pub broker_patterns: Option<String>,
+    /// Measured window of every cell on a broker (the Redis comparison's too), after a 1s warm-up.
+    /// [default: 3s; --quick: 2s]
+    #[arg(long, value_name = "D")]
+    pub broker_duration: Option<String>,
     /// Peers to measure beside commbench's server: the same cells against each peer, started from
     /// its profile (`node` = peers/node/profile.toml, or a profile's path); skipped with a note
     /// when the peer cannot start here.
@@ -86,8 +98,16 @@ impl CompareArgs {
         if let Some(instances) = &self.bus_instances {
             raw.set_flag("bus_instances", instances.clone());
         }
-        if let Some(patterns) = &self.job_patterns {
-            raw.set_flag("job_patterns", patterns.clone());
+        let lists = [
+            ("job_patterns", &self.job_patterns),
+            ("brokers", &self.brokers),
+            ("broker_patterns", &self.broker_patterns),
+            ("broker_duration", &self.broker_duration),
+        ];
+        for (field, value) in lists {
+            if let Some(value) = value {
+                raw.set_flag(field, value.clone());
+            }
         }
         if let Some(peers) = &self.peers {
             raw.set_flag("peers", peers.clone());
@@ -181,16 +201,18 @@ pub struct RunArgs {
     /// Stop early after this many errors (0 = never).
     #[arg(long)]
     pub max_errors: Option<String>,
-    /// Embedded server instances sharing one feed (1..=16; more than 1 needs --bus redis). Clients
+    /// Embedded server instances sharing one feed (1..=16; more than 1 needs a broker --bus). Clients
     /// are spread round-robin over them like a load balancer would; events are published through the
     /// first. [default: 1]
     #[arg(long)]
     pub instances: Option<String>,
-    /// The bus between instances: memory (in-process) or redis (a private redis-server from PATH on a
-    /// loopback port, started per cell). [default: memory]
+    /// The bus between instances: memory (in-process), or a broker started per cell on loopback
+    /// ports: redis (redis-server), rabbitmq (a private RabbitMQ node) or kafka (a private tansu,
+    /// a Kafka-protocol broker). [default: memory]
     #[arg(long)]
     pub bus: Option<String>,
-    /// Use this existing Redis (redis://host:port) instead of starting one; implies --bus redis.
+    /// Use this existing broker instead of starting one: redis://host:port, amqp://[user:pass@]host:port
+    /// or kafka://host:port (the scheme names the broker, so --bus may be left out).
     #[arg(long, value_name = "URL")]
     pub bus_url: Option<String>,
     /// Job patterns: simulated work per job (0s..=60s). [default: 20ms]
@@ -221,7 +243,8 @@ pub struct RunArgs {
     /// CPUs for the load generator and its workers. [default: with 2+ CPUs, the first half]
     #[arg(long, value_name = "LIST")]
     pub loadgen_cpus: Option<String>,
-    /// CPUs for the private redis-server. [default: the servers' set]
+    /// CPUs for the private broker (redis-server, the RabbitMQ node, tansu). [default: the servers'
+    /// set]
     #[arg(long, value_name = "LIST")]
     pub broker_cpus: Option<String>,
     /// Do not pin anything that is not named: servers, broker and load generator share every CPU.

@@ -1,11 +1,13 @@
 //! The servers under test for one cell: an external target (with its process when `--target-pid`
 //! names it), a target profile's server started as a child, or embedded server instances (child
-//! processes of this binary) with the bus between them — in-process for one instance, or a real Redis
-//! (a private `redis-server` started for the cell, or an existing one from `--bus-url`).
+//! processes of this binary) with the bus between them — in-process for one instance, or a real
+//! broker: Redis, RabbitMQ or a Kafka-protocol broker (a private `redis-server`, RabbitMQ node or
+//! tansu started for the cell, or an existing one from `--bus-url`).
 
 use std::{sync::Arc, time::Duration};
 
 use commbench_servers::{
+    broker::{rabbitmq::RabbitServer, tansu::TansuServer, BrokerError},
     redis_cleanup,
     redis_server::{RedisOptions, RedisServer, RedisServerError},
     topic::TopicName,
@@ -17,7 +19,8 @@ use crate::{
     target::{EmbeddedServer, Target, TargetError},
 };
 
-/// How long an existing Redis (`--bus-url`) may take to answer the first PING.
+/// How long an existing broker (`--bus-url`) may take to answer (Redis: a PING; the others: a TCP
+/// connection).
 const BROKER_CHECK: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +28,15 @@ pub enum FleetError {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error("{0}")]
-    Broker(#[from] RedisServerError),
-    #[error("the Redis at {url} does not answer: {detail}")]
-    BrokerUnreachable { url: String, detail: String },
+    Redis(#[from] RedisServerError),
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
+    #[error("the {kind} broker at {url} does not answer: {detail}")]
+    BrokerUnreachable {
+        kind: BusKind,
+        url: String,
+        detail: String,
+    },
 }
 
 /// The topics and queues one cell may have created, by name.
@@ -37,12 +46,76 @@ pub struct CellKeys {
     pub queues: Vec<String>,
 }
 
-/// The Redis between the instances.
+/// The broker between the instances.
 enum Broker {
     /// Started for this cell; its CPU and memory are measured.
-    Private(RedisServer),
+    Private(PrivateBroker),
     /// Someone else's (`--bus-url`); not ours to measure.
-    Existing(String),
+    Existing { kind: BusKind, url: String },
+}
+
+/// Why a private broker of `kind` cannot be started here (what is missing and how to install it);
+/// `None` when it can (or `kind` is the in-process bus).
+pub fn missing_broker(kind: BusKind) -> Option<String> {
+    use commbench_servers::{broker, redis_server};
+    match kind {
+        BusKind::Memory => None,
+        BusKind::Redis => (!redis_server::installed()).then(|| {
+            format!(
+                "redis-server is not installed; {}",
+                redis_server::INSTALL_HINT
+            )
+        }),
+        BusKind::RabbitMq => (!broker::rabbitmq::installed()).then(|| {
+            format!(
+                "rabbitmq-server is not installed; {}",
+                broker::rabbitmq::install_hint()
+            )
+        }),
+        BusKind::Kafka => (!broker::tansu::installed()).then(|| {
+            format!(
+                "tansu (the Kafka-protocol broker) is not installed; {}",
+                broker::tansu::install_hint()
+            )
+        }),
+    }
+}
+
+/// A broker process this cell started; dropping it stops the process by PID.
+enum PrivateBroker {
+    Redis(RedisServer),
+    RabbitMq(RabbitServer),
+    Kafka(TansuServer),
+}
+
+impl PrivateBroker {
+    async fn start(kind: BusKind) -> Result<Option<Self>, FleetError> {
+        Ok(Some(match kind {
+            BusKind::Memory => return Ok(None),
+            BusKind::Redis => {
+                PrivateBroker::Redis(RedisServer::start(RedisOptions::default()).await?)
+            }
+            BusKind::RabbitMq => PrivateBroker::RabbitMq(RabbitServer::start().await?),
+            BusKind::Kafka => PrivateBroker::Kafka(TansuServer::start().await?),
+        }))
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            PrivateBroker::Redis(b) => b.url(),
+            PrivateBroker::RabbitMq(b) => b.url(),
+            PrivateBroker::Kafka(b) => b.url(),
+        }
+    }
+
+    /// The process that does the broker's work (RabbitMQ: the Erlang VM, not its start script).
+    fn pid(&self) -> Option<u32> {
+        match self {
+            PrivateBroker::Redis(b) => b.pid(),
+            PrivateBroker::RabbitMq(b) => b.pid(),
+            PrivateBroker::Kafka(b) => b.pid(),
+        }
+    }
 }
 
 /// What clients connect to, and the processes behind it.
@@ -89,14 +162,17 @@ impl Fleet {
             }
         }
         let broker = match (scenario.bus, &scenario.bus_url) {
-            (BusKind::Memory, _) => None,
-            (BusKind::Redis, Some(url)) => {
-                check_broker(url).await?;
-                Some(Broker::Existing(url.clone()))
+            (kind, Some(url)) if kind.is_broker() => {
+                check_broker(kind, url).await?;
+                Some(Broker::Existing {
+                    kind,
+                    url: url.clone(),
+                })
             }
-            (BusKind::Redis, None) => Some(Broker::Private(
-                RedisServer::start(RedisOptions::default()).await?,
-            )),
+            // Boxed: a RabbitMQ start is a deep future, and every cell's future holds it.
+            (kind, _) => Box::pin(PrivateBroker::start(kind))
+                .await?
+                .map(Broker::Private),
         };
         let mut args = server_args.to_vec();
         if let Some(broker) = &broker {
@@ -138,23 +214,28 @@ impl Fleet {
         self.profiled.as_ref().map(|s| s.pid)
     }
 
-    /// The private Redis's process id, when the load generator started one.
+    /// The private broker's process id, when the load generator started one.
     pub fn broker_pid(&self) -> Option<u32> {
         match &self.broker {
-            Some(Broker::Private(redis)) => redis.pid(),
+            Some(Broker::Private(broker)) => broker.pid(),
             _ => None,
         }
     }
 
-    /// Stops every instance (gracefully, bounded), then the private Redis; from an existing Redis
-    /// it removes what the cell created (`keys`), so later runs start from the same limits.
+    /// Stops every instance (gracefully, bounded), then the private broker; from an existing Redis
+    /// it removes what the cell created (`keys`), so later runs start from the same limits. (An
+    /// existing RabbitMQ or Kafka keeps the cell's logs: their limits are per instance, not global.)
     pub async fn stop(self, keys: &CellKeys) {
         let stops = self.servers.into_iter().map(EmbeddedServer::stop);
         futures_util::future::join_all(stops).await;
         if let Some(server) = self.profiled {
             server.stop().await;
         }
-        if let Some(Broker::Existing(url)) = &self.broker {
+        if let Some(Broker::Existing {
+            kind: BusKind::Redis,
+            url,
+        }) = &self.broker
+        {
             let names = |list: &[String]| -> Vec<TopicName> {
                 list.iter()
                     .filter_map(|n| TopicName::parse(n).ok())
@@ -175,28 +256,53 @@ impl Fleet {
 impl Broker {
     fn url(&self) -> &str {
         match self {
-            Broker::Private(redis) => redis.url(),
-            Broker::Existing(url) => url,
+            Broker::Private(broker) => broker.url(),
+            Broker::Existing { url, .. } => url,
         }
     }
 }
 
-/// Fails fast, naming the URL, when the existing Redis does not answer PING.
-async fn check_broker(url: &str) -> Result<(), FleetError> {
+/// Fails fast, naming the URL, when the existing broker does not answer: Redis a PING, RabbitMQ and
+/// Kafka a TCP connection (the servers then speak their protocol and fail with its error).
+async fn check_broker(kind: BusKind, url: &str) -> Result<(), FleetError> {
     let unreachable = |detail: String| FleetError::BrokerUnreachable {
+        kind,
         url: url.to_owned(),
         detail,
     };
-    let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
-    let ping = async {
-        let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
+    let answered = match kind {
+        BusKind::Redis => {
+            let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
+            let ping = async {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop)
+            };
+            tokio::time::timeout(BROKER_CHECK, ping)
+                .await
+                .map(|r| r.map_err(|e| e.to_string()))
+        }
+        _ => {
+            let address = host_port(kind, url).map_err(unreachable)?;
+            let connect = tokio::net::TcpStream::connect(address);
+            tokio::time::timeout(BROKER_CHECK, connect)
+                .await
+                .map(|r| r.map(drop).map_err(|e| e.to_string()))
+        }
     };
-    match tokio::time::timeout(BROKER_CHECK, ping).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
+    match answered {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(detail)) => Err(unreachable(detail)),
         Err(_) => Err(unreachable(format!("no answer within {BROKER_CHECK:?}"))),
     }
+}
+
+/// `host:port` of a broker URL (RabbitMQ's port 5672 and Kafka's 9092 when none is given).
+fn host_port(kind: BusKind, url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let host = uri.host().ok_or("no host")?;
+    let default = if kind == BusKind::Kafka { 9092 } else { 5672 };
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(default)))
 }

@@ -8,6 +8,7 @@ use commbench_loadgen::{
     agent::Coordinator,
     capacity::{self, CapacityArgs},
     cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs},
+    fleet,
     output::{self, SummaryRow},
     pin::{self, CpuList, CpuPlan},
     priority,
@@ -144,6 +145,15 @@ async fn run(args: RunArgs, placed: Placement) -> anyhow::Result<std::process::E
     let raw = args.raw_scenario()?;
     let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
     let scenario = raw.validate()?;
+    if scenario.bus_url.is_none() {
+        if let Some(missing) = fleet::missing_broker(scenario.bus) {
+            return Err(ScenarioError::Invalid {
+                origin: raw.origin_of("bus"),
+                detail: missing,
+            }
+            .into());
+        }
+    }
     let description = serde_json::to_value(&scenario)?;
     let plans = CellPlan::per_pattern(scenario);
     let outcome = measure(&args, plans, description, Vec::new(), placed).await?;
@@ -155,14 +165,15 @@ async fn compare(args: CompareArgs, placed: Placement) -> anyhow::Result<std::pr
     let raw = args.raw_study()?;
     let thresholds = Thresholds::from_raw(&raw, &columns_of::<SummaryRow>())?;
     let mut study = study::with_defaults(raw, args.quick);
-    if study::needs_private_redis(&study)? && !commbench_servers::redis_server::installed() {
-        eprintln!(
-            "note: redis-server is not installed, so the in-process vs Redis cells are left out; {}",
-            commbench_servers::redis_server::INSTALL_HINT
-        );
-        study.set_flag("bus_patterns", "none");
+    let mut left_out = Vec::new();
+    for broker in study::private_brokers(&study)? {
+        if let Some(missing) = fleet::missing_broker(broker) {
+            left_out.push(format!("the cells on {broker} were left out: {missing}"));
+            study::leave_out(&mut study, broker);
+        }
     }
-    let (plans, notes) = study::with_peers(&study, study::plans(&study)?)?;
+    let (plans, mut notes) = study::with_peers(&study, study::plans(&study)?)?;
+    notes.splice(0..0, left_out);
     for note in &notes {
         eprintln!("note: {note}");
     }

@@ -29,13 +29,78 @@ pub enum BusKind {
     Memory,
     /// A real Redis between the instances (started by the load generator, or `--bus-url`).
     Redis,
+    /// A RabbitMQ node: a stream per topic, the job log and lane queues.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq,
+    /// A Kafka-protocol broker (tansu when started here): a topic per feed topic and the job log.
+    Kafka,
 }
 
 impl BusKind {
+    /// Every real broker, in the order the broker comparison shows them.
+    pub const BROKERS: [BusKind; 3] = [BusKind::Redis, BusKind::RabbitMq, BusKind::Kafka];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BusKind::Memory => "memory",
             BusKind::Redis => "redis",
+            BusKind::RabbitMq => "rabbitmq",
+            BusKind::Kafka => "kafka",
+        }
+    }
+
+    /// The name people write it with: `Redis`, `RabbitMQ`, `Kafka` (`in-process` for memory).
+    pub fn title(self) -> &'static str {
+        match self {
+            BusKind::Memory => "in-process",
+            BusKind::Redis => "Redis",
+            BusKind::RabbitMq => "RabbitMQ",
+            BusKind::Kafka => "Kafka",
+        }
+    }
+
+    /// [`title`](Self::title) of a result row's `bus` column (the text itself when unknown).
+    pub fn title_of(bus: &str) -> &str {
+        Self::parse(bus).map_or(bus, |kind| kind.title())
+    }
+
+    /// A real broker between the instances (every bus but the in-process one).
+    pub fn is_broker(self) -> bool {
+        self != BusKind::Memory
+    }
+
+    /// `memory`, `redis`, `rabbitmq` or `kafka` (`in-process` for memory).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "memory" | "in-process" => Ok(BusKind::Memory),
+            "redis" => Ok(BusKind::Redis),
+            "rabbitmq" => Ok(BusKind::RabbitMq),
+            "kafka" => Ok(BusKind::Kafka),
+            other => Err(format!(
+                "unknown bus `{other}` (use memory, redis, rabbitmq or kafka)"
+            )),
+        }
+    }
+
+    /// The broker an existing broker's URL names by its scheme: `redis://`, `amqp://`, `kafka://`.
+    fn of_url(text: &str) -> Result<Self, String> {
+        let url: http::Uri = text
+            .parse()
+            .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        let kind = match url.scheme_str() {
+            Some("redis") => BusKind::Redis,
+            Some("amqp") => BusKind::RabbitMq,
+            Some("kafka") => BusKind::Kafka,
+            _ => {
+                return Err(format!(
+                    "`{text}` is not a broker URL (use redis://host:port, amqp://host:port or \
+                     kafka://host:port; TLS is not supported)"
+                ))
+            }
+        };
+        match url.host() {
+            Some(_) => Ok(kind),
+            None => Err(format!("`{text}` names no host")),
         }
     }
 }
@@ -87,7 +152,8 @@ pub struct Scenario {
     /// Embedded server instances; clients are spread over them round-robin, publishes go to the first.
     pub instances: usize,
     pub bus: BusKind,
-    /// An existing Redis (`redis://host:port`); `None` with the Redis bus starts a private one.
+    /// An existing broker (`redis://`, `amqp://` or `kafka://host:port`); `None` with a broker bus
+    /// starts a private one.
     pub bus_url: Option<String>,
     /// Job patterns: simulated work per job, done by a worker.
     #[serde(with = "secs")]
@@ -141,7 +207,7 @@ pub struct RawScenario {
 }
 
 /// The fields a scenario file or the flags may set.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 34] = [
     "patterns",
     "profile",
     "target_pid",
@@ -167,6 +233,9 @@ pub const FIELDS: [&str; 31] = [
     "bus_patterns",
     "bus_instances",
     "job_patterns",
+    "brokers",
+    "broker_patterns",
+    "broker_duration",
     "work",
     "workers",
     "premium",
@@ -299,6 +368,19 @@ impl RawScenario {
         );
     }
 
+    /// Sets `field` to what `source` holds in `from`, keeping that origin, so an error names the
+    /// field that was given (e.g. `duration` from `broker_duration`). Nothing when `source` is unset.
+    pub fn set_from_field(
+        &mut self,
+        field: &'static str,
+        source: &'static str,
+        from: &RawScenario,
+    ) {
+        if let Some(value) = from.get(source) {
+            self.values.insert(field, value.clone());
+        }
+    }
+
     /// The comma-separated elements of `field`, if set.
     pub fn values_of(&self, field: &'static str) -> Option<Vec<String>> {
         self.get(field).map(|v| {
@@ -412,19 +494,9 @@ impl RawScenario {
             drain: v.field("drain", "0s", |t| duration(t, 0.0, 600.0))?,
             max_errors: v.field("max_errors", "0", |t| count(t, 0, u64::MAX))?,
             instances: v.field("instances", "1", |t| count(t, 1, 16))? as usize,
-            bus: v.field("bus", "memory", |t| match t.trim() {
-                "memory" | "in-process" => Ok(BusKind::Memory),
-                "redis" => Ok(BusKind::Redis),
-                other => Err(format!("unknown bus `{other}` (use memory or redis)")),
-            })?,
+            bus: v.field("bus", "memory", BusKind::parse)?,
             bus_url: v.optional("bus_url", |t| {
-                let url: http::Uri = t.parse().map_err(|e| format!("`{t}` is not a URL: {e}"))?;
-                match (url.scheme_str(), url.host()) {
-                    (Some("redis"), Some(_)) => Ok(t.trim_end_matches('/').to_owned()),
-                    _ => Err(format!(
-                        "`{t}` is not a Redis URL (use redis://host:port; TLS is not supported)"
-                    )),
-                }
+                BusKind::of_url(t).map(|_| t.trim_end_matches('/').to_owned())
             })?,
             work: v.field("work", "20ms", |t| duration(t, 0.0, 60.0))?,
             workers: v.field("workers", "4", |t| count(t, 0, 4_096))? as usize,
@@ -489,10 +561,17 @@ impl Scenario {
                     .into(),
             ));
         }
-        if self.bus_url.is_some() {
-            self.bus = BusKind::Redis;
+        if let Some(url) = &self.bus_url {
+            let named = BusKind::of_url(url).map_err(|detail| invalid("--bus-url", detail))?;
+            if self.bus.is_broker() && self.bus != named {
+                return Err(invalid(
+                    "--bus-url",
+                    format!("`{url}` is a {named} URL but --bus is {}", self.bus),
+                ));
+            }
+            self.bus = named;
         }
-        if self.target.is_some() && (self.bus == BusKind::Redis || self.instances > 1) {
+        if self.target.is_some() && (self.bus.is_broker() || self.instances > 1) {
             return Err(invalid(
                 "--target",
                 "--instances, --bus and --bus-url start commbench's own servers; an external \
@@ -504,8 +583,8 @@ impl Scenario {
             return Err(invalid(
                 "--instances",
                 format!(
-                    "{} instances need a shared bus: add --bus redis (the in-process bus lives \
-                     inside one server)",
+                    "{} instances need a shared bus: add --bus redis, rabbitmq or kafka (the \
+                     in-process bus lives inside one server)",
                     self.instances
                 ),
             ));
@@ -533,7 +612,7 @@ impl Scenario {
             origin: origin.to_owned(),
             detail,
         };
-        if self.bus == BusKind::Redis || self.instances > 1 {
+        if self.bus.is_broker() || self.instances > 1 {
             return Err(invalid(
                 "--profile",
                 "--instances, --bus and --bus-url start commbench's own servers; a profile's \
@@ -698,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn scale_out_needs_the_redis_bus_and_no_target() {
+    fn scale_out_needs_a_broker_and_no_target() {
         let with = |pairs: &[(&'static str, &str)]| {
             let mut raw = RawScenario::default();
             for (field, value) in pairs {
@@ -719,13 +798,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("1..=16"), "{err}");
-        let err = with(&[("bus", "kafka")]).unwrap_err().to_string();
-        assert!(err.contains("--bus") && err.contains("kafka"), "{err}");
-        let err = with(&[("bus_url", "http://x:1")]).unwrap_err().to_string();
+        let err = with(&[("bus", "zeromq")]).unwrap_err().to_string();
         assert!(
-            err.contains("--bus-url") && err.contains("redis://"),
+            err.contains("--bus") && err.contains("rabbitmq or kafka"),
             "{err}"
         );
+        let err = with(&[("bus_url", "http://x:1")]).unwrap_err().to_string();
+        assert!(
+            err.contains("--bus-url") && err.contains("redis://") && err.contains("amqp://"),
+            "{err}"
+        );
+        // The URL's scheme names the broker; a --bus that names another is a mistake.
+        let s = with(&[("instances", "2"), ("bus_url", "amqp://127.0.0.1:5672")]).unwrap();
+        assert_eq!(s.bus, BusKind::RabbitMq);
+        let s = with(&[("bus", "kafka"), ("bus_url", "kafka://127.0.0.1:9092")]).unwrap();
+        assert_eq!(s.bus, BusKind::Kafka);
+        let err = with(&[("bus", "redis"), ("bus_url", "kafka://127.0.0.1:9092")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka URL but --bus is redis"), "{err}");
+        let s = with(&[("instances", "2"), ("bus", "rabbitmq")]).unwrap();
+        assert_eq!((s.bus, s.bus_url), (BusKind::RabbitMq, None));
         let err = with(&[("bus", "redis"), ("target", "http://127.0.0.1:1")])
             .unwrap_err()
             .to_string();

@@ -18,8 +18,8 @@ use crate::{
 /// Fields a study may sweep (comma-separated on the command line, arrays in TOML).
 pub const SWEPT: [&str; 4] = ["clients", "rate", "payload", "interval"];
 
-/// The default study: the comparison the README promises, about 5 minutes on 2 cores.
-pub const DEFAULTS: [(&str, &str); 11] = [
+/// The default study: the comparison the README promises, about 8.5 minutes on 2 cores.
+pub const DEFAULTS: [(&str, &str); 14] = [
     (
         "patterns",
         "request-response,short-poll,long-poll,sse,ws,graphql-poll,graphql-sub,socketio",
@@ -41,15 +41,29 @@ pub const DEFAULTS: [(&str, &str); 11] = [
         "job_patterns",
         "job-short-poll,job-long-poll,job-sse,job-ws",
     ),
+    // The broker comparison: push, poll and job patterns on `bus_instances` servers over each
+    // broker, at the middle client count. `none` leaves it out.
+    ("brokers", "redis,rabbitmq,kafka"),
+    (
+        "broker_patterns",
+        "sse,ws,long-poll,short-poll,job-long-poll,job-ws",
+    ),
+    // Every cell on a broker runs this window after a 1 s warm-up: each also starts its broker
+    // (a RabbitMQ node takes seconds), so the windows are short to keep the study bounded.
+    ("broker_duration", "3s"),
 ];
 
-/// `--quick`: the same study, smaller, in about a minute.
-pub const QUICK: [(&str, &str); 4] = [
+/// `--quick`: the same study, smaller, in about 2.5 minutes.
+pub const QUICK: [(&str, &str); 5] = [
     ("clients", "100,500"),
     ("interval", "250ms,1s"),
     ("duration", "2s"),
     ("warmup", "1s"),
+    ("broker_duration", "2s"),
 ];
+
+/// The warm-up of every cell on a broker (see `broker_duration`).
+const BROKER_WARMUP: &str = "1s";
 
 /// Fills in the defaults (quick ones first when asked) under what the user gave.
 pub fn with_defaults(given: RawScenario, quick: bool) -> RawScenario {
@@ -108,31 +122,69 @@ pub fn plans(study: &RawScenario) -> Result<Vec<CellPlan>, ScenarioError> {
             }
         }
     }
-    plans.extend(bus_plans(study, &combos)?);
+    let redis = bus_plans(study, &combos)?;
+    let brokers = broker_plans(study, &combos, &redis)?;
+    plans.extend(redis);
     plans.extend(job_plans(study, &combos)?);
-    // Stable: at each client count the Redis cells follow their in-process counterparts.
+    plans.extend(brokers);
+    // Stable: at each client count the broker cells follow their in-process counterparts.
     plans.sort_by_key(|plan| plan.scenario.clients);
     Ok(plans)
 }
 
-/// True when the study's cells include Redis ones that need a private `redis-server`.
-pub fn needs_private_redis(study: &RawScenario) -> Result<bool, ScenarioError> {
-    let base = study.validate_first()?;
-    Ok(base.bus_url.is_none()
-        && plans(study)?
+/// The brokers the study's cells would start privately (no `--bus-url`), in the broker
+/// comparison's order.
+pub fn private_brokers(study: &RawScenario) -> Result<Vec<BusKind>, ScenarioError> {
+    let plans = plans(study)?;
+    let used = |kind: BusKind| {
+        plans
             .iter()
-            .any(|p| p.scenario.bus == BusKind::Redis))
+            .any(|p| p.scenario.bus == kind && p.scenario.bus_url.is_none())
+    };
+    Ok(BusKind::BROKERS.into_iter().filter(|k| used(*k)).collect())
+}
+
+/// Leaves every cell on `broker` out of the study (it cannot be started here).
+pub fn leave_out(study: &mut RawScenario, broker: BusKind) {
+    if broker == BusKind::Redis {
+        study.set_flag("bus_patterns", "none");
+    }
+    let kept: Vec<String> = study
+        .values_of("brokers")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| BusKind::parse(b).ok() != Some(broker))
+        .collect();
+    let kept = if kept.is_empty() {
+        "none".to_owned()
+    } else {
+        kept.join(",")
+    };
+    study.set_flag("brokers", kept);
+}
+
+/// The short window every cell on a broker runs (`broker_duration` after [`BROKER_WARMUP`]).
+fn broker_window(combo: &mut RawScenario, study: &RawScenario) {
+    combo.set_from_field("duration", "broker_duration", study);
+    combo.set_default("warmup", BROKER_WARMUP);
+}
+
+/// True when the study runs commbench's own servers on the in-process bus: only then do the
+/// Redis and broker comparisons apply (a study on a broker, or against someone else's server,
+/// has nothing to compare).
+fn compares_buses(study: &RawScenario) -> Result<bool, ScenarioError> {
+    // Every pattern, but the first element of every other list.
+    let base = study.validate_first_except("patterns")?;
+    Ok(!base.bus.is_broker() && base.target.is_none() && base.profile.is_none())
 }
 
 /// The in-process vs Redis cells: `bus_patterns` the study runs, at the middle client count
-/// (pollers at the middle interval), once per `bus_instances` value. None when the study already runs
-/// on Redis or against an external target (there is nothing in-process to compare with).
+/// (pollers at the middle interval), once per `bus_instances` value, in the broker window.
 fn bus_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan>, ScenarioError> {
-    // Every pattern, but the first element of every other list.
-    let base = study.validate_first_except("patterns")?;
-    if base.bus == BusKind::Redis || base.target.is_some() {
+    if !compares_buses(study)? {
         return Ok(Vec::new());
     }
+    let base = study.validate_first_except("patterns")?;
     let mut patterns = listed_patterns(study, "bus_patterns")?;
     // Only patterns the study runs: the comparison needs their in-process cells.
     patterns.retain(|p| base.patterns.contains(p));
@@ -144,9 +196,80 @@ fn bus_plans(study: &RawScenario, combos: &[RawScenario]) -> Result<Vec<CellPlan
         plans.extend(at_middle_clients(study, combos, &patterns, |combo| {
             combo.set_from("bus", "redis", study);
             combo.set_from("instances", count, study);
+            broker_window(combo, study);
         })?);
     }
     Ok(plans)
+}
+
+/// The broker comparison: `broker_patterns` on the first `bus_instances` count over each of
+/// `brokers`, at the middle client count (pollers at the middle interval), in the broker window.
+/// Cells the Redis comparison (`redis_cells`) already runs are not run twice.
+fn broker_plans(
+    study: &RawScenario,
+    combos: &[RawScenario],
+    redis_cells: &[CellPlan],
+) -> Result<Vec<CellPlan>, ScenarioError> {
+    if !compares_buses(study)? {
+        return Ok(Vec::new());
+    }
+    let invalid = |detail: String| ScenarioError::Invalid {
+        origin: study.origin_of("brokers"),
+        detail,
+    };
+    let mut brokers = Vec::new();
+    for name in study.values_of("brokers").unwrap_or_default() {
+        if name == "none" {
+            continue;
+        }
+        match BusKind::parse(&name).map_err(invalid)? {
+            BusKind::Memory => {
+                return Err(invalid(
+                    "the in-process bus is what the comparisons start from; name brokers \
+                     (redis, rabbitmq, kafka)"
+                        .into(),
+                ))
+            }
+            broker if !brokers.contains(&broker) => brokers.push(broker),
+            _ => {}
+        }
+    }
+    let mut patterns = listed_patterns(study, "broker_patterns")?;
+    // Like the other comparisons: patterns the study runs, and job patterns with the default ones.
+    let base = study.validate_first_except("patterns")?;
+    let default_patterns = study.origin_of("patterns").starts_with("default");
+    patterns.retain(|p| base.patterns.contains(p) || (p.is_job() && default_patterns));
+    let instances = study
+        .values_of("bus_instances")
+        .and_then(|list| list.first().cloned())
+        .unwrap_or_else(|| "2".to_owned());
+    let mut plans: Vec<CellPlan> = Vec::new();
+    for broker in brokers {
+        let cells = at_middle_clients(study, combos, &patterns, |combo| {
+            combo.set_from("bus", broker.as_str(), study);
+            combo.set_from("instances", &instances, study);
+            broker_window(combo, study);
+        })?;
+        plans.extend(
+            cells
+                .into_iter()
+                .filter(|cell| !redis_cells.iter().any(|r| same_cell(r, cell))),
+        );
+    }
+    Ok(plans)
+}
+
+/// Two plans that would measure the same cell (the same name in the results).
+fn same_cell(a: &CellPlan, b: &CellPlan) -> bool {
+    let (x, y) = (&a.scenario, &b.scenario);
+    a.pattern == b.pattern
+        && x.bus == y.bus
+        && x.instances == y.instances
+        && x.clients == y.clients
+        && x.rate == y.rate
+        && x.payload == y.payload
+        && x.interval == y.interval
+        && x.topics == y.topics
 }
 
 /// The message-queue cells: `job_patterns` at the middle client count, on the study's own bus. Only
@@ -341,16 +464,18 @@ mod tests {
     fn default_study_sweeps_clients_and_poll_intervals() {
         let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
         // 3 client counts × (3 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
-        // 4 patterns on Redis and the 4 job patterns at 1000 clients.
-        assert_eq!(plans.len(), 38);
-        let jobs: Vec<_> = plans.iter().filter(|p| p.pattern.is_job()).collect();
-        assert_eq!(jobs.len(), 4);
-        assert!(jobs
+        // 4 patterns on Redis, the 4 job patterns at 1000 clients, and the broker comparison's
+        // 6 patterns on each of 3 brokers less the 4 Redis cells already there.
+        assert_eq!(plans.len(), 38 + 14);
+        let jobs: Vec<_> = plans
             .iter()
-            .all(|p| p.scenario.clients == 1000 && p.scenario.bus == BusKind::Memory));
-        // 9 in-process, 1 on Redis.
-        assert_eq!(count(&plans, Pattern::ShortPoll), 10);
-        assert_eq!(count(&plans, Pattern::Sse), 4);
+            .filter(|p| p.pattern.is_job() && p.scenario.bus == BusKind::Memory)
+            .collect();
+        assert_eq!(jobs.len(), 4);
+        assert!(jobs.iter().all(|p| p.scenario.clients == 1000));
+        // 9 in-process, 1 on each broker.
+        assert_eq!(count(&plans, Pattern::ShortPoll), 12);
+        assert_eq!(count(&plans, Pattern::Sse), 6);
         assert_eq!(count(&plans, Pattern::GraphqlSub), 3);
         assert_eq!(count(&plans, Pattern::SocketIo), 3);
         assert_eq!(count(&plans, Pattern::GraphqlPoll), 3);
@@ -367,10 +492,73 @@ mod tests {
     fn quick_study_is_smaller() {
         let plans = plans(&with_defaults(RawScenario::default(), true)).unwrap();
         // 2 client counts × (2 short-poll intervals + graphql-poll at 1s + 6 other patterns), plus
-        // the 4 Redis cells and the 4 job cells.
-        assert_eq!(plans.len(), 26);
+        // the 4 Redis cells, the 4 job cells and the 14 more of the broker comparison.
+        assert_eq!(plans.len(), 26 + 14);
+        let on_brokers = plans.iter().filter(|p| p.scenario.bus.is_broker());
+        assert!(on_brokers
+            .into_iter()
+            .all(|p| p.scenario.duration.as_secs() == 2));
     }
 
+    fn on(plans: &[CellPlan], bus: BusKind) -> Vec<&CellPlan> {
+        plans.iter().filter(|p| p.scenario.bus == bus).collect()
+    }
+
+    #[test]
+    fn the_broker_comparison_runs_the_same_cells_on_every_broker_in_a_short_window() {
+        let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
+        let names = |bus| -> Vec<Pattern> { on(&plans, bus).iter().map(|p| p.pattern).collect() };
+        let expected = [
+            Pattern::Sse,
+            Pattern::Ws,
+            Pattern::LongPoll,
+            Pattern::ShortPoll,
+            Pattern::JobLongPoll,
+            Pattern::JobWs,
+        ];
+        for broker in BusKind::BROKERS {
+            let mut got = names(broker);
+            got.sort();
+            let mut want = expected.to_vec();
+            want.sort();
+            assert_eq!(got, want, "{broker}");
+            for plan in on(&plans, broker) {
+                let s = &plan.scenario;
+                assert_eq!((s.clients, s.instances), (1000, 2), "{broker}");
+                assert_eq!(s.duration, std::time::Duration::from_secs(3));
+                assert_eq!(s.warmup, std::time::Duration::from_secs(1));
+            }
+        }
+        let mut given = RawScenario::default();
+        given.set_flag("brokers", "kafka");
+        given.set_flag("broker_patterns", "ws");
+        given.set_flag("bus_patterns", "none");
+        let study = with_defaults(given, true);
+        let plans = super::plans(&study).unwrap();
+        assert_eq!(on(&plans, BusKind::Kafka).len(), 1);
+        assert!(on(&plans, BusKind::Redis).is_empty() && on(&plans, BusKind::RabbitMq).is_empty());
+        assert_eq!(private_brokers(&study).unwrap(), [BusKind::Kafka]);
+        let mut left = study.clone();
+        leave_out(&mut left, BusKind::Kafka);
+        assert!(private_brokers(&left).unwrap().is_empty());
+        let mut given = RawScenario::default();
+        given.set_flag("brokers", "redis,memory");
+        let err = super::plans(&with_defaults(given, true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--brokers") && err.contains("in-process"),
+            "{err}"
+        );
+        let mut given = RawScenario::default();
+        given.set_flag("broker_duration", "forever");
+        let err = super::plans(&with_defaults(given, true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--broker-duration"), "{err}");
+    }
+
+    /// The Redis comparison's cells (the broker comparison left out).
     fn on_redis(plans: &[CellPlan]) -> Vec<&CellPlan> {
         plans
             .iter()
@@ -378,9 +566,18 @@ mod tests {
             .collect()
     }
 
+    fn without_brokers(mut given: RawScenario) -> RawScenario {
+        given.set_flag("brokers", "none");
+        given
+    }
+
     #[test]
     fn the_bus_comparison_repeats_some_patterns_on_redis_at_the_middle_client_count() {
-        let plans = plans(&with_defaults(RawScenario::default(), false)).unwrap();
+        let plans = plans(&with_defaults(
+            without_brokers(RawScenario::default()),
+            false,
+        ))
+        .unwrap();
         let redis = on_redis(&plans);
         let names: Vec<_> = redis.iter().map(|p| p.pattern).collect();
         assert_eq!(
@@ -407,10 +604,10 @@ mod tests {
 
     #[test]
     fn the_bus_comparison_can_be_left_out_or_widened() {
-        let mut given = RawScenario::default();
+        let mut given = without_brokers(RawScenario::default());
         given.set_flag("bus_patterns", "none");
         assert!(on_redis(&plans(&with_defaults(given, false)).unwrap()).is_empty());
-        let mut given = RawScenario::default();
+        let mut given = without_brokers(RawScenario::default());
         given.set_flag("bus_patterns", "sse");
         given.set_flag("bus_instances", "1,3");
         let plans = plans(&with_defaults(given, true)).unwrap();
@@ -444,8 +641,9 @@ mod tests {
         given.set_flag("clients", "10,20");
         given.set_flag("payload", "64,1KiB");
         let plans = plans(&with_defaults(given, false)).unwrap();
-        // Plus sse and ws on Redis at the middle client count (20), per payload.
-        assert_eq!(plans.len(), 2 * 2 * 2 + 2 * 2);
+        // Plus sse and ws on each broker at the middle client count (20), per payload; no job
+        // patterns, since the study names its own.
+        assert_eq!(plans.len(), 2 * 2 * 2 + 3 * 2 * 2);
         assert!(plans.iter().any(|p| p.scenario.payload == 1024));
     }
 

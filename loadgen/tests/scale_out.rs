@@ -2,18 +2,9 @@
 //! instances, balances clients over them, and reports cross-instance delivery and Redis's own cost.
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command};
+mod common;
 
-use commbench_loadgen::output::SummaryRow;
-
-fn commbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_commbench"))
-}
-
-fn rows(dir: &Path) -> Vec<SummaryRow> {
-    let mut reader = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    reader.deserialize().map(Result::unwrap).collect()
-}
+use common::{commbench, summary_rows as rows};
 
 #[test]
 fn three_instances_on_redis_deliver_every_event_once_across_instances() {
@@ -90,17 +81,20 @@ fn an_unreachable_bus_url_is_named() {
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("redis://127.0.0.1:{port}");
-    let out = commbench()
-        .args(["run", "--quiet", "-d", "1s", "--bus-url", &url])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&url) && stderr.contains("does not answer"),
-        "{stderr}"
-    );
+    for scheme in ["redis", "amqp", "kafka"] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let out = commbench()
+            .args(["run", "--quiet", "-d", "1s", "--instances", "2"])
+            .args(["--bus-url", &url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&url) && stderr.contains("does not answer"),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,14 +18,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bus::{Bus, MemoryBus, RedisBus},
-    config::ServerConfig,
+    bus::{Bus, LogBus, MemoryBus, RedisBus},
+    config::{BrokerKind, ServerConfig},
     error::AppError,
     feed_api,
     listener::CountingListener,
+    log::{kafka::KafkaLog, rabbitmq::RabbitLog, LogBroker},
     metrics::{Metrics, RejectReason},
     patterns,
-    queue::{JobQueue, MemoryQueue, RedisQueue},
+    queue::{ClaimLanes, JobQueue, Lanes, LogQueue, MemoryQueue, RabbitLanes, RedisQueue},
     redis::link::Link,
 };
 
@@ -48,17 +49,27 @@ impl AppState {
         Self::with_bus(config, bus)
     }
 
-    /// State with the bus `config.bus` names: Redis when set (connecting now), else in-process.
+    /// State with the bus `config.bus` names: Redis, RabbitMQ or Kafka when set (connecting now),
+    /// else in-process.
     pub async fn connect(config: ServerConfig) -> io::Result<Self> {
         let Some(url) = config.bus.clone() else {
             return Ok(Self::new(config));
         };
+        match BrokerKind::of_url(&url) {
+            Some(BrokerKind::RabbitMq) | Some(BrokerKind::Kafka) => {
+                Self::connect_log(config, &url).await
+            }
+            _ => Self::connect_redis(config, &url).await,
+        }
+    }
+
+    async fn connect_redis(config: ServerConfig, url: &str) -> io::Result<Self> {
         let unreachable = |e: redis::RedisError| {
             io::Error::other(format!("cannot reach Redis at {url}: redis: {e}"))
         };
         // The link counts reconnects and both spools into the server's metrics.
         let metrics = Arc::new(Metrics::default());
-        let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+        let client = redis::Client::open(url).map_err(unreachable)?;
         let link = Link::connect(client, metrics.redis.clone())
             .await
             .map_err(unreachable)?;
@@ -73,6 +84,49 @@ impl AppState {
         let mut state = Self::with_bus(config, Arc::new(bus));
         state.metrics = metrics;
         state.queue = Arc::new(queue);
+        Ok(state)
+    }
+
+    /// A log broker (RabbitMQ or Kafka) under the bus and the queue.
+    async fn connect_log(config: ServerConfig, url: &str) -> io::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let counters = metrics.redis.clone();
+        let unreachable = |e: crate::log::LogError| {
+            io::Error::other(format!("cannot reach the broker at {url}: {e}"))
+        };
+        let queue_config = config.queue_config();
+        // The broker's own way of handing jobs to workers: RabbitMQ lane queues, or Kafka claims.
+        let (broker, lanes): (Arc<dyn LogBroker>, Arc<dyn Lanes>) = match BrokerKind::of_url(url) {
+            Some(BrokerKind::RabbitMq) => {
+                let rabbit = RabbitLog::connect(url, counters.clone())
+                    .await
+                    .map_err(unreachable)?;
+                let lanes = RabbitLanes::new(rabbit.link(), queue_config.visibility_timeout);
+                (Arc::new(rabbit), Arc::new(lanes))
+            }
+            _ => {
+                let kafka = KafkaLog::connect(url, counters.clone())
+                    .await
+                    .map_err(unreachable)?;
+                (Arc::new(kafka), Arc::new(ClaimLanes))
+            }
+        };
+        let bus = LogBus::new(
+            broker.clone(),
+            config.bus_config(),
+            config.spool_limits(),
+            counters,
+        );
+        let queue = LogQueue::new(
+            broker,
+            lanes,
+            queue_config,
+            metrics.clone(),
+            config.spool_limits(),
+        );
+        let mut state = Self::with_bus(config, Arc::new(bus));
+        state.metrics = metrics;
+        state.queue = queue;
         Ok(state)
     }
 

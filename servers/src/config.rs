@@ -143,7 +143,8 @@ pub struct ServerConfig {
     #[arg(long, default_value = "5s", value_parser = shutdown_grace)]
     pub shutdown_grace: Duration,
 
-    /// Event bus shared by several instances, `redis://host:port`; in-process when absent.
+    /// Event bus (and message queue) shared by several instances: `redis://host:port`,
+    /// `amqp://host:port` (RabbitMQ) or `kafka://host:port`; in-process when absent.
     #[arg(long, value_parser = bus_url)]
     pub bus: Option<String>,
 
@@ -279,13 +280,58 @@ fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, Str
     Ok(value)
 }
 
-/// Only plain `redis://` is built in (no TLS); anything else is refused up front with the form.
+/// Plain `redis://`, `amqp://` and `kafka://` are built in (no TLS); anything else is refused up
+/// front with the forms.
 fn bus_url(text: &str) -> Result<String, String> {
-    match text.strip_prefix("redis://") {
-        Some(rest) if !rest.is_empty() => Ok(text.to_owned()),
-        _ => Err(format!(
-            "`{text}` is not a Redis URL; expected redis://host:port"
-        )),
+    let wrong = || {
+        format!(
+            "`{text}` is not a broker URL; expected redis://host:port, amqp://host:port or \
+             kafka://host:port"
+        )
+    };
+    match BrokerKind::of_url(text) {
+        Some(BrokerKind::Redis) if text.len() > "redis://".len() => Ok(text.to_owned()),
+        Some(BrokerKind::RabbitMq) => {
+            crate::log::rabbitmq::check_url(text).map(|()| text.to_owned())
+        }
+        Some(BrokerKind::Kafka) => crate::log::kafka::bootstrap(text).map(|_| text.to_owned()),
+        _ => Err(wrong()),
+    }
+}
+
+/// The brokers a `--bus` URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Redis,
+    RabbitMq,
+    Kafka,
+}
+
+impl BrokerKind {
+    pub const ALL: [BrokerKind; 3] = [BrokerKind::Redis, BrokerKind::RabbitMq, BrokerKind::Kafka];
+
+    /// The broker a URL names by its scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| url.starts_with(kind.scheme()))
+    }
+
+    pub fn scheme(self) -> &'static str {
+        match self {
+            BrokerKind::Redis => "redis://",
+            BrokerKind::RabbitMq => "amqp://",
+            BrokerKind::Kafka => "kafka://",
+        }
+    }
+
+    /// The name used in flags, cell names and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            BrokerKind::Redis => "redis",
+            BrokerKind::RabbitMq => "rabbitmq",
+            BrokerKind::Kafka => "kafka",
+        }
     }
 }
 
@@ -434,12 +480,25 @@ mod tests {
     }
 
     #[test]
-    fn bus_must_be_a_redis_url() {
-        let c = parse(&["--bus", "redis://127.0.0.1:6379"]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.bus.as_deref(), Some("redis://127.0.0.1:6379"));
+    fn bus_must_be_a_broker_url() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "amqp://127.0.0.1:5672",
+            "amqp://u:p@127.0.0.1:5672/",
+            "kafka://127.0.0.1:9092",
+        ] {
+            let c = parse(&["--bus", url]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.bus.as_deref(), Some(url));
+        }
+        for bad in ["http://x", "redis://", "amqp://h", "kafka://h:port"] {
+            let err = parse(&["--bus", bad]).err().unwrap_or_default();
+            assert!(err.contains("--bus"), "{bad}: {err}");
+        }
         let err = parse(&["--bus", "http://x"]).err().unwrap_or_default();
         assert!(
-            err.contains("--bus") && err.contains("redis://host:port"),
+            err.contains("redis://host:port")
+                && err.contains("amqp://")
+                && err.contains("kafka://"),
             "{err}"
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod conn_timeouts;
@@ -16,6 +17,7 @@ pub mod extract;
 pub mod fd_limit;
 pub mod feed_api;
 pub mod listener;
+pub mod log;
 pub mod metrics;
 pub mod patterns;
 pub mod queue;
@@ -68,10 +70,18 @@ pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::
     socket.listen(4096)
 }
 
-/// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`).
+/// Starts `tracing` output on stderr, honouring `RUST_LOG` (default `info`). The Kafka client's own
+/// logs are off unless `RUST_LOG` names `rskafka`: it logs at ERROR the "unknown topic" a log that
+/// does not exist yet gets, an expected answer (`log::kafka` reports real failures itself).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let given = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let directives = if given.contains("rskafka") {
+        given
+    } else {
+        format!("{given},rskafka=off")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,5 +1,6 @@
-//! The Redis bus: two server instances sharing one real `redis-server` serve one feed — every pattern
-//! on instance B sees what instance A published, in order, with shared sequence numbers and limits.
+//! The Redis bus's own behaviour (the feed every backend shares is in `bus_backends.rs`): a killed
+//! instance's clients resuming on another, limits across instances, Redis going away, and the bus's
+//! waits and slow-subscriber cut-off.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,17 +16,13 @@ use commbench_servers::{
     ServerConfig, ServerHandle,
 };
 use common::{
-    client, get, poll, post, publish, seqs, sse_subscribe, wait_until, within, ws_connect,
+    child::ChildServer, client, get, poll, post, publish, seqs, sse_subscribe, within,
     ws_connect_url, ws_event, ws_subscribe, STEP,
 };
 use futures_util::StreamExt;
 
 async fn instance(redis: &RedisServer, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     common::redis_instance(redis, tweak).await
-}
-
-async fn pair(redis: &RedisServer) -> (ServerHandle, ServerHandle) {
-    (instance(redis, |_| {}).await, instance(redis, |_| {}).await)
 }
 
 #[tokio::test]
@@ -44,166 +41,24 @@ async fn unreachable_redis_is_a_clear_startup_error() {
 }
 
 #[tokio::test]
-async fn sequence_numbers_are_shared_and_short_polls_see_both_instances() {
-    let redis = common::start_redis(false).await;
-    let (a, b) = pair(&redis).await;
-    let http = client();
-    let mut got = Vec::new();
-    for i in 0..10 {
-        let base = if i % 2 == 0 { a.url() } else { b.url() };
-        got.push(publish(&http, &base, "t", format!("p{i}")).await);
-    }
-    assert_eq!(got, (1..=10).collect::<Vec<_>>());
-    for server in [&a, &b] {
-        let batch = poll(&http, &server.url(), "t", "after=0").await;
-        assert_eq!(seqs(&batch), (1..=10).collect::<Vec<_>>());
-        assert_eq!(batch["head"], 10);
-        assert_eq!(batch["events"][3]["data"], "p3");
-    }
-    let ahead = get(&http, &format!("{}/poll/t?after=11", b.url())).await;
-    assert_eq!(ahead.status, 400, "{}", ahead.text());
-}
-
-#[tokio::test]
-async fn long_poll_on_b_is_answered_by_a_publish_on_a() {
-    let redis = common::start_redis(false).await;
-    let (a, b) = pair(&redis).await;
-    let http = client();
-    assert_eq!(publish(&http, &a.url(), "t", "old").await, 1);
-    let waiter = {
-        let http = http.clone();
-        let url = format!("{}/longpoll/t?after=1&timeout_ms=20000", b.url());
-        tokio::spawn(async move { get(&http, &url).await })
-    };
-    let metrics = b.state.metrics.clone();
-    wait_until("the long poll to be held", STEP, || {
-        metrics
-            .render()
-            .contains("commbench_active{pattern=\"long_poll\"} 1")
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "answered before any event");
-    assert_eq!(publish(&http, &a.url(), "t", "fresh").await, 2);
-    let reply = within("the long poll answer", STEP, waiter).await.unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(seqs(&reply.json()), vec![2]);
-}
-
-#[tokio::test]
-async fn sse_and_websocket_on_b_get_a_s_events_in_order_once() {
-    let redis = common::start_redis(false).await;
-    let (a, b) = pair(&redis).await;
-    let http = client();
-    for i in 1..=3 {
-        publish(&http, &a.url(), "t", format!("p{i}")).await;
-    }
-    let url = format!("{}/sse/t?after=1", b.url());
-    let (mut sse, hello) = sse_subscribe(&http, &url, &[]).await;
-    assert_eq!(
-        (hello["after"].as_u64(), hello["head"].as_u64()),
-        (Some(1), Some(3))
-    );
-    let mut ws = ws_connect(&b).await;
-    ws_subscribe(&mut ws, "t", Some(1)).await;
-    for i in 4..=40 {
-        let base = if i % 3 == 0 { b.url() } else { a.url() };
-        publish(&http, &base, "t", format!("p{i}")).await;
-    }
-    for seq in 2..=40u64 {
-        let event = sse.next_event().await;
-        assert_eq!(event["seq"], seq);
-        assert_eq!(event["data"], format!("p{seq}"));
-        assert_eq!(ws_event(&mut ws).await["seq"], seq);
-    }
-    // Nothing extra (no duplicate) follows: the next thing on the socket is the next publish.
-    publish(&http, &a.url(), "t", "p41").await;
-    assert_eq!(sse.next_event().await["seq"], 41);
-    assert_eq!(ws_event(&mut ws).await["seq"], 41);
-}
-
-#[tokio::test]
-async fn b_resumes_from_a_cursor_after_a_is_gone() {
-    let redis = common::start_redis(false).await;
-    let (a, b) = pair(&redis).await;
-    let http = client();
-    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url()), &[]).await;
-    for i in 1..=5 {
-        publish(&http, &a.url(), "t", format!("p{i}")).await;
-    }
-    for seq in 1..=2u64 {
-        assert_eq!(sse.next_event().await["seq"], seq);
-    }
-    drop(sse);
-    within("instance A to stop", STEP, a.shutdown())
-        .await
-        .unwrap();
-    let url = format!("{}/sse/t", b.url());
-    let (mut sse, hello) = sse_subscribe(&http, &url, &[("last-event-id", "2")]).await;
-    assert_eq!(hello["after"], 2);
-    for seq in 3..=5u64 {
-        assert_eq!(sse.next_event().await["seq"], seq);
-    }
-    assert_eq!(publish(&http, &b.url(), "t", "p6").await, 6);
-    assert_eq!(sse.next_event().await["seq"], 6);
-}
-
-/// A `commbench-server` process on the Redis, killed (SIGKILL) on drop if still running.
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(redis: &RedisServer) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commbench-server"))
-            .args(["--bind", "127.0.0.1:0", "--bus", redis.url()])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        Self { child, url }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[tokio::test]
 async fn clients_of_a_killed_instance_resume_on_another_with_nothing_lost_or_repeated() {
     let redis = common::start_redis(false).await;
-    let mut a = ServerProcess::start(&redis);
+    let a = ChildServer::start(&["--bus", redis.url()]).await;
     let b = instance(&redis, |_| {}).await;
     let http = client();
-    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url), &[]).await;
+    let (mut sse, _) = sse_subscribe(&http, &format!("{}/sse/t", a.url()), &[]).await;
     let ws_of = |http: &str| format!("{}/ws", http.replace("http://", "ws://"));
-    let mut ws = ws_connect_url(&ws_of(&a.url)).await;
+    let mut ws = ws_connect_url(&ws_of(&a.url())).await;
     ws_subscribe(&mut ws, "t", None).await;
     for i in 1..=5 {
-        publish(&http, &a.url, "t", format!("p{i}")).await;
+        publish(&http, &a.url(), "t", format!("p{i}")).await;
     }
     for seq in 1..=3u64 {
         assert_eq!(sse.next_event().await["seq"], seq);
         assert_eq!(ws_event(&mut ws).await["seq"], seq);
     }
     // SIGKILL: no graceful shutdown, the clients just lose their connections.
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.kill().await;
     for i in 6..=8 {
         assert_eq!(publish(&http, &b.url(), "t", format!("p{i}")).await, i);
     }
@@ -238,21 +93,6 @@ async fn topic_limit_holds_across_instances() {
     refused.assert_error(429, "topic_limit");
     // Existing topics still work on either instance.
     assert_eq!(publish(&http, &b.url(), "one", "y").await, 2);
-}
-
-#[tokio::test]
-async fn trimmed_history_answers_with_a_gap() {
-    let redis = common::start_redis(false).await;
-    let a = instance(&redis, |c| c.history = 3).await;
-    let b = instance(&redis, |c| c.history = 3).await;
-    let http = client();
-    for i in 1..=10 {
-        publish(&http, &a.url(), "t", format!("p{i}")).await;
-    }
-    let batch = poll(&http, &b.url(), "t", "after=2").await;
-    assert_eq!(batch["gap"]["after"], 2);
-    assert_eq!(batch["gap"]["oldest"], 8);
-    assert_eq!(seqs(&batch), vec![8, 9, 10]);
 }
 
 #[tokio::test]

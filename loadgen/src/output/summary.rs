@@ -83,7 +83,8 @@ pub struct SummaryRow {
     pub loadgen_lag_p99_us: u64,
     /// Joined with `; `.
     pub warnings: String,
-    /// The bus between server instances: `memory` (in-process) or `redis`. Missing in results
+    /// The bus between server instances: `memory` (in-process), `redis`, `rabbitmq` or `kafka`: which
+    /// broker the `broker_*` columns measured. Missing in results
     /// written before scale-out existed, which were all in-process.
     #[serde(default = "memory_bus")]
     pub bus: String,
@@ -95,7 +96,8 @@ pub struct SummaryRow {
     pub cross_instance_p50_ms: Option<f64>,
     #[serde(default)]
     pub cross_instance_p99_ms: Option<f64>,
-    /// The private Redis the load generator started (empty for the in-process bus or --bus-url).
+    /// The private broker the load generator started (`bus`; empty for the in-process bus or
+    /// --bus-url): the Redis, the RabbitMQ node's Erlang VM, or tansu.
     #[serde(default)]
     pub broker_cpu_s: Option<f64>,
     #[serde(default)]

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::summary::SummaryRow;
-use crate::{pattern::Kind, result::CellResult};
+use crate::{pattern::Kind, result::CellResult, scenario::BusKind};
 
 const HEADERS: [&str; 16] = [
     "pattern",
@@ -92,7 +92,7 @@ pub fn render_table(cells: &[CellResult]) -> String {
     out
 }
 
-/// What the table's columns leave out: the cross-instance hop and Redis's own cost for scale-out cells,
+/// What the table's columns leave out: the cross-instance hop and the broker's own cost for scale-out cells,
 /// queue waits and redeliveries for job cells.
 fn detail_line(row: &SummaryRow) -> Option<String> {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
@@ -106,7 +106,8 @@ fn detail_line(row: &SummaryRow) -> Option<String> {
         ));
         if let (Some(cpu), Some(rss)) = (row.broker_cpu_us_per_event, row.broker_peak_rss_bytes) {
             parts.push(format!(
-                "Redis {cpu:.1} µs/ev, {:.1} MiB",
+                "{} {cpu:.1} µs/ev, {:.1} MiB",
+                BusKind::title_of(&row.bus),
                 rss as f64 / 1_048_576.0
             ));
         }

@@ -2,7 +2,11 @@
 //! load workers), the publisher, each server instance and the broker, against the per-process
 //! open-file limit. It also picks the default number of load workers.
 
-use crate::{pattern::Pattern, publisher, scenario::Scenario};
+use crate::{
+    pattern::Pattern,
+    publisher,
+    scenario::{BusKind, Scenario},
+};
 
 /// Descriptors a process needs beside its sockets: standard streams, the runtime, interval logs,
 /// pipes to its workers, `/proc` reads.
@@ -174,7 +178,9 @@ pub fn check(
         if scenario.bus_url.is_none() && scenario.instances > 1 {
             let per_instance = scenario.topics as u64 + 2;
             let connections = per_instance * instances;
-            if connections > REDIS_MAX_CLIENTS {
+            // The broker's side of those connections is on this machine too; only Redis has a
+            // connection limit of its own (RabbitMQ takes one connection per instance).
+            if scenario.bus == BusKind::Redis && connections > REDIS_MAX_CLIENTS {
                 return Err(BudgetError::Broker {
                     instances: scenario.instances,
                     per_instance,

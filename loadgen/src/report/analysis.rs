@@ -118,8 +118,15 @@ pub fn findings(data: &RunData, labeler: &Labeler, table: &ModelTable) -> Vec<St
     out.push(model_finding(table));
     let pairs = super::bus::pairs(&data.rows, &data.scale_out_rows);
     out.extend(super::bus::findings(&pairs, labeler));
+    out.extend(super::brokers::findings(
+        &super::brokers::groups(data),
+        labeler,
+    ));
     out.extend(super::peers::findings(&data.rows, &data.peer_rows));
-    out.extend(super::jobs::findings(&data.job_rows, labeler));
+    out.extend(super::jobs::findings(
+        &super::brokers::job_rows(data),
+        labeler,
+    ));
     out.extend(inter_arrival_finding(data));
     out
 }

@@ -25,10 +25,12 @@ pub fn is_in_process(row: &SummaryRow) -> bool {
     row.bus == "memory" && row.instances <= 1
 }
 
-/// Every cell that did not run in-process, paired with its in-process counterpart.
+/// Every Redis cell, paired with its in-process counterpart (the other brokers are compared with
+/// Redis in `brokers.rs`).
 pub fn pairs<'a>(memory: &'a [SummaryRow], others: &'a [SummaryRow]) -> Vec<BusPair<'a>> {
     others
         .iter()
+        .filter(|row| row.bus == "redis")
         .map(|redis| BusPair {
             memory: memory
                 .iter()
@@ -66,8 +68,17 @@ pub fn short_label(row: &SummaryRow) -> String {
     }
 }
 
-fn mib(bytes: Option<u64>) -> Cell {
-    Cell::num(bytes.map(|b| b as f64 / 1048576.0))
+/// What a scale-out cell costs, as table cells: servers', broker's and total CPU per event, then
+/// servers' and broker's peak RSS in MiB.
+pub fn cost_cells(row: &SummaryRow) -> [Cell; 5] {
+    let mib = |bytes: Option<u64>| Cell::num(bytes.map(|b| b as f64 / 1_048_576.0));
+    [
+        Cell::num(row.server_cpu_us_per_event),
+        Cell::num(row.broker_cpu_us_per_event),
+        Cell::num(total_cpu(row)),
+        mib(row.server_peak_rss_bytes),
+        mib(row.broker_peak_rss_bytes),
+    ]
 }
 
 /// One finding per pair: the latency and CPU the broker adds.
@@ -157,23 +168,17 @@ pub fn section(doc: &mut Document, pairs: &[BusPair<'_>], labeler: &Labeler) {
                 continue;
             }
             shown.push(&row.cell);
-            table.push(
-                vec![
-                    Cell::text(labeler.cell(row)),
-                    Cell::count(Some(row.clients)),
-                    Cell::text(bus_label(row)),
-                    Cell::num(row.p50_ms),
-                    Cell::num(row.p99_ms),
-                    Cell::num(row.cross_instance_p99_ms),
-                    content::delivered(row),
-                    Cell::num(row.server_cpu_us_per_event),
-                    Cell::num(row.broker_cpu_us_per_event),
-                    Cell::num(total_cpu(row)),
-                    mib(row.server_peak_rss_bytes),
-                    mib(row.broker_peak_rss_bytes),
-                ],
-                is_flagged(row),
-            );
+            let mut cells = vec![
+                Cell::text(labeler.cell(row)),
+                Cell::count(Some(row.clients)),
+                Cell::text(bus_label(row)),
+                Cell::num(row.p50_ms),
+                Cell::num(row.p99_ms),
+                Cell::num(row.cross_instance_p99_ms),
+                content::delivered(row),
+            ];
+            cells.extend(cost_cells(row));
+            table.push(cells, is_flagged(row));
         }
     }
     doc.table(table);
@@ -183,17 +188,11 @@ pub fn section(doc: &mut Document, pairs: &[BusPair<'_>], labeler: &Labeler) {
 mod tests {
     use super::*;
     use crate::pattern::Pattern;
-    use crate::report::cells::fixture::row;
+    use crate::report::cells::fixture::{on_broker, row};
 
     fn redis(pattern: Pattern) -> SummaryRow {
-        let mut r = row(pattern, 1000, None);
-        r.cell.push_str("-redis-x2");
-        r.bus = "redis".into();
-        r.instances = 2;
-        r.p99_ms = Some(14.0);
+        let mut r = on_broker("redis", pattern, 14.0, 60.0, 20.0);
         r.cross_instance_p99_ms = Some(15.0);
-        r.server_cpu_us_per_event = Some(60.0);
-        r.broker_cpu_us_per_event = Some(20.0);
         r
     }
 

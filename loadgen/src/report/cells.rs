@@ -162,6 +162,25 @@ pub(crate) mod fixture {
         pattern::{Kind, Pattern},
     };
 
+    /// [`row`] at 1000 clients on 2 instances over `bus`, with its p99 and its servers' and broker's
+    /// CPU per event.
+    pub fn on_broker(
+        bus: &str,
+        pattern: Pattern,
+        p99: f64,
+        servers: f64,
+        broker: f64,
+    ) -> SummaryRow {
+        let mut r = row(pattern, 1000, None);
+        r.cell.push_str(&format!("-{bus}-x2"));
+        r.bus = bus.into();
+        r.instances = 2;
+        r.p99_ms = Some(p99);
+        r.server_cpu_us_per_event = Some(servers);
+        r.broker_cpu_us_per_event = Some(broker);
+        r
+    }
+
     /// A plausible complete row; adjust fields per test.
     pub fn row(pattern: Pattern, clients: u64, interval_s: Option<f64>) -> SummaryRow {
         let interval = interval_s.map_or(String::new(), |i| format!("-i{i}s"));

@@ -1,5 +1,5 @@
 //! What the report says, in order: run facts, capacity, computed findings, flagged cells, charts,
-//! measured vs model, the Redis, peer and job sections, the summary table, notes — as one
+//! measured vs model, the Redis, broker, peer and job sections, the summary table, notes — as one
 //! [`Document`] that both `REPORT.md` and `REPORT.html` are rendered from.
 
 use super::{
@@ -42,8 +42,11 @@ pub fn document(parts: &ReportParts<'_>) -> Document {
     model_section(&mut doc, parts.table);
     let pairs = super::bus::pairs(&parts.data.rows, &parts.data.scale_out_rows);
     super::bus::section(&mut doc, &pairs, parts.labeler);
+    let brokers = super::brokers::groups(parts.data);
+    super::brokers::section(&mut doc, &brokers, parts.labeler);
     super::peers::section(&mut doc, &parts.data.rows, &parts.data.peer_rows);
-    super::jobs::section(&mut doc, &parts.data.job_rows, parts.labeler);
+    let job_rows = super::brokers::job_rows(parts.data);
+    super::jobs::section(&mut doc, &job_rows, parts.labeler);
     summary_section(&mut doc, parts);
     let notes: Vec<String> = parts
         .data

@@ -98,16 +98,16 @@ pub fn value_text(value: &serde_json::Value) -> Option<String> {
 }
 
 /// Everything read from a results directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunData {
     pub dir: PathBuf,
     pub meta: RunMeta,
     /// The cells on one server with the in-process bus: what every chart and the model compare.
     pub rows: Vec<SummaryRow>,
-    /// Cells on the Redis bus or several instances, compared with their in-process counterparts in
-    /// their own section.
+    /// Cells on a broker or several instances, compared with their in-process counterparts (Redis)
+    /// and with each other (`brokers.rs`) in their own sections.
     pub scale_out_rows: Vec<SummaryRow>,
-    /// The message-queue cells (`job-*` patterns), in their own section.
+    /// The message-queue cells (`job-*` patterns, on any bus), in their own section.
     pub job_rows: Vec<SummaryRow>,
     /// Cells of other servers measured beside commbench's (`compare --peers`), set beside
     /// commbench's cells in their own section.

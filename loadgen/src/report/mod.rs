@@ -2,6 +2,7 @@
 //! `REPORT.html`, both rendered from one document.
 
 pub mod analysis;
+pub mod brokers;
 pub mod bus;
 pub mod capacity;
 pub mod cells;
@@ -108,13 +109,14 @@ impl Display for ReportOutcome {
 }
 
 /// The report's charts, in the order the report shows them.
-const CHARTS: [&dyn ReportChart; 8] = [
+const CHARTS: [&dyn ReportChart; 9] = [
     &latency::CHART,
     &cost::CHART,
     &scaling::CHART,
     &frontier::CHART,
     &memory::CHART,
     &charts::bus::CHART,
+    &charts::brokers::CHART,
     &charts::peers::CHART,
     &capacity_chart::CHART,
 ];

@@ -235,21 +235,28 @@ fn every_pattern_has_its_place_in_the_report() {
     );
 }
 
-/// `rows` plus a Redis twin of the SSE and long-poll cells at 1000 clients.
-fn with_redis(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
+/// `rows` plus a twin of the SSE and long-poll cells at 1000 clients on 2 instances over each
+/// broker, as `compare` writes them (RabbitMQ and Kafka a little slower and dearer than Redis).
+fn with_brokers(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
     for pattern in [Pattern::Sse, Pattern::LongPoll] {
-        let mut redis = rows
-            .iter()
-            .find(|r| r.pattern == pattern && r.clients == 1000)
-            .unwrap()
-            .clone();
-        redis.cell.push_str("-redis-x2");
-        redis.bus = "redis".into();
-        redis.instances = 2;
-        redis.p99_ms = redis.p99_ms.map(|p| p + 2.0);
-        redis.cross_instance_p99_ms = redis.p99_ms;
-        redis.broker_cpu_us_per_event = Some(12.0);
-        rows.push(redis);
+        for (bus, slower_ms, broker_us) in [
+            ("redis", 2.0, 12.0),
+            ("rabbitmq", 5.0, 30.0),
+            ("kafka", 8.0, 25.0),
+        ] {
+            let mut twin = rows
+                .iter()
+                .find(|r| r.pattern == pattern && r.clients == 1000 && r.bus == "memory")
+                .unwrap()
+                .clone();
+            twin.cell.push_str(&format!("-{bus}-x2"));
+            twin.bus = bus.into();
+            twin.instances = 2;
+            twin.p99_ms = twin.p99_ms.map(|p| p + slower_ms);
+            twin.cross_instance_p99_ms = twin.p99_ms;
+            twin.broker_cpu_us_per_event = Some(broker_us);
+            rows.push(twin);
+        }
     }
     rows
 }
@@ -274,7 +281,7 @@ fn with_peers(mut rows: Vec<SummaryRow>) -> Vec<SummaryRow> {
 #[test]
 fn renders_every_chart_and_the_report_from_a_fixture() {
     let dir = TempDir::new("full");
-    write_fixture(&dir.0, &with_peers(with_redis(cells(&[100, 1000]))));
+    write_fixture(&dir.0, &with_peers(with_brokers(cells(&[100, 1000]))));
     // A capacity run's answer: re-rendered from capacity.csv like everything else.
     let mut sse = crate::output::test_util::capacity_row(Pattern::Sse, None, 8_200, 0.2);
     sse.run_id = "20260101-000000".into();
@@ -294,6 +301,7 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
             "frontier.png",
             "memory.png",
             "bus.png",
+            "brokers.png",
             "peers.png",
             "capacity.png",
             "REPORT.md",
@@ -326,6 +334,10 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
         "## Capacity",
         "- With p99 < 100 ms, one core of server CPU carried 41k SSE clients.",
         "| sse | 1000 | redis, 2 servers |",
+        "![Brokers side by side](brokers.png)",
+        "## Brokers side by side",
+        "| sse | 1000 | 2 | RabbitMQ |",
+        "sse at 1000 clients on 2 servers: through RabbitMQ a delivery cost",
         "![commbench beside its peers](peers.png)",
         "## commbench beside its peers",
         "| ws | 1000 | node |",
@@ -366,7 +378,7 @@ fn renders_every_chart_and_the_report_from_a_fixture() {
 #[test]
 fn the_html_report_says_what_the_markdown_says() {
     let dir = TempDir::new("html");
-    let mut rows = with_redis(cells(&[100, 1000]));
+    let mut rows = with_brokers(cells(&[100, 1000]));
     rows[0].warnings = "<script>alert('x')</script> & \"late\"".into();
     write_fixture(&dir.0, &rows);
     let outcome = render_report(&dir.0).unwrap();
@@ -407,8 +419,9 @@ fn the_html_report_says_what_the_markdown_says() {
         );
         assert!(figure.contains("font-family=\"sans-serif\""), "{chart}");
     }
-    // The flagged cells, the model, the Redis pairs and the summary sort; the run facts do not.
-    assert_eq!(page.matches("<table class=\"sortable\">").count(), 4);
+    // The flagged cells, the model, the Redis pairs, the brokers and the summary sort; the run facts
+    // do not.
+    assert_eq!(page.matches("<table class=\"sortable\">").count(), 5);
     assert_eq!(page.matches("<table>").count(), 2);
     // Text from the result files is text.
     assert_eq!(
@@ -425,13 +438,14 @@ fn the_html_report_says_what_the_markdown_says() {
 }
 
 /// The chart files of a run with every chart.
-const CHARTS_FILES: [&str; 6] = [
+const CHARTS_FILES: [&str; 7] = [
     latency::FILE,
     cost::FILE,
     scaling::FILE,
     frontier::FILE,
     memory::FILE,
     charts::bus::FILE,
+    charts::brokers::FILE,
 ];
 
 #[test]
@@ -470,11 +484,12 @@ fn one_client_count_skips_the_scaling_chart() {
     write_fixture(&dir.0, &cells(&[50]));
     let outcome = render_report(&dir.0).unwrap();
     assert!(!dir.0.join(scaling::FILE).exists());
-    assert_eq!(outcome.skipped.len(), 4);
+    assert_eq!(outcome.skipped.len(), 5);
     assert_eq!(outcome.skipped[0].0, scaling::FILE);
     assert_eq!(outcome.skipped[1].0, charts::bus::FILE);
-    assert_eq!(outcome.skipped[2].0, charts::peers::FILE);
-    assert_eq!(outcome.skipped[3].0, charts::capacity::FILE);
+    assert_eq!(outcome.skipped[2].0, charts::brokers::FILE);
+    assert_eq!(outcome.skipped[3].0, charts::peers::FILE);
+    assert_eq!(outcome.skipped[4].0, charts::capacity::FILE);
     let report = read(&outcome.report());
     assert!(
         report.contains("Not drawn (scaling.png): the run has one client count (50)"),

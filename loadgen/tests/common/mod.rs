@@ -103,6 +103,12 @@ pub fn commbench() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_commbench"))
 }
 
+/// The rows of `dir/summary.csv`.
+pub fn summary_rows(dir: &std::path::Path) -> Vec<commbench_loadgen::output::SummaryRow> {
+    let mut reader = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
+    reader.deserialize().map(Result::unwrap).collect()
+}
+
 /// A small WebSocket workload that every way of hosting the clients must measure alike: 30
 /// clients on 3 topics, 20 events/s, a 2 s window after 500 ms (40 events in it, 50 in all).
 pub const SMALL_WS: [&str; 12] = [

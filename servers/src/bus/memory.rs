@@ -148,6 +148,55 @@ impl MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// Appends an event whose sequence number was assigned elsewhere — the offset a log broker gave it
+    /// (`bus/log/`), which this bus then serves as its local history and fan-out. Returns false (and
+    /// changes nothing) when `seq` is not beyond the head: the event is already here. A jump beyond
+    /// head + 1 (the first event a follower saw, or history the broker no longer holds) restarts the
+    /// history at `seq`, so an older cursor gets an explicit gap.
+    pub fn append_at(&self, topic: &TopicName, seq: u64, payload: Bytes) -> Result<bool, BusError> {
+        let state = self.get_or_create(topic)?;
+        let mut inner = lock(&state.inner);
+        if seq <= inner.head {
+            return Ok(false);
+        }
+        if seq > inner.head + 1 {
+            inner.history.clear();
+            inner.history_bytes = 0;
+        }
+        let event = Event::new(topic.clone(), seq, payload);
+        self.push(&state, &mut inner, event);
+        drop(inner);
+        state.published.notify_waiters();
+        Ok(true)
+    }
+
+    /// The topic's head here (0 for a topic this bus does not hold).
+    pub fn head(&self, topic: &TopicName) -> u64 {
+        self.existing(topic)
+            .map_or(0, |state| lock(&state.inner).head)
+    }
+
+    /// Makes `event` the head: into history (evicting beyond the bounds), then to subscribers, under
+    /// the topic lock, so subscribers joining meanwhile see it once: in their backlog or live. The
+    /// caller wakes the waiting pollers (`published`) once it has let the lock go.
+    fn push(&self, state: &TopicState, inner: &mut TopicInner, event: SharedEvent) -> u64 {
+        inner.head = event.seq;
+        inner.history_bytes += event.footprint();
+        inner.history.push_back(event.clone());
+        while inner.history.len() > self.config.history_events
+            || (inner.history_bytes > self.config.history_bytes && inner.history.len() > 1)
+        {
+            if let Some(old) = inner.history.pop_front() {
+                inner.history_bytes -= old.footprint();
+            }
+        }
+        // No subscribers is fine: the event is still in history for pollers.
+        state.subscribers.send(&event);
+        event.seq
+    }
+}
+
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // A panic while holding the lock cannot leave the map half-updated, so poisoning is ignored.
     lock.read().unwrap_or_else(|p| p.into_inner())
@@ -163,22 +212,10 @@ impl Bus for MemoryBus {
         let state = self.get_or_create(topic)?;
         let mut inner = lock(&state.inner);
         let event = Event::new(topic.clone(), inner.head + 1, payload);
-        inner.head = event.seq;
-        inner.history_bytes += event.footprint();
-        inner.history.push_back(event.clone());
-        while inner.history.len() > self.config.history_events
-            || (inner.history_bytes > self.config.history_bytes && inner.history.len() > 1)
-        {
-            if let Some(old) = inner.history.pop_front() {
-                inner.history_bytes -= old.footprint();
-            }
-        }
-        // Under the topic lock, so subscribers joining meanwhile see it once: in their backlog or
-        // live. No subscribers is fine: the event is still in history for pollers.
-        state.subscribers.send(&event);
+        let seq = self.push(&state, &mut inner, event);
         drop(inner);
         state.published.notify_waiters();
-        Ok(event.seq)
+        Ok(seq)
     }
 
     async fn read(

@@ -2,7 +2,9 @@
 //! Patterns talk only to this trait, so a Redis-backed bus can replace the in-process one.
 
 mod fanout;
+mod log;
 mod memory;
+mod outbox;
 pub(crate) mod redis;
 
 use std::{
@@ -17,6 +19,7 @@ use serde::Serialize;
 
 pub use self::redis::{RedisBus, RedisBusOptions};
 pub use fanout::{Fanout, OverflowHook};
+pub use log::LogBus;
 pub use memory::{MemoryBus, MemoryBusConfig};
 
 use crate::{event::SharedEvent, topic::TopicName};

@@ -53,6 +53,13 @@ impl Lease {
         format!("{}.{:016x}", self.attempt, self.secret)
     }
 
+    /// The lease an ack names, or the 400 a malformed one gets.
+    pub fn of_ack(text: &str) -> Result<Self, super::QueueError> {
+        Self::parse(text).ok_or_else(|| super::QueueError::BadLease {
+            lease: text.to_owned(),
+        })
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         let (attempt, secret) = text.split_once('.')?;
         let attempt: u32 = attempt.parse().ok()?;

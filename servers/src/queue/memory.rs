@@ -348,9 +348,7 @@ impl JobQueue for MemoryQueue {
         id: &str,
         lease: &str,
     ) -> Result<AckOutcome, QueueError> {
-        let parsed = Lease::parse(lease).ok_or_else(|| QueueError::BadLease {
-            lease: lease.to_owned(),
-        })?;
+        let parsed = Lease::of_ack(lease)?;
         let slot = self.existing(queue, id)?;
         let mut state = lock(&slot.state);
         let state = &mut *state;

@@ -4,6 +4,7 @@
 
 mod ids;
 mod lane;
+mod log;
 mod memory;
 mod redis;
 mod redis_lost;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 pub use ids::{IdGen, Lease};
 pub use lane::{Lane, LanePolicy};
+pub use log::{ClaimLanes, Lanes, LogQueue, RabbitLanes};
 pub use memory::MemoryQueue;
 pub use redis::RedisQueue;
 pub use view::{now_us, AckOutcome, JobState, JobView, LaneCounts, NewJob, QueueStats, Taken};

@@ -371,9 +371,7 @@ impl JobQueue for RedisQueue {
         id: &str,
         lease: &str,
     ) -> Result<AckOutcome, QueueError> {
-        let parsed = Lease::parse(lease).ok_or_else(|| QueueError::BadLease {
-            lease: lease.to_owned(),
-        })?;
+        let parsed = Lease::of_ack(lease)?;
         let conn = self.connection()?;
         let reply: Value = self
             .ack

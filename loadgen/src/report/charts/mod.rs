@@ -2,6 +2,7 @@
 //! `REPORT.html`: shared styles, legend, markers, the PNG and SVG writers.
 
 pub mod bars;
+pub mod brokers;
 pub mod bus;
 pub mod canvas;
 pub mod capacity;

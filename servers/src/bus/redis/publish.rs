@@ -4,10 +4,7 @@
 //! order. Every publish carries the topic's floor (`floors.rs`), so numbering continues above what
 //! this instance has seen even when Redis lost its data.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering::Relaxed},
-    Arc,
-};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use redis::Script;
@@ -15,35 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::{floors::Floors, wire};
 use crate::{
-    bus::{BusError, MemoryBusConfig, PublishError, Published},
+    bus::{
+        outbox::{AppendError, Outbox, PendingPublish},
+        BusError, MemoryBusConfig, PublishError, Published,
+    },
     metrics::SpoolCounters,
     redis::link::Link,
-    spool::{Failure, Outcome, Replay, Replayer, SpoolLimits},
+    spool::{Failure, Outcome, Replay, SpoolLimits},
     topic::TopicName,
 };
-
-/// One publish on its way to Redis.
-#[derive(Clone)]
-pub struct Pending {
-    topic: TopicName,
-    payload: Bytes,
-    /// Unique per publish; stored with the event so a replay can tell it was already applied.
-    id: String,
-    /// An earlier attempt reached Redis but its answer was lost, so it may already be applied.
-    maybe_applied: bool,
-}
 
 /// The publishing side of one Redis bus instance.
 pub struct Publisher {
     link: Arc<Link>,
     script: Script,
     config: MemoryBusConfig,
-    replayer: Replayer<Pending>,
+    outbox: Outbox,
     /// Shared with the followers and reads of this bus instance.
     floors: Arc<Floors>,
-    /// Random per instance, so publish ids never collide across instances or restarts.
-    instance: u64,
-    next_id: AtomicU64,
 }
 
 impl Publisher {
@@ -58,7 +44,7 @@ impl Publisher {
     ) -> Arc<Self> {
         let publisher = Arc::new(Self::new(link, config, limits, counters, floors));
         let replaying = publisher.clone();
-        tokio::spawn(async move { replaying.replayer.run(&*replaying, stop).await });
+        tokio::spawn(async move { replaying.outbox.replayer().run(&*replaying, stop).await });
         publisher
     }
 
@@ -73,75 +59,44 @@ impl Publisher {
             link,
             script: Script::new(wire::PUBLISH),
             config,
-            replayer: Replayer::new(limits, counters),
+            outbox: Outbox::new("Redis", limits, counters),
             floors,
-            instance: fastrand::u64(..),
-            next_id: AtomicU64::new(0),
         }
     }
 
-    /// Appends now or fails; never spools. Refused (503) while publishes wait in the spool, so a
-    /// publish that cannot be spooled (WebSocket, GraphQL) never overtakes them.
+    /// Appends now or fails; never spools (see [`Outbox::publish`]).
     pub async fn publish(&self, topic: &TopicName, payload: Bytes) -> Result<u64, BusError> {
-        let waiting = self.replayer.len();
-        if waiting > 0 {
-            return Err(BusError::Unavailable(format!(
-                "{waiting} publishes wait in the outage spool for Redis; retry later"
-            )));
-        }
-        match self.append(&self.pending(topic, payload)).await {
-            Ok(seq) => self.sequence(topic, seq),
-            Err(Failure::Outage { detail, .. } | Failure::Refused(detail)) => {
-                Err(BusError::Unavailable(detail))
-            }
-        }
+        let append = |pending: PendingPublish| async move { self.append(&pending).await };
+        self.outbox.publish(topic, payload, append).await
     }
 
-    /// Appends now, or, when Redis is unreachable or earlier publishes still wait, spools the event
-    /// for an in-order replay. Refused when the spool is full or Redis refuses the publish itself.
+    /// Appends now or spools the event for an in-order replay (see [`Outbox::publish_or_spool`]).
     pub async fn publish_or_spool(
         &self,
         topic: &TopicName,
         payload: Bytes,
     ) -> Result<Published, PublishError> {
-        let mut pending = self.pending(topic, payload);
-        if self.replayer.is_empty() {
-            match self.append(&pending).await {
-                Ok(seq) => return Ok(Published::Appended(self.sequence(topic, seq)?)),
-                Err(Failure::Refused(detail)) => return Err(BusError::Unavailable(detail).into()),
-                Err(Failure::Outage { attempted, .. }) => pending.maybe_applied = attempted,
-            }
-        }
-        let size = pending.payload.len() + pending.topic.as_str().len();
-        let depth = self.replayer.spool(pending, size)?;
-        Ok(Published::Spooled { depth })
+        let append = |pending: PendingPublish| async move { self.append(&pending).await };
+        self.outbox.publish_or_spool(topic, payload, append).await
     }
 
-    fn pending(&self, topic: &TopicName, payload: Bytes) -> Pending {
-        let n = self.next_id.fetch_add(1, Relaxed);
-        Pending {
-            topic: topic.clone(),
-            payload,
-            id: format!("{:016x}-{n}", self.instance),
-            maybe_applied: false,
-        }
-    }
-
-    /// The script's answer: the sequence number, or -1 at the topic limit.
-    async fn append(&self, pending: &Pending) -> Result<i64, Failure> {
-        self.link.invoke(&self.invocation(pending)).await
-    }
-
-    /// The script's answer as a sequence number, which raises the topic's floor.
-    fn sequence(&self, topic: &TopicName, answer: i64) -> Result<u64, BusError> {
-        let seq = u64::try_from(answer).map_err(|_| BusError::TopicLimit {
-            limit: self.config.max_topics,
+    /// Runs the script: the sequence number (which raises the topic's floor), or the topic limit.
+    async fn append(&self, pending: &PendingPublish) -> Result<u64, AppendError> {
+        let answer: i64 = self
+            .link
+            .invoke(&self.invocation(pending))
+            .await
+            .map_err(AppendError::Failed)?;
+        let seq = u64::try_from(answer).map_err(|_| {
+            AppendError::Limit(BusError::TopicLimit {
+                limit: self.config.max_topics,
+            })
         })?;
-        self.floors.raise(topic, seq);
+        self.floors.raise(&pending.topic, seq);
         Ok(seq)
     }
 
-    fn invocation(&self, pending: &Pending) -> redis::ScriptInvocation<'_> {
+    fn invocation(&self, pending: &PendingPublish) -> redis::ScriptInvocation<'_> {
         let topic = &pending.topic;
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -161,11 +116,11 @@ impl Publisher {
 }
 
 impl Replay for Publisher {
-    type Item = Pending;
+    type Item = PendingPublish;
     const NOUN: &'static str = "publish";
 
     /// One pipeline; each answer is a sequence number or -1 (the topic limit, a refusal for good).
-    async fn apply_batch(&self, batch: &[Pending]) -> Result<Vec<Outcome>, Failure> {
+    async fn apply_batch(&self, batch: &[PendingPublish]) -> Result<Vec<Outcome>, Failure> {
         let invocations: Vec<_> = batch.iter().map(|p| self.invocation(p)).collect();
         let answers: Vec<i64> = self.link.invoke_batch(&self.script, &invocations).await?;
         Ok(batch
@@ -189,16 +144,12 @@ impl Replay for Publisher {
     }
 
     /// The script then looks for the publish id among the topic's newest entries before appending.
-    fn maybe_applied(pending: &mut Pending) {
+    fn maybe_applied(pending: &mut PendingPublish) {
         pending.maybe_applied = true;
     }
 
-    fn describe(pending: &Pending) -> String {
-        format!(
-            "publish {} to topic `{}`",
-            pending.id,
-            pending.topic.as_str()
-        )
+    fn describe(pending: &PendingPublish) -> String {
+        pending.describe()
     }
 }
 
@@ -238,17 +189,17 @@ mod tests {
         let publisher = test_publisher(&link, &counters, Arc::new(Floors::new(10)));
         let topic = TopicName::parse("t").unwrap();
 
-        let first = publisher.pending(&topic, Bytes::from_static(b"a"));
+        let first = publisher.outbox.pending(&topic, Bytes::from_static(b"a"));
         assert_eq!(publisher.append(&first).await.ok(), Some(1));
         // Its answer was "lost": a replay marked maybe-applied finds it instead of appending again.
         let mut again = first.clone();
         again.maybe_applied = true;
         assert_eq!(publisher.append(&again).await.ok(), Some(1));
         // The same through the spool's batch replay, followed by a genuinely new publish.
-        let next = publisher.pending(&topic, Bytes::from_static(b"b"));
-        publisher.replayer.spool(again, 1).unwrap();
-        publisher.replayer.spool(next, 1).unwrap();
-        assert_eq!(publisher.replayer.drain(&publisher).await, 2);
+        let next = publisher.outbox.pending(&topic, Bytes::from_static(b"b"));
+        publisher.outbox.replayer().spool(again, 1).unwrap();
+        publisher.outbox.replayer().spool(next, 1).unwrap();
+        assert_eq!(publisher.outbox.replayer().drain(&publisher).await, 2);
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let length: u64 = redis::cmd("XLEN")
             .arg(wire::stream_key(&topic))
@@ -257,7 +208,7 @@ mod tests {
             .unwrap();
         assert_eq!(length, 2, "a replay appended a duplicate");
         // Without the mark, the same id is not looked for (ids are unique, so that is only cheaper).
-        let fresh = publisher.pending(&topic, Bytes::from_static(b"c"));
+        let fresh = publisher.outbox.pending(&topic, Bytes::from_static(b"c"));
         assert_eq!(publisher.append(&fresh).await.ok(), Some(3));
     }
 

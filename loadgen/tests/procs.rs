@@ -213,42 +213,47 @@ fn a_saturated_load_generator_is_flagged() {
     // generator's CPU can take, while the server only copies the shared frame to 50 sockets. In
     // the ordinary scheduling class, so a saturated cell does not claim the machine from the
     // tests beside it (it is flagged either way: it runs its set full, or waits for it).
-    let dir = common::temp_dir("saturated");
-    let rows = run(
-        &dir,
-        &[
-            "--pattern",
-            "ws",
-            "--clients",
-            "50",
-            "--rate",
-            "200",
-            "--payload",
-            "64KiB",
-            "--duration",
-            "3s",
-            "--warmup",
-            "500ms",
-            "--max-errors",
-            "0",
-            "--priority",
-            "normal",
-        ],
-    );
-    let row = &rows[0];
-    assert_eq!(
-        row.loadgen_cpus,
-        cpus.cpus()[..1]
-            .iter()
-            .map(ToString::to_string)
-            .collect::<String>()
-    );
-    assert!(
-        row.warnings.contains("the load generator was saturated")
-            || row.warnings.contains("the load generator was up to"),
-        "not flagged: {} (notes: {})",
-        row.warnings,
-        row.notes
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    // Saturation depends on what else the machine runs: when the tests beside this one starve the
+    // server's CPU instead, the load generator has less to parse. A few tries, one must flag.
+    let mut seen = Vec::new();
+    for attempt in 0..3 {
+        let dir = common::temp_dir(&format!("saturated-{attempt}"));
+        let rows = run(
+            &dir,
+            &[
+                "--pattern",
+                "ws",
+                "--clients",
+                "50",
+                "--rate",
+                "200",
+                "--payload",
+                "64KiB",
+                "--duration",
+                "3s",
+                "--warmup",
+                "500ms",
+                "--max-errors",
+                "0",
+                "--priority",
+                "normal",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let row = &rows[0];
+        assert_eq!(
+            row.loadgen_cpus,
+            cpus.cpus()[..1]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<String>()
+        );
+        if row.warnings.contains("the load generator was saturated")
+            || row.warnings.contains("the load generator was up to")
+        {
+            return;
+        }
+        seen.push(format!("{} (notes: {})", row.warnings, row.notes));
+    }
+    panic!("not flagged in 3 tries: {seen:?}");
 }

@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use commbench_benches::{body_of, http_client, ws_next_event, ws_subscribe, Publisher, SseReader};
 use commbench_servers::{
-    redis_server::{self, RedisOptions, RedisServer},
+    redis::server::{self as redis_server, RedisOptions, RedisServer},
     topic::TopicName,
     ServerConfig, ServerHandle,
 };

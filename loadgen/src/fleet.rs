@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use commbench_servers::{
     broker::{rabbitmq::RabbitServer, tansu::TansuServer, BrokerError},
-    redis_cleanup,
-    redis_server::{RedisOptions, RedisServer, RedisServerError},
+    redis::cleanup,
+    redis::server::{self as redis_server, RedisOptions, RedisServer, RedisServerError},
     topic::TopicName,
 };
 
@@ -57,7 +57,7 @@ enum Broker {
 /// Why a private broker of `kind` cannot be started here (what is missing and how to install it);
 /// `None` when it can (or `kind` is the in-process bus).
 pub fn missing_broker(kind: BusKind) -> Option<String> {
-    use commbench_servers::{broker, redis_server};
+    use commbench_servers::broker;
     match kind {
         BusKind::Memory => None,
         BusKind::Redis => (!redis_server::installed()).then(|| {
@@ -242,7 +242,7 @@ impl Fleet {
                     .collect()
             };
             let (topics, queues) = (names(&keys.topics), names(&keys.queues));
-            let forget = redis_cleanup::forget(url, &topics, &queues);
+            let forget = cleanup::forget(url, &topics, &queues);
             match tokio::time::timeout(BROKER_CHECK, forget).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(%url, %error, "could not tidy the Redis"),

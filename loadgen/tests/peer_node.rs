@@ -204,8 +204,8 @@ async fn node_instances_share_socketio_rooms_through_the_redis_adapter() {
     if !node_ready("node_instances_share_socketio_rooms_through_the_redis_adapter") {
         return;
     }
-    let redis = commbench_servers::redis_server::RedisServer::start(
-        commbench_servers::redis_server::RedisOptions { durable: false },
+    let redis = commbench_servers::redis::server::RedisServer::start(
+        commbench_servers::redis::server::RedisOptions { durable: false },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));

@@ -99,7 +99,7 @@ fn an_unreachable_bus_url_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_against_an_existing_redis_leave_it_as_they_found_it() {
-    use commbench_servers::redis_server::{RedisOptions, RedisServer};
+    use commbench_servers::redis::server::{RedisOptions, RedisServer};
     let redis = RedisServer::start(RedisOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use commbench_loadgen::record::Metric;
 use commbench_servers::{
-    redis_server::{RedisOptions, RedisServer},
+    redis::server::{RedisOptions, RedisServer},
     AppState, ServerConfig,
 };
 

@@ -16,7 +16,7 @@ use commbench_loadgen::{
     record::Recorder,
     target::Target,
 };
-use commbench_servers::redis_server::{RedisOptions, RedisServer};
+use commbench_servers::redis::server::{RedisOptions, RedisServer};
 use http::Method;
 use serde_json::{json, Value};
 use tokio::{

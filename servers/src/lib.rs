@@ -29,9 +29,6 @@ pub mod units;
 pub mod ws_close;
 pub mod ws_conn;
 
-/// The paths the load generator, the benches and the integration tests use for the private
-/// `redis-server` launcher and the post-run tidy (both live in `redis/`).
-pub use self::redis::{cleanup as redis_cleanup, server as redis_server};
 pub use app::{run, AppState, ServerHandle};
 pub use config::ServerConfig;
 

@@ -10,7 +10,7 @@ mod queue_api;
 
 use std::time::Duration;
 
-use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
+use commbench_servers::{redis::server::RedisServer, ServerConfig, ServerHandle};
 use common::{
     client, get, metric, poll, post, publish, seqs, sse_subscribe, wait_until, within, ws_connect,
     ws_event, ws_subscribe, ws_text, SseStream, Ws, STEP,

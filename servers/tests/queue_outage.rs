@@ -9,7 +9,7 @@ mod queue_api;
 
 use std::time::Duration;
 
-use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
+use commbench_servers::{redis::server::RedisServer, ServerConfig, ServerHandle};
 use common::{client, get, metric, post, wait_until, within, STEP};
 use queue_api::{ack, drain, enqueue, enqueue_answer, stats, status};
 use serde_json::{json, Value};

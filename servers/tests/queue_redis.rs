@@ -9,7 +9,7 @@ mod queue_api;
 
 use std::time::Duration;
 
-use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
+use commbench_servers::{redis::server::RedisServer, ServerConfig, ServerHandle};
 use common::{client, get, poll, post, within, STEP};
 use queue_api::{
     ack, ack_raw, drain, enqueue, enqueue_answer, enqueue_raw, lanes, stats, status, take,

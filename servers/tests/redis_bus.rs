@@ -11,7 +11,7 @@ use std::{net::TcpListener, time::Duration};
 use bytes::Bytes;
 use commbench_servers::{
     bus::{Bus, Delivery, MemoryBusConfig, RedisBus},
-    redis_server::RedisServer,
+    redis::server::RedisServer,
     topic::TopicName,
     ServerConfig, ServerHandle,
 };

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use commbench_servers::{redis_server::RedisServer, ServerConfig, ServerHandle};
+use commbench_servers::{redis::server::RedisServer, ServerConfig, ServerHandle};
 use common::{
     client, get, metric, poll, post, publish, seqs, sse_open, wait_until, within, ws_event, STEP,
 };

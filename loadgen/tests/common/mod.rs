@@ -130,11 +130,11 @@ pub const SMALL_WS: [&str; 12] = [
 /// redis-server is not installed.
 pub fn private_redis() -> Option<(
     tokio::runtime::Runtime,
-    commbench_servers::redis_server::RedisServer,
+    commbench_servers::redis::server::RedisServer,
 )> {
-    use commbench_servers::redis_server::{self, RedisOptions, RedisServer};
-    if !redis_server::installed() {
-        eprintln!("skipped: {}", redis_server::INSTALL_HINT);
+    use commbench_servers::redis::server::{self, RedisOptions, RedisServer};
+    if !server::installed() {
+        eprintln!("skipped: {}", server::INSTALL_HINT);
         return None;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();

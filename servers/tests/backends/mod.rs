@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use commbench_servers::{
     broker::{rabbitmq::RabbitServer, tansu::TansuServer, INSTALL_SCRIPT},
-    redis_server::{RedisOptions, RedisServer},
+    redis::server::{RedisOptions, RedisServer},
     ServerConfig, ServerHandle,
 };
 use tokio::sync::OnceCell;
@@ -37,7 +37,7 @@ impl Backend {
     fn installed(self) -> bool {
         match self {
             Backend::Memory => true,
-            Backend::Redis => commbench_servers::redis_server::installed(),
+            Backend::Redis => commbench_servers::redis::server::installed(),
             Backend::RabbitMq => commbench_servers::broker::rabbitmq::installed(),
             Backend::Kafka => commbench_servers::broker::tansu::installed(),
         }

@@ -552,8 +552,8 @@ pub fn raw_text_frame(bytes: &'static [u8]) -> Message {
 
 /// A private `redis-server` for one test, durable (append-only, fsync always) when it will be killed
 /// and restarted; panics with the install hint when `redis-server` is missing.
-pub async fn start_redis(durable: bool) -> commbench_servers::redis_server::RedisServer {
-    use commbench_servers::redis_server::{RedisOptions, RedisServer};
+pub async fn start_redis(durable: bool) -> commbench_servers::redis::server::RedisServer {
+    use commbench_servers::redis::server::{RedisOptions, RedisServer};
     RedisServer::start(RedisOptions { durable })
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -561,7 +561,7 @@ pub async fn start_redis(durable: bool) -> commbench_servers::redis_server::Redi
 
 /// A server on `redis` (its bus, and its queue), with `tweak` applied to the test configuration.
 pub async fn redis_instance(
-    redis: &commbench_servers::redis_server::RedisServer,
+    redis: &commbench_servers::redis::server::RedisServer,
     tweak: impl FnOnce(&mut ServerConfig),
 ) -> ServerHandle {
     let mut config = test_config();
@@ -584,7 +584,7 @@ pub fn metric(server: &ServerHandle, name: &str) -> i64 {
 /// Two servers on `redis` and, on the second, a live SSE stream and a WebSocket subscription of topic
 /// `t` from its start: what the broker-failure tests watch while the first one publishes.
 pub async fn redis_pair_watching_t(
-    redis: &commbench_servers::redis_server::RedisServer,
+    redis: &commbench_servers::redis::server::RedisServer,
 ) -> (ServerHandle, ServerHandle, SseStream, Ws) {
     let a = redis_instance(redis, |_| {}).await;
     let b = redis_instance(redis, |_| {}).await;

@@ -26,6 +26,12 @@ pub trait Sink: Send + 'static {
     /// The broker lost the log (restarted without its data, or the log was deleted); the follower
     /// goes on from offset 0 of whatever the log holds now.
     fn reset(&mut self, error: &LogError);
+
+    /// How long one read may wait on the broker for new records. A broker that answers a held read
+    /// only when the wait ends (tansu) delivers a record up to twice this late.
+    fn read_wait(&self) -> Duration {
+        READ_WAIT
+    }
 }
 
 /// Reads `log` from `next` into `sink` until `stop`.
@@ -75,7 +81,7 @@ pub async fn follow(
             Ok(mut reader) => loop {
                 let read = tokio::select! {
                     () = stop.cancelled() => return,
-                    read = reader.next(READ_WAIT) => read,
+                    read = reader.next(sink.read_wait()) => read,
                 };
                 match read {
                     // Idle: now and then make sure this is still the log it was (a broker that lost

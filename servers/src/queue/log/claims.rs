@@ -22,20 +22,47 @@ const MAX_LOST: usize = 16;
 pub struct ClaimLanes;
 
 impl ClaimLanes {
-    /// The job a take should claim now, its attempt, and whether both lanes had jobs.
-    fn candidate(queue: &LogQueue, slot: &Slot) -> Option<(JobInfo, u32, bool)> {
+    /// The job a take should claim now, its attempt, and whether both lanes had jobs; the job is
+    /// marked as being claimed here until the returned guard drops.
+    fn candidate<'a>(
+        queue: &LogQueue,
+        slot: &'a Slot,
+    ) -> Option<(JobInfo, u32, bool, Claiming<'a>)> {
         let visibility = queue.config().visibility_timeout.as_micros() as u64;
         let before = crate::queue::now_us().saturating_sub(visibility);
+        let mut claiming = slot.claiming();
         let mut table = slot.table();
-        if let Some((job, attempt)) = table.expired(before) {
-            return Some((job.clone(), attempt, false));
-        }
-        let premium = table.next_queued(Lane::Premium).is_some();
-        let normal = table.next_queued(Lane::Normal).is_some();
-        let (lane, contested) = choose(slot, premium, normal)?;
-        let job = table.next_queued(lane)?.clone();
-        let attempt = table.attempts(&job.id).unwrap_or(0) + 1;
-        Some((job, attempt, contested))
+        let (job, attempt, contested) = match table.expired(before, &claiming) {
+            Some((job, attempt)) => (job.clone(), attempt, false),
+            None => {
+                let premium = table.next_unclaimed(Lane::Premium, &claiming).is_some();
+                let normal = table.next_unclaimed(Lane::Normal, &claiming).is_some();
+                let (lane, contested) = choose(slot, premium, normal)?;
+                let job = table.next_unclaimed(lane, &claiming)?.clone();
+                let attempt = table.attempts(&job.id).unwrap_or(0) + 1;
+                (job, attempt, contested)
+            }
+        };
+        claiming.insert(job.id.clone());
+        let guard = Claiming {
+            slot,
+            id: job.id.clone(),
+        };
+        Some((job, attempt, contested, guard))
+    }
+}
+
+/// A job this instance is claiming: the other takes here pass over it until its claim came back
+/// (they would only append losing claims for it), so an instance's takers claim different jobs at
+/// once instead of queueing behind one job per claim round trip.
+struct Claiming<'a> {
+    slot: &'a Slot,
+    id: String,
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.slot.claiming().remove(&self.id);
     }
 }
 
@@ -57,7 +84,7 @@ impl Lanes for ClaimLanes {
             let woken = slot.takers.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if let Some((job, attempt, contested)) = Self::candidate(queue, slot) {
+            if let Some((job, attempt, contested, _claiming)) = Self::candidate(queue, slot) {
                 if let Some(taken) = queue.claim(slot, &job, attempt, contested).await? {
                     return Ok(Some(taken));
                 }

@@ -2,7 +2,7 @@
 //! (enqueued, taken, done) in the order the broker's logs hold them, so every instance that applied
 //! the same records holds the same table. Pure: no I/O, unit-tested here.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -263,8 +263,9 @@ impl JobTable {
         self.jobs.get(id).map(|job| job.done.subscribe())
     }
 
-    /// The oldest queued job of `lane`, dropping ids that are no longer queued from the front.
-    pub fn next_queued(&mut self, lane: Lane) -> Option<&JobInfo> {
+    /// The oldest queued job of `lane` not in `claiming` (jobs whose claim is on its way to the
+    /// log), dropping ids that are no longer queued from the front.
+    pub fn next_unclaimed(&mut self, lane: Lane, claiming: &HashSet<String>) -> Option<&JobInfo> {
         let ids = &mut self.lanes[index(lane)];
         while let Some(id) = ids.front() {
             match self.jobs.get(id) {
@@ -274,17 +275,23 @@ impl JobTable {
                 }
             }
         }
-        let id = ids.front()?;
-        self.jobs.get(id).map(|job| &job.info)
+        let jobs = &self.jobs;
+        ids.iter()
+            .filter(|id| !claiming.contains(*id))
+            .filter_map(|id| jobs.get(id))
+            .find(|job| job.state == JobState::Queued)
+            .map(|job| &job.info)
     }
 
     /// A running job whose current attempt was taken before `before_us` (its taker is presumed
-    /// dead), with the attempt a new take would be.
-    pub fn expired(&self, before_us: u64) -> Option<(&JobInfo, u32)> {
+    /// dead) and that is not in `claiming`, with the attempt a new take would be.
+    pub fn expired(&self, before_us: u64, claiming: &HashSet<String>) -> Option<(&JobInfo, u32)> {
         self.jobs
             .values()
             .find_map(|job| match (&job.state, &job.taken) {
-                (JobState::Running, Some((_, at))) if *at < before_us => {
+                (JobState::Running, Some((_, at)))
+                    if *at < before_us && !claiming.contains(&job.info.id) =>
+                {
                     Some((&job.info, job.attempts + 1))
                 }
                 _ => None,
@@ -326,14 +333,35 @@ mod tests {
     }
 
     #[test]
+    fn a_take_passes_over_jobs_whose_claim_is_on_its_way() {
+        let mut table = JobTable::new("q");
+        for id in ["a", "b", "c"] {
+            table.apply(&JobRecord::Enqueued(info(id, Lane::Normal)));
+        }
+        let claiming = HashSet::from(["a".to_owned(), "b".to_owned()]);
+        let next = |table: &mut JobTable, claiming| {
+            table
+                .next_unclaimed(Lane::Normal, claiming)
+                .map(|i| i.id.clone())
+        };
+        assert_eq!(next(&mut table, &claiming).as_deref(), Some("c"));
+        table.apply(&taken("c", 1, "x", 200));
+        assert_eq!(next(&mut table, &claiming), None);
+        assert_eq!(next(&mut table, &HashSet::new()).as_deref(), Some("a"));
+    }
+
+    #[test]
     fn records_drive_a_job_through_its_states_with_counts() {
         let mut table = JobTable::new("q");
         let record = JobRecord::Enqueued(info("a", Lane::Premium));
         assert_eq!(table.apply(&record), Applied::Enqueued { new: true });
         assert_eq!(table.apply(&record), Applied::Enqueued { new: false });
         assert_eq!(table.waiting().premium, 1);
+        let none = HashSet::new();
         assert_eq!(
-            table.next_queued(Lane::Premium).map(|i| i.id.as_str()),
+            table
+                .next_unclaimed(Lane::Premium, &none)
+                .map(|i| i.id.as_str()),
             Some("a")
         );
         // Two instances claim attempt 1: the first record wins, the second loses.
@@ -345,10 +373,14 @@ mod tests {
             table.apply(&taken("a", 1, "y", 201)),
             Applied::Taken { won: false }
         );
-        assert_eq!(table.next_queued(Lane::Premium), None);
+        assert_eq!(table.next_unclaimed(Lane::Premium, &none), None);
         assert_eq!(table.stats().running, 1);
-        assert_eq!(table.expired(150), None);
-        let (expired, attempt) = table.expired(300).unwrap_or_else(|| panic!("expired"));
+        assert_eq!(table.expired(150, &none), None);
+        let claiming = HashSet::from(["a".to_owned()]);
+        assert_eq!(table.expired(300, &claiming), None, "a claim is on its way");
+        let (expired, attempt) = table
+            .expired(300, &none)
+            .unwrap_or_else(|| panic!("expired"));
         assert_eq!((expired.id.as_str(), attempt), ("a", 2));
         assert_eq!(
             table.apply(&taken("a", 2, "y", 300)),

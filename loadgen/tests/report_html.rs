@@ -19,7 +19,7 @@ use serde_json::Value;
 
 const INSTALL: &str = "scripts/install-test-deps.sh";
 const CHROMIUM: &str = "/usr/bin/chromium";
-const REFERENCE_RUN: &str = "../results/2026-11-23-vm-2core";
+const REFERENCE_RUN: &str = "../results/2026-11-29-vm-2core";
 
 /// Text a result file could carry that must stay text in the page.
 const HOSTILE_WARNING: &str =
@@ -59,7 +59,11 @@ fn hostile_copy(dir: &Path) {
         .find(|r| r.cell == "sse-c5000-r50-p128")
         .unwrap();
     renamed.cell = HOSTILE_CELL.to_owned();
-    let warned = rows.iter_mut().find(|r| !r.warnings.is_empty()).unwrap();
+    // The reference run has no flagged cell: make one, so the warning reaches the page.
+    let warned = rows
+        .iter_mut()
+        .find(|r| r.cell == "ws-c1000-r50-p128")
+        .unwrap();
     warned.warnings = HOSTILE_WARNING.to_owned();
     let mut writer = csv::Writer::from_path(dir.join("summary.csv")).unwrap();
     for row in &rows {
@@ -149,7 +153,7 @@ fn the_html_report_renders_sorts_and_escapes_in_chromium() {
     );
     let found: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    assert_eq!(found["title"], "commbench report: run 20261123-161737");
+    assert_eq!(found["title"], "commbench report: run 20261129-090446");
     assert_eq!(found["consoleErrors"], Value::Array(Vec::new()), "{found}");
     assert_eq!(
         found["requests"],
@@ -170,7 +174,8 @@ fn the_html_report_renders_sorts_and_escapes_in_chromium() {
             "chart-scaling",
             "chart-frontier",
             "chart-memory",
-            "chart-bus"
+            "chart-bus",
+            "chart-brokers"
         ]
     );
     for chart in charts {

@@ -35,11 +35,16 @@ pub struct MachineFacts {
 
 /// Gathers [`MachineFacts`]; runs `rustc` and `git` once each.
 pub fn machine_facts() -> MachineFacts {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").ok();
     MachineFacts {
-        cpu_model: fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| cpu_model(&text)),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpuinfo.as_deref().and_then(cpu_model),
+        // The machine's count, not this process's: by the time facts are gathered the load
+        // generator may already be pinned to its own CPU set.
+        cpus: cpuinfo
+            .as_deref()
+            .map(|text| text.lines().filter(|l| l.starts_with("processor")).count())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
             .ok()
             .and_then(non_empty),

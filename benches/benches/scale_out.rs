@@ -1,13 +1,14 @@
-//! End-to-end benches of the message queue and of the Redis bus, over loopback.
+//! End-to-end benches of the message queue and of the broker buses (Redis, RabbitMQ, Kafka), over
+//! loopback.
 //!
 //! - `queue/…`: one job (no simulated work) from `POST /queues/{q}/jobs` until a long poll on its
-//!   handle answers `done`, through the in-server workers: in-process, and on a private
-//!   `redis-server` (Redis Streams consumer group).
-//! - `deliver_1_redis/…`: one `POST /publish` on instance A until a subscriber on instance B has the
-//!   event, the two instances joined by a private `redis-server` — the cross-instance hop the
+//!   handle answers `done`, through the in-server workers: in-process, and on each private broker
+//!   (`enqueue_to_done_redis`, `…_rabbitmq`, `…_kafka`).
+//! - `deliver_1_{broker}/…`: one `POST /publish` on instance A until a subscriber on instance B has
+//!   the event, the two instances joined by a private broker — the cross-instance hop the
 //!   in-process `deliver_1` group does not pay.
 //!
-//! The Redis benches are skipped (with a note) when `redis-server` is not installed.
+//! A broker that is not installed is skipped with a note naming the install command.
 
 use std::{
     net::SocketAddr,
@@ -17,6 +18,7 @@ use std::{
 use bytes::Bytes;
 use commbench_benches::{body_of, http_client, ws_next_event, ws_subscribe, Publisher, SseReader};
 use commbench_servers::{
+    broker::{rabbitmq::RabbitServer, tansu::TansuServer},
     redis::server::{self as redis_server, RedisOptions, RedisServer},
     topic::TopicName,
     ServerConfig, ServerHandle,
@@ -51,16 +53,48 @@ fn server(rt: &Runtime, bus: Option<&str>, workers: usize) -> ServerHandle {
         .expect("spawning the server")
 }
 
-/// A private `redis-server`, or `None` (with a note) when it is not installed.
-fn redis(rt: &Runtime) -> Option<RedisServer> {
-    if !redis_server::installed() {
-        eprintln!("redis-server is not installed: skipping the Redis benches");
-        return None;
+/// A private broker process, kept alive while its benches run.
+enum Broker {
+    Redis(RedisServer),
+    Rabbit(RabbitServer),
+    Kafka(TansuServer),
+}
+
+impl Broker {
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Redis(_) => "redis",
+            Broker::Rabbit(_) => "rabbitmq",
+            Broker::Kafka(_) => "kafka",
+        }
     }
-    Some(
-        rt.block_on(RedisServer::start(RedisOptions::default()))
-            .expect("starting redis-server"),
-    )
+
+    fn url(&self) -> &str {
+        match self {
+            Broker::Redis(server) => server.url(),
+            Broker::Rabbit(server) => server.url(),
+            Broker::Kafka(server) => server.url(),
+        }
+    }
+}
+
+/// Each installed broker, started privately on loopback, one at a time; a missing one is skipped
+/// with a note.
+fn each_broker(rt: &Runtime, mut bench: impl FnMut(&Broker)) {
+    if redis_server::installed() {
+        let redis = rt.block_on(RedisServer::start(RedisOptions::default()));
+        bench(&Broker::Redis(redis.expect("starting redis-server")));
+    } else {
+        eprintln!("skipping the Redis benches: {}", redis_server::INSTALL_HINT);
+    }
+    match rt.block_on(RabbitServer::start()) {
+        Ok(rabbit) => bench(&Broker::Rabbit(rabbit)),
+        Err(error) => eprintln!("skipping the RabbitMQ benches: {error}"),
+    }
+    match rt.block_on(TansuServer::start()) {
+        Ok(tansu) => bench(&Broker::Kafka(tansu)),
+        Err(error) => eprintln!("skipping the Kafka benches: {error}"),
+    }
 }
 
 /// Enqueues one job and long-polls its handle until it is done.
@@ -99,30 +133,31 @@ fn queue(c: &mut Criterion) {
         b.to_async(&rt).iter(|| job_round(&client, &base))
     });
     let _ = rt.block_on(local.shutdown());
-    if let Some(redis) = redis(&rt) {
-        let shared = server(&rt, Some(redis.url()), 2);
+    each_broker(&rt, |broker| {
+        let shared = server(&rt, Some(broker.url()), 2);
         let base = shared.url();
-        group.bench_function("enqueue_to_done_redis", |b| {
+        group.bench_function(format!("enqueue_to_done_{}", broker.name()), |b| {
             b.to_async(&rt).iter(|| job_round(&client, &base))
         });
         let _ = rt.block_on(shared.shutdown());
-    }
+    });
     group.finish();
 }
 
-fn deliver_across_redis(c: &mut Criterion) {
+fn deliver_across_brokers(c: &mut Criterion) {
     let rt = runtime();
-    let Some(redis) = redis(&rt) else {
-        return;
-    };
+    each_broker(&rt, |broker| deliver_across(c, &rt, broker));
+}
+
+fn deliver_across(c: &mut Criterion, rt: &Runtime, broker: &Broker) {
     let client = http_client();
     let (a, b) = (
-        server(&rt, Some(redis.url()), 0),
-        server(&rt, Some(redis.url()), 0),
+        server(rt, Some(broker.url()), 0),
+        server(rt, Some(broker.url()), 0),
     );
     let publisher = Publisher::new(client.clone(), a.url());
     let payload = Bytes::from(vec![b'x'; PAYLOAD_BYTES]);
-    let mut group = c.benchmark_group("deliver_1_redis");
+    let mut group = c.benchmark_group(format!("deliver_1_{}", broker.name()));
     group
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
@@ -133,7 +168,7 @@ fn deliver_across_redis(c: &mut Criterion) {
             .expect("SSE subscribe on B"),
     );
     group.bench_function("sse", |bench| {
-        bench.to_async(&rt).iter_custom(|iters| {
+        bench.to_async(rt).iter_custom(|iters| {
             let (publisher, payload, sse) = (&publisher, &payload, &sse);
             async move {
                 let mut sse = sse.lock().await;
@@ -160,7 +195,7 @@ fn deliver_across_redis(c: &mut Criterion) {
             .expect("WebSocket subscribe on B"),
     );
     group.bench_function("websocket", |bench| {
-        bench.to_async(&rt).iter_custom(|iters| {
+        bench.to_async(rt).iter_custom(|iters| {
             let (publisher, payload, ws) = (&publisher, &payload, &ws);
             async move {
                 let mut ws = ws.lock().await;
@@ -196,6 +231,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = queue, deliver_across_redis
+    targets = queue, deliver_across_brokers
 }
 criterion_main!(benches);

@@ -37,12 +37,14 @@ pub async fn complete(
     Ok(outcome)
 }
 
+/// The topic to announce this completion on: the job's `notify` topic, on its first completion only.
+fn announced_on(outcome: &AckOutcome) -> Option<&TopicName> {
+    outcome.job.notify.as_ref().filter(|_| !outcome.duplicate)
+}
+
 /// Publishes the job's status JSON on its `notify` topic after its first completion.
 async fn announce(state: &AppState, outcome: &AckOutcome) {
-    if outcome.duplicate {
-        return;
-    }
-    if let Some(topic) = &outcome.job.notify {
+    if let Some(topic) = announced_on(outcome) {
         let payload = serde_json::to_vec(&outcome.job).unwrap_or_default();
         // The job is done either way; a failed announcement is logged, not turned into an error.
         if let Err(error) = state.publish(topic, payload.into()).await {
@@ -83,7 +85,7 @@ impl Announcer {
         lease: &str,
     ) -> Result<(), QueueError> {
         let outcome = state.queue.ack(queue, id, lease).await?;
-        let Some(topic) = outcome.job.notify.clone().filter(|_| !outcome.duplicate) else {
+        let Some(topic) = announced_on(&outcome).cloned() else {
             return Ok(());
         };
         let (ticket, mut turn) = {

@@ -37,6 +37,10 @@ pub enum ClientError {
     WebSocket(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("connection closed mid-answer")]
+    Closed,
+    #[error("socket error: {0}")]
+    Io(std::io::Error),
 }
 
 impl ClientError {
@@ -60,6 +64,8 @@ impl ClientError {
             ClientError::Protocol(_) => "protocol_error".into(),
             ClientError::WebSocket(_) => "websocket_error".into(),
             ClientError::Timeout(_) => "timeout".into(),
+            ClientError::Closed => "connection_closed".into(),
+            ClientError::Io(_) => "request_error".into(),
         }
     }
 }

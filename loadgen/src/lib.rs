@@ -10,6 +10,7 @@ pub mod collector;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod http_stream;
 pub mod net;
 pub mod output;
 pub mod pattern;

@@ -2,10 +2,10 @@
 //! whose events carry the finished job's status. A dropped stream is resumed after the last event
 //! seen (Last-Event-ID / `after`), so a completion published meanwhile is not missed.
 
+use crate::http_stream::StreamResponse;
 use std::sync::atomic::Ordering::Relaxed;
 
 use commbench_servers::event_stream::Parser;
-use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
@@ -22,7 +22,10 @@ const MAX_FRAME: usize = 1 << 20;
 const MAX_RESUMES: u32 = 10;
 
 enum Stream {
-    Sse { body: Incoming, parser: Box<Parser> },
+    Sse {
+        body: StreamResponse,
+        parser: Box<Parser>,
+    },
     Ws(Box<Socket>),
 }
 

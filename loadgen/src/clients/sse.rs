@@ -1,8 +1,8 @@
 //! SSE: one held `GET /sse/{topic}` per client. The `subscribed` event gives the start cursor; on a
 //! dropped stream the client reconnects with `Last-Event-ID`, so loss is only what the server lost.
 
+use crate::http_stream::StreamResponse;
 use commbench_servers::event_stream::{Frame, Parser};
-use hyper::body::Incoming;
 
 use super::{
     sse_stream::{self, read_chunk},
@@ -21,7 +21,7 @@ struct Sse {
 
 /// An open stream: its body and what has been read of it.
 struct Stream {
-    body: Incoming,
+    body: StreamResponse,
     parser: Parser,
 }
 

@@ -2,57 +2,44 @@
 //! open it, and read its body into the shared event-stream parser
 //! (`commbench_servers::event_stream`).
 
-use bytes::Bytes;
 use commbench_servers::event_stream::Parser;
-use http::Method;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::ClientCtx;
-use crate::{
-    http::{ClientError, HttpConn},
-    record::Metric,
-};
+use crate::{http::ClientError, http_stream::StreamResponse, record::Metric};
 
-/// Opens `GET path` with `headers` (e.g. `Last-Event-ID`) and returns the body of a 2xx answer,
+/// Opens `GET path` with `headers` (e.g. `Last-Event-ID`) and returns the stream of a 2xx answer,
 /// recording the connect time.
 pub async fn open(
     ctx: &ClientCtx,
     path: &str,
     headers: &[(&str, &str)],
-) -> Result<Incoming, ClientError> {
+) -> Result<StreamResponse, ClientError> {
     let started = ctx.now_ns();
-    let mut conn = HttpConn::open(&ctx.target, ctx.source, &ctx.shared.recorder).await?;
-    let response = conn.send(Method::GET, path, headers, Bytes::new()).await?;
-    if !response.status().is_success() {
-        return Err(ClientError::Status(response.status()));
+    let (status, stream) =
+        StreamResponse::get(&ctx.target, ctx.source, &ctx.shared.recorder, path, headers).await?;
+    if !status.is_success() {
+        return Err(ClientError::Status(status));
     }
     let micros = ctx.now_ns().saturating_sub(started) / 1_000;
     ctx.recorder().record(ctx.id, Metric::Connect, micros);
-    Ok(response.into_body())
+    Ok(stream)
 }
 
-/// Reads the next body chunk into `parser`. False when the stream ended, failed or sent an
+/// Reads the next piece of the body into `parser`. False when the stream ended, failed or sent an
 /// oversized frame (both counted as errors).
-pub async fn read_chunk(body: &mut Incoming, parser: &mut Parser, ctx: &ClientCtx) -> bool {
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                // Trailers carry no events.
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if parser.push(&data).is_err() {
-                    ctx.recorder().counters.error("sse_frame_too_large");
-                    return false;
-                }
-                return true;
-            }
-            Some(Err(error)) => {
-                ctx.error(&ClientError::Request(error));
+pub async fn read_chunk(body: &mut StreamResponse, parser: &mut Parser, ctx: &ClientCtx) -> bool {
+    match body.next_data().await {
+        Ok(Some(data)) => {
+            if parser.push(data).is_err() {
+                ctx.recorder().counters.error("sse_frame_too_large");
                 return false;
             }
-            None => return false,
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            ctx.error(&error);
+            false
         }
     }
 }

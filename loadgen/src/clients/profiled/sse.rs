@@ -2,8 +2,8 @@
 //! frame's `data` is searched for stamps. On a dropped stream the client reconnects, sending the
 //! last `id:` it saw as `Last-Event-ID` (unless the section says not to).
 
+use crate::http_stream::StreamResponse;
 use commbench_servers::event_stream::Parser;
-use hyper::body::Incoming;
 
 use super::{header_refs, no_section, values, ClientCtx};
 use crate::{
@@ -29,7 +29,7 @@ struct TemplateSse {
 }
 
 struct Stream {
-    body: Incoming,
+    body: StreamResponse,
     parser: Parser,
 }
 

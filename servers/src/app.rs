@@ -1,11 +1,7 @@
 //! The server: shared state, the router every pattern registers into, and `run` with graceful,
 //! bounded shutdown.
 
-use std::{
-    future::{Future, IntoFuture},
-    io,
-    sync::Arc,
-};
+use std::{future::Future, io, sync::Arc};
 
 use axum::{
     extract::{DefaultBodyLimit, Request, State},
@@ -257,24 +253,21 @@ pub async fn run(
         crate::fd_limit::fit_connections(state.config.max_connections),
         timeouts,
     );
-    let service = crate::conn_timeouts::PerConnection(app(state));
-    let serve = axum::serve(listener, service)
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future();
+    let serve = crate::serve::serve(listener, app(state), token.clone());
     let mut serve = std::pin::pin!(serve);
     tokio::select! {
-        result = &mut serve => return result,
+        () = &mut serve => return Ok(()),
         () = shutdown => token.cancel(),
         () = token.cancelled() => {}
     }
     tracing::info!(?grace, "shutting down: ending streams and held requests");
-    match tokio::time::timeout(grace + std::time::Duration::from_secs(1), serve).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("connections still open after the grace period; closing anyway");
-            Ok(())
-        }
+    if tokio::time::timeout(grace + std::time::Duration::from_secs(1), serve)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; closing anyway");
     }
+    Ok(())
 }
 
 /// A running server, for tests, benches and the embedded load-generator target.

@@ -24,7 +24,6 @@ use axum::{
     extract::{ConnectInfo, Request},
     http::StatusCode,
     response::Response,
-    serve::IncomingStream,
     Router,
 };
 use tokio::{
@@ -35,7 +34,7 @@ use tower_service::Service;
 
 use crate::{
     error::raw_error_response,
-    listener::{ConnInfo, CountingListener},
+    listener::ConnInfo,
     metrics::{Metrics, RejectReason},
 };
 
@@ -304,53 +303,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
     }
 }
 
-/// The router as `axum::serve` wants it: per connection, a [`Tracked`] router that knows the
-/// connection's [`ConnInfo`]. Cheaper than middleware: nothing is boxed per request.
-#[derive(Clone)]
-pub struct PerConnection(pub Router);
-
-impl Service<IncomingStream<'_, CountingListener>> for PerConnection {
-    type Response = Tracked;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Tracked, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, CountingListener>) -> Self::Future {
-        std::future::ready(Ok(Tracked {
-            router: self.0.clone(),
-            info: Arc::new(stream.remote_addr().clone()),
-        }))
-    }
-}
-
 /// One connection's router: each request carries `ConnectInfo<Arc<ConnInfo>>` and is marked in
 /// flight on the connection until its answer is complete, so the socket's timeouts never cut off
 /// work in progress (a held long poll, an SSE stream); a 101 upgrade marks the connection for good.
+/// Served to hyper directly (`serve.rs`): nothing is boxed per request.
 #[derive(Clone)]
 pub struct Tracked {
     router: Router,
     info: Arc<ConnInfo>,
 }
 
-impl Service<Request> for Tracked {
+impl Tracked {
+    pub fn new(router: Router, info: ConnInfo) -> Self {
+        Self {
+            router,
+            info: Arc::new(info),
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
     type Response = Response;
     type Error = Infallible;
     type Future = TrackedFuture<<Router as Service<Request>>::Future>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
         let in_flight = Some(self.info.activity.begin());
         request
             .extensions_mut()
             .insert(ConnectInfo(self.info.clone()));
         TrackedFuture {
-            inner: self.router.call(request),
+            inner: self.router.clone().call(request),
             in_flight,
         }
     }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod patterns;
 pub mod queue;
 pub mod redis;
+pub mod serve;
 pub mod socketio_wire;
 pub mod spool;
 pub mod topic;

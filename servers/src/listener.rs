@@ -39,7 +39,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one `accept failed` log line per this long; the others are counted.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Wraps a bound [`TcpListener`] for `axum::serve`.
+/// Wraps a bound [`TcpListener`] for the accept loop (`serve.rs`).
 pub struct CountingListener {
     inner: TcpListener,
     metrics: Arc<Metrics>,

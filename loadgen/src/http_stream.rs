@@ -74,7 +74,12 @@ impl StreamResponse {
                     let code = parsed.code.unwrap_or(0);
                     let status = StatusCode::from_u16(code)
                         .map_err(|_| protocol(format!("status {code} is not a status code")))?;
-                    let body = Body::framed_by(parsed.headers)?;
+                    // 204 and 304 have no body whatever their headers say (RFC 9112 §6.3).
+                    let body = if matches!(code, 204 | 304) {
+                        Body::Length(0)
+                    } else {
+                        Body::framed_by(parsed.headers)?
+                    };
                     self.buf.advance(len);
                     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                         continue;
@@ -454,5 +459,73 @@ mod tests {
         assert!(request_head("h", "/a b", &[]).is_err());
         assert!(request_head("h", "/a", &[("x", "1\r\nevil: 2")]).is_err());
         assert!(request_head("h", "/a", &[("bad name", "1")]).is_err());
+    }
+
+    /// Serves `answer` (after reading the request head) on a loopback port, then holds the socket
+    /// until the client leaves; a response's head and body as `StreamResponse` reads them.
+    async fn served(answer: &'static [u8]) -> Result<(StatusCode, Vec<u8>), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 512];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            socket.write_all(answer).await.unwrap();
+            while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let target = Target {
+            addr,
+            authority: addr.to_string(),
+            path: "/".into(),
+        };
+        let recorder = Arc::new(Recorder::new(1));
+        let read = async {
+            let (status, mut response) =
+                StreamResponse::get(&target, None, &recorder, "/events", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let mut body = Vec::new();
+            while let Some(data) = response.next_data().await.map_err(|e| e.to_string())? {
+                body.extend_from_slice(data);
+            }
+            Ok((status, body))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+
+    #[tokio::test]
+    async fn heads_interim_answers_and_bodiless_statuses() {
+        let (status, body) = served(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"abc"[..]));
+        // A 204 ends at its head even on a kept-alive socket that sends nothing more.
+        let (status, body) = served(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+        let (status, body) = served(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndata")
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"data"[..]));
+        assert!(served(b"HTTP/1.1 2000 Bad\r\n\r\n")
+            .await
+            .unwrap_err()
+            .contains("bad response head"));
+        assert!(served(b"SSH-2.0-OpenSSH\r\n\r\n")
+            .await
+            .unwrap_err()
+            .contains("bad response head"));
     }
 }

@@ -274,6 +274,19 @@ impl RabbitServer {
         self.vm_pid = std::fs::read_to_string(pid_file)
             .ok()
             .and_then(|text| text.trim().parse().ok());
+        let script_pid = self.script.as_ref().map(Child::id);
+        if let (Some(vm), Some(script)) = (self.vm_pid, script_pid) {
+            if vm != script {
+                // Another start script (COMMBENCH_RABBITMQ_SERVER, another RabbitMQ version) that
+                // runs the VM beside itself: the VM would outlive a SIGKILLed commbench.
+                tracing::warn!(
+                    vm,
+                    script,
+                    "the RabbitMQ start script did not exec the Erlang VM: if this process is \
+                     killed with SIGKILL, the VM (pid {vm}) will keep running"
+                );
+            }
+        }
         Ok(())
     }
 }

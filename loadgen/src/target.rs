@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use commbench_servers::child;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -97,7 +98,8 @@ impl Target {
 
 /// A child of the load generator (a server, a load worker): driven through its standard input
 /// and output, its errors on ours, killed if dropped, logging only warnings unless `RUST_LOG` says
-/// otherwise (its INFO lines would interleave with the progress display).
+/// otherwise (its INFO lines would interleave with the progress display). Start it with
+/// [`child::spawn_tokio`], so that it dies with the load generator.
 pub fn child_process(program: &str) -> Command {
     let mut command = Command::new(program);
     command
@@ -167,11 +169,12 @@ impl EmbeddedServer {
     }
 
     pub async fn start_program(program: &str, extra_args: &[String]) -> Result<Self, TargetError> {
-        let mut child = child_process(program)
+        let mut command = child_process(program);
+        command
             .args(["serve", "--bind", "127.0.0.1:0", "--exit-on-stdin-eof"])
-            .args(extra_args)
-            .spawn()
-            .map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
+            .args(extra_args);
+        let mut child =
+            child::spawn_tokio(command).map_err(|e| TargetError::Spawn(program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);
         let wait = Duration::from_secs(20);
         let url = ready_line(&mut child, program, wait, |line| {

@@ -71,26 +71,11 @@ fn workers_merge_into_what_one_process_measures() {
 
 /// The pids of `parent`'s children whose command line has `word`.
 fn children_with(parent: u32, word: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after_name = &stat[stat.rfind(')').unwrap_or(0) + 1..];
-        let ppid: u32 = after_name
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(word) {
-            found.push(pid);
-        }
-    }
-    found
+    common::processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent && p.cmdline.contains(word))
+        .map(|p| p.pid)
+        .collect()
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod bus;
+pub mod child;
 pub mod config;
 pub mod conn_timeouts;
 pub mod counted_io;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use commbench_servers::child;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
@@ -69,7 +70,7 @@ pub fn spawn(cpus: &[Option<CpuList>]) -> Result<(Links, Children), PipeError> {
         if let Some(cpus) = cpus {
             process.args(["--cpus", &cpus.to_string()]);
         }
-        let mut child = process.spawn().map_err(|source| PipeError::Spawn {
+        let mut child = child::spawn_tokio(process).map_err(|source| PipeError::Spawn {
             index,
             program: program.clone(),
             source,

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use commbench_servers::units::parse_duration;
+use commbench_servers::{child, units::parse_duration};
 use serde::Deserialize;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -269,16 +269,17 @@ impl ProfileServer {
         };
         let argv: Vec<String> = spec.command.iter().map(render).collect();
         let shown = argv.join(" ");
-        let mut child = Command::new(&argv[0])
+        let mut command = Command::new(&argv[0]);
+        command
             .args(&argv[1..])
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k.clone(), render(v))))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| TargetError::Spawn(shown.clone(), e))?;
+            .kill_on_drop(true);
+        let mut child =
+            child::spawn_tokio(command).map_err(|e| TargetError::Spawn(shown.clone(), e))?;
         let pid = child.id().unwrap_or(0);
         let wait = spec.ready_timeout;
         let base = base_url.map(render);

@@ -170,3 +170,75 @@ pub fn exit_within(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// `R`, `S`, … `Z` for a zombie.
+    pub state: char,
+    /// Clock ticks after boot: with the PID, it names the process (a later one may reuse the PID).
+    pub start: u64,
+    /// Its arguments, joined by spaces.
+    pub cmdline: String,
+}
+
+impl Process {
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The name may hold spaces and parentheses: the fields start after the last `)`.
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        Some(Self {
+            pid,
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            start: fields.get(19)?.parse().ok()?,
+            cmdline: String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .filter(|arg| !arg.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+
+    /// Still there: the same process (not a later one with its PID), and not a zombie.
+    pub fn running(&self) -> bool {
+        Self::read(self.pid).is_some_and(|now| now.start == self.start && now.state != 'Z')
+    }
+
+    /// One of its arguments is `word` or a path ending in `/word` (`redis-server`, `beam.smp`,
+    /// `load-worker`).
+    pub fn runs(&self, word: &str) -> bool {
+        let path = format!("/{word}");
+        self.cmdline
+            .split_whitespace()
+            .any(|arg| arg == word || arg.ends_with(&path))
+    }
+}
+
+/// Every process now.
+pub fn processes() -> Vec<Process> {
+    let pids = std::fs::read_dir("/proc").unwrap().flatten();
+    pids.filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter_map(Process::read)
+        .collect()
+}
+
+/// `root`'s children, their children, and so on, now.
+pub fn descendants(root: u32) -> Vec<Process> {
+    let all = processes();
+    let mut found: Vec<Process> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for process in all.iter().filter(|p| p.ppid == parent) {
+            parents.push(process.pid);
+            found.push(process.clone());
+        }
+    }
+    found
+}

@@ -1,7 +1,7 @@
 //! A private RabbitMQ node: its own `epmd` (on a free port, so it never meets the system's) and a node
 //! named after its port, with mnesia, logs and config in a fresh temporary directory; AMQP on a free
-//! 127.0.0.1 port. Both processes are stopped by PID; the directory is removed on drop. Startup takes
-//! about 5 s (more on a loaded machine).
+//! 127.0.0.1 port. Both processes are stopped by PID, and die with this process (`crate::child`);
+//! the directory is removed on drop. Startup takes about 5 s (more on a loaded machine).
 
 use std::{
     path::{Path, PathBuf},
@@ -18,6 +18,8 @@ const WHAT: &str = "rabbitmq-server";
 const CHANNEL_MAX: u32 = 16_383;
 /// How long a graceful stop may take before the node is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
+/// How long a started `epmd` may take to accept a connection.
+const EPMD_READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// How to install RabbitMQ, quoted in every "not installed" message.
 pub fn install_hint() -> String {
@@ -56,7 +58,7 @@ pub fn installed() -> bool {
 
 /// A running private RabbitMQ node.
 pub struct RabbitServer {
-    /// The start script (it waits on the VM, whose PID is in the pid file).
+    /// The start script, which `exec`s the VM (so this is the VM too; its PID is in the pid file).
     script: Option<Child>,
     epmd: Option<Child>,
     vm_pid: Option<u32>,
@@ -197,14 +199,28 @@ impl RabbitServer {
         let spawn = |source| BrokerError::Spawn { what: WHAT, source };
         let epmd_port = self.epmd_port;
         if self.epmd.is_none() {
-            let epmd = Command::new("epmd")
-                .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
+            // In the foreground (no `-daemon`): our child, so it dies with us. It must answer
+            // before the node starts, or the node starts a daemon `epmd` of its own, which would
+            // outlive us.
+            let mut epmd = Command::new("epmd");
+            epmd.args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(spawn)?;
-            self.epmd = Some(epmd);
+                .stderr(Stdio::null());
+            self.epmd = Some(crate::child::spawn(epmd).map_err(spawn)?);
+            process::wait_ready(
+                "epmd",
+                epmd_port,
+                EPMD_READY_WITHIN,
+                &mut self.epmd,
+                || async move {
+                    tokio::net::TcpStream::connect(("127.0.0.1", epmd_port))
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await?;
         }
         let dir = &self.dir;
         // A server instance holds a channel per log it follows (a stream consumer each): room for
@@ -223,9 +239,16 @@ impl RabbitServer {
             what: WHAT,
             hint: install_hint(),
         })?;
-        let child = Command::new(script)
+        let mut command = Command::new(script);
+        command
             // An Erlang crash dump lands in the working directory: the node's own.
             .current_dir(dir)
+            // The script `exec`s the VM when `$detached` is set (as it does under systemd) instead
+            // of running it behind a shell that forwards signals: then the VM is the child we
+            // started, and keeps its parent-death signal. That shell made the VM ignore SIGINT
+            // (`+B i`); so does this.
+            .env("detached", "true")
+            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "+B i")
             .env("HOME", dir.join("home"))
             .env(
                 "RABBITMQ_NODENAME",
@@ -244,15 +267,26 @@ impl RabbitServer {
             .stdin(Stdio::null())
             // Whatever the node says before its log is open (why it did not start) lands here.
             .stdout(output(dir)?)
-            .stderr(output(dir)?)
-            .spawn()
-            .map_err(spawn)?;
-        self.script = Some(child);
+            .stderr(output(dir)?);
+        self.script = Some(crate::child::spawn(command).map_err(spawn)?);
         let (port, pid_file) = (self.port, dir.join("pid"));
         process::wait_ready(WHAT, port, READY_WITHIN, &mut self.script, || ready(port)).await?;
         self.vm_pid = std::fs::read_to_string(pid_file)
             .ok()
             .and_then(|text| text.trim().parse().ok());
+        let script_pid = self.script.as_ref().map(Child::id);
+        if let (Some(vm), Some(script)) = (self.vm_pid, script_pid) {
+            if vm != script {
+                // Another start script (COMMBENCH_RABBITMQ_SERVER, another RabbitMQ version) that
+                // runs the VM beside itself: the VM would outlive a SIGKILLed commbench.
+                tracing::warn!(
+                    vm,
+                    script,
+                    "the RabbitMQ start script did not exec the Erlang VM: if this process is \
+                     killed with SIGKILL, the VM (pid {vm}) will keep running"
+                );
+            }
+        }
         Ok(())
     }
 }

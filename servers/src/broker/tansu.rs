@@ -115,7 +115,8 @@ impl TansuServer {
 
     async fn launch(&mut self) -> Result<(), BrokerError> {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("broker")
             .args(["--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
@@ -124,8 +125,8 @@ impl TansuServer {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        let child = crate::child::spawn(command)
             .map_err(|source| BrokerError::Spawn { what: WHAT, source })?;
         self.child = Some(child);
         let address = self.address();

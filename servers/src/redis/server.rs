@@ -1,5 +1,6 @@
 //! A private `redis-server` child process (from PATH) on a free loopback port with a directory of its
-//! own: what `commbench run --bus redis` starts and what the tests use. Killed and removed on drop.
+//! own: what `commbench run --bus redis` starts and what the tests use. Killed and removed on drop;
+//! dies with this process even when that is SIGKILLed (`crate::child`).
 
 use std::{
     net::TcpListener,
@@ -69,11 +70,7 @@ impl RedisServer {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port().map_err(RedisServerError::Spawn)?;
-            let dir = std::env::temp_dir().join(format!(
-                "commbench-redis-{}-{port}-{}",
-                std::process::id(),
-                start_counter()
-            ));
+            let dir = crate::broker::process::fresh_dir_path("redis", port);
             std::fs::create_dir_all(&dir).map_err(|e| RedisServerError::Dir(dir.clone(), e))?;
             let mut server = Self {
                 child: None,
@@ -146,7 +143,7 @@ impl RedisServer {
         } else {
             command.args(["--appendonly", "no"]);
         }
-        let child = command.spawn().map_err(|e| match e.kind() {
+        let child = crate::child::spawn(command).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => RedisServerError::NotInstalled,
             _ => RedisServerError::Spawn(e),
         })?;
@@ -209,11 +206,4 @@ fn free_port() -> std::io::Result<u16> {
     TcpListener::bind("127.0.0.1:0")?
         .local_addr()
         .map(|addr| addr.port())
-}
-
-/// Distinguishes directories of servers started by one process on a reused port.
-fn start_counter() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Relaxed)
 }

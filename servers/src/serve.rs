@@ -17,15 +17,19 @@ use crate::{conn_timeouts::Tracked, listener::CountingListener};
 /// Serves `router` on `listener` until `shutdown` is cancelled, then until every connection has
 /// finished its answers (the caller bounds that wait).
 pub async fn serve(mut listener: CountingListener, router: Router, shutdown: CancellationToken) {
-    // Each connection holds a receiver; `closed()` resolves when the last one is gone.
+    // Each connection holds an `open` receiver; `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
+    // Dropping `stop_rx` tells every connection to finish. A watch sender's `closed()` is what each
+    // connection polls on every wake-up (each SSE event): unlike a cancellation token's, it takes no
+    // lock shared by all connections.
+    let (stop_tx, stop_rx) = watch::channel(());
     loop {
         let (io, info) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
         let service = Tracked::new(router.clone(), info);
-        let (shutdown, open) = (shutdown.clone(), open_rx.clone());
+        let (stop, open) = (stop_tx.clone(), open_rx.clone());
         tokio::spawn(async move {
             let mut builder = http1::Builder::new();
             // The socket's own deadlines (`conn_timeouts.rs`) bound a slow head.
@@ -39,7 +43,7 @@ pub async fn serve(mut listener: CountingListener, router: Router, shutdown: Can
                         tracing::trace!(%error, "connection ended with an error");
                     }
                 }
-                () = shutdown.cancelled() => {
+                () = stop.closed() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
@@ -47,6 +51,6 @@ pub async fn serve(mut listener: CountingListener, router: Router, shutdown: Can
             drop(open);
         });
     }
-    drop((listener, open_rx));
+    drop((listener, open_rx, stop_rx));
     open_tx.closed().await;
 }

@@ -59,7 +59,7 @@ fn hostile_copy(dir: &Path) {
         .find(|r| r.cell == "sse-c5000-r50-p128")
         .unwrap();
     renamed.cell = HOSTILE_CELL.to_owned();
-    // The reference run has no flagged cell: make one, so the warning reaches the page.
+    // A flagged cell whose warning holds markup, so the page must escape it.
     let warned = rows
         .iter_mut()
         .find(|r| r.cell == "ws-c1000-r50-p128")
@@ -153,7 +153,7 @@ fn the_html_report_renders_sorts_and_escapes_in_chromium() {
     );
     let found: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    assert_eq!(found["title"], "commbench report: run 20261129-090446");
+    assert_eq!(found["title"], "commbench report: run 20261129-105412");
     assert_eq!(found["consoleErrors"], Value::Array(Vec::new()), "{found}");
     assert_eq!(
         found["requests"],

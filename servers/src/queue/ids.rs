@@ -32,6 +32,20 @@ impl IdGen {
         format!("{:012x}", self.prefix)
     }
 
+    /// Whether `id` is one this instance handed out (its prefix, a counter already used): such a
+    /// job was confirmed by the broker or is in the spool, so it exists even if the job log has not
+    /// shown it here yet.
+    pub fn issued(&self, id: &str) -> bool {
+        let Some((prefix, n)) = id.split_once('-') else {
+            return false;
+        };
+        let ours =
+            u64::from_str_radix(prefix, 16).is_ok_and(|p| p == self.prefix) && prefix.len() == 12;
+        ours && n
+            .parse::<u64>()
+            .is_ok_and(|n| n >= 1 && n < self.next.load(Relaxed))
+    }
+
     /// A fresh job id and the job's lease secret.
     pub fn next(&self) -> (String, u64) {
         let n = self.next.fetch_add(1, Relaxed);
@@ -116,6 +130,28 @@ mod tests {
             "1.1",
         ] {
             assert_eq!(Lease::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_ids_this_instance_handed_out_are_issued_here() {
+        let (ours, theirs) = (IdGen::new(), IdGen::new());
+        let (first, _) = ours.next();
+        let (second, _) = ours.next();
+        let (foreign, _) = theirs.next();
+        assert!(ours.issued(&first) && ours.issued(&second));
+        assert!(!ours.issued(&foreign));
+        let prefix = ours.instance();
+        for never in [
+            format!("{prefix}-3"),
+            format!("{prefix}-0"),
+            format!("{prefix}-x"),
+            format!("{prefix}-"),
+            format!("0{prefix}-1"),
+            prefix.clone(),
+            String::new(),
+        ] {
+            assert!(!ours.issued(&never), "{never}");
         }
     }
 }

@@ -397,10 +397,19 @@ impl LogQueue {
         let slot = self.slot(queue)?;
         // RabbitMQ's end is read from the stream's newest chunk, which can come short of a record
         // confirmed a moment ago: a job unknown here is looked for a few times before it is a 404.
-        for _ in 0..UNKNOWN_TRIES {
-            if slot.table().info(id).is_some() {
+        // A job this instance named exists (its enqueue was confirmed, or it is spooled), so it is
+        // looked for until the follower has had `APPLY_WAIT` to bring it: under a burst of
+        // enqueues the follower lagged the few tries, and a user's first poll got a 404 for a
+        // job that was then done (seen on RabbitMQ, 1 job in 200).
+        let issued_here = self.ids.issued(id);
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        let mut tries = 0;
+        while slot.table().info(id).is_none() {
+            let patient = issued_here && tokio::time::Instant::now() < deadline;
+            if tries >= UNKNOWN_TRIES && !patient {
                 break;
             }
+            tries += 1;
             self.sync(&slot).await?;
             if slot.table().info(id).is_none() {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -76,7 +76,7 @@ impl StreamResponse {
                         .map_err(|_| protocol(format!("status {code} is not a status code")))?;
                     // 204 and 304 have no body whatever their headers say (RFC 9112 §6.3).
                     let body = if matches!(code, 204 | 304) {
-                        Body::Length(0)
+                        Body::Done
                     } else {
                         Body::framed_by(parsed.headers)?
                     };
@@ -189,7 +189,7 @@ fn protocol(why: String) -> ClientError {
 enum Body {
     /// `Transfer-Encoding: chunked`.
     Chunked(Chunk),
-    /// `Content-Length` bytes left.
+    /// `Content-Length` bytes left (never 0: an ended body is `Done`).
     Length(u64),
     /// Neither: the body ends when the server closes.
     UntilClose,
@@ -247,14 +247,17 @@ impl Body {
                 }
                 first
                     .parse()
-                    .map(Body::Length)
+                    .map(|length| match length {
+                        0 => Body::Done,
+                        left => Body::Length(left),
+                    })
                     .map_err(|_| protocol(format!("bad Content-Length `{first}`")))
             }
         }
     }
 
     fn is_done(&self) -> bool {
-        *self == Body::Done || *self == Body::Length(0)
+        *self == Body::Done
     }
 
     /// One step over `input` (the buffered, undecoded bytes): `used == 0` and no data means it needs
@@ -265,15 +268,17 @@ impl Body {
             data: None,
         };
         match self {
-            Body::Done | Body::Length(0) => Ok(need_more),
+            Body::Done => Ok(need_more),
             Body::Length(left) | Body::Chunked(Chunk::Data(left)) => {
                 let take = (*left).min(input.len() as u64) as usize;
                 if take == 0 {
                     return Ok(need_more);
                 }
                 *left -= take as u64;
-                if let Body::Chunked(chunk @ Chunk::Data(0)) = self {
-                    *chunk = Chunk::DataEnd;
+                match self {
+                    Body::Length(0) => *self = Body::Done,
+                    Body::Chunked(chunk @ Chunk::Data(0)) => *chunk = Chunk::DataEnd,
+                    _ => {}
                 }
                 Ok(Step {
                     used: take,
@@ -444,6 +449,7 @@ mod tests {
             Ok(Body::UntilClose)
         );
         assert_eq!(framed(&[("content-length", "12")]), Ok(Body::Length(12)));
+        assert_eq!(framed(&[("content-length", "0")]), Ok(Body::Done));
         assert_eq!(framed(&[]), Ok(Body::UntilClose));
         assert!(framed(&[("content-length", "1"), ("content-length", "2")]).is_err());
         assert!(framed(&[("content-length", "-1")]).is_err());

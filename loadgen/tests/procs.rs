@@ -8,10 +8,18 @@ mod common;
 use std::{
     path::Path,
     process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use commbench_loadgen::output::{read_summary, SummaryRow};
+use commbench_loadgen::{
+    output::{read_summary, SummaryRow},
+    pin::{self, CpuList},
+};
 
 use common::{commbench, exit_within, succeed, SMALL_WS};
 
@@ -189,7 +197,7 @@ fn bad_worker_counts_and_budgets_are_refused_with_the_numbers() {
 
 #[test]
 fn a_saturated_load_generator_is_flagged() {
-    let cpus = commbench_loadgen::pin::available().unwrap();
+    let cpus = pin::available().unwrap();
     if cpus.len() < 2 {
         eprintln!("skipped: one CPU, nothing to pin apart");
         return;
@@ -200,32 +208,51 @@ fn a_saturated_load_generator_is_flagged() {
     // generator's set make it saturated for sure, as other processes on a crowded box do (the
     // flag must catch both: a set run full, or a load generator waiting for its set). In the
     // ordinary scheduling class, so the hogs share the set with it.
-    let loadgen_set: commbench_loadgen::pin::CpuList = cpus.cpus()[0].to_string().parse().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..3)
-        .map(|_| {
-            let (set, stop) = (loadgen_set.clone(), stop.clone());
-            std::thread::spawn(move || {
-                commbench_loadgen::pin::pin_self(&set).unwrap();
-                let mut spin = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    spin = std::hint::black_box(spin.wrapping_add(1));
-                }
-            })
-        })
-        .collect();
+    let loadgen_set: CpuList = cpus.cpus()[0].to_string().parse().unwrap();
+    let hogs = Hogs::on(&loadgen_set, 3);
     let flagged = saturated_cells_flag(&cpus);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().unwrap();
-    }
+    drop(hogs);
     if let Err(seen) = flagged {
         panic!("not flagged in 3 tries: {seen:?}");
     }
 }
 
+/// Threads that keep a CPU set busy until dropped (also when a test panics).
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn on(set: &CpuList, count: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let (set, stop) = (set.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    pin::pin_self(&set).unwrap();
+                    let mut spin = 0u64;
+                    while !stop.load(Relaxed) {
+                        spin = std::hint::black_box(spin.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Runs the saturating cell up to three times; `Err` holds what each try said instead.
-fn saturated_cells_flag(cpus: &commbench_loadgen::pin::CpuList) -> Result<(), Vec<String>> {
+fn saturated_cells_flag(cpus: &CpuList) -> Result<(), Vec<String>> {
     let mut seen = Vec::new();
     for attempt in 0..3 {
         let dir = common::temp_dir(&format!("saturated-{attempt}"));

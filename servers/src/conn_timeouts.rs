@@ -307,7 +307,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
 /// flight on the connection until its answer is complete, so the socket's timeouts never cut off
 /// work in progress (a held long poll, an SSE stream); a 101 upgrade marks the connection for good.
 /// Served to hyper directly (`serve.rs`): nothing is boxed per request.
-#[derive(Clone)]
 pub struct Tracked {
     router: Router,
     info: Arc<ConnInfo>,

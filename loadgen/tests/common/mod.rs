@@ -105,8 +105,7 @@ pub fn commbench() -> std::process::Command {
 
 /// The rows of `dir/summary.csv`.
 pub fn summary_rows(dir: &std::path::Path) -> Vec<commbench_loadgen::output::SummaryRow> {
-    let mut reader = csv::Reader::from_path(dir.join("summary.csv")).unwrap();
-    reader.deserialize().map(Result::unwrap).collect()
+    commbench_loadgen::output::read_summary(&dir.join("summary.csv")).unwrap()
 }
 
 /// A small WebSocket workload that every way of hosting the clients must measure alike: 30

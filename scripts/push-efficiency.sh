@@ -22,6 +22,12 @@
 # `server_rss_per_connection_bytes` (peak RSS / peak connections) at MEM_CLIENTS idle connections.
 # Kernel settings are not touched.
 #
+# The machine's floor (FLOOR=1, default): `commbench floor` on the same CPUs measures what the bare
+# sockets cost with no protocol code — one write of FLOOR_SIZE bytes per delivery to CLIENTS
+# loopback connections at RATE (push), and one answer per request for CLIENTS pollers every INTERVAL
+# with the short-poll answer's size (request) — and each pattern is shown as a share of it: no server
+# that writes each delivery with its own send can reach 100%.
+#
 #   scripts/push-efficiency.sh                      # this tree vs HEAD~1
 #   BASE=main scripts/push-efficiency.sh            # vs any revision
 #   BASE=abc123 HERE=def456 scripts/push-efficiency.sh   # two revisions
@@ -49,6 +55,8 @@ NICE=${NICE:-0}
 MEM=${MEM:-1}
 MEM_CLIENTS=${MEM_CLIENTS:-10000}
 MEM_PATTERNS=${MEM_PATTERNS:-ws sse graphql-sub socketio}
+FLOOR=${FLOOR:-1}
+FLOOR_SIZE=${FLOOR_SIZE:-$((PAYLOAD + 64))}
 # A pattern's rate: RATE, or RATE_<pattern> (dashes as underscores). GraphQL subscriptions and long
 # polls cost several times what a WebSocket delivery does, so by default they run at a rate the
 # baseline serves with CPU to spare on one core: a saturated server (or load generator) batches
@@ -192,6 +200,28 @@ if [ "${REPORT_ONLY:-0}" != 1 ]; then
       echo "  memory: $pattern done"
     done
   fi
+  if [ "$FLOOR" = 1 ]; then
+    # A poll answer's size: what the short-poll cells delivered per answer, body and head.
+    poll_size=$(python3 - "$OUT" <<'PY'
+import csv, glob, sys
+sizes = [int(r["bytes_down"]) // max(1, int(r["requests"]))
+         for path in glob.glob(f"{sys.argv[1]}/here-short-poll-*/summary.csv")
+         for r in csv.DictReader(open(path))]
+print(sorted(sizes)[len(sizes) // 2] if sizes else 0)
+PY
+)
+    for round in $(seq "$REPEAT"); do
+      floor_args=(--clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
+        --server-cpus "$SERVER_CPU" --client-cpus "$LOADGEN_CPUS" --json)
+      nice -n "$NICE" "$here_bin" floor --mode push --rate "$RATE" --size "$FLOOR_SIZE" \
+        "${floor_args[@]}" >"$OUT/floor-push-$round.json"
+      if [ "$poll_size" -gt 0 ]; then
+        nice -n "$NICE" "$here_bin" floor --mode request --interval "$INTERVAL" --size "$poll_size" \
+          "${floor_args[@]}" >"$OUT/floor-request-$round.json"
+      fi
+    done
+    echo "  floor done"
+  fi
   uptime
 fi
 
@@ -220,9 +250,19 @@ def fmt(values):
     m = statistics.median(values)
     return f"{m:>10,.0f} ({min(values):,.0f}–{max(values):,.0f})"
 
+import json
+
+def floors(mode):
+    return [json.load(open(path)) for path in sorted(glob.glob(f"{out}/floor-{mode}-*.json"))]
+
+floor = {mode: floors(mode) for mode in ("push", "request")}
+# What each pattern is held against: a poll answer against the request floor, a delivery that is
+# one write on an open connection against the push floor; a long poll is both a request and a push.
+floor_of = {"short-poll": "request", "long-poll": None}
+
 print()
 print(f"deliveries per server CPU-second (short-poll: answers), median (min–max) of {repeat}")
-print(f"{'pattern':<12} {'base ' + base:>28} {'this ' + here:>28} {'ratio':>7}  µs/delivery base → this")
+print(f"{'pattern':<12} {'base ' + base:>28} {'this ' + here:>28} {'ratio':>7}  µs/delivery base → this  of floor")
 for pattern in patterns.split():
     b = [per_cpu(r, pattern) for r in rounds("base", pattern)]
     h = [per_cpu(r, pattern) for r in rounds("here", pattern)]
@@ -230,8 +270,20 @@ for pattern in patterns.split():
         print(f"{pattern:<12} no run kept to its schedule; see {out}")
         continue
     ratio = statistics.median(h) / statistics.median(b)
+    mode = floor_of.get(pattern, "push")
+    share = "—"
+    if mode and floor[mode]:
+        share = f"{statistics.median(h) / statistics.median([f['per_cpu_second'] for f in floor[mode]]):.0%}"
     print(f"{pattern:<12} {fmt(b):>28} {fmt(h):>28} {ratio:>6.2f}×  "
-          f"{1e6 / statistics.median(b):.2f} → {1e6 / statistics.median(h):.2f}")
+          f"{1e6 / statistics.median(b):.2f} → {1e6 / statistics.median(h):.2f}  {share:>9}")
+for mode, runs in floor.items():
+    if not runs:
+        continue
+    what = {"push": "one write per delivery", "request": "one answer per request"}[mode]
+    values = [f["per_cpu_second"] for f in runs]
+    trouble = sum(f["would_block"] + f["late_ticks"] for f in runs)
+    print(f"floor, {mode} ({what}, {runs[0]['size']} B, bare sockets): {fmt(values).strip()} per CPU-second, "
+          f"{1e6 / statistics.median(values):.2f} µs each" + (f"; {trouble} writes blocked or ticks late" if trouble else ""))
 notes = []
 for pattern in patterns.split():
     for build in ("base", "here"):

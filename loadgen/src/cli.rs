@@ -38,6 +38,10 @@ pub enum Command {
     /// Host shares of a distributed run's clients for a coordinator (`run --agents N
     /// --coordinator redis://…`), e.g. one per machine or per Kubernetes Job index.
     Agent(crate::agent::AgentArgs),
+    /// What this machine's loopback sockets cost with no protocol code: one write per delivery
+    /// (push) or one answer per request, CPU of the measured thread per operation. The yardstick
+    /// for a pattern's server CPU per delivery (scripts/push-efficiency.sh prints both).
+    Floor(crate::floor::FloorArgs),
     /// A load-worker process of `run --procs N`, driven over its standard input and output.
     #[command(hide = true)]
     LoadWorker(LoadWorkerArgs),

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod clock;
 pub mod collector;
 pub mod fleet;
+pub mod floor;
 pub mod health;
 pub mod http;
 pub mod http_stream;

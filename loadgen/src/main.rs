@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Agent(args) => agent(args).await,
+            Command::Floor(args) => floor(args).await,
             Command::LoadWorker(_) => {
                 pipe::serve_stdio(HostOptions::default()).await;
                 Ok(std::process::ExitCode::SUCCESS)
@@ -115,7 +116,10 @@ fn pin_process(
             pin_to("--cpus", &args.cpus)?;
             return Ok((Arc::default(), Some(args.priority)));
         }
-        Command::Report(_) | Command::Worker(_) => return Ok((Arc::default(), None)),
+        // The floor pins its own threads, each to its own set.
+        Command::Report(_) | Command::Worker(_) | Command::Floor(_) => {
+            return Ok((Arc::default(), None))
+        }
     };
     let raw = run.raw_scenario()?;
     // Servers this run starts itself (embedded, or a profile's `[start]`) get a set of their own.
@@ -377,5 +381,27 @@ async fn worker(
         .await
         .context("worker failed")?;
     println!("{report}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn floor(
+    args: commbench_loadgen::floor::FloorArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    use commbench_loadgen::floor::{self, FloorError};
+    let json = args.json;
+    let measured = tokio::task::spawn_blocking(move || floor::run(&args))
+        .await
+        .context("the floor measurement panicked")?;
+    let floor = match measured {
+        Ok(floor) => floor,
+        // A bad CPU list is a usage error (status 2), like `run`'s.
+        Err(FloorError::Pin(error)) => return Err(error.into()),
+        Err(error) => return Err(anyhow::Error::new(error).context("floor failed")),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&floor)?);
+    } else {
+        println!("{floor}");
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -42,6 +42,41 @@ impl PinError {
 }
 
 impl CpuList {
+    /// Parses `text` (see [`CpuList::parse_flag`]) and checks every CPU is one of `available`.
+    pub fn parse_within(
+        flag: &'static str,
+        text: &str,
+        available: &CpuList,
+    ) -> Result<Self, PinError> {
+        let list = CpuList::parse_flag(flag, text)?;
+        if let Some(cpu) = list.0.iter().find(|c| !available.0.contains(c)) {
+            return Err(PinError::Unavailable {
+                flag,
+                cpu: *cpu,
+                list: list.clone(),
+                allowed: available.clone(),
+            });
+        }
+        Ok(list)
+    }
+
+    /// The first CPU of the list and the rest (the rest is empty for a single CPU).
+    pub fn first_and_rest(&self) -> (CpuList, CpuList) {
+        let (first, rest) = self.0.split_at(self.0.len().min(1));
+        (CpuList(first.to_vec()), CpuList(rest.to_vec()))
+    }
+
+    /// These CPUs without any of `other`'s.
+    pub fn without(&self, other: &CpuList) -> CpuList {
+        CpuList(
+            self.0
+                .iter()
+                .copied()
+                .filter(|c| !other.0.contains(c))
+                .collect(),
+        )
+    }
+
     pub fn cpus(&self) -> &[usize] {
         &self.0
     }
@@ -228,16 +263,7 @@ impl CpuPlan {
     ) -> Result<Self, PinError> {
         let named = |flag: &'static str, text: &Option<String>| -> Result<_, PinError> {
             let Some(text) = text else { return Ok(None) };
-            let list = CpuList::parse_flag(flag, text)?;
-            if let Some(cpu) = list.0.iter().find(|c| !available.0.contains(c)) {
-                return Err(PinError::Unavailable {
-                    flag,
-                    cpu: *cpu,
-                    list: list.clone(),
-                    allowed: available.clone(),
-                });
-            }
-            Ok(Some(list))
+            CpuList::parse_within(flag, text, &available).map(Some)
         };
         let server = named("--server-cpus", &request.server)?;
         let loadgen = named("--loadgen-cpus", &request.loadgen)?;

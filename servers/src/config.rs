@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::{
     bus::MemoryBusConfig,
-    units::{in_range, parse_bytes, parse_count, parse_duration},
+    units::{duration_in, in_range, parse_bytes, parse_count, parse_duration},
 };
 
 /// Flags shared by `commbench-server` and `commbench serve`.
@@ -268,16 +268,6 @@ fn count_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
 
 fn bytes_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
     Ok(in_range(parse_bytes(text)?, min, max)? as usize)
-}
-
-fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let value = parse_duration(text)?;
-    if value < min || value > max {
-        return Err(format!(
-            "{value:?} is out of range (allowed {min:?}..={max:?})"
-        ));
-    }
-    Ok(value)
 }
 
 /// Plain `redis://`, `amqp://` and `kafka://` are built in (no TLS); anything else is refused up

@@ -89,6 +89,17 @@ pub fn in_range<T: PartialOrd + std::fmt::Display>(value: T, min: T, max: T) -> 
     Ok(value)
 }
 
+/// Parses a duration (as [`parse_duration`]) and checks it lies in `min..=max`.
+pub fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    if value < min || value > max {
+        return Err(format!(
+            "{value:?} is out of range (allowed {min:?}..={max:?})"
+        ));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

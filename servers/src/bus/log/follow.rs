@@ -61,6 +61,11 @@ impl Follower {
             .find_map(|(seen, seq)| (seen == id).then_some(*seq))
     }
 
+    /// The newest sequence number handed on to the local bus so far.
+    pub fn handed_on(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
     /// Waits until everything up to `seq` has been handed on, at most `within`.
     pub async fn caught_up(&self, seq: u64, within: Duration) -> bool {
         let mut progress = self.progress.subscribe();

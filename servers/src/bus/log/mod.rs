@@ -5,7 +5,8 @@
 //! exactly as the single-server bus does; a publish learns its sequence number when its record comes
 //! back through the follower. A read whose answer would be empty (or a cursor beyond the local head)
 //! first asks the broker where the log ends and waits for the follower to get there, so a client sees
-//! every event confirmed before its request. While the broker is unreachable `POST /publish` spools
+//! every event confirmed before its request; a long poll at or behind what the instance holds just
+//! waits on the local copy, which the follower brings up to date. While the broker is unreachable `POST /publish` spools
 //! (`publish.rs`, the shared replayer), followers resume where they left off, and whatever needs the
 //! broker now answers 503.
 
@@ -157,6 +158,16 @@ impl Bus for LogBus {
         after: u64,
         wait: Duration,
     ) -> Result<(), BusError> {
+        // A followed topic whose local copy already holds the cursor: the follower hands on whatever
+        // the log gets next, which wakes the local wait, so no end query is needed. Every poller of
+        // a topic would otherwise queue behind one (a thousand long polls on RabbitMQ waited about
+        // 40 ms each). The read that follows the wait still goes to the broker when the local copy
+        // cannot answer, so an outage is still a 503, at the wait's end.
+        if let Some(follower) = self.followers.get(topic) {
+            if after <= follower.handed_on() {
+                return self.local.wait_for_event(topic, after, wait).await;
+            }
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.sync(topic).await? {
@@ -186,5 +197,161 @@ impl Bus for LogBus {
             .map_err(AppendError::into_bus_error)?;
         self.sync(topic).await?;
         self.local.subscribe(topic, after).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Mutex,
+    };
+
+    use super::*;
+    use crate::log::{Entry, LogReader};
+
+    /// Each log's records (id, payload), by name.
+    type Logs = Arc<Mutex<std::collections::HashMap<String, Vec<(String, Bytes)>>>>;
+
+    /// Logs in memory, counting how often a log's end is asked.
+    #[derive(Default)]
+    struct InMemory {
+        logs: Logs,
+        ends: AtomicUsize,
+    }
+
+    struct Reader {
+        logs: Logs,
+        log: String,
+        next: u64,
+    }
+
+    #[async_trait]
+    impl LogReader for Reader {
+        async fn next(&mut self, wait: Duration) -> Result<Vec<Entry>, LogError> {
+            let deadline = tokio::time::Instant::now() + wait.min(Duration::from_millis(20));
+            loop {
+                let entries: Vec<Entry> = {
+                    let logs = self.logs.lock().unwrap();
+                    let records = logs.get(&self.log).map(Vec::as_slice).unwrap_or_default();
+                    (self.next..records.len() as u64)
+                        .map(|offset| Entry {
+                            offset,
+                            id: records[offset as usize].0.clone(),
+                            payload: records[offset as usize].1.clone(),
+                        })
+                        .collect()
+                };
+                if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+                    self.next += entries.len() as u64;
+                    return Ok(entries);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    #[async_trait]
+    impl LogBroker for InMemory {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        async fn create(&self, log: &str) -> Result<(), LogError> {
+            self.logs.lock().unwrap().entry(log.to_owned()).or_default();
+            Ok(())
+        }
+        async fn append(&self, log: &str, records: &[(String, Bytes)]) -> Result<(), LogError> {
+            let mut logs = self.logs.lock().unwrap();
+            let Some(held) = logs.get_mut(log) else {
+                return Err(LogError::Missing(log.to_owned()));
+            };
+            held.extend_from_slice(records);
+            Ok(())
+        }
+        async fn end(&self, log: &str) -> Result<u64, LogError> {
+            self.ends.fetch_add(1, SeqCst);
+            let logs = self.logs.lock().unwrap();
+            logs.get(log)
+                .map(|records| records.len() as u64)
+                .ok_or_else(|| LogError::Missing(log.to_owned()))
+        }
+        async fn reader(&self, log: &str, offset: u64) -> Result<Box<dyn LogReader>, LogError> {
+            Ok(Box::new(Reader {
+                logs: self.logs.clone(),
+                log: log.to_owned(),
+                next: offset,
+            }))
+        }
+        async fn wait_up(&self) {}
+        fn remakes_under_readers(&self) -> bool {
+            false
+        }
+    }
+
+    fn bus(broker: Arc<InMemory>) -> LogBus {
+        LogBus::new(
+            broker,
+            MemoryBusConfig {
+                history_events: 100,
+                history_bytes: 1 << 20,
+                max_topics: 4,
+                subscriber_buffer: 16,
+            },
+            SpoolLimits {
+                events: 16,
+                bytes: 1 << 16,
+            },
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn long_polls_on_a_followed_topic_wait_without_asking_where_the_log_ends() {
+        let broker = Arc::new(InMemory::default());
+        let bus = Arc::new(bus(broker.clone()));
+        let topic = TopicName::parse("t").unwrap();
+        assert_eq!(bus.publish(&topic, Bytes::from_static(b"a")).await, Ok(1));
+        // The first read follows the topic (asking the broker where its log ends).
+        assert_eq!(bus.read(&topic, 0, 10).await.unwrap().events.len(), 1);
+        let asked = broker.ends.load(SeqCst);
+        // Long polls held at the head of what this instance holds: no end query, however many.
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let (bus, topic) = (bus.clone(), topic.clone());
+                tokio::spawn(
+                    async move { bus.wait_for_event(&topic, 1, Duration::from_secs(10)).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "woke with no event"
+        );
+        // Another instance's publish: straight into the log, seen only through the follower.
+        broker
+            .append(
+                &follow::topic_log(&topic),
+                &[("elsewhere".into(), Bytes::from_static(b"b"))],
+            )
+            .await
+            .unwrap();
+        for waiter in waiters {
+            let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(matches!(woke, Ok(Ok(Ok(())))), "{woke:?}");
+        }
+        assert_eq!(bus.read(&topic, 1, 10).await.unwrap().events.len(), 1);
+        assert_eq!(
+            broker.ends.load(SeqCst),
+            asked,
+            "a held long poll asked the broker"
+        );
+        // A cursor beyond what this instance holds still asks, and is refused as ahead.
+        assert!(matches!(
+            bus.wait_for_event(&topic, 9, Duration::from_millis(10))
+                .await,
+            Err(BusError::CursorAhead { .. })
+        ));
+        assert!(broker.ends.load(SeqCst) > asked);
     }
 }

@@ -25,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pin::{self, CpuList, PinError};
 
+/// How long the clients may take to connect before the measurement gives up.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FloorMode {
@@ -111,6 +114,8 @@ pub enum FloorError {
     Lost { sent: u64, received: u64 },
     #[error("a client's answer was not the one sent: {0}")]
     BadAnswer(String),
+    #[error("only {0} of the {1} clients connected within 30 s")]
+    NotConnected(usize, usize),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
 }
@@ -136,15 +141,14 @@ pub struct Floor {
 
 impl std::fmt::Display for Floor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self.mode {
-            FloorMode::Push => "writes",
-            FloorMode::Request => "answers",
+        let (mode, what) = match self.mode {
+            FloorMode::Push => ("push", "writes"),
+            FloorMode::Request => ("request", "answers"),
         };
         write!(
             f,
-            "floor ({mode:?}, {clients} connections, {size} B): {ops} {what} in {window:.1} s, \
+            "floor ({mode}, {clients} connections, {size} B): {ops} {what} in {window:.1} s, \
              {cpu:.3} CPU-s = {us:.2} µs each, {per:.0} per CPU-second",
-            mode = self.mode,
             clients = self.clients,
             size = self.size,
             ops = self.operations,
@@ -232,8 +236,20 @@ fn push(args: &FloorArgs, server_cpus: CpuList, client_cpus: CpuList) -> Result<
     let sender = std::thread::spawn(move || -> Result<(Floor, u64), FloorError> {
         pin::pin_self(&server_cpus)?;
         let mut sockets = Vec::with_capacity(clients);
-        for _ in 0..clients {
-            let (socket, _) = listener.accept()?;
+        listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + CONNECT_WITHIN;
+        while sockets.len() < clients {
+            let socket = match listener.accept() {
+                Ok((socket, _)) => socket,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(FloorError::NotConnected(sockets.len(), clients));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             socket.set_nodelay(true)?;
             socket.set_nonblocking(true)?;
             sockets.push(socket);
@@ -359,12 +375,15 @@ fn request(
         })
     };
     std::thread::sleep(args.warmup);
-    let (cpu_start, answers_start) = (task_cpu_seconds(&task)?, answers.load(Relaxed));
+    let start = (task_cpu_seconds(&task), answers.load(Relaxed));
     std::thread::sleep(args.duration);
-    let (cpu_end, answers_end) = (task_cpu_seconds(&task)?, answers.load(Relaxed));
+    let end = (task_cpu_seconds(&task), answers.load(Relaxed));
     stop.cancel();
+    // Either side's own failure says more than a CPU time that could not be read.
     joined(pollers, "client")?;
     joined(server, "server")?;
+    let ((cpu_start, answers_start), (cpu_end, answers_end)) =
+        ((start.0?, start.1), (end.0?, end.1));
     Ok(Floor::new(
         FloorMode::Request,
         clients,
@@ -383,8 +402,10 @@ async fn answer_requests(
 ) -> Result<(), FloorError> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let (mut stream, _) = listener.accept().await?;
+    for accepted in 0..clients {
+        let (mut stream, _) = tokio::time::timeout(CONNECT_WITHIN, listener.accept())
+            .await
+            .map_err(|_| FloorError::NotConnected(accepted, clients))??;
         stream.set_nodelay(true)?;
         let (answer, answers) = (answer.clone(), answers.clone());
         tasks.push(tokio::spawn(async move {
@@ -453,8 +474,15 @@ async fn poll(
                         () = stop.cancelled() => return Ok(()),
                         _ = ticks.tick() => {}
                     }
-                    stream.write_all(REQUEST).await?;
-                    stream.read_exact(&mut buf).await?;
+                    // A server that stops answering must not keep the clients past the window.
+                    let exchange = async {
+                        stream.write_all(REQUEST).await?;
+                        stream.read_exact(&mut buf).await
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        exchanged = exchange => { exchanged?; }
+                    }
                     if buf[..] != answer[..] {
                         return Err(FloorError::BadAnswer(
                             String::from_utf8_lossy(&buf[..buf.len().min(80)]).into_owned(),

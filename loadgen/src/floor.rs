@@ -468,25 +468,34 @@ async fn poll(
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval_at(start + phase, interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut buf = vec![0u8; answer.len()];
+                // Read and checked a piece at a time: thousands of clients must not each hold a
+                // whole (up to 1 MiB) answer.
+                let mut buf = [0u8; 4096];
                 loop {
                     tokio::select! {
-                        () = stop.cancelled() => return Ok(()),
+                        () = stop.cancelled() => return Ok::<(), FloorError>(()),
                         _ = ticks.tick() => {}
                     }
                     // A server that stops answering must not keep the clients past the window.
                     let exchange = async {
                         stream.write_all(REQUEST).await?;
-                        stream.read_exact(&mut buf).await
+                        let mut checked = 0;
+                        while checked < answer.len() {
+                            let piece = (answer.len() - checked).min(buf.len());
+                            stream.read_exact(&mut buf[..piece]).await?;
+                            if buf[..piece] != answer[checked..checked + piece] {
+                                let got = String::from_utf8_lossy(&buf[..piece.min(80)]);
+                                return Err(FloorError::BadAnswer(format!(
+                                    "at byte {checked}: {got}"
+                                )));
+                            }
+                            checked += piece;
+                        }
+                        Ok::<(), FloorError>(())
                     };
                     tokio::select! {
                         () = stop.cancelled() => return Ok(()),
-                        exchanged = exchange => { exchanged?; }
-                    }
-                    if buf[..] != answer[..] {
-                        return Err(FloorError::BadAnswer(
-                            String::from_utf8_lossy(&buf[..buf.len().min(80)]).into_owned(),
-                        ));
+                        exchanged = exchange => exchanged?,
                     }
                 }
             })

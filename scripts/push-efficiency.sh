@@ -24,8 +24,8 @@
 #
 # The machine's floor (FLOOR=1, default): `commbench floor` on the same CPUs measures what the bare
 # sockets cost with no protocol code — one write of FLOOR_SIZE bytes per delivery to CLIENTS
-# loopback connections at RATE (push), and one answer per request for CLIENTS pollers every INTERVAL
-# with the short-poll answer's size (request) — and each pattern is shown as a share of it: no server
+# loopback connections at RATE (push), and one answer per request at the short-poll and long-poll
+# cells' own answer size and rate (request) — and each pattern is shown as a share of it: no server
 # that writes each delivery with its own send can reach 100%.
 #
 #   scripts/push-efficiency.sh                      # this tree vs HEAD~1
@@ -201,24 +201,34 @@ if [ "${REPORT_ONLY:-0}" != 1 ]; then
     done
   fi
   if [ "$FLOOR" = 1 ]; then
-    # A poll answer's size: what the short-poll cells delivered per answer, body and head.
-    poll_size=$(python3 - "$OUT" <<'PY'
-import csv, glob, sys
-sizes = [int(r["bytes_down"]) // max(1, int(r["requests"]))
-         for path in glob.glob(f"{sys.argv[1]}/here-short-poll-*/summary.csv")
-         for r in csv.DictReader(open(path))]
-print(sorted(sizes)[len(sizes) // 2] if sizes else 0)
+    # A poll pattern's answers as this tree's cells made them: the median size (body and head) and
+    # each client's interval between answers, "SIZE INTERVALms", or nothing without such cells.
+    answer_shape() {
+      python3 - "$OUT" "$1" "$CLIENTS" "$DURATION" <<'PY'
+import csv, glob, statistics, sys
+out, pattern, clients, window = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rows = [r for path in glob.glob(f"{out}/here-{pattern}-[0-9]*/summary.csv")
+        for r in csv.DictReader(open(path)) if int(r["requests"] or 0) > 0]
+if rows:
+    size = statistics.median(int(r["bytes_down"]) // int(r["requests"]) for r in rows)
+    interval_ms = statistics.median(clients * float(r["measured_s"]) * 1000 / int(r["requests"])
+                                    for r in rows)
+    print(f"{int(size)} {max(1, round(interval_ms))}ms")
 PY
-)
+    }
     for round in $(seq "$REPEAT"); do
       floor_args=(--clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP"
         --server-cpus "$SERVER_CPU" --client-cpus "$LOADGEN_CPUS" --json)
       nice -n "$NICE" "$here_bin" floor --mode push --rate "$RATE" --size "$FLOOR_SIZE" \
         "${floor_args[@]}" >"$OUT/floor-push-$round.json"
-      if [ "$poll_size" -gt 0 ]; then
-        nice -n "$NICE" "$here_bin" floor --mode request --interval "$INTERVAL" --size "$poll_size" \
-          "${floor_args[@]}" >"$OUT/floor-request-$round.json"
-      fi
+      # The request floor at each poll pattern's own answer size and rate (a long poll's answers
+      # come in bursts, one per event for every waiting client; the floor's are spread evenly).
+      for pattern in short-poll long-poll; do
+        read -r size interval <<<"$(answer_shape "$pattern")" || true
+        [ -n "${size:-}" ] || continue
+        nice -n "$NICE" "$here_bin" floor --mode request --interval "$interval" --size "$size" \
+          "${floor_args[@]}" >"$OUT/floor-$pattern-$round.json"
+      done
     done
     echo "  floor done"
   fi
@@ -255,10 +265,10 @@ import json
 def floors(mode):
     return [json.load(open(path)) for path in sorted(glob.glob(f"{out}/floor-{mode}-*.json"))]
 
-floor = {mode: floors(mode) for mode in ("push", "request")}
-# What each pattern is held against: a poll answer against the request floor, a delivery that is
-# one write on an open connection against the push floor; a long poll is both a request and a push.
-floor_of = {"short-poll": "request", "long-poll": None}
+floor = {mode: floors(mode) for mode in ("push", "short-poll", "long-poll")}
+# What each pattern is held against: a poll answer against the request floor at its own size and
+# rate, a delivery that is one write on an open connection against the push floor.
+floor_of = {"short-poll": "short-poll", "long-poll": "long-poll"}
 
 print()
 print(f"deliveries per server CPU-second (short-poll: answers), median (min–max) of {repeat}")
@@ -279,7 +289,7 @@ for pattern in patterns.split():
 for mode, runs in floor.items():
     if not runs:
         continue
-    what = {"push": "one write per delivery", "request": "one answer per request"}[mode]
+    what = "one write per delivery" if mode == "push" else f"one answer per request, as {mode}"
     values = [f["per_cpu_second"] for f in runs]
     trouble = sum(f["would_block"] + f["late_ticks"] for f in runs)
     print(f"floor, {mode} ({what}, {runs[0]['size']} B, bare sockets): {fmt(values).strip()} per CPU-second, "

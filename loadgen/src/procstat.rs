@@ -78,6 +78,64 @@ pub fn cpu_set_ticks(cpus: &[usize]) -> Option<(u64, u64)> {
     (total > 0).then_some((idle, total))
 }
 
+/// Each process's parent, from `/proc/*/stat`, as it is now.
+fn parents() -> HashMap<u32, u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name may contain spaces; fields are counted after its closing parenthesis.
+            let parent = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+            Some((pid, parent.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `root` and every process below it (its children, theirs, …) in `parents`.
+fn tree_in(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
+    let mut tree = vec![root];
+    let mut next = 0;
+    while next < tree.len() {
+        let parent = tree[next];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(pid, p)| **p == parent && **pid != parent)
+                .map(|(pid, _)| *pid),
+        );
+        next += 1;
+    }
+    tree
+}
+
+/// CPU seconds of `root`'s process tree: each member's own (as [`cpu_seconds`]) plus what its
+/// children that ended and were waited for used (`cutime + cstime`). So a server behind a launcher
+/// that forks it (`sh -c …`, `npm start`, a pre-forking master) counts with the launcher, and a
+/// child that exits in the window keeps counting through its parent. `None` when `root` is gone.
+pub fn tree_cpu_seconds(root: u32) -> Option<f64> {
+    let own = cpu_seconds(root)? + reaped_children_seconds(root).unwrap_or(0.0);
+    let below: f64 = tree_in(root, &parents())
+        .into_iter()
+        .skip(1)
+        .filter_map(|pid| Some(cpu_seconds(pid)? + reaped_children_seconds(pid).unwrap_or(0.0)))
+        .sum();
+    Some(own + below)
+}
+
+/// CPU seconds of `pid`'s children that ended and were waited for (`cutime + cstime`).
+fn reaped_children_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let user: u64 = fields.get(13)?.parse().ok()?;
+    let system: u64 = fields.get(14)?.parse().ok()?;
+    Some((user + system) as f64 / TICKS_PER_SECOND)
+}
+
 /// Resident set size of `pid` in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -86,6 +144,9 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Samples between two reads of who is below each process tree [`RssPeaks`] adds up.
+const TREE_RESCAN_TICKS: u64 = 8;
+
 /// Samples the RSS of some processes every `period` and keeps each one's peak.
 #[derive(Clone, Default)]
 pub struct RssPeaks {
@@ -93,18 +154,37 @@ pub struct RssPeaks {
 }
 
 impl RssPeaks {
-    /// Samples until the returned handle is aborted.
-    pub fn start(pids: Vec<u32>, period: Duration) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Samples until the returned handle is aborted: each of `pids` alone, and each of `trees`
+    /// with every process below it added up (see [`tree_cpu_seconds`]).
+    pub fn start(
+        pids: Vec<u32>,
+        trees: Vec<u32>,
+        period: Duration,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let peaks = Self::default();
         let sampler = peaks.clone();
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
-            loop {
+            // Who is below each root is read from all of /proc, so only now and then: a server's
+            // processes rarely change, and this runs beside the load generator's own work.
+            let mut members: Vec<Vec<u32>> = Vec::new();
+            for tick in 0u64.. {
                 ticks.tick().await;
+                if tick % TREE_RESCAN_TICKS == 0 && !trees.is_empty() {
+                    let parents = parents();
+                    members = trees.iter().map(|root| tree_in(*root, &parents)).collect();
+                }
                 let mut peaks = sampler.peaks.lock().await;
-                for pid in &pids {
-                    if let Some(rss) = rss_bytes(*pid) {
-                        let peak = peaks.entry(*pid).or_insert(0);
+                let alone = pids.iter().map(|pid| (*pid, rss_bytes(*pid)));
+                let whole = members.iter().map(|tree| {
+                    let rss = rss_bytes(tree[0]).map(|own| {
+                        own + tree[1..].iter().filter_map(|p| rss_bytes(*p)).sum::<u64>()
+                    });
+                    (tree[0], rss)
+                });
+                for (pid, rss) in alone.chain(whole) {
+                    if let Some(rss) = rss {
+                        let peak = peaks.entry(pid).or_insert(0);
                         *peak = (*peak).max(rss);
                     }
                 }
@@ -132,5 +212,21 @@ mod tests {
         let (idle, total) = cpu_set_ticks(&[0]).unwrap();
         assert!(idle <= total && total > 0);
         assert!(cpu_set_ticks(&[usize::MAX]).is_none());
+    }
+
+    #[test]
+    fn a_process_tree_counts_its_children() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = tree_in(me, &parents());
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert!(tree_cpu_seconds(me).unwrap() >= cpu_seconds(me).unwrap());
+        assert!(tree_cpu_seconds(u32::MAX).is_none());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

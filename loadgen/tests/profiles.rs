@@ -367,6 +367,39 @@ url = "/sse/{topic}"
 }
 
 #[test]
+fn a_server_behind_a_launcher_that_forks_it_is_measured_whole() {
+    // The start command is a shell that runs the server in the background and waits (as `npm
+    // start` does): the process commbench started is the shell, which uses no CPU of its own.
+    let path = std::env::temp_dir().join(format!("commbench-fork-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"name = "forked"
+base_url = "http://127.0.0.1:{port}"
+[start]
+command = ["sh", "-c", "\"$0\" serve --bind 127.0.0.1:$1 & trap 'kill $!' TERM; wait", "{commbench}", "{port}"]
+ready_url = "/health"
+[publish]
+url = "/publish/{topic}"
+[patterns.sse]
+url = "/sse/{topic}"
+"#,
+    )
+    .unwrap();
+    let rows = run(&["-p", "sse", "--profile", path.to_str().unwrap()], "fork");
+    let _ = std::fs::remove_file(&path);
+    let row = &rows["sse"];
+    assert_eq!(row.events_delivered, row.events_expected);
+    // The server's work and memory, not just the shell's (a shell waiting uses no CPU at all and
+    // about a megabyte).
+    assert!(row.server_cpu_s > Some(0.0), "{:?}", row.server_cpu_s);
+    assert!(
+        row.server_peak_rss_bytes > Some(4 << 20),
+        "{:?}",
+        row.server_peak_rss_bytes
+    );
+}
+
+#[test]
 fn a_running_server_is_measured_through_its_pid() {
     let mut server = commbench()
         .args(["serve", "--bind", "127.0.0.1:0"])

@@ -283,7 +283,11 @@ impl Watchers {
         let forwarder = tokio::spawn(forward_intervals(intervals, recorder.clone(), up.clone()));
         Self {
             lag: tokio::spawn(scheduling_lag(shared.clone(), stop.clone())),
-            rss: RssPeaks::start(vec![std::process::id()], Duration::from_millis(250)),
+            rss: RssPeaks::start(
+                vec![std::process::id()],
+                Vec::new(),
+                Duration::from_millis(250),
+            ),
             stop,
             collector,
             forwarder,

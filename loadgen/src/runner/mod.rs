@@ -467,7 +467,11 @@ impl<'a> CellRun<'a> {
             publisher.go(run_start, window_end, self.stop.child_token());
         }
         let processes = Processes::of(self.fleet, self.options.placement.cpus.loadgen.as_ref());
-        let (rss, rss_task) = RssPeaks::start(processes.all(), Duration::from_millis(250));
+        let (rss, rss_task) = RssPeaks::start(
+            processes.alone(),
+            processes.trees(),
+            Duration::from_millis(250),
+        );
         let counters = &self.shared.recorder.counters;
         let interrupted = !sleep_until_ns(clock, window_start, &self.stop).await;
         let start = (counters.snapshot(), processes.cpu());

@@ -3,7 +3,7 @@
 
 use crate::{
     fleet::Fleet,
-    procstat::{cpu_seconds, cpu_set_ticks, wait_seconds, RssPeaks},
+    procstat::{cpu_seconds, cpu_set_ticks, tree_cpu_seconds, wait_seconds, RssPeaks},
     result::ProcessUsage,
 };
 
@@ -42,16 +42,23 @@ impl Processes {
         }
     }
 
-    pub fn all(&self) -> Vec<u32> {
+    /// Processes measured alone: the load generator (whose children are the servers, brokers and
+    /// workers, each measured in its own right) and the broker.
+    pub fn alone(&self) -> Vec<u32> {
         let mut pids = vec![std::process::id()];
-        pids.extend(&self.servers);
         pids.extend(self.broker);
         pids
     }
 
+    /// Processes measured with everything below them: the servers, so one behind a launcher that
+    /// forks it (or a master with workers) is measured whole.
+    pub fn trees(&self) -> Vec<u32> {
+        self.servers.clone()
+    }
+
     pub fn cpu(&self) -> CpuReading {
         let servers = (!self.servers.is_empty())
-            .then(|| self.servers.iter().map(|pid| cpu_seconds(*pid)).sum())
+            .then(|| self.servers.iter().map(|pid| tree_cpu_seconds(*pid)).sum())
             .flatten();
         CpuReading {
             loadgen: cpu_seconds(std::process::id()),

@@ -10,7 +10,7 @@
 use std::{
     io::{self, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         mpsc, Arc,
@@ -23,7 +23,10 @@ use commbench_servers::units::{duration_in, in_range, parse_bytes, parse_count};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pin::{self, CpuList, PinError};
+use crate::{
+    pin::{self, CpuList, PinError},
+    procstat,
+};
 
 /// How long the clients may take to connect before the measurement gives up.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
@@ -114,7 +117,7 @@ pub enum FloorError {
     Lost { sent: u64, received: u64 },
     #[error("a client's answer was not the one sent: {0}")]
     BadAnswer(String),
-    #[error("only {0} of the {1} clients connected within 30 s")]
+    #[error("only {0} of the {1} clients connected within {within:?}", within = CONNECT_WITHIN)]
     NotConnected(usize, usize),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
@@ -181,7 +184,7 @@ fn cpu_sets(args: &FloorArgs) -> Result<(CpuList, CpuList), PinError> {
     let available = pin::available()?;
     let server = match &args.server_cpus {
         Some(text) => CpuList::parse_within("--server-cpus", text, &available)?,
-        None => available.first_and_rest().0,
+        None => available.first(),
     };
     let client = match &args.client_cpus {
         Some(text) => CpuList::parse_within("--client-cpus", text, &available)?,
@@ -193,20 +196,14 @@ fn cpu_sets(args: &FloorArgs) -> Result<(CpuList, CpuList), PinError> {
     Ok((server, client))
 }
 
-/// CPU seconds the calling thread has run, from its `schedstat` (nanoseconds).
+/// CPU seconds the calling thread has run.
 fn own_cpu_seconds() -> Result<f64, FloorError> {
-    task_cpu_seconds(&PathBuf::from("/proc/thread-self"))
+    task_cpu_seconds(Path::new("/proc/thread-self"))
 }
 
-fn task_cpu_seconds(task: &std::path::Path) -> Result<f64, FloorError> {
-    let text =
-        std::fs::read_to_string(task.join("schedstat")).map_err(|_| FloorError::NoCpuTime)?;
-    let nanos: u64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|field| field.parse().ok())
-        .ok_or(FloorError::NoCpuTime)?;
-    Ok(nanos as f64 / 1e9)
+/// CPU seconds the thread at `task` (a `/proc/<pid>/task/<tid>` directory) has run.
+fn task_cpu_seconds(task: &Path) -> Result<f64, FloorError> {
+    procstat::task_cpu_seconds(task).ok_or(FloorError::NoCpuTime)
 }
 
 fn current_thread_runtime() -> io::Result<tokio::runtime::Runtime> {
@@ -375,22 +372,20 @@ fn request(
         })
     };
     std::thread::sleep(args.warmup);
-    let start = (task_cpu_seconds(&task), answers.load(Relaxed));
+    let (cpu_start, answers_start) = (task_cpu_seconds(&task), answers.load(Relaxed));
     std::thread::sleep(args.duration);
-    let end = (task_cpu_seconds(&task), answers.load(Relaxed));
+    let (cpu_end, answers_end) = (task_cpu_seconds(&task), answers.load(Relaxed));
     stop.cancel();
     // Either side's own failure says more than a CPU time that could not be read.
     joined(pollers, "client")?;
     joined(server, "server")?;
-    let ((cpu_start, answers_start), (cpu_end, answers_end)) =
-        ((start.0?, start.1), (end.0?, end.1));
     Ok(Floor::new(
         FloorMode::Request,
         clients,
         args.size,
         args.duration,
         answers_end - answers_start,
-        cpu_end - cpu_start,
+        cpu_end? - cpu_start?,
     ))
 }
 

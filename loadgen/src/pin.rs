@@ -60,10 +60,9 @@ impl CpuList {
         Ok(list)
     }
 
-    /// The first CPU of the list and the rest (the rest is empty for a single CPU).
-    pub fn first_and_rest(&self) -> (CpuList, CpuList) {
-        let (first, rest) = self.0.split_at(self.0.len().min(1));
-        (CpuList(first.to_vec()), CpuList(rest.to_vec()))
+    /// The first CPU of the list alone (empty for an empty list).
+    pub fn first(&self) -> CpuList {
+        CpuList(self.0.iter().take(1).copied().collect())
     }
 
     /// These CPUs without any of `other`'s.

@@ -27,31 +27,53 @@ pub fn wait_seconds(pid: u32) -> Option<f64> {
 /// `(on CPU, waiting for a CPU)` in seconds, summed over `pid`'s threads.
 fn schedstat(pid: u32) -> Option<(f64, f64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let (mut on_cpu, mut waited) = (0u64, 0u64);
+    let (mut on_cpu, mut waited) = (0.0, 0.0);
     let mut any = false;
-    for task in tasks.flatten() {
-        // A thread may exit between listing and reading; it simply no longer counts.
-        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
-            on_cpu += run;
-            waited += wait;
-            any = true;
-        }
+    // A thread may exit between listing and reading; it simply no longer counts.
+    for (run, wait) in tasks
+        .flatten()
+        .filter_map(|task| task_schedstat(&task.path()))
+    {
+        on_cpu += run;
+        waited += wait;
+        any = true;
     }
-    any.then_some((on_cpu as f64 / 1e9, waited as f64 / 1e9))
+    any.then_some((on_cpu, waited))
+}
+
+/// `(on CPU, waiting for a CPU)` in seconds of one thread, from its directory (e.g.
+/// `/proc/thread-self`): its `schedstat`, in nanoseconds.
+fn task_schedstat(task: &std::path::Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    Some((run as f64 / 1e9, wait as f64 / 1e9))
+}
+
+/// CPU seconds one thread has run so far (see [`task_schedstat`]).
+pub fn task_cpu_seconds(task: &std::path::Path) -> Option<f64> {
+    task_schedstat(task).map(|(on_cpu, _)| on_cpu)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may contain spaces), so the
+/// parent is `[1]`, utime `[11]`, stime `[12]`, cutime `[13]` and cstime `[14]`.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The sum of two tick counts among `fields`, in seconds.
+fn ticks_seconds(fields: &[String], first: usize, second: usize) -> Option<f64> {
+    let first: u64 = fields.get(first)?.parse().ok()?;
+    let second: u64 = fields.get(second)?.parse().ok()?;
+    Some((first + second) as f64 / TICKS_PER_SECOND)
 }
 
 fn stat_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields are counted after its closing parenthesis.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) as f64 / TICKS_PER_SECOND)
+    ticks_seconds(&stat_fields(pid)?, 11, 12)
 }
 
 /// Idle and total time (in clock ticks) of `cpus` so far, from `/proc/stat`: how busy a CPU set
@@ -87,10 +109,7 @@ fn parents() -> HashMap<u32, u32> {
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The command name may contain spaces; fields are counted after its closing parenthesis.
-            let parent = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
-            Some((pid, parent.parse().ok()?))
+            Some((pid, stat_fields(pid)?.get(1)?.parse().ok()?))
         })
         .collect()
 }
@@ -117,23 +136,19 @@ fn tree_in(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
 /// that forks it (`sh -c …`, `npm start`, a pre-forking master) counts with the launcher, and a
 /// child that exits in the window keeps counting through its parent. `None` when `root` is gone.
 pub fn tree_cpu_seconds(root: u32) -> Option<f64> {
-    let own = cpu_seconds(root)? + reaped_children_seconds(root).unwrap_or(0.0);
+    let with_reaped = |pid| Some(cpu_seconds(pid)? + reaped_children_seconds(pid).unwrap_or(0.0));
+    let own = with_reaped(root)?;
     let below: f64 = tree_in(root, &parents())
         .into_iter()
         .skip(1)
-        .filter_map(|pid| Some(cpu_seconds(pid)? + reaped_children_seconds(pid).unwrap_or(0.0)))
+        .filter_map(with_reaped)
         .sum();
     Some(own + below)
 }
 
 /// CPU seconds of `pid`'s children that ended and were waited for (`cutime + cstime`).
 fn reaped_children_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let user: u64 = fields.get(13)?.parse().ok()?;
-    let system: u64 = fields.get(14)?.parse().ok()?;
-    Some((user + system) as f64 / TICKS_PER_SECOND)
+    ticks_seconds(&stat_fields(pid)?, 13, 14)
 }
 
 /// Resident set size of `pid` in bytes.
@@ -222,11 +237,15 @@ mod tests {
             .spawn()
             .unwrap();
         let tree = tree_in(me, &parents());
-        assert_eq!(tree[0], me);
-        assert!(tree.contains(&child.id()), "{tree:?}");
-        assert!(tree_cpu_seconds(me).unwrap() >= cpu_seconds(me).unwrap());
-        assert!(tree_cpu_seconds(u32::MAX).is_none());
-        let _ = child.kill();
+        // Read in this order: CPU time only grows, so the tree read later holds at least as much.
+        let own = cpu_seconds(me).unwrap();
+        let whole = tree_cpu_seconds(me).unwrap();
+        // Gone before any assertion can fail, so a failing run leaves nothing behind.
+        let (sleeper, _) = (child.id(), child.kill());
         let _ = child.wait();
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&sleeper), "{tree:?}");
+        assert!(whole >= own, "{whole} < {own}");
+        assert!(tree_cpu_seconds(u32::MAX).is_none());
     }
 }

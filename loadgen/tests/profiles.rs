@@ -332,25 +332,34 @@ fn every_event_once_of(cell: &CellResult, at_least: u64) {
     );
 }
 
+/// A profile named `name` whose server `command` (TOML array) starts on `{port}`, ready when
+/// `/health` answers, with an SSE route; its path.
+fn started_profile(name: &str, command: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("commbench-{name}-{}.toml", std::process::id()));
+    let toml = format!(
+        r#"name = "{name}"
+base_url = "http://127.0.0.1:{{port}}"
+[start]
+command = {command}
+ready_url = "/health"
+[publish]
+url = "/publish/{{topic}}"
+[patterns.sse]
+url = "/sse/{{topic}}"
+"#
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 #[test]
 fn a_server_started_on_a_chosen_port_is_ready_when_its_url_answers() {
     // commbench's server started by a profile of its own making: `{port}` in the command and the
     // base URL, readiness by polling `/health` rather than reading a line.
-    let path = std::env::temp_dir().join(format!("commbench-port-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        r#"name = "chosen-port"
-base_url = "http://127.0.0.1:{port}"
-[start]
-command = ["{commbench}", "serve", "--bind", "127.0.0.1:{port}"]
-ready_url = "/health"
-[publish]
-url = "/publish/{topic}"
-[patterns.sse]
-url = "/sse/{topic}"
-"#,
-    )
-    .unwrap();
+    let path = started_profile(
+        "chosen-port",
+        r#"["{commbench}", "serve", "--bind", "127.0.0.1:{port}"]"#,
+    );
     let rows = run(&["-p", "sse", "--profile", path.to_str().unwrap()], "port");
     let _ = std::fs::remove_file(&path);
     let row = &rows["sse"];
@@ -370,21 +379,10 @@ url = "/sse/{topic}"
 fn a_server_behind_a_launcher_that_forks_it_is_measured_whole() {
     // The start command is a shell that runs the server in the background and waits (as `npm
     // start` does): the process commbench started is the shell, which uses no CPU of its own.
-    let path = std::env::temp_dir().join(format!("commbench-fork-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        r#"name = "forked"
-base_url = "http://127.0.0.1:{port}"
-[start]
-command = ["sh", "-c", "\"$0\" serve --bind 127.0.0.1:$1 & trap 'kill $!' TERM; wait", "{commbench}", "{port}"]
-ready_url = "/health"
-[publish]
-url = "/publish/{topic}"
-[patterns.sse]
-url = "/sse/{topic}"
-"#,
-    )
-    .unwrap();
+    let path = started_profile(
+        "forked",
+        r#"["sh", "-c", "\"$0\" serve --bind 127.0.0.1:$1 & trap 'kill $!' TERM; wait", "{commbench}", "{port}"]"#,
+    );
     let rows = run(&["-p", "sse", "--profile", path.to_str().unwrap()], "fork");
     let _ = std::fs::remove_file(&path);
     let row = &rows["sse"];

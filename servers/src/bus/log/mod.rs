@@ -6,9 +6,9 @@
 //! back through the follower. A read whose answer would be empty (or a cursor beyond the local head)
 //! first asks the broker where the log ends and waits for the follower to get there, so a client sees
 //! every event confirmed before its request; a long poll at or behind what the instance holds just
-//! waits on the local copy, which the follower brings up to date. While the broker is unreachable `POST /publish` spools
-//! (`publish.rs`, the shared replayer), followers resume where they left off, and whatever needs the
-//! broker now answers 503.
+//! waits on the local copy, which the follower brings up to date. While the broker is unreachable
+//! `POST /publish` spools (`publish.rs`, the shared replayer), followers resume where they left
+//! off, and whatever needs the broker now answers 503.
 
 mod ends;
 mod follow;

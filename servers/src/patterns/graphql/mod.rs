@@ -1,6 +1,7 @@
 //! GraphQL over the shared feed: `POST /graphql` (queries and mutations) and `GET /graphql/ws`
 //! (subscriptions over the `graphql-transport-ws` protocol); the schema lives in `schema.rs`.
 
+mod direct;
 mod limits;
 mod schema;
 mod slots;

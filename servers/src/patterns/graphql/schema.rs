@@ -1,22 +1,24 @@
 //! The GraphQL schema over the shared feed: `events` query (short polling), `publish` mutation and
 //! `events` subscription (backlog, then live), with the server's limits, metrics and error labels.
 
+use std::sync::{Arc, Mutex};
+
 use async_graphql::{
     Context, Error, ErrorExtensions as _, Object, Result, Schema, SimpleObject, Subscription,
 };
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{future::Either, stream::BoxStream, Stream, StreamExt};
 
 use super::{
     limits::{CostLimits, ResponseBudget},
-    slots::SubscriptionSlots,
+    slots::{Slot, SubscriptionSlots},
 };
 use crate::{
     app::AppState,
     bus::{self, BusError, Delivery},
     event::SharedEvent,
-    metrics::{PatternKind, RejectReason},
+    metrics::{ActiveGuard, Metrics, PatternKind, RejectReason},
     topic::TopicName,
 };
 
@@ -238,38 +240,101 @@ impl SubscriptionRoot {
             .subscribe(&name, after)
             .await
             .map_err(bus_refusal)?;
-        let metrics = state.metrics.clone();
-        // The stream owns its slot and active mark: ending it (complete, close, lag) frees them.
-        let held = Some((slot, metrics.active(PatternKind::GraphQl)));
-        Ok(subscription
-            .take_until(state.shutdown.clone().cancelled_owned())
-            .scan(held, move |held, delivery| {
-                let item = match delivery {
-                    Delivery::Event(event) => {
-                        metrics.delivered(PatternKind::GraphQl, 1);
-                        Ok(FeedItem {
-                            event: Some(Event(event)),
-                            gap: None,
-                        })
-                    }
-                    Delivery::Gap(gap) => Ok(FeedItem {
-                        event: None,
-                        gap: Some(gap.into()),
-                    }),
-                    // The bus ends the stream after this item. The subscriber is cut off now, so
-                    // it no longer counts as open should the error itself then stall the socket.
-                    Delivery::Lagged { missed } => {
-                        *held = None;
-                        metrics.lagged_disconnect(PatternKind::GraphQl);
-                        Err(lagged(missed))
-                    }
-                };
-                std::future::ready(Some(item))
-            }))
+        let live = Live {
+            deliveries: subscription
+                .take_until(state.shutdown.clone().cancelled_owned())
+                .boxed(),
+            // The stream owns its slot and active mark: ending it (complete, close, lag) frees them.
+            held: Some((slot, state.metrics.active(PatternKind::GraphQl))),
+            metrics: state.metrics.clone(),
+        };
+        // A session that renders this operation's items itself takes the stream over; the
+        // execution then ends without an item.
+        if let Some(hand_over) = ctx.data_opt::<HandOver>() {
+            hand_over.put(live);
+            return Ok(Either::Left(
+                futures_util::stream::empty::<Result<FeedItem>>(),
+            ));
+        }
+        Ok(Either::Right(live.items().map(|item| match item {
+            LiveItem::Event(event) => Ok(FeedItem {
+                event: Some(Event(event)),
+                gap: None,
+            }),
+            LiveItem::Gap(gap) => Ok(FeedItem {
+                event: None,
+                gap: Some(gap.into()),
+            }),
+            LiveItem::Lagged { missed } => Err(lagged(missed)),
+        })))
     }
 }
 
-fn lagged(missed: u64) -> Error {
+/// A started `events` subscription: its deliveries (ending at shutdown), and the subscription slot
+/// and active mark it holds until it ends.
+pub struct Live {
+    deliveries: BoxStream<'static, Delivery>,
+    held: Option<(Option<Slot>, ActiveGuard)>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a [`Live`] subscription yields, counted.
+pub enum LiveItem {
+    Event(SharedEvent),
+    Gap(bus::Gap),
+    /// The last item: the subscriber fell too far behind.
+    Lagged {
+        missed: u64,
+    },
+}
+
+impl Live {
+    /// The items, each delivered event counted; a lag is counted as a lagged disconnect and frees
+    /// the slot and active mark at once.
+    pub fn items(self) -> impl Stream<Item = LiveItem> + Send + 'static {
+        let Self {
+            deliveries,
+            held,
+            metrics,
+        } = self;
+        deliveries.scan(held, move |held, delivery| {
+            let item = match delivery {
+                Delivery::Event(event) => {
+                    metrics.delivered(PatternKind::GraphQl, 1);
+                    LiveItem::Event(event)
+                }
+                Delivery::Gap(gap) => LiveItem::Gap(gap),
+                // The bus ends the stream after this item. The subscriber is cut off now, so
+                // it no longer counts as open should the error itself then stall the socket.
+                Delivery::Lagged { missed } => {
+                    *held = None;
+                    metrics.lagged_disconnect(PatternKind::GraphQl);
+                    LiveItem::Lagged { missed }
+                }
+            };
+            std::future::ready(Some(item))
+        })
+    }
+}
+
+/// Request data through which the `events` resolver hands its started subscription to the caller
+/// instead of executing the selection for every item (see `direct.rs`).
+#[derive(Clone, Default)]
+pub struct HandOver(Arc<Mutex<Option<Live>>>);
+
+impl HandOver {
+    fn put(&self, live: Live) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+    }
+
+    /// The subscription the resolver handed over, if it started one.
+    pub fn take(&self) -> Option<Live> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The error that ends a subscription which fell too far behind.
+pub fn lagged(missed: u64) -> Error {
     Error::new(LAGGED).extend_with(|_, ext| {
         ext.set("code", LAGGED);
         ext.set("missed", missed);

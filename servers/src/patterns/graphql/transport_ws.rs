@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_stream::StreamMap;
 
-use super::{limits, slots::SubscriptionSlots, socket::message_bytes, Counted};
+use super::{
+    direct, limits, schema::HandOver, slots::SubscriptionSlots, socket::message_bytes, Counted,
+};
 use crate::{
     app::AppState,
     extract::json_object,
@@ -155,7 +157,12 @@ impl ServerMessage<'_> {
 // Moved once per event; boxing the answer would cost an allocation per event.
 #[allow(clippy::large_enum_variant)]
 enum Out {
-    Response { first: bool, response: Response },
+    Response {
+        first: bool,
+        response: Response,
+    },
+    /// A complete `next` message, written by a direct plan.
+    Text(Vec<u8>),
     End,
 }
 
@@ -255,16 +262,34 @@ impl Session {
             ClientMessage::Subscribe { id, .. } if self.operations.contains_key(&id) => {
                 self.refuse(4409, format!("Subscriber for {id} already exists"))
             }
-            ClientMessage::Subscribe { id, request } => {
+            ClientMessage::Subscribe { id, mut request } => {
+                // A plain `events` subscription has its items written directly once
+                // async-graphql has validated and started it (`direct.rs`).
+                let plan = direct::Plan::of(&mut request, &id);
+                let hand_over = HandOver::default();
+                let request = match plan {
+                    Some(_) => request.data(hand_over.clone()),
+                    None => *request,
+                };
                 let responses = self
                     .executor
-                    .execute_stream(*request, Some(self.data.clone()));
+                    .execute_stream(request, Some(self.data.clone()));
+                let handed_over = stream::once(async move {
+                    match (hand_over.take(), plan) {
+                        (Some(live), Some(plan)) => {
+                            plan.messages(live).map(Out::Text).left_stream()
+                        }
+                        _ => stream::empty().right_stream(),
+                    }
+                })
+                .flatten();
                 let outputs = responses
                     .enumerate()
                     .map(|(n, response)| Out::Response {
                         first: n == 0,
                         response,
                     })
+                    .chain(handed_over)
                     .chain(stream::once(async { Out::End }));
                 self.operations.insert(id, outputs.boxed());
                 Step::Nothing
@@ -294,6 +319,7 @@ impl Session {
                 payload: &response,
             }
             .step(),
+            Out::Text(text) => Step::text(text),
             Out::End => {
                 self.operations.remove(id);
                 ServerMessage::Complete { id }.step()

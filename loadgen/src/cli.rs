@@ -45,6 +45,17 @@ pub enum Command {
     /// A load-worker process of `run --procs N`, driven over its standard input and output.
     #[command(hide = true)]
     LoadWorker(LoadWorkerArgs),
+    /// Runs a profile's server command in a process group of its own, which it kills when
+    /// commbench is gone (`profile/guard.rs`).
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

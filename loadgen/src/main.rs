@@ -13,7 +13,7 @@ use commbench_loadgen::{
     pin::{self, CpuList, CpuPlan},
     priority,
     procs::{host::HostOptions, pipe, Placement},
-    profile::Profile,
+    profile::{guard, Profile},
     scenario::ScenarioError,
     session::{run_session, CellPlan, SessionOptions, SessionOutcome},
     study,
@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before the runtime: the guard stays one thread, so the stop signals it holds off stay off.
+    if let Command::Guard(args) = &cli.command {
+        return guard::run(&args.command);
+    }
     commbench_servers::init_tracing();
     // Thousands of clients need thousands of descriptors; raise the soft limit to the hard one.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -57,6 +61,8 @@ fn main() -> std::process::ExitCode {
                 pipe::serve_stdio(HostOptions::default()).await;
                 Ok(std::process::ExitCode::SUCCESS)
             }
+            // Handled before the runtime started.
+            Command::Guard(args) => Ok(guard::run(&args.command)),
         }
     });
     match result {
@@ -117,7 +123,7 @@ fn pin_process(
             return Ok((Arc::default(), Some(args.priority)));
         }
         // The floor pins its own threads, each to its own set.
-        Command::Report(_) | Command::Worker(_) | Command::Floor(_) => {
+        Command::Report(_) | Command::Worker(_) | Command::Floor(_) | Command::Guard(_) => {
             return Ok((Arc::default(), None))
         }
     };

@@ -224,6 +224,17 @@ pub fn pin_process(pid: u32, cpus: &CpuList) -> Result<(), PinError> {
     sched_setaffinity(Pid::from_raw(pid as i32), &set).map_err(error)
 }
 
+/// Pins every thread of `root` and of every process below it (a launcher and the server it forked).
+pub fn pin_tree(root: u32, cpus: &CpuList) -> Result<(), PinError> {
+    let mut tree = crate::procstat::tree(root).into_iter();
+    // The root must be pinnable; a process below it may end meanwhile.
+    pin_process(tree.next().unwrap_or(root), cpus)?;
+    for pid in tree {
+        let _ = pin_process(pid, cpus);
+    }
+    Ok(())
+}
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct PinRequest {

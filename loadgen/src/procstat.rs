@@ -114,6 +114,20 @@ fn parents() -> HashMap<u32, u32> {
         .collect()
 }
 
+/// `root` and every process below it (its children, theirs, …), as they are now.
+pub fn tree(root: u32) -> Vec<u32> {
+    tree_in(root, &parents())
+}
+
+/// The process group of `pid`, unless it is gone or a zombie.
+pub fn group_of_live(pid: u32) -> Option<i32> {
+    let fields = stat_fields(pid)?;
+    if matches!(fields.first().map(String::as_str), Some("Z" | "X")) {
+        return None;
+    }
+    fields.get(2)?.parse().ok()
+}
+
 /// `root` and every process below it (its children, theirs, …) in `parents`.
 fn tree_in(root: u32, parents: &HashMap<u32, u32>) -> Vec<u32> {
     let mut tree = vec![root];

@@ -153,3 +153,35 @@ fn a_profiles_server_does_not_outlive_a_killed_run() {
     let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../targets/commbench.toml");
     nothing_outlives_a_killed_run("orphans-profile", &["--profile", profile], &[("serve", 1)]);
 }
+
+/// A profile whose `[start]` forks without `exec` (a shell that backgrounds a process, then becomes
+/// the server): the kernel's parent-death signal reaches only the process commbench started, so
+/// the background process used to outlive the killed run. The guard kills the whole group.
+#[test]
+fn a_profiles_forked_processes_do_not_outlive_a_killed_run() {
+    let marker = format!("2000.{}", std::process::id());
+    let path =
+        std::env::temp_dir().join(format!("commbench-orphan-fork-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "forking"
+base_url = "http://127.0.0.1:{{port}}"
+[start]
+command = ["sh", "-c", "sleep $2 >/dev/null 2>&1 & exec \"$0\" serve --bind 127.0.0.1:$1", "{{commbench}}", "{{port}}", "{marker}"]
+ready_url = "/health"
+[publish]
+url = "/publish/{{topic}}"
+[patterns.sse]
+url = "/sse/{{topic}}"
+"#
+        ),
+    )
+    .unwrap();
+    nothing_outlives_a_killed_run(
+        "orphans-forking-profile",
+        &["--profile", path.to_str().unwrap()],
+        &[("serve", 1), ("guard", 1), (marker.as_str(), 1)],
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -398,6 +398,44 @@ fn a_server_behind_a_launcher_that_forks_it_is_measured_whole() {
 }
 
 #[test]
+fn what_a_profiles_launcher_started_beside_its_server_stops_with_it() {
+    // The shell starts a process in the background, then becomes the server: signalling only the
+    // server at the stop used to leave the background process running. `sleep 1000.<pid>` names it.
+    let marker = format!("1000.{}", std::process::id());
+    let path = started_profile(
+        "launcher",
+        &format!(
+            r#"["sh", "-c", "sleep $2 >/dev/null 2>&1 & exec \"$0\" serve --bind 127.0.0.1:$1", "{{commbench}}", "{{port}}", "{marker}"]"#
+        ),
+    );
+    let leftovers = || -> Vec<common::Process> {
+        common::processes()
+            .into_iter()
+            .filter(|p| p.state != 'Z' && p.cmdline == format!("sleep {marker}"))
+            .collect()
+    };
+    let rows = run(
+        &["-p", "sse", "--profile", path.to_str().unwrap()],
+        "launcher",
+    );
+    let _ = std::fs::remove_file(&path);
+    let row = &rows["sse"];
+    assert_eq!(row.events_delivered, row.events_expected);
+    // The group is gone before the run ends; a moment's slack all the same.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !leftovers().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = leftovers();
+    for process in &left {
+        let _ = Command::new("kill")
+            .args(["-9", &process.pid.to_string()])
+            .status();
+    }
+    assert!(left.is_empty(), "outlived the run: {left:#?}");
+}
+
+#[test]
 fn a_running_server_is_measured_through_its_pid() {
     let mut server = commbench()
         .args(["serve", "--bind", "127.0.0.1:0"])

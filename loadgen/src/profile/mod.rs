@@ -3,6 +3,7 @@
 //! checked into a [`Profile`] the run follows. Every error names the file, the field and what was
 //! expected. See README "Target profiles" for the format.
 
+pub mod guard;
 pub mod pointer;
 pub mod publish;
 pub mod sections;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use commbench_servers::{child, units::parse_duration};
+use nix::{sys::signal::killpg, unistd::Pid};
 use serde::Deserialize;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -70,13 +71,14 @@ impl Signal {
         }
     }
 
-    fn name(self) -> &'static str {
+    fn nix(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal as Nix;
         match self {
-            Signal::Term => "TERM",
-            Signal::Int => "INT",
-            Signal::Hup => "HUP",
-            Signal::Quit => "QUIT",
-            Signal::Kill => "KILL",
+            Signal::Term => Nix::SIGTERM,
+            Signal::Int => Nix::SIGINT,
+            Signal::Hup => Nix::SIGHUP,
+            Signal::Quit => Nix::SIGQUIT,
+            Signal::Kill => Nix::SIGKILL,
         }
     }
 }
@@ -188,10 +190,21 @@ impl RawStart {
     }
 }
 
-/// This executable, for `{commbench}`.
+/// The commbench executable, for `{commbench}` and the guard: this one, or, when this is a test
+/// binary in cargo's `deps/` directory, the `commbench` cargo built beside it.
+fn commbench_exe() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_stem().is_some_and(|stem| stem == "commbench") {
+        return Some(exe);
+    }
+    let beside = exe.parent()?.parent()?.join("commbench");
+    beside.is_file().then_some(beside)
+}
+
+/// [`commbench_exe`] as text, for `{commbench}`.
 fn commbench() -> String {
-    std::env::current_exe().map_or_else(
-        |_| "commbench".to_owned(),
+    commbench_exe().map_or_else(
+        || "commbench".to_owned(),
         |p| p.to_string_lossy().into_owned(),
     )
 }
@@ -229,14 +242,38 @@ impl StartSpec {
     }
 }
 
-/// A server started from a profile; stopped with its signal (then killed after the grace period)
-/// by [`stop`](Self::stop), killed if dropped.
+/// A server started from a profile, under `commbench guard` (`guard.rs`) as the leader of a process
+/// group of its own; stopped with its signal (then killed after the grace period) by
+/// [`stop`](Self::stop), the whole group killed if dropped.
 pub struct ProfileServer {
+    /// The guard (or the command itself when no commbench executable was found to run it).
     child: Child,
+    group: Group,
+    /// The command's process (the guard's child): what is measured and pinned, with everything below it.
     pub pid: u32,
     pub target: Target,
     signal: Signal,
     grace: Duration,
+}
+
+/// The guard's process group: killed when dropped, unless it was stopped.
+struct Group {
+    id: Pid,
+    armed: bool,
+}
+
+impl Group {
+    fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
+        killpg(self.id, signal).is_ok()
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// A free loopback port for `{port}` (bound and released: the server binds it a moment later).
@@ -269,9 +306,24 @@ impl ProfileServer {
         };
         let argv: Vec<String> = spec.command.iter().map(render).collect();
         let shown = argv.join(" ");
-        let mut command = Command::new(&argv[0]);
+        // Under the guard; without a commbench executable to run it from (a test binary outside
+        // cargo's layout), the command leads its own group (signalled whole at the stop) and the
+        // kernel's parent-death signal reaches it alone.
+        let guarded = commbench_exe();
+        let mut command = match &guarded {
+            Some(guard) => {
+                let mut command = Command::new(guard);
+                command.args(["guard", "--"]).args(&argv);
+                command
+            }
+            None => {
+                let mut command = Command::new(&argv[0]);
+                command.args(&argv[1..]);
+                command
+            }
+        };
         command
-            .args(&argv[1..])
+            .process_group(0)
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k.clone(), render(v))))
             .stdin(Stdio::null())
@@ -280,7 +332,12 @@ impl ProfileServer {
             .kill_on_drop(true);
         let mut child =
             child::spawn_tokio(command).map_err(|e| TargetError::Spawn(shown.clone(), e))?;
-        let pid = child.id().unwrap_or(0);
+        let started = child.id().unwrap_or(0);
+        // From here on, every way out of this function that is not success kills the group.
+        let group = Group {
+            id: Pid::from_raw(i32::try_from(started).unwrap_or(0)),
+            armed: started != 0,
+        };
         let wait = spec.ready_timeout;
         let base = base_url.map(render);
         let url = match &spec.ready {
@@ -308,8 +365,17 @@ impl ProfileServer {
             }
         };
         let target = Target::external(&url).await?;
+        // The command is the guard's one child (the guard itself is not the server).
+        let pid = match guarded {
+            Some(_) => crate::procstat::tree(started)
+                .get(1)
+                .copied()
+                .unwrap_or(started),
+            None => started,
+        };
         Ok(Self {
             child,
+            group,
             pid,
             target,
             signal: spec.stop_signal,
@@ -317,22 +383,19 @@ impl ProfileServer {
         })
     }
 
-    /// Sends the stop signal and waits up to the grace period, then kills the process.
+    /// Sends the stop signal to the whole group and waits up to the grace period for it to end
+    /// (the guard ends last), then kills the group.
     pub async fn stop(mut self) {
-        let signalled = Command::new("kill")
-            .args(["-s", self.signal.name(), &self.pid.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
+        let signalled = self.group.signal(self.signal.nix());
         if !signalled
             || tokio::time::timeout(self.grace, self.child.wait())
                 .await
                 .is_err()
         {
+            self.group.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = self.child.kill().await;
         }
+        self.group.armed = false;
     }
 }
 

@@ -122,7 +122,7 @@ async fn start_target(options: &CellOptions) -> Result<Fleet, FleetError> {
         }
     }
     if let (Some(pid), Some(set)) = (fleet.profile_server_pid(), &cpus.server) {
-        if let Err(error) = pin::pin_process(pid, set) {
+        if let Err(error) = pin::pin_tree(pid, set) {
             tracing::warn!(%error, "the profile's server runs unpinned");
         }
     }

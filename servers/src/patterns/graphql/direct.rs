@@ -143,9 +143,12 @@ impl Plan {
             match field {
                 ItemField::Typename => out.extend_from_slice(br#""FeedItem""#),
                 ItemField::Event(fields) => match event {
-                    Some(event) => object(&mut out, fields, |out, field| {
-                        event_value(out, event, field)
-                    }),
+                    Some(event) => {
+                        let text = std::str::from_utf8(&event.payload);
+                        object(&mut out, fields, |out, field| {
+                            event_value(out, event, text, field)
+                        });
+                    }
                     None => out.extend_from_slice(b"null"),
                 },
                 ItemField::Gap(fields) => match gap {
@@ -240,9 +243,14 @@ fn object<F: Copy>(out: &mut Vec<u8>, fields: &[(Key, F)], value: impl Fn(&mut V
     out.push(b'}');
 }
 
-/// The field values `schema::Event` resolves, encoded as async-graphql's answer encodes them.
-fn event_value(out: &mut Vec<u8>, event: &SharedEvent, field: EventField) {
-    let text = std::str::from_utf8(&event.payload);
+/// The field values `schema::Event` resolves, encoded as async-graphql's answer encodes them;
+/// `text` is the payload read as UTF-8.
+fn event_value(
+    out: &mut Vec<u8>,
+    event: &SharedEvent,
+    text: Result<&str, std::str::Utf8Error>,
+    field: EventField,
+) {
     match (field, text) {
         (EventField::Typename, _) => out.extend_from_slice(br#""Event""#),
         (EventField::Topic, _) => json_string(out, event.topic.as_str()),

@@ -4,6 +4,7 @@
 //! measured window, a drain for late deliveries, then the cell's result with everything merged.
 //! Ctrl-C ends the window early and marks the run incomplete.
 
+mod follow;
 mod group;
 mod monitors;
 mod usage;
@@ -212,6 +213,17 @@ async fn measure(
             return Err(error);
         }
     };
+    // Log brokers: every instance follows every topic before publishing starts (`follow.rs`).
+    let scenario = &options.scenario;
+    let embedded = scenario.target.is_none() && scenario.profile.is_none();
+    if embedded
+        && matches!(
+            scenario.bus,
+            crate::scenario::BusKind::RabbitMq | crate::scenario::BusKind::Kafka
+        )
+    {
+        follow::follow_topics(&fleet.targets, &run.shared.topics).await;
+    }
     let mut hosts = match run.ramp(procs).await {
         Ok(hosts) => hosts,
         Err(error) => {

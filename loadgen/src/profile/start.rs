@@ -264,7 +264,8 @@ struct Group {
 
 impl Group {
     fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
-        killpg(self.id, signal).is_ok()
+        // Never 0 or 1: `killpg(0)` would signal commbench's own group.
+        self.id.as_raw() > 1 && killpg(self.id, signal).is_ok()
     }
 }
 

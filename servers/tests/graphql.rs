@@ -641,15 +641,7 @@ async fn a_subscriber_that_falls_behind_gets_lagged_and_its_stream_ends() {
     let mut ws = gql_ws_open(&server).await;
     subscribe(&mut ws, "l", "burst", None).await;
     until_subscribed(&server, 1).await;
-    // Published in-process without yielding, far faster than one socket can carry them.
-    let topic = commbench_servers::topic::TopicName::parse("burst").unwrap();
-    for _ in 0..2_000 {
-        server
-            .state
-            .publish(&topic, Bytes::from_static(b"x"))
-            .await
-            .unwrap();
-    }
+    common::publish_burst(&server, "burst", 2_000).await;
     let mut last_seq = 0;
     let error = loop {
         let payload = next_payload(&mut ws, "l").await;

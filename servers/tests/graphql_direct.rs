@@ -10,8 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use commbench_servers::{topic::TopicName, ServerHandle};
+use commbench_servers::ServerHandle;
 use common::{
     client,
     gql_ws::{self, init, send_json},
@@ -177,15 +176,7 @@ async fn a_direct_lag_is_the_error_async_graphql_writes() {
             .contains("commbench_active{pattern=\"graphql\"} 2")
     })
     .await;
-    // Published in-process without yielding, far faster than a socket carries them.
-    let topic = TopicName::parse(TOPIC).unwrap();
-    for _ in 0..2_000 {
-        server
-            .state
-            .publish(&topic, Bytes::from_static(b"x"))
-            .await
-            .unwrap();
-    }
+    common::publish_burst(&server, TOPIC, 2_000).await;
     let mut errors = Vec::new();
     for (ws, kind) in [(&mut direct, "next"), (&mut executed, "data")] {
         let error = loop {

@@ -182,6 +182,19 @@ pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<Vec<u8>>)
     request(client, reqwest::Method::POST, url, Some(body.into())).await
 }
 
+/// Publishes `n` one-byte events to `topic` in-process without yielding, far faster than a socket
+/// carries them: a subscriber falls behind.
+pub async fn publish_burst(server: &ServerHandle, topic: &str, n: usize) {
+    let topic = commbench_servers::topic::TopicName::parse(topic).unwrap();
+    for _ in 0..n {
+        server
+            .state
+            .publish(&topic, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+}
+
 /// `POST /publish/{topic}`; asserts success and returns the assigned sequence number.
 pub async fn publish(
     client: &reqwest::Client,

@@ -4,7 +4,8 @@
 //! `"data_b64"` when the payload is not UTF-8), so byte counts compare like with like. The SSE frame is
 //! pre-built too; poll bodies reuse the JSON bytes without copying. The `/ws` WebSocket frame and
 //! the Socket.IO one are built on first use, once, so patterns nobody follows cost nothing, and
-//! every subscriber writes the same bytes.
+//! every subscriber writes the same bytes; so is a GraphQL subscription item, for the first
+//! selection that asks.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,6 +33,10 @@ pub struct Event {
     /// The WebSocket text frame holding the Socket.IO event packet `42["event",{json}]`, built by
     /// its first Socket.IO subscriber.
     socketio_frame: OnceLock<Bytes>,
+    /// A GraphQL subscription item for this event (`patterns/graphql/direct.rs`): the signature of
+    /// the selection of the first subscriber that wrote one, and the item's JSON, which every
+    /// subscriber with the same selection then writes.
+    graphql_item: OnceLock<(Bytes, Bytes)>,
 }
 
 impl Event {
@@ -52,6 +57,7 @@ impl Event {
             sse: sse.freeze(),
             ws_frame: OnceLock::new(),
             socketio_frame: OnceLock::new(),
+            graphql_item: OnceLock::new(),
         })
     }
 
@@ -72,8 +78,22 @@ impl Event {
         })
     }
 
+    /// The GraphQL subscription item of the selection named by `signature`: encoded once for the
+    /// first selection that asks and shared by every subscriber with it; another selection's is
+    /// encoded for the asker alone.
+    pub fn graphql_item(&self, signature: &Bytes, encode: impl Fn() -> Bytes) -> Bytes {
+        let (first, item) = self
+            .graphql_item
+            .get_or_init(|| (signature.clone(), encode()));
+        if first == signature {
+            item.clone()
+        } else {
+            encode()
+        }
+    }
+
     /// Bytes this event occupies in memory (payload plus encodings), for history accounting. The
-    /// WebSocket frames are left out: they may be built after the event entered history, and the
+    /// WebSocket frames and the GraphQL item are left out: they may be built after the event entered history, and the
     /// accounting must not change while the event is held (each adds about the JSON's size again).
     pub fn footprint(&self) -> usize {
         self.payload.len() + self.json.len() + self.sse.len()
@@ -156,5 +176,17 @@ mod tests {
         assert!(frame.ends_with("}\n\n"));
         // The JSON escapes newlines, so the frame has exactly the two framing line breaks plus the end.
         assert_eq!(frame.matches('\n').count(), 3);
+    }
+
+    #[test]
+    fn a_graphql_item_is_shared_by_its_selection_and_encoded_apart_for_others() {
+        let event = Event::new(topic(), 1, Bytes::from_static(b"x"));
+        let (first, other) = (Bytes::from_static(b"A"), Bytes::from_static(b"B"));
+        assert_eq!(event.graphql_item(&first, || Bytes::from_static(b"a")), "a");
+        // The first selection's item is kept: a second encoding is never asked for.
+        let shared = event.graphql_item(&first, || unreachable!("encoded twice"));
+        assert_eq!(shared, "a");
+        assert_eq!(event.graphql_item(&other, || Bytes::from_static(b"b")), "b");
+        assert_eq!(event.graphql_item(&first, || Bytes::from_static(b"c")), "a");
     }
 }

@@ -61,9 +61,15 @@ pub const PING_FRAME: Bytes = Bytes::from_static(&[0x89, 0]);
 
 /// A complete unmasked server frame (FIN set) around `payload`.
 pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    frame_of(opcode, &[payload])
+}
+
+/// [`frame`] around a payload made of `parts`, copied once, straight into the frame.
+pub fn frame_of(opcode: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut out = BytesMut::with_capacity(len + 10);
     out.put_u8(0x80 | opcode);
-    match payload.len() {
+    match len {
         n if n < 126 => out.put_u8(n as u8),
         n if n <= usize::from(u16::MAX) => {
             out.put_u8(126);
@@ -74,7 +80,9 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
             out.put_u64(n as u64);
         }
     }
-    out.put_slice(payload);
+    for part in parts {
+        out.put_slice(part);
+    }
     out.freeze()
 }
 

@@ -27,13 +27,13 @@ const TOPIC: &str = "direct";
 fn operations() -> Vec<(&'static str, Option<&'static str>, Value)> {
     let cursor = json!({ "topic": TOPIC, "after": 1 });
     let none = json!({});
+    let load_generator =
+        "subscription($topic:String!,$after:Int){events(topic:$topic,after:$after)\
+             {event{topic seq data} gap{oldest}}}";
     vec![
-        (
-            "subscription($topic:String!,$after:Int){events(topic:$topic,after:$after)\
-             {event{topic seq data} gap{oldest}}}",
-            None,
-            cursor.clone(),
-        ),
+        (load_generator, None, cursor.clone()),
+        // Again, so its items are the ones the first subscription encoded (shared per event).
+        (load_generator, None, cursor.clone()),
         (
             r#"subscription { events(topic: "direct", after: 1) { event { topic seq data dataB64 } gap { after oldest } } }"#,
             None,

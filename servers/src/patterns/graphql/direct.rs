@@ -16,10 +16,15 @@ use async_graphql::{
     PathSegment, Pos, Request, Response,
 };
 use base64::Engine as _;
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::schema::{lagged, Live, LiveItem};
-use crate::{bus, event::SharedEvent};
+use crate::{
+    bus,
+    event::SharedEvent,
+    ws_conn::{frame, frame_of, TEXT},
+};
 
 /// A field of the subscription's item, `FeedItem`.
 #[derive(Debug, PartialEq)]
@@ -59,6 +64,8 @@ pub struct Plan {
     root_key: String,
     root_pos: Pos,
     item: Vec<(Key, ItemField)>,
+    /// The item selection as bytes, which name it among other plans' (`Event::graphql_item`).
+    signature: Bytes,
 }
 
 impl Plan {
@@ -104,6 +111,7 @@ impl Plan {
                 _ => return None,
             })
         })?;
+        let signature = signature(&item);
         let root_key = root.response_key().node.to_string();
         let mut next = br#"{"type":"next","id":"#.to_vec();
         json_string(&mut next, id);
@@ -117,23 +125,31 @@ impl Plan {
             root_key,
             root_pos,
             item,
+            signature,
         })
     }
 
-    /// The operation's `next` messages, one per item of the subscription it started.
-    pub fn messages(self, live: Live) -> impl Stream<Item = Vec<u8>> + Send + 'static {
+    /// The operation's `next` messages as WebSocket frames, one per item of the subscription it
+    /// started.
+    pub fn messages(self, live: Live) -> impl Stream<Item = Bytes> + Send + 'static {
         live.items().map(move |item| self.message(&item))
     }
 
-    fn message(&self, item: &LiveItem) -> Vec<u8> {
-        let (event, gap) = match item {
-            LiveItem::Event(event) => (Some(event), None),
-            LiveItem::Gap(gap) => (None, Some(gap)),
-            LiveItem::Lagged { missed } => return self.lagged(*missed),
+    fn message(&self, item: &LiveItem) -> Bytes {
+        let item = match item {
+            // Shared by every subscriber of the same selection: only the id differs.
+            LiveItem::Event(event) => event.graphql_item(&self.signature, || {
+                Bytes::from(self.item_json(Some(event), None))
+            }),
+            LiveItem::Gap(gap) => Bytes::from(self.item_json(None, Some(gap))),
+            LiveItem::Lagged { missed } => return frame(TEXT, &self.lagged(*missed)),
         };
-        let mut out =
-            Vec::with_capacity(self.prefix.len() + 96 + event.map_or(0, |e| e.json.len()));
-        out.extend_from_slice(&self.prefix);
+        frame_of(TEXT, &[&self.prefix, &item, b"}}}"])
+    }
+
+    /// The item's JSON: `{"event":…,"gap":…}` as the selection asks.
+    fn item_json(&self, event: Option<&SharedEvent>, gap: Option<&bus::Gap>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96 + event.map_or(0, |e| e.json.len()));
         out.push(b'{');
         for (n, (key, field)) in self.item.iter().enumerate() {
             if n > 0 {
@@ -157,7 +173,7 @@ impl Plan {
                 },
             }
         }
-        out.extend_from_slice(b"}}}}");
+        out.push(b'}');
         out
     }
 
@@ -173,6 +189,46 @@ impl Plan {
         out.push(b'}');
         out
     }
+}
+
+/// The item selection in bytes: each JSON-encoded key with its colon, then its field's code (an
+/// object's fields between braces). Keys are JSON strings, so codes and braces cannot be mistaken
+/// for part of one: equal bytes, equal selection.
+fn signature(item: &[(Key, ItemField)]) -> Bytes {
+    let mut out = Vec::new();
+    for (key, field) in item {
+        out.extend_from_slice(key);
+        match field {
+            ItemField::Typename => out.push(b'T'),
+            ItemField::Event(fields) => {
+                out.extend_from_slice(b"E{");
+                for (key, field) in fields {
+                    out.extend_from_slice(key);
+                    out.push(match field {
+                        EventField::Typename => b'T',
+                        EventField::Topic => b't',
+                        EventField::Seq => b's',
+                        EventField::Data => b'd',
+                        EventField::DataB64 => b'b',
+                    });
+                }
+                out.push(b'}');
+            }
+            ItemField::Gap(fields) => {
+                out.extend_from_slice(b"G{");
+                for (key, field) in fields {
+                    out.extend_from_slice(key);
+                    out.push(match field {
+                        GapField::Typename => b'T',
+                        GapField::After => b'a',
+                        GapField::Oldest => b'o',
+                    });
+                }
+                out.push(b'}');
+            }
+        }
+    }
+    Bytes::from(out)
 }
 
 /// The fields of a selection with no fragments, directives, arguments or repeated response keys,

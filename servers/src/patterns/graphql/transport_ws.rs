@@ -161,8 +161,8 @@ enum Out {
         first: bool,
         response: Response,
     },
-    /// A complete `next` message, written by a direct plan.
-    Text(Vec<u8>),
+    /// A complete `next` message's frame, written by a direct plan.
+    Frame(bytes::Bytes),
     End,
 }
 
@@ -277,7 +277,7 @@ impl Session {
                 let handed_over = stream::once(async move {
                     match (hand_over.take(), plan) {
                         (Some(live), Some(plan)) => {
-                            plan.messages(live).map(Out::Text).left_stream()
+                            plan.messages(live).map(Out::Frame).left_stream()
                         }
                         _ => stream::empty().right_stream(),
                     }
@@ -319,7 +319,7 @@ impl Session {
                 payload: &response,
             }
             .step(),
-            Out::Text(text) => Step::text(text),
+            Out::Frame(frame) => Step::Send(frame),
             Out::End => {
                 self.operations.remove(id);
                 ServerMessage::Complete { id }.step()

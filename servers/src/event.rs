@@ -28,6 +28,8 @@ pub struct Event {
     pub json: Bytes,
     /// The complete SSE frame: `id: {seq}\ndata: {json}\n\n`.
     pub sse: Bytes,
+    /// The SSE frame as one HTTP/1.1 chunk, built by its first SSE subscriber.
+    sse_chunk: OnceLock<Bytes>,
     /// The `/ws` binary frame holding the JSON, built by its first WebSocket subscriber.
     ws_frame: OnceLock<Bytes>,
     /// The WebSocket text frame holding the Socket.IO event packet `42["event",{json}]`, built by
@@ -55,10 +57,18 @@ impl Event {
             payload,
             json,
             sse: sse.freeze(),
+            sse_chunk: OnceLock::new(),
             ws_frame: OnceLock::new(),
             socketio_frame: OnceLock::new(),
             graphql_item: OnceLock::new(),
         })
+    }
+
+    /// The SSE frame as one chunk of a chunked HTTP/1.1 body, framed once and shared by every SSE
+    /// subscriber.
+    pub fn sse_chunk(&self) -> &Bytes {
+        self.sse_chunk
+            .get_or_init(|| crate::handover::chunk(&self.sse))
     }
 
     /// The complete `/ws` WebSocket frame carrying this event (the JSON as a binary message),

@@ -3,14 +3,12 @@
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request},
     http::{request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
 
-use std::sync::Arc;
-
-use crate::{app::AppState, error::AppError, listener::ConnInfo, topic::TopicName};
+use crate::{app::AppState, error::AppError, topic::TopicName};
 
 /// The `{topic}` path segment, validated.
 pub struct Topic(pub TopicName);
@@ -35,18 +33,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ValidPa
             .await
             .map_err(|e| AppError::BadQuery(e.body_text()))?;
         Ok(ValidPath(value))
-    }
-}
-
-/// The switch that aborts this request's connection, when the server was started through `run`.
-pub struct ConnCloser(pub Option<crate::listener::Closer>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ConnCloser {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let info = parts.extensions.get::<ConnectInfo<Arc<ConnInfo>>>();
-        Ok(ConnCloser(info.map(|i| i.0.closer.clone())))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod event_stream;
 pub mod extract;
 pub mod fd_limit;
 pub mod feed_api;
+pub mod handover;
 pub mod listener;
 pub mod log;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod socketio_wire;
 pub mod spool;
 pub mod topic;
 pub mod units;
+pub mod vectored;
 pub mod ws_close;
 pub mod ws_conn;
 

@@ -28,6 +28,7 @@ use crate::{
     conn_timeouts::{Activity, ConnTimeouts, Deadlined},
     counted_io::{CountedIo, IoCounter},
     error::raw_error_response,
+    handover::Handover,
     metrics::{Metrics, RejectReason},
 };
 
@@ -133,6 +134,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub closer: Closer,
     pub activity: Arc<Activity>,
+    /// Where a streaming answer takes the socket from hyper after its head (SSE).
+    pub handover: Handover<CountedStream>,
 }
 
 impl axum::serve::Listener for CountingListener {
@@ -188,6 +191,7 @@ impl axum::serve::Listener for CountingListener {
                 peer: addr,
                 closer,
                 activity,
+                handover: Handover::default(),
             };
             return (
                 CountedIo::new(stream, ServerCounter(self.metrics.clone())),
@@ -201,6 +205,7 @@ impl axum::serve::Listener for CountingListener {
             peer: self.inner.local_addr()?,
             closer: Closer::default(),
             activity: Arc::default(),
+            handover: Handover::default(),
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The accept loop: each accepted socket is one hyper HTTP/1 connection (upgrades on, for the
 //! WebSocket edge) serving the router; on shutdown the listener closes and every connection finishes
-//! what it is answering, then closes. Not `axum::serve`: its version-sniffing builder reads a
-//! request's first bytes on their own, which makes hyper grow its read buffer to 16 KiB for the
-//! whole life of the connection (an SSE stream's, say) instead of 8 KiB.
+//! what it is answering, then closes. Not `axum::serve`: hyper's socket here is [`Detachable`], so a
+//! streaming answer (SSE) takes the socket over once its head is written (`handover.rs`), and the
+//! shutdown signal each connection polls takes no lock shared by all of them.
 
 use std::pin::pin;
 
@@ -12,15 +12,20 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{conn_timeouts::Tracked, listener::CountingListener};
+use crate::{
+    conn_timeouts::Tracked,
+    handover::{Detachable, Tenure},
+    listener::CountingListener,
+};
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then until every connection has
 /// finished its answers (the caller bounds that wait).
 pub async fn serve(mut listener: CountingListener, router: Router, shutdown: CancellationToken) {
-    // Each connection holds an `open` receiver; `closed()` resolves when the last one is gone.
+    // Each connection holds an `open` receiver (its socket's [`Tenure`], which goes with the socket
+    // when it is handed over); `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
     // Dropping `stop_rx` tells every connection to finish. A watch sender's `closed()` is what each
-    // connection polls on every wake-up (each SSE event): unlike a cancellation token's, it takes no
+    // connection polls on every wake-up: unlike a cancellation token's, it takes no
     // lock shared by all connections.
     let (stop_tx, stop_rx) = watch::channel(());
     loop {
@@ -28,8 +33,9 @@ pub async fn serve(mut listener: CountingListener, router: Router, shutdown: Can
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
+        let io = Detachable::new(io, info.handover.clone(), Tenure::new(open_rx.clone()));
         let service = Tracked::new(router.clone(), info);
-        let (stop, open) = (stop_tx.clone(), open_rx.clone());
+        let stop = stop_tx.clone();
         tokio::spawn(async move {
             let mut builder = http1::Builder::new();
             // The socket's own deadlines (`conn_timeouts.rs`) bound a slow head.
@@ -48,7 +54,6 @@ pub async fn serve(mut listener: CountingListener, router: Router, shutdown: Can
                     let _ = connection.await;
                 }
             }
-            drop(open);
         });
     }
     drop((listener, open_rx, stop_rx));

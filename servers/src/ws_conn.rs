@@ -5,7 +5,7 @@
 //! session queued is written in one vectored write, bounded by `--send-timeout`.
 
 use std::{
-    io::{self, IoSlice},
+    io,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering::Relaxed},
@@ -352,7 +352,9 @@ impl WsConn {
                 // Finish tungstenite's pong or close frame before anything else goes out.
                 self.socket.flush().await.map_err(|_| SendError::Gone)?;
             }
-            write_all(&mut self.socket.get_mut().inner, &self.queued).await
+            crate::vectored::write_all(&mut self.socket.get_mut().inner, &self.queued)
+                .await
+                .map_err(|_| SendError::Gone)
         })
         .await;
         self.queued.clear();
@@ -390,43 +392,6 @@ impl WsConn {
     }
 }
 
-/// Writes every byte of `frames` (vectored), waiting for the socket as needed.
-async fn write_all<W: AsyncWrite + Unpin>(io: &mut W, frames: &[Bytes]) -> Result<(), SendError> {
-    let mut frame = 0;
-    let mut offset = 0;
-    std::future::poll_fn(|cx| {
-        while frame < frames.len() {
-            const MAX_SLICES: usize = 64;
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (i, bytes) in frames[frame..].iter().take(MAX_SLICES).enumerate() {
-                slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
-                count = i + 1;
-            }
-            let mut written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    return Poll::Ready(Err(SendError::Gone))
-                }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Pending => return Poll::Pending,
-            };
-            while written > 0 {
-                let left = frames[frame].len() - offset;
-                if written >= left {
-                    written -= left;
-                    frame += 1;
-                    offset = 0;
-                } else {
-                    offset += written;
-                    written = 0;
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
-    })
-    .await
-}
-
 /// Close reasons are limited to 123 bytes by the protocol; cut on a character boundary.
 fn close_reason(reason: &str) -> String {
     let mut end = reason.len().min(123);
@@ -455,19 +420,5 @@ mod tests {
     fn close_reasons_fit_the_protocol_limit() {
         assert_eq!(close_reason("short"), "short");
         assert!(close_reason(&"é".repeat(100)).len() <= 123);
-    }
-
-    #[tokio::test]
-    async fn a_vectored_write_resumes_inside_a_frame() {
-        let (mut client, mut server) = tokio::io::duplex(7);
-        let frames = [Bytes::from_static(b"abcde"), Bytes::from_static(b"fghij")];
-        let reader = tokio::spawn(async move {
-            let mut all = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut all).await;
-            all
-        });
-        assert_eq!(write_all(&mut server, &frames).await, Ok(()));
-        drop(server);
-        assert_eq!(reader.await.ok(), Some(b"abcdefghij".to_vec()));
     }
 }

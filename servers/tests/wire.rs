@@ -253,6 +253,51 @@ async fn sse_bytes_are_unchanged() {
     check("sse", &raw);
 }
 
+/// The end of a stream: a heartbeat, then the server's shutdown ends the chunked body with its last
+/// chunk and closes the connection.
+#[tokio::test]
+async fn sse_heartbeat_and_shutdown_bytes_are_unchanged() {
+    let server = spawn_with(|c| c.heartbeat = Duration::from_millis(700)).await;
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(b"GET /sse/wire HTTP/1.1\r\nHost: wire\r\n\r\n")
+        .await;
+    raw.until(": heartbeat\n\n\r\n").await;
+    within("the shutdown", STEP, server.shutdown())
+        .await
+        .unwrap();
+    raw.until_closed().await;
+    check("sse-end", &raw);
+}
+
+/// An HTTP/1.0 client gets the stream without chunking, ended by the close.
+#[tokio::test]
+async fn sse_over_http_1_0_bytes_are_unchanged() {
+    let server = server().await;
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(b"GET /sse/wire?after=1 HTTP/1.0\r\nHost: wire\r\n\r\n")
+        .await;
+    raw.until("id: 6\n").await;
+    publish_live(&server).await;
+    raw.until("\"data\":\"end\"}\n\n").await;
+    within("the shutdown", STEP, server.shutdown())
+        .await
+        .unwrap();
+    raw.until_closed().await;
+    check("sse-http10", &raw);
+}
+
+/// `HEAD` gets the stream's head and no body, and the connection takes the next request.
+#[tokio::test]
+async fn sse_head_bytes_are_unchanged() {
+    let server = server().await;
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(b"HEAD /sse/wire HTTP/1.1\r\nHost: wire\r\n\r\n")
+        .await;
+    raw.until("\r\n\r\n").await;
+    exchange(&mut raw, "/poll/wire?after=5").await;
+    check("sse-head", &raw);
+}
+
 #[tokio::test]
 async fn websocket_bytes_are_unchanged() {
     let server = server().await;

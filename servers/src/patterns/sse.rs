@@ -1,10 +1,10 @@
 //! Server-sent events: `GET /sse/{topic}` streams `id: {seq}` / `data: {event json}` frames, resumes
 //! from `Last-Event-ID` or `?after=`, announces gaps, sends comment heartbeats, and ends the stream of
-//! a subscriber that falls too far behind.
+//! a subscriber that falls too far behind. hyper writes the response head; the stream itself is
+//! written by its own task on the socket hyper hands over (`handover.rs`), framed as hyper would.
 
 use std::{
-    convert::Infallible,
-    future::Future,
+    future::{poll_fn, Future},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -12,8 +12,8 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::State,
-    http::{header, HeaderMap},
+    extract::{ConnectInfo, State},
+    http::{header, HeaderMap, Version},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -21,15 +21,25 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::{
+    io::{AsyncRead, AsyncWriteExt, ReadBuf},
+    sync::oneshot,
+};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::{
     app::AppState,
     bus::{Delivery, Subscription},
     error::AppError,
-    extract::{ConnCloser, Topic, ValidQuery},
+    extract::{Topic, ValidQuery},
+    handover::{Detached, Framing, LAST_CHUNK},
+    listener::{ConnInfo, CountedStream},
     metrics::{ActiveGuard, Metrics, PatternKind},
+    vectored::write_all,
 };
+
+/// Frames written together at most: what one wake-up drains from the subscription.
+const BATCH: usize = 64;
 
 pub fn routes(_: &AppState) -> Router<AppState> {
     Router::new().route("/sse/{topic}", get(sse))
@@ -60,41 +70,48 @@ async fn sse(
     State(state): State<AppState>,
     Topic(topic): Topic,
     ValidQuery(query): ValidQuery<SseQuery>,
-    ConnCloser(closer): ConnCloser,
+    ConnectInfo(conn): ConnectInfo<Arc<ConnInfo>>,
+    version: Version,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     state.metrics.request(PatternKind::Sse);
     let after = resume_cursor(&headers, query.after)?;
     let subscription = state.bus.subscribe(&topic, after).await?;
-    let hello = Bytes::from(format!(
-        "retry: 1000\nevent: subscribed\ndata: {{\"topic\":\"{topic}\",\"after\":{},\"head\":{}}}\n\n",
-        subscription.after, subscription.head
-    ));
+    // Asked for after every refusal: an error answer keeps its connection.
+    let (socket, body) = conn.handover.request();
+    let framing = Framing::of(version);
+    let hello = framing.frame(
+        format!(
+            "retry: 1000\nevent: subscribed\ndata: {{\"topic\":\"{topic}\",\"after\":{},\"head\":{}}}\n\n",
+            subscription.after, subscription.head
+        )
+        .as_bytes(),
+    );
     // A client that stops reading falls behind in its mailbox; a full one cuts the connection at
     // once, from the publishing side (there is no room left to say why).
     let metrics = state.metrics.clone();
+    let closer = conn.closer.clone();
     let subscription = subscription.on_overflow(
         state.config.subscriber_buffer,
         Box::new(move || {
             metrics.lagged_disconnect(PatternKind::Sse);
-            if let Some(closer) = closer {
-                closer.close();
-            }
+            closer.close();
         }),
     );
     // Counted from here, so the gauge is up before the client sees `subscribed`.
     let active = state.metrics.active(PatternKind::Sse);
     let mut heartbeat = tokio::time::interval(state.config.heartbeat);
     heartbeat.reset(); // the first tick would otherwise fire at once
-    let body = Stream {
-        hello: Some(hello),
+    let stream = Stream {
+        queued: vec![hello],
         subscription,
         heartbeat,
         shutdown: Box::pin(state.shutdown.clone().cancelled_owned()),
         metrics: state.metrics.clone(),
+        framing,
         _active: active,
-        ended: false,
     };
+    tokio::spawn(stream.run(socket, conn, state.config.send_timeout));
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -105,76 +122,127 @@ async fn sse(
         .into_response())
 }
 
-/// The response body: the `subscribed` frame, then the subscription's frames and heartbeats, read
-/// by the connection's own task as it writes (one wake-up per burst of events), until the
-/// subscription or the server ends.
+/// One stream on its handed-over socket: the `subscribed` frame, then the subscription's frames
+/// and heartbeats, until the subscription, the client or the server ends.
 struct Stream {
-    hello: Option<Bytes>,
+    /// Frames to write next, framed for the connection.
+    queued: Vec<Bytes>,
     subscription: Subscription,
     heartbeat: tokio::time::Interval,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     metrics: Arc<Metrics>,
+    framing: Framing,
     _active: ActiveGuard,
-    ended: bool,
 }
 
-impl http_body::Body for Stream {
-    type Data = Bytes;
-    type Error = Infallible;
+/// What comes after writing what is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    More,
+    /// The stream is over: end the body and close.
+    End,
+    /// The client is gone (or the connection was cut): nothing more to write.
+    Gone,
+}
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
+impl Stream {
+    async fn run(
+        mut self,
+        socket: oneshot::Receiver<Detached<CountedStream>>,
+        conn: Arc<ConnInfo>,
+        send_timeout: std::time::Duration,
+    ) {
+        // No socket: hyper dropped the answer (a HEAD request, or a client gone before its head).
+        let Ok(Detached { mut io, tenure }) = socket.await else {
+            return;
+        };
+        // The socket's idle and head deadlines stay away for good, as for a WebSocket.
+        conn.activity.upgrade();
+        loop {
+            let then = poll_fn(|cx| self.poll_next_batch(cx, &mut io)).await;
+            if write_all(&mut io, &self.queued).await.is_err() {
+                return;
+            }
+            self.queued.clear();
+            match then {
+                Then::More => {}
+                Then::End => break,
+                Then::Gone => return,
+            }
         }
-        if let Some(hello) = this.hello.take() {
-            return data(hello);
+        // The end of the body, as hyper writes it, then the close hyper would have made at
+        // shutdown; a client that does not take them within the send timeout is left.
+        let framing = self.framing;
+        drop(self);
+        let _ = tokio::time::timeout(send_timeout, async {
+            if framing == Framing::Chunked {
+                write_all(&mut io, &[Bytes::from_static(LAST_CHUNK)]).await?;
+            }
+            io.shutdown().await
+        })
+        .await;
+        drop(tenure);
+    }
+
+    /// Queues what is ready (up to [`BATCH`] frames) and says what follows; pending while there is
+    /// nothing to write.
+    fn poll_next_batch(&mut self, cx: &mut Context<'_>, io: &mut CountedStream) -> Poll<Then> {
+        while self.queued.len() < BATCH {
+            match self.subscription.poll_next_unpin(cx) {
+                Poll::Ready(Some(Delivery::Event(event))) => {
+                    self.metrics.delivered(PatternKind::Sse, 1);
+                    self.queued.push(match self.framing {
+                        Framing::Chunked => event.sse_chunk().clone(),
+                        Framing::ToClose => event.sse.clone(),
+                    });
+                }
+                Poll::Ready(Some(Delivery::Gap(gap))) => {
+                    let frame = format!(
+                        "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
+                        gap.after, gap.oldest
+                    );
+                    self.queued.push(self.framing.frame(frame.as_bytes()));
+                }
+                Poll::Ready(Some(Delivery::Lagged { missed })) => {
+                    self.metrics.lagged_disconnect(PatternKind::Sse);
+                    self.queued
+                        .push(self.framing.frame(lagged_frame(missed).as_bytes()));
+                    return Poll::Ready(Then::End);
+                }
+                Poll::Ready(None) => return Poll::Ready(Then::End),
+                Poll::Pending => break,
+            }
         }
-        match this.subscription.poll_next_unpin(cx) {
-            Poll::Ready(Some(Delivery::Event(event))) => {
-                this.metrics.delivered(PatternKind::Sse, 1);
-                return data(event.sse.clone());
-            }
-            Poll::Ready(Some(Delivery::Gap(gap))) => {
-                return data(Bytes::from(format!(
-                    "event: gap\ndata: {{\"after\":{},\"oldest\":{}}}\n\n",
-                    gap.after, gap.oldest
-                )));
-            }
-            Poll::Ready(Some(Delivery::Lagged { missed })) => {
-                this.metrics.lagged_disconnect(PatternKind::Sse);
-                this.ended = true;
-                return data(lagged_frame(missed));
-            }
-            Poll::Ready(None) => {
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-            Poll::Pending => {}
+        if !self.queued.is_empty() {
+            return Poll::Ready(Then::More);
         }
         // Looked at only when nothing is queued: once per wake-up, not once per event.
-        if this.shutdown.as_mut().poll(cx).is_ready() {
-            this.ended = true;
-            return Poll::Ready(None);
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Then::End);
         }
-        if this.heartbeat.poll_tick(cx).is_ready() {
-            return data(Bytes::from_static(b": heartbeat\n\n"));
+        if self.heartbeat.poll_tick(cx).is_ready() {
+            self.queued.push(self.framing.frame(b": heartbeat\n\n"));
+            return Poll::Ready(Then::More);
         }
-        Poll::Pending
+        // The client's side: its close (or the connection's cutting) ends the stream; anything it
+        // sends meanwhile is read and dropped, as a stream takes no requests.
+        let mut scratch = [0u8; 256];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Then::Gone),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Then::Gone),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
-fn data(bytes: Bytes) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-    Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
-}
-
-fn lagged_frame(missed: u64) -> Bytes {
-    Bytes::from(format!(
+fn lagged_frame(missed: u64) -> String {
+    format!(
         "event: lagged\ndata: {{\"missed\":{missed},\"detail\":\"subscriber fell too far behind; reconnect with Last-Event-ID\"}}\n\n"
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::{future::Future, io, sync::Arc};
 
 use axum::{
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, Request},
     http::{Method, Uri},
     middleware::{self, Next},
     response::Response,
@@ -20,7 +20,7 @@ use crate::{
     feed_api,
     listener::CountingListener,
     log::{kafka::KafkaLog, rabbitmq::RabbitLog, LogBroker},
-    metrics::{Metrics, RejectReason},
+    metrics::Metrics,
     patterns,
     queue::{ClaimLanes, JobQueue, Lanes, LogQueue, MemoryQueue, RabbitLanes, RedisQueue},
     redis::link::Link,
@@ -183,11 +183,7 @@ pub fn app(state: AppState) -> Router {
         // Must come after every route is registered: it applies to the routes present now.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config.max_body))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_rejections,
-        ));
+        .layer(DefaultBodyLimit::max(state.config.max_body));
     if let Some(stall) = state.config.debug_stall {
         let started = tokio::time::Instant::now();
         router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -223,15 +219,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
     }
 }
 
-/// Counts every refused request by reason, read from the marker [`AppError`] leaves on its response.
-async fn count_rejections(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    if let Some(reason) = response.extensions().get::<RejectReason>() {
-        state.metrics.rejected(*reason);
-    }
-    response
-}
-
 /// Serves on an already-bound listener until `shutdown` resolves, then lets open streams and held
 /// requests end cleanly, waiting at most `config.shutdown_grace` (plus a second) for them.
 pub async fn run(
@@ -253,7 +240,12 @@ pub async fn run(
         crate::fd_limit::fit_connections(state.config.max_connections),
         timeouts,
     );
-    let serve = crate::serve::serve(listener, app(state), token.clone());
+    let serve = crate::serve::serve(
+        listener,
+        app(state.clone()),
+        state.metrics.clone(),
+        token.clone(),
+    );
     let mut serve = std::pin::pin!(serve);
     tokio::select! {
         () = &mut serve => return Ok(()),

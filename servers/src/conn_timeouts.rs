@@ -305,18 +305,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
 
 /// One connection's router: each request carries `ConnectInfo<Arc<ConnInfo>>` and is marked in
 /// flight on the connection until its answer is complete, so the socket's timeouts never cut off
-/// work in progress (a held long poll, an SSE stream); a 101 upgrade marks the connection for good.
+/// work in progress (a held long poll); a 101 upgrade marks the connection for good. A refused
+/// request is counted by the reason [`AppError`](crate::error::AppError) marks its answer with.
 /// Served to hyper directly (`serve.rs`): nothing is boxed per request.
 pub struct Tracked {
     router: Router,
     info: Arc<ConnInfo>,
+    metrics: Arc<Metrics>,
 }
 
 impl Tracked {
-    pub fn new(router: Router, info: ConnInfo) -> Self {
+    pub fn new(router: Router, info: ConnInfo, metrics: Arc<Metrics>) -> Self {
         Self {
             router,
             info: Arc::new(info),
+            metrics,
         }
     }
 }
@@ -335,6 +338,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked 
         TrackedFuture {
             inner: self.router.clone().call(request),
             in_flight,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -345,6 +349,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         in_flight: Option<InFlight>,
+        metrics: Arc<Metrics>,
     }
 }
 
@@ -356,6 +361,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for TrackedFuture<
         let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
             return Poll::Pending;
         };
+        if let Some(reason) = response.extensions().get::<RejectReason>() {
+            this.metrics.rejected(*reason);
+        }
         let Some(in_flight) = this.in_flight.take() else {
             return Poll::Ready(Ok(response));
         };

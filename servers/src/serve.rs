@@ -4,7 +4,7 @@
 //! streaming answer (SSE) takes the socket over once its head is written (`handover.rs`), and the
 //! shutdown signal each connection polls takes no lock shared by all of them.
 
-use std::pin::pin;
+use std::{pin::pin, sync::Arc};
 
 use axum::{serve::Listener, Router};
 use hyper::server::conn::http1;
@@ -16,11 +16,17 @@ use crate::{
     conn_timeouts::Tracked,
     handover::{Detachable, Tenure},
     listener::CountingListener,
+    metrics::Metrics,
 };
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then until every connection has
-/// finished its answers (the caller bounds that wait).
-pub async fn serve(mut listener: CountingListener, router: Router, shutdown: CancellationToken) {
+/// finished its answers (the caller bounds that wait); refusals are counted in `metrics`.
+pub async fn serve(
+    mut listener: CountingListener,
+    router: Router,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     // Each connection holds an `open` receiver (its socket's [`Tenure`], which goes with the socket
     // when it is handed over); `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
@@ -34,7 +40,7 @@ pub async fn serve(mut listener: CountingListener, router: Router, shutdown: Can
             () = shutdown.cancelled() => break,
         };
         let io = Detachable::new(io, info.handover.clone(), Tenure::new(open_rx.clone()));
-        let service = Tracked::new(router.clone(), info);
+        let service = Tracked::new(router.clone(), info, metrics.clone());
         let stop = stop_tx.clone();
         tokio::spawn(async move {
             let mut builder = http1::Builder::new();

@@ -97,11 +97,13 @@ pub struct Detached<S> {
 
 /// Held while a connection is open: the server's shutdown waits until every one is dropped.
 #[derive(Debug, Clone)]
-pub struct Tenure(#[allow(dead_code)] watch::Receiver<()>);
+pub struct Tenure {
+    _open: watch::Receiver<()>,
+}
 
 impl Tenure {
     pub fn new(open: watch::Receiver<()>) -> Self {
-        Self(open)
+        Self { _open: open }
     }
 }
 

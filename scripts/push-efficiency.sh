@@ -86,7 +86,11 @@ build_rev() {
     echo "building $1 ($(git rev-parse --short "$sha")) in $slot ..."
     rm -rf "$slot/src" "$slot/src.rev"
     mkdir -p "$slot/src"
-    git archive "$sha" | tar -x -C "$slot/src"
+    # -m: the files get the time of extraction, not of their commit. cargo decides a workspace
+    # crate is fresh when no source file is newer than its last build, so a revision committed
+    # before the slot's last build would otherwise not be rebuilt at all (the old binary measured
+    # under the new name).
+    git archive "$sha" | tar -x -m -C "$slot/src"
     (cd "$slot/src" && CARGO_TARGET_DIR=$slot/target cargo build --release -q --locked -p commbench-loadgen)
     echo "$sha" >"$slot/src.rev"
   else

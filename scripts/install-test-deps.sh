@@ -12,7 +12,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The RabbitMQ backend tests start a private node (and its own epmd) on free loopback ports.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
   || need_apt+=(rabbitmq-server)
-# The GraphQL WebSocket tests drive the reference graphql-transport-ws client (npm graphql-ws).
+# The GraphQL WebSocket and SSE tests drive reference clients (npm graphql-ws, eventsource).
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # The HTML report test loads REPORT.html in headless Chromium (driven by loadgen/tests/browser).
@@ -29,7 +29,8 @@ fi
 "$(dirname "$0")/install-peers.sh"
 # The HTML report test drives Chromium with playwright-core (never a downloaded browser).
 "$(dirname "$0")/npm-ci.sh" loadgen/tests/browser
-# The GraphQL WebSocket tests run the reference graphql-transport-ws client (npm graphql-ws).
+# The GraphQL WebSocket and SSE tests run the reference graphql-transport-ws client (npm graphql-ws)
+# and a reference EventSource (npm eventsource).
 "$(dirname "$0")/npm-ci.sh" servers/tests/js
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -409,3 +409,75 @@ async fn stalled_subscriber_is_cut_off_while_a_fast_one_gets_everything() {
         "only the stalled subscriber lags"
     );
 }
+
+/// A reference client (npm `eventsource` on Node's own HTTP client, installed by
+/// scripts/install-test-deps.sh into servers/tests/js) reads the stream: the handed-over socket's
+/// chunking, heartbeats between events, ids, escaped and binary payloads, a chunk over 255 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_eventsource_client_reads_the_stream() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: node is not installed (scripts/install-test-deps.sh installs it)");
+        return;
+    }
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/eventsource")
+            .exists(),
+        "servers/tests/js/node_modules is missing: run scripts/install-test-deps.sh"
+    );
+    let server = spawn_with(|c| c.heartbeat = Duration::from_millis(100)).await;
+    let http = client();
+    publish(&http, &server.url(), "ref", "before").await;
+    let node = tokio::process::Command::new("node")
+        .arg("sse.mjs")
+        .arg(sse_url(&server.url(), "ref", ""))
+        .arg("4")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let metrics = server.state.metrics.clone();
+    wait_until("the reference client to subscribe", STEP, || {
+        metrics
+            .render()
+            .contains("commbench_active{pattern=\"sse\"} 1")
+    })
+    .await;
+    // Heartbeats go out between the events.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let payloads: [Vec<u8>; 4] = [
+        "he said \"hi\"\n\tü".into(),
+        vec![0xff, 0x00, 0x80],
+        "l".repeat(300).into(),
+        "end".into(),
+    ];
+    for payload in &payloads {
+        publish(&http, &server.url(), "ref", payload.clone()).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let output = within("the node client", STEP, node.wait_with_output())
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node failed: {}\n{out}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(received["subscribed"]["head"], 1, "{out}");
+    assert_eq!(received["ids"], serde_json::json!(["2", "3", "4", "5"]));
+    let events = &received["events"];
+    assert_eq!(events[0]["data"], "he said \"hi\"\n\tü");
+    assert_eq!(events[1]["data_b64"], "/wCA");
+    assert_eq!(events[2]["data"], "l".repeat(300));
+    assert_eq!(events[3]["data"], "end");
+    assert_eq!(events[3]["seq"], 5);
+}

@@ -201,34 +201,33 @@ fn signature(item: &[(Key, ItemField)]) -> Bytes {
         match field {
             ItemField::Typename => out.push(b'T'),
             ItemField::Event(fields) => {
-                out.extend_from_slice(b"E{");
-                for (key, field) in fields {
-                    out.extend_from_slice(key);
-                    out.push(match field {
-                        EventField::Typename => b'T',
-                        EventField::Topic => b't',
-                        EventField::Seq => b's',
-                        EventField::Data => b'd',
-                        EventField::DataB64 => b'b',
-                    });
-                }
-                out.push(b'}');
+                signed_object(&mut out, b'E', fields, |field| match field {
+                    EventField::Typename => b'T',
+                    EventField::Topic => b't',
+                    EventField::Seq => b's',
+                    EventField::Data => b'd',
+                    EventField::DataB64 => b'b',
+                })
             }
-            ItemField::Gap(fields) => {
-                out.extend_from_slice(b"G{");
-                for (key, field) in fields {
-                    out.extend_from_slice(key);
-                    out.push(match field {
-                        GapField::Typename => b'T',
-                        GapField::After => b'a',
-                        GapField::Oldest => b'o',
-                    });
-                }
-                out.push(b'}');
-            }
+            ItemField::Gap(fields) => signed_object(&mut out, b'G', fields, |field| match field {
+                GapField::Typename => b'T',
+                GapField::After => b'a',
+                GapField::Oldest => b'o',
+            }),
         }
     }
     Bytes::from(out)
+}
+
+/// An object field's part of a [`signature`]: its tag, then each key with its field's code,
+/// between braces.
+fn signed_object<F>(out: &mut Vec<u8>, tag: u8, fields: &[(Key, F)], code: impl Fn(&F) -> u8) {
+    out.extend_from_slice(&[tag, b'{']);
+    for (key, field) in fields {
+        out.extend_from_slice(key);
+        out.push(code(field));
+    }
+    out.push(b'}');
 }
 
 /// The fields of a selection with no fragments, directives, arguments or repeated response keys,

@@ -30,6 +30,7 @@ pub mod spool;
 pub mod topic;
 pub mod units;
 pub mod vectored;
+pub mod wake_flag;
 pub mod ws_close;
 pub mod ws_conn;
 

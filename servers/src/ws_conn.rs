@@ -44,6 +44,7 @@ use tokio_tungstenite::{
 use crate::{
     app::AppState,
     metrics::{Metrics, PatternKind},
+    wake_flag::WakeFlag,
 };
 
 /// Bytes tungstenite reads at once. Client messages are control messages of a few dozen bytes;
@@ -216,6 +217,7 @@ impl Upgrade {
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             session(WsConn {
                 socket,
+                reads: WakeFlag::default(),
                 queued: Vec::new(),
                 limits,
                 open: None,
@@ -288,6 +290,8 @@ pub enum SendError {
 /// One upgraded WebSocket connection.
 pub struct WsConn {
     socket: WebSocketStream<Io>,
+    /// Whether the client's side woke the session since it was last found waiting.
+    reads: WakeFlag,
     /// Frames to write, in order: written together by [`WsConn::flush`].
     queued: Vec<Bytes>,
     limits: Limits,
@@ -311,9 +315,11 @@ impl WsConn {
     }
 
     /// The next message from the client; pings and the close handshake are answered by
-    /// tungstenite. Cancel-safe.
+    /// tungstenite. Cancel-safe. tungstenite is polled only when the socket woke the session (or
+    /// last gave a message), not on the wake-ups a subscription's events cause.
     pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
-        self.socket.next().await
+        let Self { socket, reads, .. } = self;
+        std::future::poll_fn(|cx| reads.poll(cx, |cx| socket.poll_next_unpin(cx))).await
     }
 
     /// Queues a complete frame (an event's shared frame, see [`frame`]).

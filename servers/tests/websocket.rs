@@ -649,3 +649,74 @@ async fn closing_the_socket_releases_the_session() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(open <= 1, "{open} connections still open");
 }
+
+/// The session reads its client only when the client's side woke it (`wake_flag.rs`): while events
+/// keep waking it, a ping, a control message and a close from the client must still be seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_messages_are_read_while_events_keep_the_session_busy() {
+    let server = spawn_default().await;
+    let metrics = server.state.metrics.clone();
+    let mut ws = ws_connect(&server).await;
+    ws_subscribe(&mut ws, "busy", None).await;
+    let publisher = {
+        let state = server.state.clone();
+        let topic = commbench_servers::topic::TopicName::parse("busy").unwrap();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                state
+                    .publish(&topic, bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    // Events are flowing before the client speaks.
+    assert_eq!(ws_event(&mut ws).await["topic"], "busy");
+
+    within(
+        "the pong",
+        STEP,
+        ws.send(Message::Ping(b"p".to_vec().into())),
+    )
+    .await
+    .unwrap();
+    within("the pong among the events", STEP, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Pong(payload))) => break assert_eq!(&payload[..], b"p"),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended before the pong: {other:?}"),
+            }
+        }
+    })
+    .await;
+
+    ws_send(&mut ws, json!({ "type": "unsubscribe", "topic": "busy" })).await;
+    within("the unsubscribe answer among the events", STEP, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+                    break assert_eq!(reply, json!({ "type": "unsubscribed", "topic": "busy" }));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended before the answer: {other:?}"),
+            }
+        }
+    })
+    .await;
+    // Resubscribed, events flow again; then the client's close ends the session mid-stream.
+    ws_subscribe(&mut ws, "busy", None).await;
+    assert_eq!(ws_event(&mut ws).await["topic"], "busy");
+    within("the client close", STEP, ws.close(None))
+        .await
+        .unwrap();
+    wait_until("the session to be released", STEP, || {
+        metrics
+            .render()
+            .contains("commbench_active{pattern=\"websocket\"} 0")
+    })
+    .await;
+    publisher.abort();
+}

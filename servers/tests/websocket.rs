@@ -635,15 +635,7 @@ async fn closing_the_socket_releases_the_session() {
     assert!(metrics
         .render()
         .contains("commbench_active{pattern=\"websocket\"} 1"));
-    within("the client close", STEP, ws.close(None))
-        .await
-        .unwrap();
-    wait_until("the session to be released", STEP, || {
-        metrics
-            .render()
-            .contains("commbench_active{pattern=\"websocket\"} 0")
-    })
-    .await;
+    close_and_see_the_session_released(&mut ws, &metrics).await;
     let open = metrics
         .connections_open
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -709,6 +701,15 @@ async fn client_messages_are_read_while_events_keep_the_session_busy() {
     // Resubscribed, events flow again; then the client's close ends the session mid-stream.
     ws_subscribe(&mut ws, "busy", None).await;
     assert_eq!(ws_event(&mut ws).await["topic"], "busy");
+    close_and_see_the_session_released(&mut ws, &metrics).await;
+    publisher.abort();
+}
+
+/// Closes the socket from the client's side and waits until the server has let its session go.
+async fn close_and_see_the_session_released(
+    ws: &mut Ws,
+    metrics: &commbench_servers::metrics::Metrics,
+) {
     within("the client close", STEP, ws.close(None))
         .await
         .unwrap();
@@ -718,5 +719,4 @@ async fn client_messages_are_read_while_events_keep_the_session_busy() {
             .contains("commbench_active{pattern=\"websocket\"} 0")
     })
     .await;
-    publisher.abort();
 }

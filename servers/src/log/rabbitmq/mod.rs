@@ -66,6 +66,11 @@ pub struct RabbitLog {
     link: Arc<RabbitLink>,
     /// When this instance first saw each stream exist (see [`SETTLE`]).
     first_seen: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// One create at a time per stream in this process. The broker-side lock is an exclusive
+    /// queue, which every channel of this connection may declare, so two creates here (a worker
+    /// queue readied at start and the first enqueue) would otherwise both write a genesis, and
+    /// the second would read as a new incarnation of the stream.
+    creating: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RabbitLog {
@@ -75,6 +80,7 @@ impl RabbitLog {
         Ok(Self {
             link: RabbitLink::connect(url, counters).await?,
             first_seen: std::sync::Mutex::new(HashMap::new()),
+            creating: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -321,6 +327,15 @@ impl LogBroker for RabbitLog {
     /// A node that has just started may refuse to declare a stream until its stream coordinator
     /// is up (the channel is closed with an internal error): tried a few times before giving up.
     async fn create(&self, log: &str) -> Result<(), LogError> {
+        let turn = {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if creating.len() >= SETTLED_MAX {
+                creating.clear();
+            }
+            creating.entry(log.to_owned()).or_default().clone()
+        };
+        // The second of two creates finds the stream made (its end past the genesis) and is done.
+        let _turn = turn.lock().await;
         let mut tries = 0;
         loop {
             let created = match self.raw_end(log).await {

@@ -228,21 +228,9 @@ async fn the_legacy_graphql_ws_subprotocol_still_works() {
 /// servers/tests/js) subscribes, receives events published meanwhile and completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_graphql_ws_client_subscribes_and_receives_events() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: node is not installed (scripts/install-test-deps.sh installs it)");
+    let Some(dir) = common::reference_clients("graphql-ws") else {
         return;
-    }
-    assert!(
-        std::path::Path::new(dir)
-            .join("node_modules/graphql-ws")
-            .exists(),
-        "servers/tests/js/node_modules is missing: run scripts/install-test-deps.sh"
-    );
+    };
     let server = spawn_with(|_| {}).await;
     let events = 20;
     let mut node = tokio::process::Command::new("node")

@@ -415,21 +415,9 @@ async fn stalled_subscriber_is_cut_off_while_a_fast_one_gets_everything() {
 /// chunking, heartbeats between events, ids, escaped and binary payloads, a chunk over 255 bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_eventsource_client_reads_the_stream() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: node is not installed (scripts/install-test-deps.sh installs it)");
+    let Some(dir) = common::reference_clients("eventsource") else {
         return;
-    }
-    assert!(
-        std::path::Path::new(dir)
-            .join("node_modules/eventsource")
-            .exists(),
-        "servers/tests/js/node_modules is missing: run scripts/install-test-deps.sh"
-    );
+    };
     let server = spawn_with(|c| c.heartbeat = Duration::from_millis(100)).await;
     let http = client();
     publish(&http, &server.url(), "ref", "before").await;

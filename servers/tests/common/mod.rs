@@ -28,6 +28,30 @@ use tokio_tungstenite::{
 /// Bound for one ordinary step (a request, a frame, a message). Generous: the machine is noisy.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// The directory of the reference clients (npm packages that scripts/install-test-deps.sh installs
+/// into servers/tests/js), once `package` is found there; `None`, said on stderr, where node itself
+/// is missing, so the caller skips. A missing package with node present fails: the install step
+/// was skipped.
+pub fn reference_clients(package: &str) -> Option<&'static str> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: node is not installed (scripts/install-test-deps.sh installs it)");
+        return None;
+    }
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules")
+            .join(package)
+            .exists(),
+        "servers/tests/js/node_modules/{package} is missing: run scripts/install-test-deps.sh"
+    );
+    Some(dir)
+}
+
 /// Runs `fut`, failing the test with `what` if it takes longer than `limit`.
 pub async fn within<F: Future>(what: &str, limit: Duration, fut: F) -> F::Output {
     match tokio::time::timeout(limit, fut).await {

@@ -66,12 +66,6 @@ pub struct RabbitLog {
     link: Arc<RabbitLink>,
     /// When this instance first saw each stream exist (see [`SETTLE`]).
     first_seen: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
-    /// One create at a time per stream in this process (an entry per create in progress; one that
-    /// was cancelled leaves its entry, at most one per stream). The broker-side lock is an
-    /// exclusive queue, which every channel of this connection may declare, so two creates here (a
-    /// worker queue readied at start and the first enqueue) would otherwise both write a genesis,
-    /// and the second would read as a new incarnation of the stream.
-    creating: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RabbitLog {
@@ -81,7 +75,6 @@ impl RabbitLog {
         Ok(Self {
             link: RabbitLink::connect(url, counters).await?,
             first_seen: std::sync::Mutex::new(HashMap::new()),
-            creating: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -110,10 +103,6 @@ impl RabbitLog {
 
     fn first_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::time::Instant>> {
         self.first_seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn creating(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.creating.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection, shared with the RabbitMQ queue when the server runs both.
@@ -221,28 +210,6 @@ impl RabbitLog {
 }
 
 impl RabbitLog {
-    /// [`LogBroker::create`] once this process's turn for `log` has come.
-    async fn create_tried(&self, log: &str) -> Result<(), LogError> {
-        let mut tries = 0;
-        loop {
-            let created = match self.raw_end(log).await {
-                Ok(end) if end > 0 => Ok(()),
-                Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
-                Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
-                    self.create_locked(log).await
-                }
-                Err(error) => Err(error),
-            };
-            match created {
-                Err(LogError::Refused(_)) if tries < CREATE_TRIES => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Whether the queue exists (a passive declare, on a channel of its own: a 404 closes it).
     async fn exists(&self, name: &str) -> Result<bool, LogError> {
         let channel = self.link.channel().await?;
@@ -354,18 +321,24 @@ impl LogBroker for RabbitLog {
     /// A node that has just started may refuse to declare a stream until its stream coordinator
     /// is up (the channel is closed with an internal error): tried a few times before giving up.
     async fn create(&self, log: &str) -> Result<(), LogError> {
-        let turn = self.creating().entry(log.to_owned()).or_default().clone();
-        // The second of two creates finds the stream made (its end past the genesis) and is done.
-        let created = {
-            let _turn = turn.lock().await;
-            self.create_tried(log).await
-        };
-        // The last one out takes the entry away: the map holds only creates in progress.
-        let mut creating = self.creating();
-        if Arc::strong_count(&turn) == 2 {
-            creating.remove(log);
+        let mut tries = 0;
+        loop {
+            let created = match self.raw_end(log).await {
+                Ok(end) if end > 0 => Ok(()),
+                Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
+                Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
+                    self.create_locked(log).await
+                }
+                Err(error) => Err(error),
+            };
+            match created {
+                Err(LogError::Refused(_)) if tries < CREATE_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
         }
-        created
     }
 
     async fn append(&self, log: &str, records: &[(String, Bytes)]) -> Result<(), LogError> {

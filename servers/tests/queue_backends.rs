@@ -1,8 +1,8 @@
 //! The message queue's behaviour on every backend — in-process, Redis, RabbitMQ, Kafka — from the
 //! same tests: a job's life and counts, lane order with the starvation guard, redelivery after the
 //! visibility timeout with the late ack a duplicate, competing instances finishing each job once,
-//! completions announced on the notify topic, and (brokers only) a server holding a job killed
-//! mid-job: the job is delivered again.
+//! completions announced on the notify topic, (brokers only) a server holding a job killed
+//! mid-job: the job is delivered again, and (log brokers) the workers' queue log made at start.
 
 #![allow(clippy::unwrap_used)]
 
@@ -262,6 +262,50 @@ async fn a_job_held_by_a_killed_server_is_delivered_again(backend: Backend) {
         (Some(1), Some(1)),
         "{counts}"
     );
+}
+
+/// With a log broker the in-server workers' queue gets its job log when the server starts, not
+/// from the first enqueue: a log made under load held every worker's first take while it settled
+/// (half a second on RabbitMQ), and the jobs meanwhile waited.
+async fn the_worker_queue_log_is_made_before_any_job(backend: Backend) {
+    use commbench_servers::log::LogBroker;
+    let queue = format!("ready{}", backend.label());
+    let topic = commbench_servers::topic::TopicName::parse(&queue).unwrap();
+    let servers = instances(backend, 1, |c| {
+        c.workers = 1;
+        c.worker_queue = topic.clone();
+    })
+    .await;
+    let url = shared(backend).await.unwrap().url();
+    let counters = std::sync::Arc::default();
+    let broker: Box<dyn LogBroker> = match backend {
+        Backend::RabbitMq => Box::new(
+            commbench_servers::log::rabbitmq::RabbitLog::connect(&url, counters)
+                .await
+                .unwrap(),
+        ),
+        _ => Box::new(
+            commbench_servers::log::kafka::KafkaLog::connect(&url, counters)
+                .await
+                .unwrap(),
+        ),
+    };
+    let log = commbench_servers::log::log_name("j", &queue);
+    within("the worker queue's log to exist", STEP * 2, async {
+        while broker.end(&log).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Made, not filled: nothing was submitted.
+    let counts = stats(&client(), &servers.url(0), &queue).await;
+    assert_eq!(counts["submitted"].as_u64(), Some(0), "{counts}");
+}
+
+mod log_brokers {
+    crate::suite!(@backend rabbitmq, RabbitMq, the_worker_queue_log_is_made_before_any_job);
+    crate::suite!(@backend kafka, Kafka, the_worker_queue_log_is_made_before_any_job);
+    use super::*;
 }
 
 suite!(

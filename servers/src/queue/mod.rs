@@ -102,4 +102,12 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// The queue's counters (zeros for a queue never used).
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError>;
+
+    /// Readies a queue before its first job, where that takes time: on a log broker (RabbitMQ,
+    /// Kafka) the queue's job log is made and this instance follows it, so the first takes do not
+    /// wait for a new log to settle (half a second on RabbitMQ) while jobs pile up. Elsewhere
+    /// nothing is needed.
+    async fn prepare(&self, _queue: &QueueName) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

@@ -122,10 +122,22 @@ impl Announcer {
     }
 }
 
-/// Starts `config.workers` worker tasks; they stop when the server shuts down.
+/// Starts `config.workers` worker tasks; they stop when the server shuts down. Their queue is
+/// readied meanwhile (see `JobQueue::prepare`): with a log broker, a job log made by the first
+/// enqueue would hold every worker's first take until it settled, during the load.
 pub fn spawn(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let outage = Arc::new(Outage::default());
     let announcer = Announcer::new();
+    if state.config.workers > 0 {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let queue = state.config.worker_queue.clone();
+            if let Err(error) = state.queue.prepare(&queue).await {
+                // The workers' own takes cope with the broker; this only costs the head start.
+                tracing::warn!(%error, queue = queue.as_str(), "the worker queue was not readied ahead of its first job");
+            }
+        });
+    }
     (0..state.config.workers)
         .map(|n| {
             let name = format!("server-{n}");

@@ -5,7 +5,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+    },
     time::Duration,
 };
 
@@ -31,6 +34,8 @@ const HEALTH_CHECK: Duration = Duration::from_secs(1);
 pub struct RabbitLink {
     args: OpenConnectionArguments,
     current: Mutex<Option<Arc<Session>>>,
+    /// How many connections were opened before the current one (see [`RabbitLink::generation`]).
+    generation: AtomicU64,
     up: watch::Sender<bool>,
     broken: Notify,
     counters: Arc<RedisCounters>,
@@ -102,6 +107,7 @@ impl RabbitLink {
         let link = Arc::new(Self {
             args,
             current: Mutex::new(Some(Arc::new(session))),
+            generation: AtomicU64::new(0),
             up: watch::Sender::new(true),
             broken: Notify::new(),
             counters,
@@ -111,6 +117,13 @@ impl RabbitLink {
         });
         tokio::spawn(recover(Arc::downgrade(&link), link.stop.clone()));
         Ok(link)
+    }
+
+    /// Which connection is current: it changes with every reconnect, so what was learnt about the
+    /// broker's streams on one connection can be learnt again after an outage (a restarted node may
+    /// have made a stream again).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 
     fn session(&self) -> Result<Arc<Session>, LogError> {
@@ -313,6 +326,7 @@ async fn recover(link: std::sync::Weak<RabbitLink>, stop: CancellationToken) {
         let Some(strong) = link.upgrade() else { return };
         match attempt {
             Ok(session) => {
+                strong.generation.fetch_add(1, Relaxed);
                 *lock(&strong.current) = Some(Arc::new(session));
                 strong.up.send_replace(true);
                 tracing::info!("rabbitmq is reachable again");

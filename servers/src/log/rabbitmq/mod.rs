@@ -7,9 +7,12 @@
 //! (`queue.declare-ok` counts 0 messages for a stream). The end is read from the stream itself: a
 //! consumer at `last` gets the newest chunk, whose last record is the newest. So that an existing
 //! stream is never empty, its creator (one instance, chosen by an exclusive lock queue) appends a
-//! *genesis* record first; offsets seen through [`LogBroker`] are the stream's minus one.
+//! *genesis* record first; offsets seen through [`LogBroker`] are the stream's minus one, and no
+//! instance writes to a stream before it has seen it begin with a genesis (`begin.rs`).
 
+mod begin;
 mod link;
+mod turns;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -66,15 +69,26 @@ pub struct RabbitLog {
     link: Arc<RabbitLink>,
     /// When this instance first saw each stream exist (see [`SETTLE`]).
     first_seen: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// One create at a time per stream in this process. The broker-side lock is an exclusive
+    /// queue, which every channel of this connection may declare, so two creates here (a worker
+    /// queue readied at start and the first enqueue) would otherwise both write a genesis, and the
+    /// second would read as a new incarnation of the stream.
+    creating: turns::Turns,
+    /// What this instance knows of its streams' starts (`begin.rs`).
+    begun: begin::Begun,
 }
 
 impl RabbitLog {
     /// Connects to `url` (`amqp://host:port`, user and password `guest` unless given); an unreachable
     /// broker at startup is an error (later outages are survived).
     pub async fn connect(url: &str, counters: Arc<RedisCounters>) -> Result<Self, LogError> {
+        let link = RabbitLink::connect(url, counters).await?;
+        begin::ready_streams(&link).await;
         Ok(Self {
-            link: RabbitLink::connect(url, counters).await?,
+            link,
             first_seen: std::sync::Mutex::new(HashMap::new()),
+            creating: turns::Turns::default(),
+            begun: begin::Begun::default(),
         })
     }
 
@@ -188,9 +202,11 @@ impl RabbitLog {
                 )
                 .await
                 .map_err(|e| self.link.failed(&e))?;
-            // Under the lock, after finding the stream missing or empty: the genesis goes first. (No
-            // consumer here: RabbitMQ 3.10 may fail the whole connection, 541, on a consume of a
-            // stream declared a moment ago.)
+            // Under the lock, after finding the stream missing or empty: the genesis goes first (no
+            // other instance writes to a stream before it has seen its genesis). No consumer here:
+            // RabbitMQ 3.10 may fail the whole connection, 541, on a consume of a stream declared a
+            // moment ago.
+            let generation = self.link.generation();
             self.link
                 .publish(
                     log,
@@ -200,6 +216,7 @@ impl RabbitLog {
                     )],
                 )
                 .await?;
+            self.begun.mark(log, generation);
             Ok(())
         }
         .await;
@@ -210,6 +227,28 @@ impl RabbitLog {
 }
 
 impl RabbitLog {
+    /// [`LogBroker::create`] once this process's turn for `log` has come.
+    async fn create_tried(&self, log: &str) -> Result<(), LogError> {
+        let mut tries = 0;
+        loop {
+            let created = match self.raw_end(log).await {
+                Ok(end) if end > 0 => Ok(()),
+                Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
+                Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
+                    self.create_locked(log).await
+                }
+                Err(error) => Err(error),
+            };
+            match created {
+                Err(LogError::Refused(_)) if tries < CREATE_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Whether the queue exists (a passive declare, on a channel of its own: a 404 closes it).
     async fn exists(&self, name: &str) -> Result<bool, LogError> {
         let channel = self.link.channel().await?;
@@ -321,28 +360,17 @@ impl LogBroker for RabbitLog {
     /// A node that has just started may refuse to declare a stream until its stream coordinator
     /// is up (the channel is closed with an internal error): tried a few times before giving up.
     async fn create(&self, log: &str) -> Result<(), LogError> {
-        let mut tries = 0;
-        loop {
-            let created = match self.raw_end(log).await {
-                Ok(end) if end > 0 => Ok(()),
-                Ok(_) | Err(LogError::Missing(_)) => self.create_locked(log).await,
-                Err(LogError::Unavailable { detail, .. }) if detail.contains(DOWN) => {
-                    self.create_locked(log).await
-                }
-                Err(error) => Err(error),
-            };
-            match created {
-                Err(LogError::Refused(_)) if tries < CREATE_TRIES => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => return other,
-            }
-        }
+        // The second of two creates finds the stream made (its end past the genesis) and is done.
+        self.creating.take(log, self.create_tried(log)).await
     }
 
     async fn append(&self, log: &str, records: &[(String, Bytes)]) -> Result<(), LogError> {
-        self.link.publish(log, records).await
+        self.begun(log).await?;
+        let published = self.link.publish(log, records).await;
+        if let Err(LogError::Missing(_)) = published {
+            self.begun.forget(log);
+        }
+        published
     }
 
     async fn end(&self, log: &str) -> Result<u64, LogError> {
@@ -376,23 +404,8 @@ impl LogBroker for RabbitLog {
 
     /// The id of the stream's genesis record (random per creation).
     async fn identity(&self, log: &str) -> Result<Option<String>, LogError> {
-        self.settled(log).await?;
-        let channel = self.link.channel().await?;
-        let first = async {
-            let mut receiver = consume(&self.link, &channel, log, FieldValue::l(0)).await?;
-            match tokio::time::timeout(END_WAIT, receiver.recv()).await {
-                Ok(Some(message)) => Ok(message
-                    .basic_properties
-                    .as_ref()
-                    .and_then(|p| p.message_id().cloned())
-                    .map(|id| format!("0:{id}"))),
-                Ok(None) => Err(LogError::down("rabbitmq: the consumer ended")),
-                Err(_) => Ok(None),
-            }
-        }
-        .await;
-        let _ = channel.close().await;
-        first
+        let first = self.first_record(log).await?;
+        Ok(first.map(|(_, id)| format!("0:{id}")))
     }
 }
 

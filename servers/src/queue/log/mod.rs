@@ -651,6 +651,12 @@ impl JobQueue for LogQueue {
         let stats = slot.table().stats();
         Ok(stats)
     }
+
+    async fn prepare(&self, queue: &QueueName) -> Result<(), QueueError> {
+        let slot = self.slot(queue)?;
+        self.broker.create(&slot.log).await.map_err(unavailable)?;
+        self.sync(&slot).await
+    }
 }
 
 /// Which lane a take serves first, given what waits: the lane policy's choice while both lanes have

@@ -55,7 +55,7 @@ async fn announce(state: &AppState, outcome: &AckOutcome) {
 
 /// The workers' announcements: up to [`ANNOUNCING`] run while their workers take the next job (a
 /// publish can take a broker round trip or more: on RabbitMQ the first publish to a topic on an
-/// instance waits 600 ms for the stream to settle), the rest inline; on each topic they publish in
+/// instance waits 150 ms for the stream to settle), the rest inline; on each topic they publish in
 /// the order the jobs finished here (a ticket per topic), as they did when every worker waited.
 struct Announcer {
     running: Arc<Semaphore>,

@@ -667,42 +667,49 @@ async fn client_messages_are_read_while_events_keep_the_session_busy() {
     assert_eq!(ws_event(&mut ws).await["topic"], "busy");
 
     within(
-        "the pong",
+        "the ping",
         STEP,
         ws.send(Message::Ping(b"p".to_vec().into())),
     )
     .await
     .unwrap();
-    within("the pong among the events", STEP, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Pong(payload))) => break assert_eq!(&payload[..], b"p"),
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended before the pong: {other:?}"),
-            }
-        }
+    let pong = first_among_events(&mut ws, "the pong", |message| match message {
+        Message::Pong(payload) => Some(payload.to_vec()),
+        _ => None,
     })
     .await;
+    assert_eq!(pong, b"p");
 
     ws_send(&mut ws, json!({ "type": "unsubscribe", "topic": "busy" })).await;
-    within("the unsubscribe answer among the events", STEP, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    let reply: Value = serde_json::from_str(text.as_str()).unwrap();
-                    break assert_eq!(reply, json!({ "type": "unsubscribed", "topic": "busy" }));
-                }
-                Some(Ok(_)) => {}
-                other => panic!("the socket ended before the answer: {other:?}"),
-            }
-        }
+    let reply = first_among_events(&mut ws, "the unsubscribe answer", |message| match message {
+        Message::Text(text) => Some(serde_json::from_str::<Value>(text.as_str()).unwrap()),
+        _ => None,
     })
     .await;
+    assert_eq!(reply, json!({ "type": "unsubscribed", "topic": "busy" }));
     // Resubscribed, events flow again; then the client's close ends the session mid-stream.
     ws_subscribe(&mut ws, "busy", None).await;
     assert_eq!(ws_event(&mut ws).await["topic"], "busy");
     close_and_see_the_session_released(&mut ws, &metrics).await;
     publisher.abort();
+}
+
+/// The first message `pick` takes, skipping the events (binary frames) and anything else around it;
+/// the socket must not end first.
+async fn first_among_events<T>(ws: &mut Ws, what: &str, pick: impl Fn(Message) -> Option<T>) -> T {
+    within(&format!("{what} among the events"), STEP, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(message)) => {
+                    if let Some(found) = pick(message) {
+                        return found;
+                    }
+                }
+                other => panic!("the socket ended before {what}: {other:?}"),
+            }
+        }
+    })
+    .await
 }
 
 /// Closes the socket from the client's side and waits until the server has let its session go.

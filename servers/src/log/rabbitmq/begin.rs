@@ -3,18 +3,14 @@
 //! record be a genesis. A record written ahead of the genesis would take offset 0, where every reader
 //! skips the genesis, and be lost to all of them (a job enqueued then answered 404 everywhere).
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use amqprs::{channel::QueueDeclareArguments, FieldValue};
 use bytes::Bytes;
 
 use super::{
-    consume, stream_arguments, stream_offset, turns::Turns, RabbitLink, RabbitLog, END_WAIT,
-    GENESIS,
+    consume, link::lock, stream_arguments, stream_offset, turns::Turns, RabbitLink, RabbitLog,
+    END_WAIT, GENESIS,
 };
 use crate::log::{LogBroker, LogError};
 
@@ -77,11 +73,6 @@ pub(super) struct Begun {
     /// One look per stream at a time: the first writes to a new stream come together, and each
     /// look is a consumer of its own.
     looks: Turns,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one map operation, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Begun {

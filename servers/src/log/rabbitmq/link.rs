@@ -65,7 +65,7 @@ struct Confirms {
     returned: HashSet<String>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is one map operation, so a poisoned lock is still consistent.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

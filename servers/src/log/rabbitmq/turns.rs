@@ -7,6 +7,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::link::lock;
+
 /// Turns by stream name; an entry exists only while someone holds or waits for that stream's turn
 /// (one whose waiter was cancelled may stay, at most one per stream).
 #[derive(Default)]
@@ -15,21 +17,16 @@ pub(super) struct Turns(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 impl Turns {
     /// Runs `work` once `log`'s turn has come.
     pub(super) async fn take<T>(&self, log: &str, work: impl Future<Output = T>) -> T {
-        let turn = self.entries().entry(log.to_owned()).or_default().clone();
+        let turn = lock(&self.0).entry(log.to_owned()).or_default().clone();
         let done = {
             let _turn = turn.lock().await;
             work.await
         };
         // The last one out takes the entry away.
-        let mut entries = self.entries();
+        let mut entries = lock(&self.0);
         if Arc::strong_count(&turn) == 2 {
             entries.remove(log);
         }
         done
-    }
-
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        // Every critical section is one map operation, so a poisoned lock is still consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

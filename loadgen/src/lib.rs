@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod http_stream;
 pub mod net;
+pub mod ordinals;
 pub mod output;
 pub mod pattern;
 pub mod pin;

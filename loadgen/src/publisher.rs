@@ -254,6 +254,8 @@ async fn worker(
             }
             Err(error) => {
                 counters.dropped_sends.fetch_add(1, Relaxed);
+                let ordinal = stamp::ordinal_of(job.id, shared.topics.len());
+                shared.unpublished_at(job.topic, ordinal);
                 counters.error(format!("publish_{}", error.kind()));
                 conn = None;
             }

@@ -12,6 +12,8 @@ use std::{
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::ordinals::Ranges;
+
 /// Largest value a histogram holds: one hour in microseconds. Larger samples are clamped (and counted).
 pub const MAX_MICROS: u64 = 3_600_000_000;
 
@@ -357,9 +359,13 @@ pub struct SeqTracker {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub lost: u64,
+    /// Which ones were lost, as far as [`LOST_RANGES`] ranges hold them.
+    lost_at: Ranges,
 }
 
 const WINDOW: u64 = 4096;
+/// Ranges of lost numbers a tracker remembers: a loss is rare, and a burst of them is one range.
+const LOST_RANGES: usize = 64;
 
 impl SeqTracker {
     /// Tracks a subscription that starts after `after` (the first expected seq is `after + 1`).
@@ -372,6 +378,7 @@ impl SeqTracker {
             duplicated: 0,
             out_of_order: 0,
             lost: 0,
+            lost_at: Ranges::default(),
         }
     }
 
@@ -421,6 +428,7 @@ impl SeqTracker {
             let (word, mask) = self.bit(self.base);
             if self.seen[word] & mask == 0 {
                 self.lost += 1;
+                self.lost_at.insert(self.base, self.base, LOST_RANGES);
             }
             self.seen[word] &= !mask;
             self.base += 1;
@@ -434,6 +442,7 @@ impl SeqTracker {
             // Anything further than the window allows is still counted, without walking it.
             if oldest > self.base {
                 self.lost += oldest - self.base;
+                self.lost_at.insert(self.base, oldest - 1, LOST_RANGES);
                 self.seen.iter_mut().for_each(|w| *w = 0);
                 self.base = oldest;
             }
@@ -448,11 +457,36 @@ impl SeqTracker {
         }
         final_head.saturating_sub(start_after)
     }
+
+    /// Takes back the losses that are in `unpublished` (numbers that never existed, as far as is
+    /// known); returns how many. Call after [`Self::finish`].
+    pub fn excuse(&mut self, unpublished: &Ranges) -> u64 {
+        let excused = self.lost_at.overlap(unpublished).min(self.lost);
+        self.lost -= excused;
+        excused
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_that_were_never_published_are_excused() {
+        let mut t = SeqTracker::new(0);
+        // 3 and 12 were published and never arrived; 4, 7 and 8 failed, and 8 arrived anyway.
+        for seq in (1..=11).filter(|s| ![3, 4, 7].contains(s)) {
+            t.see(seq);
+        }
+        let expected = t.finish(0, 12);
+        assert_eq!((expected, t.lost), (12, 4));
+        let mut failed = Ranges::default();
+        for n in [7, 8, 4] {
+            failed.insert(n, n, 16);
+        }
+        assert_eq!(t.excuse(&failed), 2);
+        assert_eq!(t.lost, 2);
+    }
 
     #[test]
     fn in_order_stream_has_no_loss() {

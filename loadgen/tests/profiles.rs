@@ -634,3 +634,117 @@ async fn a_profiles_clients_run_in_load_workers_too() {
         assert!(row.write_p99_ms.is_some(), "{pattern}");
     }
 }
+
+/// Runs `pattern` through `targets/commbench.toml` with 10 clients, 50 events/s and a 3 s window,
+/// against `target`; `during` runs beside it.
+async fn profiled_cell(
+    target: &str,
+    pattern: &str,
+    during: impl std::future::Future<Output = ()>,
+) -> CellResult {
+    let profile = repo("targets/commbench.toml").display().to_string();
+    let flags = [
+        ("profile", profile.as_str()),
+        ("patterns", pattern),
+        ("clients", "10"),
+        ("rate", "50"),
+        ("duration", "3s"),
+    ];
+    let name = format!("profile-resume-{pattern}");
+    let (cell, ()) = tokio::join!(common::run_one(target, &flags, &name), during);
+    cell
+}
+
+/// Waits until `server` counts `n` open connections of `label`.
+async fn until_active(server: &commbench_servers::ServerHandle, label: &str, n: usize) {
+    let active = format!("commbench_active{{pattern=\"{label}\"}} {n}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !server.state.metrics.render().contains(&active) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "clients never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A profile's clients, their sockets cut mid-window while publishing goes on, resume after the
+/// target's cursor (the section's `cursor` and resume form): what was published while they were
+/// away still reaches them.
+async fn profiled_clients_resume_after_a_cut(pattern: &str, label: &str) {
+    let server = common::server(|_| {}).await;
+    let proxy = common::CuttingProxy::start(server.addr).await;
+    let cut = async {
+        until_active(&server, label, 10).await;
+        // Into the measured window (warm-up 500 ms), then the cut.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(proxy.cut(), 10, "{pattern}: not every client was cut");
+    };
+    let cell = profiled_cell(&format!("http://{}", proxy.addr), pattern, cut).await;
+    let c = &cell.counters;
+    assert_eq!(c.reconnects, 10, "{pattern}: {c:?} {:?}", cell.errors);
+    assert_eq!(c.dropped_sends, 0, "{pattern}: {c:?}");
+    // Each client was away for at least its 100 ms back-off (5 events or more) and resumed.
+    assert!(c.events_expected >= 10 * 150, "{pattern}: {c:?}");
+    assert_eq!(
+        (c.events_lost, c.events_duplicated),
+        (0, 0),
+        "{pattern}: {c:?} {:?}",
+        cell.errors
+    );
+    assert_eq!(c.events_delivered, c.events_expected, "{pattern}: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiled_websocket_clients_resume_after_the_targets_cursor() {
+    profiled_clients_resume_after_a_cut("ws", "websocket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiled_socketio_clients_resume_after_the_targets_cursor() {
+    profiled_clients_resume_after_a_cut("socketio", "socketio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiled_graphql_subscriptions_resume_after_the_targets_cursor() {
+    profiled_clients_resume_after_a_cut("graphql-sub", "graphql").await;
+}
+
+/// Books kept by stamp count a publish that failed (here: its connection closed by an instance
+/// switch) as a failed publish, not as an event every subscriber lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_publishes_are_not_counted_as_lost_events_by_stamp() {
+    if !commbench_servers::redis::server::installed() {
+        eprintln!(
+            "skipped: {}",
+            commbench_servers::redis::server::INSTALL_HINT
+        );
+        return;
+    }
+    let profile = repo("targets/commbench.toml").display().to_string();
+    let switched = common::run_across_a_switch(
+        &[
+            ("profile", profile.as_str()),
+            ("patterns", "ws"),
+            ("rate", "50"),
+        ],
+        "websocket",
+        10,
+        "profile-switch",
+    )
+    .await;
+    let cell = &switched.cell;
+    let c = &cell.counters;
+    assert!(c.dropped_sends > 0, "no publish failed: {c:?}");
+    assert_eq!(
+        cell.errors.get("publish_connection_closed").copied(),
+        Some(c.dropped_sends),
+        "{:?}",
+        cell.errors
+    );
+    assert_eq!(c.reconnects, 10, "{c:?} {:?}", cell.errors);
+    assert_eq!((c.events_lost, c.events_duplicated), (0, 0), "{c:?}");
+    assert_eq!(c.events_delivered, c.events_expected, "{c:?}");
+    // The failed publishes are expected nowhere: each client expects the others.
+    assert!(c.events_expected > 10 * 100, "{c:?}");
+}

@@ -37,9 +37,13 @@ pub use feed::{Accounting, FeedReceiver};
 pub use jobs::notify_topic;
 
 use crate::{
-    clock::RunClock, http::ClientError, pattern::Pattern, profile::PatternSpec, record::Recorder,
-    scenario::Scenario, target::Target,
+    clock::RunClock, http::ClientError, ordinals::Ranges, pattern::Pattern, profile::PatternSpec,
+    record::Recorder, scenario::Scenario, target::Target,
 };
+
+/// Failed publishes remembered per topic, in ranges of consecutive ordinals; beyond that, a failed
+/// publish counts as lost wherever it did not arrive, as it did before they were remembered.
+const UNPUBLISHED_RANGES: usize = 4096;
 
 /// Where the run is; clients watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +79,9 @@ pub struct RunShared {
     /// Publishes issued so far per topic (index as `topics`): the last publish ordinal, what books
     /// kept by stamp start after and close at (`clients::stamp`).
     pub issued: Vec<AtomicU64>,
+    /// Publishes that failed per topic (index as `topics`), by ordinal: refused, or no answer.
+    /// Books kept by stamp expect such a publish only where it arrived.
+    pub unpublished: Vec<std::sync::Mutex<Ranges>>,
     /// Topic names of this cell (client `i` follows `topics[i % len]`).
     pub topics: Vec<String>,
     /// The job queue of this cell (job patterns).
@@ -82,6 +89,27 @@ pub struct RunShared {
 }
 
 impl RunShared {
+    /// Empty sets of failed publishes, one per topic.
+    pub fn no_unpublished(topics: usize) -> Vec<std::sync::Mutex<Ranges>> {
+        (0..topics).map(|_| Default::default()).collect()
+    }
+
+    /// Remembers that the publish with `ordinal` on topic `index` failed.
+    pub fn unpublished_at(&self, index: usize, ordinal: u64) {
+        if let Some(set) = self.unpublished.get(index) {
+            let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
+            set.insert(ordinal, ordinal, UNPUBLISHED_RANGES);
+        }
+    }
+
+    /// Every topic's failed publishes (for load workers' books).
+    pub fn unpublished_all(&self) -> Vec<Ranges> {
+        self.unpublished
+            .iter()
+            .map(|set| set.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
     pub fn in_window(&self, intended_ns: u64) -> bool {
         intended_ns >= self.window_start_ns.load(Relaxed)
     }
@@ -153,6 +181,15 @@ impl ClientCtx {
     /// The index of the client's topic in the cell's topics.
     pub fn topic_index(&self) -> usize {
         self.id % self.shared.topics.len()
+    }
+
+    /// The publishes to the client's topic that failed.
+    pub fn unpublished(&self) -> Ranges {
+        self.shared
+            .unpublished
+            .get(self.topic_index())
+            .map(|set| set.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Publishes issued to the client's topic so far.

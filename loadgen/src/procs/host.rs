@@ -87,6 +87,7 @@ async fn host_cell(
     let (phase_tx, phase) = watch::channel(Phase::Ramp);
     let shared = Arc::new(RunShared {
         issued: (0..spec.topics.len()).map(|_| AtomicU64::new(0)).collect(),
+        unpublished: RunShared::no_unpublished(spec.topics.len()),
         scenario: Arc::new(scenario),
         pattern: spec.pattern,
         targets,
@@ -141,9 +142,13 @@ async fn host_cell(
             Some(Command::Drain {
                 final_heads,
                 issued,
+                unpublished,
             }) => {
                 for (slot, n) in shared.issued.iter().zip(issued) {
                     slot.store(n, Relaxed);
+                }
+                for (slot, set) in shared.unpublished.iter().zip(unpublished) {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = set;
                 }
                 break final_heads;
             }

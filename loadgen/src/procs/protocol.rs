@@ -116,11 +116,13 @@ pub enum Command {
         window_end_ns: u64,
     },
     /// Publishing stopped at these heads, after `issued` publishes per topic (what books kept by
-    /// stamp close at): catch up, close the books, report `Done`.
+    /// stamp close at), of which `unpublished` failed: catch up, close the books, report `Done`.
     Drain {
         final_heads: HashMap<String, u64>,
         #[serde(default)]
         issued: Vec<u64>,
+        #[serde(default)]
+        unpublished: Vec<crate::ordinals::Ranges>,
     },
     /// No more cells: exit.
     Bye,

@@ -167,6 +167,7 @@ impl Profile {
                     subscribe: ws_message.map(literal),
                     subscribed: None,
                     frames: sections::Frames::Any,
+                    resume: None,
                     relays: false,
                 }),
             ),

@@ -152,6 +152,24 @@ pub enum Frames {
     Any,
 }
 
+/// How a feed client takes its subscription up again on a new connection after a drop: where each
+/// event message carries the target's cursor, and the subscribe form that takes it (`{cursor}`),
+/// used instead of the first one once a cursor was seen. Without it a reconnected client subscribes
+/// afresh, and what was published while it was away is counted lost.
+#[derive(Debug, Clone)]
+pub struct Resume<T> {
+    /// Where an event message holds the cursor; a message without it keeps the last one.
+    pub cursor: Pointer,
+    pub with: T,
+}
+
+/// A WebSocket's resume form: another URL, another subscribe message, or both.
+#[derive(Debug, Clone)]
+pub struct WsResume {
+    pub url: Option<Template>,
+    pub subscribe: Option<Template>,
+}
+
 #[derive(Debug, Clone)]
 pub struct WsSpec {
     pub url: Template,
@@ -161,6 +179,7 @@ pub struct WsSpec {
     /// subscribed once the subscribe message is sent.
     pub subscribed: Option<String>,
     pub frames: Frames,
+    pub resume: Option<Resume<WsResume>>,
     pub relays: bool,
 }
 
@@ -177,6 +196,9 @@ pub struct SocketIoSpec {
     pub ack: bool,
     /// The event whose arguments carry the payloads.
     pub event: String,
+    /// The subscribe event's arguments after a drop; the cursor is looked up in the event's
+    /// arguments as one JSON array (`/0/seq`: the first argument's `seq`).
+    pub resume: Option<Resume<Vec<Template>>>,
     pub relays: bool,
 }
 
@@ -187,23 +209,103 @@ pub struct GraphqlSpec {
     pub query: String,
     /// Its variables, a JSON object template.
     pub variables: Template,
+    /// The variables after a drop; the cursor is looked up in each `next` payload.
+    pub resume: Option<Resume<Template>>,
     pub relays: bool,
 }
 
 const TOPIC: &[Var] = &[Var::Topic];
+/// What a resume form may ask for.
+const RESUME: &[Var] = &[Var::Topic, Var::Cursor];
+
+/// Pairs a section's `cursor` with its resume form (`key`): both or neither, and the form must ask
+/// for `{cursor}`.
+fn resume<T>(
+    cursor: Option<String>,
+    with: Option<T>,
+    uses_cursor: impl Fn(&T) -> bool,
+    key: &str,
+    field: &Field,
+) -> Result<Option<Resume<T>>, String> {
+    let (cursor, with) = match (cursor, with) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(field.at(
+                "cursor",
+                format!("says where events carry the target's cursor, but no `{key}` takes it"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(field.at(
+                key,
+                "needs `cursor`: where each event message carries the target's cursor \
+                 (e.g. `json:/seq`)"
+                    .to_owned(),
+            ))
+        }
+        (Some(cursor), Some(with)) => (cursor, with),
+    };
+    if !uses_cursor(&with) {
+        return Err(field.at(
+            key,
+            "never asks for `{cursor}`, so it cannot resume after it".to_owned(),
+        ));
+    }
+    let cursor = match cursor.split_once(':') {
+        Some(("json", pointer)) => Pointer::parse(pointer).map_err(|e| field.at("cursor", e))?,
+        _ => return Err(field.at(
+            "cursor",
+            format!(
+                "`{cursor}`: expected `json:/pointer` into each event message (e.g. `json:/seq`)"
+            ),
+        )),
+    };
+    Ok(Some(Resume { cursor, with }))
+}
+
+/// A template whose text must be JSON once filled in (`object`: a JSON object).
+fn json_template(
+    text: &str,
+    allowed: &[Var],
+    object: bool,
+    field: &Field,
+    key: &str,
+) -> Result<Template, String> {
+    let t = template(text, allowed, field, key)?;
+    let sample = t.render(&super::template::Values {
+        topic: "t",
+        cursor: "0",
+        ..Default::default()
+    });
+    match serde_json::from_str::<serde_json::Value>(&sample) {
+        Ok(value) if !object || value.is_object() => Ok(t),
+        Ok(_) => Err(field.at(key, format!("`{text}` is not a JSON object once filled in"))),
+        Err(e) => Err(field.at(key, format!("`{text}` is not JSON once filled in: {e}"))),
+    }
+}
 
 fn template(text: &str, allowed: &[Var], field: &Field, key: &str) -> Result<Template, String> {
     Template::parse(text, allowed).map_err(|e| field.at(key, e))
 }
 
 fn url(text: &str, allowed: &[Var], field: &Field) -> Result<Template, String> {
+    path_template(text, allowed, field, "url")
+}
+
+/// A URL template (`key` names it in errors): a path under the base URL.
+fn path_template(
+    text: &str,
+    allowed: &[Var],
+    field: &Field,
+    key: &str,
+) -> Result<Template, String> {
     if !text.starts_with('/') {
         return Err(field.at(
-            "url",
+            key,
             format!("`{text}` must be a path starting with `/` (the base URL gives host and port)"),
         ));
     }
-    template(text, allowed, field, "url")
+    template(text, allowed, field, key)
 }
 
 pub fn headers(raw: Option<toml::Table>, field: &Field) -> Result<Headers, String> {
@@ -346,6 +448,9 @@ struct RawWs {
     subscribe: Option<String>,
     subscribed: Option<String>,
     frames: Option<String>,
+    cursor: Option<String>,
+    resume_url: Option<String>,
+    resume: Option<String>,
     relays: Option<bool>,
 }
 
@@ -370,11 +475,38 @@ impl RawWs {
                 "confirms a subscription, but no `subscribe` message is sent".to_owned(),
             ));
         }
+        let resume_url = self
+            .resume_url
+            .map(|text| path_template(&text, RESUME, field, "resume_url"))
+            .transpose()?;
+        let resume_message = self
+            .resume
+            .filter(|s| !s.is_empty())
+            .map(|s| template(&s, RESUME, field, "resume"))
+            .transpose()?;
+        let forms = (resume_url.is_some() || resume_message.is_some()).then_some(WsResume {
+            url: resume_url,
+            subscribe: resume_message,
+        });
+        let resume = resume(
+            self.cursor,
+            forms,
+            |forms| {
+                forms
+                    .url
+                    .iter()
+                    .chain(&forms.subscribe)
+                    .any(|t| t.uses(Var::Cursor))
+            },
+            "resume",
+            field,
+        )?;
         Ok(WsSpec {
             url: url(&self.url, TOPIC, field)?,
             subscribe,
             subscribed: self.subscribed.filter(|s| !s.is_empty()),
             frames,
+            resume,
             relays: self.relays.unwrap_or(true),
         })
     }
@@ -389,6 +521,8 @@ struct RawSocketIo {
     subscribe_args: Option<Vec<String>>,
     ack: Option<bool>,
     event: String,
+    cursor: Option<String>,
+    resume_args: Option<Vec<String>>,
     relays: Option<bool>,
 }
 
@@ -412,22 +546,29 @@ impl RawSocketIo {
             .subscribe_args
             .unwrap_or_default()
             .iter()
-            .map(|arg| {
-                let t = template(arg, TOPIC, field, "subscribe_args")?;
-                let sample = t.render(&super::template::Values {
-                    topic: "t",
-                    ..Default::default()
-                });
-                serde_json::from_str::<serde_json::Value>(&sample)
-                    .map(|_| t)
-                    .map_err(|e| {
-                        field.at(
-                            "subscribe_args",
-                            format!("`{arg}` is not JSON once filled in: {e}"),
-                        )
-                    })
-            })
+            .map(|arg| json_template(arg, TOPIC, false, field, "subscribe_args"))
             .collect::<Result<Vec<_>, _>>()?;
+        let resume_args = self
+            .resume_args
+            .map(|args| {
+                args.iter()
+                    .map(|arg| json_template(arg, RESUME, false, field, "resume_args"))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        if resume_args.is_some() && self.subscribe_event.is_none() {
+            return Err(field.at(
+                "resume_args",
+                "given without a `subscribe_event` to send them with".to_owned(),
+            ));
+        }
+        let resume = resume(
+            self.cursor,
+            resume_args,
+            |args| args.iter().any(|t| t.uses(Var::Cursor)),
+            "resume_args",
+            field,
+        )?;
         if self.subscribe_event.is_none() && !args.is_empty() {
             return Err(field.at(
                 "subscribe_args",
@@ -448,6 +589,7 @@ impl RawSocketIo {
             subscribe_args: args,
             ack,
             event: self.event,
+            resume,
             relays: self.relays.unwrap_or(true),
         })
     }
@@ -459,30 +601,31 @@ struct RawGraphql {
     url: String,
     subscription: String,
     variables: Option<String>,
+    cursor: Option<String>,
+    resume_variables: Option<String>,
     relays: Option<bool>,
 }
 
 impl RawGraphql {
     fn check(self, field: &Field) -> Result<GraphqlSpec, String> {
-        let variables = template(
+        let variables = json_template(
             self.variables.as_deref().unwrap_or("{}"),
             TOPIC,
+            true,
             field,
             "variables",
         )?;
-        let sample = variables.render(&super::template::Values {
-            topic: "t",
-            ..Default::default()
-        });
-        match serde_json::from_str::<serde_json::Value>(&sample) {
-            Ok(serde_json::Value::Object(_)) => {}
-            _ => {
-                return Err(field.at(
-                    "variables",
-                    format!("`{variables}` is not a JSON object once filled in"),
-                ))
-            }
-        }
+        let resume_variables = self
+            .resume_variables
+            .map(|text| json_template(&text, RESUME, true, field, "resume_variables"))
+            .transpose()?;
+        let resume = resume(
+            self.cursor,
+            resume_variables,
+            |t| t.uses(Var::Cursor),
+            "resume_variables",
+            field,
+        )?;
         if !self.subscription.trim_start().starts_with("subscription") {
             return Err(field.at(
                 "subscription",
@@ -493,6 +636,7 @@ impl RawGraphql {
             url: url(&self.url, TOPIC, field)?,
             query: self.subscription,
             variables,
+            resume,
             relays: self.relays.unwrap_or(true),
         })
     }

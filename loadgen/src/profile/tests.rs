@@ -54,6 +54,24 @@ fn the_committed_profiles_read() {
     assert_eq!(ws.frames, Frames::Text);
     assert!(ws.subscribe.is_none());
     assert!(node.spec(Pattern::GraphqlSub).is_none());
+    // Every feed pattern of commbench's own server resumes after its cursor.
+    let Some(PatternSpec::WebSocket(ws)) = commbench.spec(Pattern::Ws) else {
+        panic!("no ws");
+    };
+    let resume = ws.resume.as_ref().unwrap();
+    assert_eq!(resume.cursor.to_string(), "/seq");
+    assert!(resume.with.url.is_none() && resume.with.subscribe.is_some());
+    let Some(PatternSpec::SocketIo(socketio)) = commbench.spec(Pattern::SocketIo) else {
+        panic!("no socketio");
+    };
+    assert_eq!(
+        socketio.resume.as_ref().unwrap().cursor.to_string(),
+        "/0/seq"
+    );
+    let Some(PatternSpec::GraphqlSub(graphql)) = commbench.spec(Pattern::GraphqlSub) else {
+        panic!("no graphql-sub");
+    };
+    assert!(graphql.resume.is_some());
 }
 
 #[test]
@@ -103,6 +121,38 @@ fn each_mistake_names_the_field_and_what_was_expected() {
         (
             "[patterns.graphql-sub]\nurl = \"/g\"\nsubscription = \"query { x }\"",
             "`patterns.graphql-sub.subscription`: expected a GraphQL subscription",
+        ),
+        (
+            "[patterns.ws]\nurl = \"/ws\"\ncursor = \"json:/seq\"",
+            "`patterns.ws.cursor`: says where events carry the target's cursor, but no `resume`",
+        ),
+        (
+            "[patterns.ws]\nurl = \"/ws\"\nresume = \"{cursor}\"",
+            "`patterns.ws.resume`: needs `cursor`",
+        ),
+        (
+            "[patterns.ws]\nurl = \"/ws\"\ncursor = \"json:/seq\"\nresume_url = \"/ws?t={topic}\"",
+            "`patterns.ws.resume`: never asks for `{cursor}`",
+        ),
+        (
+            "[patterns.ws]\nurl = \"/ws\"\ncursor = \"seq\"\nresume = \"{cursor}\"",
+            "`patterns.ws.cursor`: `seq`: expected `json:/pointer`",
+        ),
+        (
+            "[patterns.ws]\nurl = \"/ws\"\ncursor = \"json:/seq\"\nresume_url = \"ws?a={cursor}\"",
+            "`patterns.ws.resume_url`: `ws?a={cursor}` must be a path",
+        ),
+        (
+            "[patterns.socketio]\nevent = \"e\"\nsubscribe_event = \"s\"\ncursor = \"json:/0/seq\"\nresume_args = ['{\"after\":{cursor}']",
+            "`patterns.socketio.resume_args`",
+        ),
+        (
+            "[patterns.socketio]\nevent = \"e\"\ncursor = \"json:/0/seq\"\nresume_args = ['{cursor}']",
+            "`patterns.socketio.resume_args`: given without a `subscribe_event`",
+        ),
+        (
+            "[patterns.graphql-sub]\nurl = \"/g\"\nsubscription = \"subscription { x }\"\ncursor = \"json:/x\"\nresume_variables = '[{cursor}]'",
+            "`patterns.graphql-sub.resume_variables`: `[{cursor}]` is not a JSON object",
         ),
         ("", "`patterns`: describe at least one pattern"),
     ];

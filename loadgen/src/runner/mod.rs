@@ -293,6 +293,7 @@ impl<'a> CellRun<'a> {
             failed: AtomicUsize::new(0),
             final_heads: OnceLock::new(),
             issued: (0..scenario.topics).map(|_| AtomicU64::new(0)).collect(),
+            unpublished: RunShared::no_unpublished(scenario.topics),
             // Short (they are in every event's bytes) yet unique per run and cell on a shared server.
             topics: topic_names(options),
             queue: queue_name(options),
@@ -520,9 +521,11 @@ impl<'a> CellRun<'a> {
             }
             Hosts::Workers { pool, .. } => {
                 let issued: Vec<u64> = self.shared.issued.iter().map(|n| n.load(Relaxed)).collect();
+                let unpublished = self.shared.unpublished_all();
                 pool.send(|_| Command::Drain {
                     final_heads: final_heads.clone(),
                     issued: issued.clone(),
+                    unpublished: unpublished.clone(),
                 });
                 let _ = self.shared.final_heads.set(final_heads);
                 let _ = self.phase.send(Phase::Stop);

@@ -241,3 +241,139 @@ pub fn descendants(root: u32) -> Vec<Process> {
     }
     found
 }
+
+/// A listening socket on `port` (0: any) that another one may share (SO_REUSEPORT).
+fn shared_listener(port: u16) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket.bind(([127, 0, 0, 1], port).into()).unwrap();
+    socket.listen(1024).unwrap()
+}
+
+/// A server instance on `redis` serving `listener` until its shutdown token is cancelled.
+async fn instance(
+    redis: &commbench_servers::redis::server::RedisServer,
+    listener: tokio::net::TcpListener,
+) -> (
+    commbench_servers::AppState,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let config = ServerConfig {
+        bus: Some(redis.url().to_owned()),
+        ..ServerConfig::default()
+    };
+    let state = commbench_servers::AppState::connect(config).await.unwrap();
+    let task = tokio::spawn(commbench_servers::run(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    (state, task)
+}
+
+/// What a run across an instance switch measured, and what the second instance counted.
+pub struct Switched {
+    pub cell: CellResult,
+    /// The second instance's `/metrics` text at the end.
+    pub metrics: String,
+}
+
+/// Runs `flags` (a 3 s window; `clients` clients counted as `active` by the server under
+/// `label`) against two instances on one Redis behind one port. Every client starts on A; a
+/// second into the window B starts listening on the same port (SO_REUSEPORT) and A shuts down,
+/// closing its sockets, so each client reconnects to B, the only listener left.
+pub async fn run_across_a_switch(
+    flags: &[(&'static str, &str)],
+    label: &str,
+    clients: u64,
+    name: &str,
+) -> Switched {
+    use commbench_servers::redis::server::{RedisOptions, RedisServer};
+    let redis = RedisServer::start(RedisOptions { durable: false })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a_listener = shared_listener(0);
+    let addr = a_listener.local_addr().unwrap();
+    let (a, a_task) = instance(&redis, a_listener).await;
+    let target = format!("http://{addr}");
+    let count = clients.to_string();
+    let mut all = vec![("clients", count.as_str()), ("duration", "3s")];
+    all.extend_from_slice(flags);
+    let all: Vec<(&'static str, String)> =
+        all.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
+    let name = name.to_owned();
+    let run = tokio::spawn(async move {
+        let flags: Vec<(&'static str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_one(&target, &flags, &name).await
+    });
+    let active = format!("commbench_active{{pattern=\"{label}\"}} {clients}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !a.metrics.render().contains(&active) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "clients never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Into the measured window (warm-up 500 ms), then the switch.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (b, b_task) = instance(&redis, shared_listener(addr.port())).await;
+    a.shutdown.cancel();
+    a_task.await.unwrap().unwrap();
+    let cell = run.await.unwrap();
+    let metrics = b.metrics.render();
+    b.shutdown.cancel();
+    b_task.await.unwrap().unwrap();
+    Switched { cell, metrics }
+}
+
+/// A TCP proxy on loopback in front of `upstream` that can cut, at once, every connection open
+/// through it except publishes (connections whose first request is a `POST`): their clients see
+/// the socket close while publishing goes on.
+pub struct CuttingProxy {
+    pub addr: std::net::SocketAddr,
+    held: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holding = held.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let holding = holding.clone();
+                tokio::spawn(async move {
+                    // The first bytes say what the connection is for.
+                    let mut first = [0u8; 5];
+                    if client.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if server.write_all(&first).await.is_err() {
+                        return;
+                    }
+                    let relay = tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                    if &first != b"POST " {
+                        holding.lock().unwrap().push(relay.abort_handle());
+                    }
+                });
+            }
+        });
+        Self { addr, held }
+    }
+
+    /// Cuts every connection held open through the proxy so far; returns how many.
+    pub fn cut(&self) -> usize {
+        let held = std::mem::take(&mut *self.held.lock().unwrap());
+        let open = held.iter().filter(|relay| !relay.is_finished()).count();
+        held.iter().for_each(tokio::task::AbortHandle::abort);
+        open
+    }
+}

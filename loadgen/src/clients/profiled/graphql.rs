@@ -1,10 +1,12 @@
 //! A GraphQL subscription by a profile's section: `graphql-transport-ws` on its URL, its
 //! subscription document with its variables; every `next` payload is searched for stamps. Shares
-//! the socket handling (`clients::graphql_sub`) with commbench's own subscription client.
+//! the socket handling (`clients::graphql_sub`) with commbench's own subscription client. After a
+//! drop it subscribes again: after the target's cursor, with the section's resume variables, when
+//! a `next` payload carried one.
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{no_section, values, ClientCtx};
+use super::{no_section, resume_values, values, ClientCtx, Cursor};
 use crate::{
     clients::{
         graphql_sub::{control, open},
@@ -13,7 +15,7 @@ use crate::{
         ws_feed::{self, FeedProtocol, Opened, Step},
         Accounting,
     },
-    profile::PatternSpec,
+    profile::{template::Template, PatternSpec},
     wire,
 };
 
@@ -21,7 +23,23 @@ struct TemplateGraphql {
     path: String,
     /// The `subscribe` message, built once.
     subscribe: String,
+    /// The subscription document, its resume variables and the cursor they take.
+    resume: Option<(String, Template, Cursor)>,
     accounting: Accounting,
+}
+
+impl TemplateGraphql {
+    /// The `subscribe` message to send: the resume form once a `next` payload carried a cursor.
+    fn subscribe_message(&self, ctx: &ClientCtx) -> String {
+        let resumed = self.resume.as_ref().and_then(|(query, variables, cursor)| {
+            let cursor = cursor.for_json()?;
+            Some(subscribe_message(
+                query,
+                &variables.render(&resume_values(ctx, &cursor)),
+            ))
+        });
+        resumed.unwrap_or_else(|| self.subscribe.clone())
+    }
 }
 
 impl FeedProtocol for TemplateGraphql {
@@ -31,7 +49,7 @@ impl FeedProtocol for TemplateGraphql {
 
     async fn subscribe(&mut self, ctx: &ClientCtx, _cursor: Option<u64>) -> Opened {
         let mut socket = open(ctx, &self.path).await?;
-        ws_conn::send_text(&mut socket, self.subscribe.clone()).await?;
+        ws_conn::send_text(&mut socket, self.subscribe_message(ctx)).await?;
         Ok((socket, Some(0)))
     }
 
@@ -46,6 +64,9 @@ impl FeedProtocol for TemplateGraphql {
         };
         match (message.kind, message.payload, arrival.receiver) {
             ("next", Some(payload), Some(receiver)) => {
+                if let Some((_, _, cursor)) = &mut self.resume {
+                    cursor.note(payload.get().as_bytes());
+                }
                 receiver.message(arrival.ctx, payload.get().as_bytes(), arrival.now_ns);
                 Step::Continue
             }
@@ -70,6 +91,13 @@ pub async fn run(ctx: ClientCtx) {
     let protocol = TemplateGraphql {
         path: ctx.target.join(&spec.url.render(&values)),
         subscribe: subscribe_message(&spec.query, &spec.variables.render(&values)),
+        resume: spec.resume.as_ref().map(|resume| {
+            (
+                spec.query.clone(),
+                resume.with.clone(),
+                Cursor::new(resume.cursor.clone()),
+            )
+        }),
         accounting: ctx.shared.accounting(),
     };
     ws_feed::run(ctx, protocol).await;

@@ -1,12 +1,13 @@
 //! Socket.IO by a profile's section: an Engine.IO v4 session over WebSocket on the section's path,
 //! connected to its namespace, its subscribe event emitted (with an ack that confirms it, when
 //! asked); the arguments of its event are searched for stamps. Shares the session handling
-//! (`clients::socketio`) with commbench's own Socket.IO client.
+//! (`clients::socketio`) with commbench's own Socket.IO client. After a drop it subscribes again:
+//! after the target's cursor, with the section's resume arguments, when an event carried one.
 
 use commbench_servers::socketio_wire::{self as sio, PacketType};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{no_section, values, ClientCtx};
+use super::{no_section, resume_values, values, ClientCtx, Cursor};
 use crate::{
     clients::{
         socketio::{open, read_packet},
@@ -15,7 +16,7 @@ use crate::{
         ws_feed::{self, FeedProtocol, Opened, Step},
         Accounting,
     },
-    profile::PatternSpec,
+    profile::{template::Template, PatternSpec},
 };
 
 /// The ack id of the subscribe event.
@@ -28,7 +29,28 @@ struct TemplateSocketIo {
     subscribe: Option<String>,
     ack: bool,
     event: String,
+    /// The subscribe event's name, its resume arguments and the cursor they take.
+    resume: Option<(String, Vec<Template>, Cursor)>,
     accounting: Accounting,
+}
+
+impl TemplateSocketIo {
+    /// The subscribe packet to send: the resume form once an event carried a cursor.
+    fn subscribe_packet(&self, ctx: &ClientCtx) -> Option<String> {
+        let resumed = self.resume.as_ref().and_then(|(event, args, cursor)| {
+            let cursor = cursor.for_json()?;
+            let values = resume_values(ctx, &cursor);
+            let args: Vec<String> = args.iter().map(|a| a.render(&values)).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Some(subscribe_packet(&self.namespace, self.ack, event, &args))
+        });
+        resumed.or_else(|| self.subscribe.clone())
+    }
+}
+
+/// The subscribe event, asking for an ack when the section says so.
+fn subscribe_packet(namespace: &str, ack: bool, event: &str, args: &[&str]) -> String {
+    sio::event(namespace, ack.then_some(SUBSCRIBE_ACK), event, args)
 }
 
 impl FeedProtocol for TemplateSocketIo {
@@ -38,8 +60,8 @@ impl FeedProtocol for TemplateSocketIo {
 
     async fn subscribe(&mut self, ctx: &ClientCtx, _cursor: Option<u64>) -> Opened {
         let mut socket = open(ctx, &self.path, &self.namespace).await?;
-        if let Some(subscribe) = &self.subscribe {
-            ws_conn::send_text(&mut socket, subscribe.clone()).await?;
+        if let Some(subscribe) = self.subscribe_packet(ctx) {
+            ws_conn::send_text(&mut socket, subscribe).await?;
         }
         // With an ack, the subscription starts when it comes.
         Ok((socket, (!self.ack).then_some(0)))
@@ -56,11 +78,14 @@ impl FeedProtocol for TemplateSocketIo {
         }
         match packet.kind {
             PacketType::Event if packet.event_name().as_deref() == Some(self.event.as_str()) => {
+                let args: Vec<&str> = packet.event_args().iter().map(|a| a.get()).collect();
+                if let Some((_, _, cursor)) = &mut self.resume {
+                    // The pointer looks into the arguments as one array.
+                    cursor.note(format!("[{}]", args.join(",")).as_bytes());
+                }
                 match arrival.receiver.as_mut() {
                     Some(receiver) => {
-                        let raw = packet.event_args();
-                        let text: String = raw.iter().map(|a| a.get()).collect();
-                        receiver.message(arrival.ctx, text.as_bytes(), arrival.now_ns);
+                        receiver.message(arrival.ctx, args.concat().as_bytes(), arrival.now_ns);
                     }
                     None => counters.error("event_before_subscribed"),
                 }
@@ -89,20 +114,28 @@ pub async fn run(ctx: ClientCtx) {
         .map(|a| a.render(&values))
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let subscribe = spec.subscribe_event.as_ref().map(|event| {
-        sio::event(
-            &spec.namespace,
-            spec.ack.then_some(SUBSCRIBE_ACK),
-            event,
-            &args,
-        )
-    });
+    let subscribe = spec
+        .subscribe_event
+        .as_ref()
+        .map(|event| subscribe_packet(&spec.namespace, spec.ack, event, &args));
+    let resume = spec
+        .resume
+        .as_ref()
+        .zip(spec.subscribe_event.as_ref())
+        .map(|(resume, event)| {
+            (
+                event.clone(),
+                resume.with.clone(),
+                Cursor::new(resume.cursor.clone()),
+            )
+        });
     let protocol = TemplateSocketIo {
         path: ctx.target.join(&spec.path),
         namespace: spec.namespace.clone(),
         subscribe,
         ack: spec.ack,
         event: spec.event.clone(),
+        resume,
         accounting: ctx.shared.accounting(),
     };
     ws_feed::run(ctx, protocol).await;

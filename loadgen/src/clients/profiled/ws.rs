@@ -1,12 +1,13 @@
 //! WebSocket by a profile's template: open the section's URL, send its subscribe message (and
 //! wait for the confirming text when the section names one); the frames it says carry events are
-//! searched for stamps. On a dropped socket the client reconnects and subscribes again.
+//! searched for stamps. On a dropped socket the client reconnects and subscribes again: after the
+//! target's cursor, through the section's resume form, when it has one and an event carried one.
 
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{no_section, values, ClientCtx};
+use super::{no_section, resume_values, values, ClientCtx, Cursor};
 use crate::{
     clients::{
         stream_feed::Arrival,
@@ -15,7 +16,10 @@ use crate::{
         Accounting,
     },
     http::ClientError,
-    profile::{sections::Frames, PatternSpec},
+    profile::{
+        sections::{Frames, WsResume},
+        PatternSpec,
+    },
 };
 
 /// How long a server may take to confirm the subscription.
@@ -26,7 +30,33 @@ struct TemplateWs {
     subscribe: Option<String>,
     subscribed: Option<String>,
     frames: Frames,
+    resume: Option<(WsResume, Cursor)>,
     accounting: Accounting,
+}
+
+impl TemplateWs {
+    /// The URL and subscribe message to open with: the resume form once an event carried a cursor.
+    fn opening(&self, ctx: &ClientCtx) -> (String, Option<String>) {
+        let resumed = self.resume.as_ref().and_then(|(forms, cursor)| {
+            let (in_url, in_json) = (cursor.for_url()?, cursor.for_json()?);
+            let path = forms
+                .url
+                .as_ref()
+                .map(|url| ctx.target.join(&url.render(&resume_values(ctx, &in_url))));
+            let subscribe = forms
+                .subscribe
+                .as_ref()
+                .map(|message| message.render(&resume_values(ctx, &in_json)));
+            Some((path, subscribe))
+        });
+        match resumed {
+            Some((path, subscribe)) => (
+                path.unwrap_or_else(|| self.path.clone()),
+                subscribe.or_else(|| self.subscribe.clone()),
+            ),
+            None => (self.path.clone(), self.subscribe.clone()),
+        }
+    }
 }
 
 impl FeedProtocol for TemplateWs {
@@ -35,9 +65,10 @@ impl FeedProtocol for TemplateWs {
     }
 
     async fn subscribe(&mut self, ctx: &ClientCtx, _cursor: Option<u64>) -> Opened {
-        let mut socket = ws_conn::open(ctx, &self.path, None).await?;
-        if let Some(subscribe) = &self.subscribe {
-            ws_conn::send_text(&mut socket, subscribe.clone()).await?;
+        let (path, subscribe) = self.opening(ctx);
+        let mut socket = ws_conn::open(ctx, &path, None).await?;
+        if let Some(subscribe) = subscribe {
+            ws_conn::send_text(&mut socket, subscribe).await?;
         }
         if let Some(text) = &self.subscribed {
             tokio::time::timeout(CONFIRM_TIMEOUT, confirmed(&mut socket, text))
@@ -53,6 +84,9 @@ impl FeedProtocol for TemplateWs {
             (Message::Binary(bytes), Frames::Binary | Frames::Any) => bytes,
             _ => return Step::Continue,
         };
+        if let Some((_, cursor)) = &mut self.resume {
+            cursor.note(bytes);
+        }
         if let Some(receiver) = arrival.receiver.as_mut() {
             receiver.message(arrival.ctx, bytes, arrival.now_ns);
         }
@@ -86,6 +120,10 @@ pub async fn run(ctx: ClientCtx) {
         subscribe: spec.subscribe.as_ref().map(|t| t.render(&values)),
         subscribed: spec.subscribed.clone(),
         frames: spec.frames,
+        resume: spec
+            .resume
+            .as_ref()
+            .map(|resume| (resume.with.clone(), Cursor::new(resume.cursor.clone()))),
         accounting: ctx.shared.accounting(),
     };
     ws_feed::run(ctx, protocol).await;

@@ -26,6 +26,8 @@ use tokio::{
     sync::{oneshot, watch},
 };
 
+use crate::lock::lock;
+
 /// A connection's hand-over switch: a handler asks through it, the connection's [`Detachable`]
 /// socket answers.
 pub struct Handover<S>(Arc<State<S>>);
@@ -80,12 +82,6 @@ impl<S> Handover<S> {
         self.0.armed.store(false, Release);
         lock(&self.0.taker).take();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the handler's task gets: the socket, and the mark that keeps the server's graceful

@@ -19,6 +19,7 @@ pub mod fd_limit;
 pub mod feed_api;
 pub mod handover;
 pub mod listener;
+pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod patterns;

@@ -251,15 +251,11 @@ fn resume<T>(
             "never asks for `{cursor}`, so it cannot resume after it".to_owned(),
         ));
     }
-    let cursor = match cursor.split_once(':') {
-        Some(("json", pointer)) => Pointer::parse(pointer).map_err(|e| field.at("cursor", e))?,
-        _ => return Err(field.at(
-            "cursor",
-            format!(
-                "`{cursor}`: expected `json:/pointer` into each event message (e.g. `json:/seq`)"
-            ),
-        )),
+    let Some(("json", pointer)) = cursor.split_once(':') else {
+        let detail = "expected `json:/pointer` into each event message (e.g. `json:/seq`)";
+        return Err(field.at("cursor", format!("`{cursor}`: {detail}")));
     };
+    let cursor = Pointer::parse(pointer).map_err(|e| field.at("cursor", e))?;
     Ok(Some(Resume { cursor, with }))
 }
 

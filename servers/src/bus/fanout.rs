@@ -24,6 +24,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Delivery, Subscription};
 use crate::event::SharedEvent;
+use crate::lock::lock;
 
 /// What a subscriber is told when it overflows; runs once, on the publisher's task.
 pub type OverflowHook = Box<dyn FnOnce() + Send>;
@@ -291,11 +292,6 @@ async fn forward(
             return;
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the state consistent, so poisoning is ignored.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::{Bus, BusError, Delivery, Fanout, Gap, ReadBatch, Subscription};
+use crate::lock::lock;
 use crate::{
     event::{Event, SharedEvent},
     topic::TopicName,
@@ -200,10 +201,6 @@ impl MemoryBus {
 fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // A panic while holding the lock cannot leave the map half-updated, so poisoning is ignored.
     lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -15,6 +15,7 @@ use super::{
     view::LaneCounts, AckOutcome, IdGen, JobQueue, JobState, JobView, Lane, LanePolicy, Lease,
     NewJob, QueueConfig, QueueError, QueueName, QueueStats, Taken,
 };
+use crate::lock::lock;
 use crate::metrics::Metrics;
 
 /// [`JobQueue`] in this process: bounded by `max_queues × max_queued_jobs` unfinished jobs plus as
@@ -61,12 +62,6 @@ struct QueueState {
     finished: VecDeque<(Instant, Arc<str>)>,
     policy: LanePolicy,
     stats: QueueStats,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No critical section leaves the state half-updated across a panic point that matters for
-    // bounded counters; a poisoned lock is still usable.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryQueue {

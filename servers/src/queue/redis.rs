@@ -8,7 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -26,6 +26,7 @@ use super::{
     AckOutcome, IdGen, JobQueue, JobView, Lane, LanePolicy, Lease, NewJob, QueueConfig, QueueError,
     QueueName, QueueStats, Taken,
 };
+use crate::lock::lock;
 use crate::{
     metrics::Metrics,
     redis::{
@@ -69,11 +70,6 @@ struct Local {
     policy: LanePolicy,
     /// XAUTOCLAIM cursors, premium then normal.
     cursors: [String; 2],
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single map operation, so a poisoned map is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl From<LinkDown> for QueueError {

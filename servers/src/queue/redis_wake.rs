@@ -3,17 +3,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use tokio::sync::Notify;
 
 use super::QueueName;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single map operation, so a poisoned map is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock::lock;
 
 /// Local waiters, woken by the pub/sub listener: takers per queue, handle waiters per job.
 pub struct Wakers {

@@ -6,13 +6,14 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex, MutexGuard},
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::Duration,
 };
 
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::lock::lock;
 use crate::{
     bus::{BusError, MemoryBus},
     log::{
@@ -26,11 +27,6 @@ use crate::{
 /// Publish ids remembered per followed topic, so a replayed publish can be found instead of appended
 /// twice.
 pub const DEDUPE_WINDOW: usize = 1000;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one map or queue operation, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The log of a feed topic.
 pub fn topic_log(topic: &TopicName) -> String {

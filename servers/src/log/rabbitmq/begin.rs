@@ -9,9 +9,10 @@ use amqprs::{channel::QueueDeclareArguments, FieldValue};
 use bytes::Bytes;
 
 use super::{
-    consume, link::lock, stream_arguments, stream_offset, turns::Turns, RabbitLink, RabbitLog,
-    END_WAIT, GENESIS,
+    consume, stream_arguments, stream_offset, turns::Turns, RabbitLink, RabbitLog, END_WAIT,
+    GENESIS,
 };
+use crate::lock::lock;
 use crate::log::{LogBroker, LogError};
 
 /// A stream each instance declares and writes one empty record to when it connects.

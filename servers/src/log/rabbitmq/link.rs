@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::lock::lock;
 use crate::{backoff::Backoff, log::LogError, metrics::RedisCounters};
 
 /// Bound on connecting and on every confirm wait, so a stalled broker becomes a 503, never a hang.
@@ -63,11 +64,6 @@ struct Confirms {
     pending: BTreeMap<u64, oneshot::Sender<bool>>,
     /// Message ids the broker returned as unroutable (their queue does not exist).
     returned: HashSet<String>,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one map operation, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Parses `amqp://[user:password@]host:port[/]`.

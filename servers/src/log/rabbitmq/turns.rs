@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::link::lock;
+use crate::lock::lock;
 
 /// Turns by stream name; an entry exists only while someone holds or waits for that stream's turn
 /// (one whose waiter was cancelled may stay, at most one per stream).

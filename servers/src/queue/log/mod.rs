@@ -32,6 +32,7 @@ use super::{
     AckOutcome, IdGen, JobQueue, JobState, JobView, Lane, LanePolicy, Lease, NewJob, QueueConfig,
     QueueError, QueueName, QueueStats, Taken,
 };
+use crate::lock::lock;
 use crate::{
     log::{
         follow::{follow, Sink},
@@ -53,11 +54,6 @@ const POLL: Duration = Duration::from_millis(250);
 /// held 8 workers below 50 jobs/s of 20 ms work. 10 ms costs 100 fetches a second per instance and
 /// queue on Kafka and nothing on RabbitMQ, whose stream consumer is pushed to.
 const JOB_READ_WAIT: Duration = Duration::from_millis(10);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one table or map operation, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn unavailable(error: LogError) -> QueueError {
     QueueError::Unavailable(error.to_string())

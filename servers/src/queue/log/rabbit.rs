@@ -12,7 +12,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{choose, table::JobInfo, Lanes, LogQueue, Slot, POLL};
+use crate::lock::lock;
 use crate::{
     backoff::Backoff,
     log::{rabbitmq::RabbitLink, LogError},
@@ -36,11 +37,6 @@ use crate::{
 const PREFETCH: u16 = 16;
 /// Takes of one delivery lost to another instance in a row before it is given up (requeued).
 const MAX_LOST: usize = 8;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is one map or queue operation, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn lane_queue(queue: &QueueName, lane: Lane) -> String {
     format!("cb.q.{}.{}", queue.as_str(), lane.label())

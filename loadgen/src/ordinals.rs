@@ -55,6 +55,15 @@ impl Ranges {
         common
     }
 
+    /// The largest number at or below `n` that the set does not hold (0 when there is none).
+    pub fn last_outside(&self, n: u64) -> u64 {
+        let at = self.ranges.partition_point(|&(_, end)| end < n);
+        match self.ranges.get(at) {
+            Some(&(start, _)) if start <= n => start.saturating_sub(1),
+            _ => n,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty() && self.overflow == 0
     }
@@ -96,6 +105,17 @@ mod tests {
             (set.ranges.clone(), set.overflow),
             (vec![(1, 3), (7, 7)], 1)
         );
+    }
+
+    #[test]
+    fn the_last_number_outside_skips_a_range_that_ends_the_set() {
+        let set = of(&[4, 5, 6, 9], 16);
+        assert_eq!(set.last_outside(6), 3);
+        assert_eq!(set.last_outside(5), 3);
+        assert_eq!(set.last_outside(8), 8);
+        assert_eq!(set.last_outside(9), 8);
+        assert_eq!(set.last_outside(12), 12);
+        assert_eq!(of(&[1, 2], 16).last_outside(2), 0);
     }
 
     #[test]

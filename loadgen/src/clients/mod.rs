@@ -45,6 +45,12 @@ use crate::{
 /// publish counts as lost wherever it did not arrive, as it did before they were remembered.
 const UNPUBLISHED_RANGES: usize = 4096;
 
+/// A topic's failed publishes; each critical section is one insert or copy, so a poisoned lock
+/// still holds a consistent set.
+fn lock_ranges(set: &std::sync::Mutex<Ranges>) -> std::sync::MutexGuard<'_, Ranges> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Where the run is; clients watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -97,8 +103,7 @@ impl RunShared {
     /// Remembers that the publish with `ordinal` on topic `index` failed.
     pub fn unpublished_at(&self, index: usize, ordinal: u64) {
         if let Some(set) = self.unpublished.get(index) {
-            let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
-            set.insert(ordinal, ordinal, UNPUBLISHED_RANGES);
+            lock_ranges(set).insert(ordinal, ordinal, UNPUBLISHED_RANGES);
         }
     }
 
@@ -106,7 +111,7 @@ impl RunShared {
     pub fn unpublished_all(&self) -> Vec<Ranges> {
         self.unpublished
             .iter()
-            .map(|set| set.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|set| lock_ranges(set).clone())
             .collect()
     }
 
@@ -139,7 +144,12 @@ impl RunShared {
         let heads = self.final_heads.get()?;
         match accounting {
             Accounting::Seq => heads.get(self.topics.get(index)?).copied(),
-            Accounting::Stamp { .. } => Some(self.issued.get(index).map_or(0, |n| n.load(Relaxed))),
+            // The last publish that did not fail: nobody waits for one that never happened.
+            Accounting::Stamp { .. } => {
+                let issued = self.issued.get(index).map_or(0, |n| n.load(Relaxed));
+                let failed = self.unpublished.get(index)?;
+                Some(lock_ranges(failed).last_outside(issued))
+            }
             Accounting::InterArrival => None,
         }
     }
@@ -188,7 +198,7 @@ impl ClientCtx {
         self.shared
             .unpublished
             .get(self.topic_index())
-            .map(|set| set.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|set| lock_ranges(set).clone())
             .unwrap_or_default()
     }
 

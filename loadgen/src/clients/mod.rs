@@ -115,6 +115,13 @@ impl RunShared {
             .collect()
     }
 
+    /// Takes the runner's failed publishes (a load worker, at the drain).
+    pub fn set_unpublished(&self, sets: Vec<Ranges>) {
+        for (slot, set) in self.unpublished.iter().zip(sets) {
+            *lock_ranges(slot) = set;
+        }
+    }
+
     pub fn in_window(&self, intended_ns: u64) -> bool {
         intended_ns >= self.window_start_ns.load(Relaxed)
     }
@@ -147,8 +154,8 @@ impl RunShared {
             // The last publish that did not fail: nobody waits for one that never happened.
             Accounting::Stamp { .. } => {
                 let issued = self.issued.get(index).map_or(0, |n| n.load(Relaxed));
-                let failed = self.unpublished.get(index)?;
-                Some(lock_ranges(failed).last_outside(issued))
+                let failed = self.unpublished.get(index);
+                Some(failed.map_or(issued, |set| lock_ranges(set).last_outside(issued)))
             }
             Accounting::InterArrival => None,
         }

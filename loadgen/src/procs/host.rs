@@ -147,9 +147,7 @@ async fn host_cell(
                 for (slot, n) in shared.issued.iter().zip(issued) {
                     slot.store(n, Relaxed);
                 }
-                for (slot, set) in shared.unpublished.iter().zip(unpublished) {
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = set;
-                }
+                shared.set_unpublished(unpublished);
                 break final_heads;
             }
             Some(Command::Start(_)) => {}
